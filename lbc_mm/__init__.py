@@ -1,0 +1,13 @@
+"""lbc_mm: Learning Best Combination (LBC) N:M sparsity for OpenMMLab.
+
+Zhang, Lin et al., "Learning Best Combination for Efficient N:M Sparsity",
+NeurIPS 2022 (arXiv 2206.06662). ``import lbc_mm`` registers the sparse layers, the
+model transform, the hook and the model wrapper in mmengine's root registries, so both
+``default_scope='mmdet'`` and ``default_scope='mmpretrain'`` configs find them.
+"""
+from . import compat  # noqa: F401  (must run before mmpretrain/mmdet models import)
+from .version import __version__  # noqa: F401
+
+from . import layers, transforms, hooks, model_wrappers  # noqa: F401,E402  isort:skip
+
+__all__ = ['__version__']
