@@ -8,6 +8,7 @@ model transform, the hook and the model wrapper in mmengine's root registries, s
 from . import compat  # noqa: F401  (must run before mmpretrain/mmdet models import)
 from .version import __version__  # noqa: F401
 
+from . import registry  # noqa: F401,E402  isort:skip
 from . import layers, transforms, hooks, model_wrappers  # noqa: F401,E402  isort:skip
 
 __all__ = ['__version__']

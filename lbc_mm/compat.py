@@ -1,0 +1,134 @@
+"""Version shims for the OpenMMLab stack lbc_mm runs on.
+
+Imported first by ``lbc_mm/__init__.py``. Each shim states the versions it covers and
+why it exists (details and measurements: ``PLATFORM.md`` of the project). All shims are
+idempotent.
+
+1. mmpretrain 1.2.0 + transformers >= 5: ``import mmpretrain.models`` dies with
+   ``TypeError: NoneType takes no arguments`` (its BLIP language model), and
+   ``import mmdet.models`` imports mmpretrain when present, so it dies too. We turn
+   mmpretrain's multimodal models off (``WITH_MULTIMODAL = False``) before its models
+   are imported. Classification and detection models are unaffected.
+2. torch >= 2.6 loads checkpoints with ``weights_only=True`` by default; mmengine 0.10.7
+   stores ``HistoryBuffer`` objects and numpy arrays/scalars in the message hub of every
+   checkpoint, so ``--resume`` fails. We allow-list exactly those globals with
+   ``torch.serialization.add_safe_globals``; weights-only loading stays on, so a
+   checkpoint carrying any other pickled callable is still refused.
+3. mmengine 0.10.7 resolves ``_base_ = 'pkg::dir/file.py'`` only for the packages in its
+   hard-coded ``MODULE2PACKAGE`` and reads ``<pkg>/.mim/configs``: we add ``lbc_mm``,
+   point mmengine at this package's directory (pkg_resources reports site-packages for
+   PEP 660 editable installs), and register ``lbc_mm``-scoped child registries so
+   objects in configs inherited through ``lbc_mm::`` still build.
+"""
+import importlib.metadata
+import importlib.util
+import os.path as osp
+import sys
+from typing import List, Optional
+
+# The first transformers major version that breaks mmpretrain 1.2.0's multimodal models.
+TRANSFORMERS_BREAKING_MAJOR = 5
+
+
+def installed_version(dist_name: str) -> Optional[str]:
+    """Version string of an installed distribution, or None (without importing it)."""
+    try:
+        return importlib.metadata.version(dist_name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def transformers_breaks_mmpretrain(version: Optional[str] = None) -> bool:
+    """Whether this transformers version breaks ``import mmpretrain.models`` (1.2.0).
+
+    Args:
+        version (str, optional): Version to judge. Defaults to the installed one.
+    """
+    version = installed_version('transformers') if version is None else version
+    if version is None:
+        return False
+    major = version.split('.')[0]
+    return major.isdigit() and int(major) >= TRANSFORMERS_BREAKING_MAJOR
+
+
+def disable_mmpretrain_multimodal_if_needed() -> bool:
+    """Turn mmpretrain's multimodal models off when transformers is too new.
+
+    Returns:
+        bool: True when the multimodal models were turned off.
+    """
+    if importlib.util.find_spec('mmpretrain') is None:
+        return False
+    if not transformers_breaks_mmpretrain():
+        return False
+    # ``mmpretrain.models``/``datasets`` copy the flag at import time
+    # (``from ...dependency import WITH_MULTIMODAL``): it must be set before them.
+    late = [m for m in ('mmpretrain.models', 'mmpretrain.datasets')
+            if m in sys.modules]
+    import mmpretrain.utils.dependency as dependency
+    dependency.WITH_MULTIMODAL = False
+    if late:
+        import warnings
+        warnings.warn(
+            f'lbc_mm was imported after {late}; with transformers '
+            f'{installed_version("transformers")} mmpretrain needs lbc_mm (or '
+            'lbc_mm.compat) imported first to turn its multimodal models off.')
+    return True
+
+
+def mmengine_checkpoint_globals() -> List[object]:
+    """Exactly the non-tensor globals mmengine 0.10.7 checkpoints contain.
+
+    ``message_hub`` holds ``HistoryBuffer`` objects (numpy arrays of logged scalars)
+    and numpy scalars in ``runtime_info``; numpy's reconstruct helpers and dtypes
+    rebuild those arrays.
+    """
+    import numpy as np
+    from mmengine.logging.history_buffer import HistoryBuffer
+    try:  # numpy >= 2
+        from numpy._core.multiarray import _reconstruct, scalar
+    except ImportError:  # numpy 1.x
+        from numpy.core.multiarray import _reconstruct, scalar
+    dtype_classes = [type(np.dtype(t)) for t in (
+        np.float64, np.float32, np.float16, np.int64, np.int32, np.int16,
+        np.int8, np.uint8, np.bool_)]
+    return [HistoryBuffer, np.ndarray, np.dtype, _reconstruct, scalar,
+            *dtype_classes]
+
+
+def allow_mmengine_checkpoints() -> bool:
+    """Allow-list mmengine's checkpoint globals for weights-only ``torch.load``.
+
+    Returns:
+        bool: False on a torch without ``add_safe_globals`` (< 2.4), where loading
+        is not weights-only by default and nothing is needed.
+    """
+    import torch.serialization
+    if not hasattr(torch.serialization, 'add_safe_globals'):
+        return False
+    torch.serialization.add_safe_globals(mmengine_checkpoint_globals())
+    return True
+
+
+def register_config_prefix() -> None:
+    """Make ``_base_ = 'lbc_mm::dir/file.py'`` resolve to this package's configs."""
+    from mmengine.config import config as config_module
+    from mmengine.config.utils import MODULE2PACKAGE
+    MODULE2PACKAGE.setdefault('lbc_mm', 'lbc_mm')
+
+    original = config_module.get_installed_path
+    if getattr(original, '_lbc_mm_patched', False):
+        return
+
+    def get_installed_path(package: str) -> str:
+        if package == 'lbc_mm':
+            return osp.dirname(osp.abspath(__file__))
+        return original(package)
+
+    get_installed_path._lbc_mm_patched = True
+    config_module.get_installed_path = get_installed_path
+
+
+disable_mmpretrain_multimodal_if_needed()
+allow_mmengine_checkpoints()
+register_config_prefix()

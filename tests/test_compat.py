@@ -1,0 +1,153 @@
+"""lbc_mm.compat: transformers>=5 vs mmpretrain, weights-only resume, config prefix."""
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+
+from lbc_mm import compat
+
+
+@pytest.mark.parametrize('version,breaks', [
+    ('5.0.0', True), ('5.17.0', True), ('4.57.1', False), ('4.28.0', False)])
+def test_transformers_version_judgement(version, breaks):
+    assert compat.transformers_breaks_mmpretrain(version) is breaks
+
+
+def test_installed_transformers_judged_through_metadata(monkeypatch):
+    monkeypatch.setattr(compat, 'installed_version',
+                        lambda name: '5.17.0' if name == 'transformers' else None)
+    assert compat.transformers_breaks_mmpretrain()
+    monkeypatch.setattr(compat, 'installed_version', lambda name: None)
+    assert not compat.transformers_breaks_mmpretrain()
+
+
+def _fake_new_transformers(root):
+    """A transformers 5 look-alike: version 5.0.0, and importing it fails the way
+    transformers 5 makes mmpretrain 1.2.0 fail."""
+    pkg = os.path.join(root, 'transformers')
+    os.makedirs(pkg)
+    with open(os.path.join(pkg, '__init__.py'), 'w') as f:
+        f.write("raise TypeError('NoneType takes no arguments')\n")
+    info = os.path.join(root, 'transformers-5.0.0.dist-info')
+    os.makedirs(info)
+    with open(os.path.join(info, 'METADATA'), 'w') as f:
+        f.write('Metadata-Version: 2.1\nName: transformers\nVersion: 5.0.0\n')
+
+
+def _run(code, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    return subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_new_transformers_breaks_mmpretrain_without_the_shim(tmp_path):
+    _fake_new_transformers(tmp_path)
+    proc = _run('import mmpretrain.models', tmp_path)
+    assert proc.returncode != 0
+    assert 'NoneType takes no arguments' in proc.stderr
+
+
+def test_shim_keeps_mmdet_and_mmpretrain_importable(tmp_path):
+    _fake_new_transformers(tmp_path)
+    proc = _run('''
+        import lbc_mm
+        import mmdet.models, mmpretrain.models
+        from mmpretrain.utils import dependency
+        assert dependency.WITH_MULTIMODAL is False
+        from mmpretrain.registry import MODELS
+        assert MODELS.get('ResNet') is not None
+        print('ok')
+        ''', tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith('ok')
+
+
+class ToyModel(BaseModel):
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 2)
+
+    def forward(self, inputs, labels=None, mode='tensor'):
+        out = self.linear(inputs)
+        if mode == 'loss':
+            return dict(loss=((out - labels) ** 2).mean())
+        return out
+
+
+def _toy_dataset(n=16):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 4, generator=g)
+    y = torch.randn(n, 2, generator=g)
+    return [dict(inputs=x[i], labels=y[i]) for i in range(n)]
+
+
+def _runner(work_dir, max_epochs, resume=False, name='run'):
+    return Runner(
+        model=ToyModel(),
+        work_dir=str(work_dir),
+        experiment_name=name,
+        train_dataloader=dict(
+            dataset=_toy_dataset(), batch_size=4,
+            sampler=dict(type='DefaultSampler', shuffle=True),
+            collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1, momentum=0.9)),
+        train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1),
+                           logger=dict(type='LoggerHook', interval=1)),
+        randomness=dict(seed=0),
+        resume=resume,
+        default_scope='mmengine')
+
+
+def test_runner_trains_saves_and_resumes_weights_only(tmp_path):
+    runner = _runner(tmp_path, max_epochs=1, name='first')
+    runner.train()
+    ckpt = tmp_path / 'epoch_1.pth'
+    assert ckpt.exists()
+    # The checkpoint really carries mmengine's HistoryBuffer objects...
+    from mmengine.logging.history_buffer import HistoryBuffer
+    loaded = torch.load(ckpt, weights_only=True)
+    buffers = loaded['message_hub']['log_scalars']
+    assert any(isinstance(b, HistoryBuffer) for b in buffers.values())
+
+    # ...and a second run resumes from it (auto-resume finds last_checkpoint).
+    resumed = _runner(tmp_path, max_epochs=2, resume=True, name='second')
+    resumed.train()
+    assert resumed.epoch == 2
+    assert resumed.iter == 8
+    assert (tmp_path / 'epoch_2.pth').exists()
+
+
+def test_checkpoint_with_pickled_callable_is_refused(tmp_path):
+    evil = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {'w': torch.zeros(1)}, 'meta': {'hook': os.system}},
+               evil)
+    from mmengine.runner import load_checkpoint
+    with pytest.raises(pickle.UnpicklingError):
+        load_checkpoint(ToyModel(), str(evil), map_location='cpu')
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(evil)
+
+
+def test_weights_only_stays_the_default():
+    # The shim allow-lists globals; it never turns weights-only loading off.
+    assert os.environ.get('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD') in (None, '', '0')
+    safe = {g for g in torch.serialization.get_safe_globals()}
+    assert not any(getattr(g, '__name__', '') == 'system' for g in safe)
+
+
+def test_config_prefix_resolves_to_this_package():
+    from mmengine.config import config as config_module
+    from mmengine.config.utils import MODULE2PACKAGE
+    import lbc_mm
+    assert MODULE2PACKAGE['lbc_mm'] == 'lbc_mm'
+    assert config_module.get_installed_path('lbc_mm') == os.path.dirname(
+        lbc_mm.__file__)
