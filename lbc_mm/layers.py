@@ -1,1 +1,345 @@
-"""(being written: see docs/architecture.md)"""
+"""N:M sparse ``Conv2d`` and ``Linear`` layers (LBC, SR-STE, STE, ASP).
+
+Both are registered in mmengine's root ``MODELS`` registry, so
+``conv_cfg=dict(type='NMSparseConv', n=2, m=4)`` works from ``mmdet`` and
+``mmpretrain`` scopes wherever mmcv's ``build_conv_layer`` is used (it calls
+``layer(*args, **kwargs, **cfg)`` with the ``nn.Conv2d`` positional arguments).
+
+Methods (ALGORITHM.md):
+
+- ``'lbc'``: learnable candidate ``scores`` ``(G, C)`` and an ``alive`` buffer;
+  ``LBCHook`` drives the removal through :meth:`remove_candidates`.
+- ``'srste'`` / ``'ste'``: magnitude mask every forward, SR-STE backward with
+  ``srste_lambda`` (2e-4; STE is 0).
+- ``'asp'``: magnitude mask fixed once (first training forward, or when a dense
+  checkpoint without ``asp_mask`` is loaded).
+
+A layer whose grouped axis (``in/groups`` or ``in_features``) is not a multiple of
+``m`` stays dense (``is_sparse = False``, one log line), or raises a ``ValueError``
+with ``strict=True``.
+"""
+from typing import Iterator, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from mmengine.logging import print_log
+from mmengine.registry import MODELS
+from torch import Tensor, nn
+
+from .sparsity import (candidate_matrix, find_nm_violations, init_scores, lbc_mask,
+                       lbc_masked_weight, magnitude_mask, removal_step,
+                       srste_masked_weight, validate_pattern)
+
+__all__ = [
+    'METHODS',
+    'NMSparseConv',
+    'NMSparseLinear',
+    'model_nm_violations',
+    'name_sparse_layers',
+    'sparse_layers',
+]
+
+#: Supported sparsity methods.
+METHODS = ('lbc', 'srste', 'ste', 'asp')
+_SRSTE_DEFAULT_LAMBDA = 2e-4
+
+
+class _NMSparseMixin:
+    """Shared N:M state and behaviour of :class:`NMSparseConv` and
+    :class:`NMSparseLinear` (``self`` is the ``nn.Conv2d`` / ``nn.Linear``)."""
+
+    weight: nn.Parameter
+
+    def _init_sparsity(self, n: int, m: int, method: str, strict: bool,
+                       srste_lambda: Optional[float]) -> None:
+        try:
+            validate_pattern(n, m)
+        except ValueError as err:
+            raise ValueError(f'{type(self).__name__} weight '
+                             f'{tuple(self.weight.shape)}: {err}') from err
+        if method not in METHODS:
+            raise ValueError(f'{type(self).__name__} weight {tuple(self.weight.shape)}: '
+                             f'unknown method {method!r}, expected one of {METHODS}')
+        if method in ('lbc', 'asp') and srste_lambda is not None:
+            raise ValueError(f'{type(self).__name__}: srste_lambda does not apply to '
+                             f'method {method!r}')
+        if method == 'ste' and srste_lambda not in (None, 0, 0.0):
+            raise ValueError(f'{type(self).__name__}: STE is SR-STE with '
+                             f'srste_lambda=0, got {srste_lambda}')
+        if srste_lambda is not None and srste_lambda < 0:
+            raise ValueError(f'{type(self).__name__}: srste_lambda must be >= 0, '
+                             f'got {srste_lambda}')
+        self.n = n
+        self.m = m
+        self.method = method
+        self.strict = strict
+        self.srste_lambda = (0.0 if method == 'ste' else
+                             _SRSTE_DEFAULT_LAMBDA if srste_lambda is None else
+                             float(srste_lambda))
+        #: Module name, set by :func:`name_sparse_layers` (for log lines).
+        self.layer_name: Optional[str] = None
+        cin = self.weight.shape[1]  # in/groups (conv) or in_features (linear)
+        self.is_sparse = cin % m == 0
+        if not self.is_sparse:
+            msg = (f'{type(self).__name__} weight {tuple(self.weight.shape)}: '
+                   f'{cin} input channels are not a multiple of M={m}, so the '
+                   f'layer cannot be {n}:{m} sparse')
+            if strict:
+                raise ValueError(msg)
+            print_log(msg + '; it stays dense', logger='current')
+            return
+        factory = dict(device=self.weight.device)
+        num_groups = self.weight.numel() // m
+        if method == 'lbc':
+            # (G, C) learnable scores; removed candidates are exactly 0.
+            self.scores = nn.Parameter(
+                init_scores(num_groups, n, m, dtype=self.weight.dtype, **factory))
+            self.register_buffer('alive', torch.ones(self.scores.shape, dtype=torch.bool,
+                                                     **factory))
+            # (C, m) candidate matrix, rebuilt from (n, m): not in checkpoints.
+            self.register_buffer(
+                'candidates',
+                candidate_matrix(n, m, dtype=self.weight.dtype, **factory),
+                persistent=False)
+            self._card_cache: Optional[int] = None
+        elif method == 'asp':
+            self.register_buffer('asp_mask', torch.ones(self.weight.shape,
+                                                        dtype=torch.bool, **factory))
+            self._asp_ready = False
+
+    # -- introspection -------------------------------------------------------
+    def describe(self) -> str:
+        """One line naming the layer, its weight shape, pattern and method."""
+        name = f' {self.layer_name!r}' if self.layer_name else ''
+        dense = '' if self.is_sparse else ' (dense: channels not divisible by M)'
+        return (f'{type(self).__name__}{name} weight {tuple(self.weight.shape)} '
+                f'{self.n}:{self.m} {self.method}{dense}')
+
+    def get_mask(self) -> Tensor:
+        """Current binary mask (bool, in ``weight.shape``; all ones when dense)."""
+        weight = self.weight
+        if not self.is_sparse:
+            return torch.ones(weight.shape, dtype=torch.bool, device=weight.device)
+        if self.method == 'lbc':
+            return lbc_mask(self.scores, self.candidates, weight.shape, self.alive)
+        if self.method == 'asp':
+            if self._asp_ready:
+                return self.asp_mask.clone()
+            return magnitude_mask(weight, self.n, self.m)
+        return magnitude_mask(weight, self.n, self.m)
+
+    def sparse_weight(self) -> Tensor:
+        """The effective (masked) weight used by ``forward``."""
+        weight = self.weight
+        if not self.is_sparse:
+            return weight
+        if self.method == 'lbc':
+            return lbc_masked_weight(weight, self.scores, self.candidates, self.alive)
+        if self.method in ('srste', 'ste'):
+            return srste_masked_weight(weight, self.n, self.m, self.srste_lambda)
+        # ASP: fix the magnitude mask at the first training forward.
+        if not self._asp_ready:
+            if not self.training:
+                return weight * magnitude_mask(weight, self.n, self.m)
+            self.set_asp_mask()
+        return weight * self.asp_mask
+
+    # -- ASP -----------------------------------------------------------------
+    def set_asp_mask(self) -> None:
+        """(ASP) Fix the mask to the magnitude mask of the current weight."""
+        if self.method != 'asp' or not self.is_sparse:
+            raise RuntimeError(f'{self.describe()}: set_asp_mask() needs a sparse ASP '
+                               f'layer')
+        with torch.no_grad():
+            self.asp_mask.copy_(magnitude_mask(self.weight, self.n, self.m))
+        self._asp_ready = True
+
+    # -- LBC -----------------------------------------------------------------
+    @property
+    def num_alive(self) -> Optional[Tensor]:
+        """(LBC) Alive candidates per group, ``(G,)`` long; None otherwise."""
+        if self.method != 'lbc' or not self.is_sparse:
+            return None
+        return self.alive.sum(dim=1)
+
+    def remove_candidates(self, keep: int) -> None:
+        """(LBC) Keep the ``keep`` best candidates per group (ALGORITHM.md step 6).
+
+        Removed candidates stay removed; their scores are re-zeroed on every call
+        (momentum may have moved them). A no-op for non-LBC or dense layers.
+
+        Args:
+            keep (int): ``card(t)``; clipped to ``[1, C]``.
+
+        Raises:
+            FloatingPointError: An alive score is not finite (names the layer).
+        """
+        if self.method != 'lbc' or not self.is_sparse:
+            return
+        num_c = self.scores.shape[1]
+        keep = max(1, min(int(keep), num_c))
+        if self._card_cache is None:
+            self._card_cache = int(self.alive.sum(dim=1).max())
+        if keep < self._card_cache:
+            try:
+                removal_step(self.scores.data, self.alive, keep)
+            except FloatingPointError as err:
+                raise FloatingPointError(f'{self.describe()}: {err}') from err
+            self._card_cache = keep
+        elif self._card_cache < num_c:
+            with torch.no_grad():
+                self.scores.masked_fill_(~self.alive, 0.0)
+
+    def freeze_scores(self) -> None:
+        """(LBC) Stop learning the scores (``requires_grad=False``, grad dropped)."""
+        if self.method != 'lbc' or not self.is_sparse:
+            return
+        self.scores.requires_grad_(False)
+        self.scores.grad = None
+
+    # -- checkpoints ---------------------------------------------------------
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
+                              missing_keys, unexpected_keys, error_msgs):
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
+                                      missing_keys, unexpected_keys, error_msgs)
+        if not self.is_sparse:
+            return
+        if self.method == 'lbc':
+            self._card_cache = None
+        elif self.method == 'asp':
+            key = prefix + 'asp_mask'
+            if key in state_dict:
+                self._asp_ready = True
+            elif prefix + 'weight' in state_dict:
+                # Dense pretrained checkpoint: fix the mask from the loaded weight.
+                self.set_asp_mask()
+                if key in missing_keys:
+                    missing_keys.remove(key)
+
+    def _sparse_extra_repr(self) -> str:
+        return f'n={self.n}, m={self.m}, method={self.method!r}' + (
+            '' if self.is_sparse else ', dense')
+
+
+@MODELS.register_module()
+class NMSparseConv(_NMSparseMixin, nn.Conv2d):
+    """``nn.Conv2d`` with an N:M sparse weight, grouped along input channels.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+            bias, padding_mode, device, dtype: As ``nn.Conv2d`` (positional too).
+        n (int): Kept weights per group. Defaults to 2.
+        m (int): Group size. Defaults to 4.
+        method (str): ``'lbc'``, ``'srste'``, ``'ste'`` or ``'asp'``.
+            Defaults to 'lbc'.
+        strict (bool): Raise instead of staying dense when ``in/groups`` is not
+            a multiple of ``m``. Defaults to False.
+        srste_lambda (float, optional): SR-STE ``lambda_w``; 2e-4 for
+            ``'srste'``, 0 for ``'ste'``; not allowed for other methods.
+            Defaults to None.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 kernel_size,
+                 stride=1,
+                 padding=0,
+                 dilation=1,
+                 groups: int = 1,
+                 bias: bool = True,
+                 padding_mode: str = 'zeros',
+                 device=None,
+                 dtype=None,
+                 *,
+                 n: int = 2,
+                 m: int = 4,
+                 method: str = 'lbc',
+                 strict: bool = False,
+                 srste_lambda: Optional[float] = None) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding,
+                         dilation, groups, bias, padding_mode, device, dtype)
+        self._init_sparsity(n, m, method, strict, srste_lambda)
+
+    def forward(self, input: Tensor) -> Tensor:
+        """Convolution with the masked weight."""
+        return self._conv_forward(input, self.sparse_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ', ' + self._sparse_extra_repr()
+
+
+@MODELS.register_module()
+class NMSparseLinear(_NMSparseMixin, nn.Linear):
+    """``nn.Linear`` with an N:M sparse weight, grouped along input features.
+
+    Args:
+        in_features, out_features, bias, device, dtype: As ``nn.Linear``.
+        n, m, method, strict, srste_lambda: As :class:`NMSparseConv`.
+    """
+
+    def __init__(self,
+                 in_features: int,
+                 out_features: int,
+                 bias: bool = True,
+                 device=None,
+                 dtype=None,
+                 *,
+                 n: int = 2,
+                 m: int = 4,
+                 method: str = 'lbc',
+                 strict: bool = False,
+                 srste_lambda: Optional[float] = None) -> None:
+        super().__init__(in_features, out_features, bias, device, dtype)
+        self._init_sparsity(n, m, method, strict, srste_lambda)
+
+    def forward(self, input: Tensor) -> Tensor:
+        """Linear map with the masked weight."""
+        return F.linear(input, self.sparse_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ', ' + self._sparse_extra_repr()
+
+
+SparseLayer = (NMSparseConv, NMSparseLinear)
+
+
+def sparse_layers(model: nn.Module,
+                  only_sparse: bool = True) -> Iterator[Tuple[str, _NMSparseMixin]]:
+    """Yield ``(name, layer)`` for the N:M layers of a model.
+
+    Args:
+        model (nn.Module): Any model (DDP wrappers are fine: names then start
+            with ``module.``).
+        only_sparse (bool): Skip layers that stayed dense. Defaults to True.
+    """
+    for name, module in model.named_modules():
+        if isinstance(module, SparseLayer) and (module.is_sparse or not only_sparse):
+            yield name, module
+
+
+def name_sparse_layers(model: nn.Module) -> int:
+    """Set ``layer_name`` of every N:M layer (dense fallbacks included).
+
+    Returns:
+        int: Number of layers named.
+    """
+    count = 0
+    for name, layer in sparse_layers(model, only_sparse=False):
+        layer.layer_name = name
+        count += 1
+    return count
+
+
+def model_nm_violations(model: nn.Module) -> List[Tuple[str, int, int]]:
+    """N:M check of the effective weights (``get_mask() * weight``) of a model.
+
+    Returns:
+        list[tuple[str, int, int]]: ``(name, bad_groups, total_groups)`` per
+        offending sparse layer; empty when every sparse layer is valid N:M.
+    """
+    with torch.no_grad():
+        return find_nm_violations(
+            (name, layer.weight * layer.get_mask(), layer.n, layer.m)
+            for name, layer in sparse_layers(model))
+

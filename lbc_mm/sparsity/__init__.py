@@ -1,0 +1,27 @@
+"""Pure N:M sparsity math (no OpenMMLab imports): patterns, LBC, SR-STE."""
+from .lbc import (LBCMaskFunction, card, init_scores, lbc_mask, lbc_masked_weight,
+                  removal_step)
+from .patterns import (candidate_matrix, count_nm_violations, find_nm_violations,
+                       from_groups, group_dim, magnitude_mask, num_candidates,
+                       to_groups, validate_pattern)
+from .srste import SRSTEFunction, srste_masked_weight
+
+__all__ = [
+    'LBCMaskFunction',
+    'SRSTEFunction',
+    'candidate_matrix',
+    'card',
+    'count_nm_violations',
+    'find_nm_violations',
+    'from_groups',
+    'group_dim',
+    'init_scores',
+    'lbc_mask',
+    'lbc_masked_weight',
+    'magnitude_mask',
+    'num_candidates',
+    'removal_step',
+    'srste_masked_weight',
+    'to_groups',
+    'validate_pattern',
+]
