@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from .sparsity import (candidate_matrix, find_nm_violations, init_scores, lbc_mask,
                        lbc_masked_weight, magnitude_mask, removal_step,
-                       srste_masked_weight, validate_pattern)
+                       srste_masked_weight, to_groups, validate_pattern)
 
 __all__ = [
     'METHODS',
@@ -189,6 +189,25 @@ class _NMSparseMixin:
         elif self._card_cache < num_c:
             with torch.no_grad():
                 self.scores.masked_fill_(~self.alive, 0.0)
+
+    def keep_magnitude_candidates(self) -> None:
+        """(LBC) Jump to the end state with the magnitude (ASP) choice.
+
+        Every group keeps exactly the one candidate equal to the magnitude mask of
+        the current weight (e.g. for layers whose weights are frozen, which would
+        otherwise choose on tied scores); the other scores become 0.
+        """
+        if self.method != 'lbc' or not self.is_sparse:
+            return
+        with torch.no_grad():
+            mag = to_groups(magnitude_mask(self.weight, self.n, self.m), self.m)  # (G, m)
+            hits = mag.to(self.candidates.dtype) @ self.candidates.t()  # (G, C)
+            chosen = hits == self.n  # exactly one candidate per group
+            kept = torch.where(self.scores == 0, torch.ones_like(self.scores),
+                               self.scores)
+            self.alive.copy_(chosen)
+            self.scores.copy_(torch.where(chosen, kept, torch.zeros_like(kept)))
+        self._card_cache = 1
 
     def freeze_scores(self) -> None:
         """(LBC) Stop learning the scores (``requires_grad=False``, grad dropped)."""

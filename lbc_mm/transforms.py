@@ -1,1 +1,192 @@
-"""(being written: see docs/architecture.md)"""
+"""``NMSparsify``: swap a built model's Conv2d / Linear layers for N:M sparse ones.
+
+Use it as the model of any mmdet / mmpretrain config::
+
+    model = dict(type='NMSparsify', model=<original model cfg>, n=2, m=4,
+                 method='lbc', include=['backbone.*'], exclude=['backbone.conv1'])
+
+The inner model is built with the registry of the current default scope, its
+layers are swapped at build time (before the optimizer and the DDP wrapper exist),
+and the original model object (same class) is returned. The swap reuses the
+original ``weight`` / ``bias`` parameters, so every original state-dict key stays and
+a dense checkpoint loads into the sparse model: the new keys (``scores``, ``alive``,
+``asp_mask``) are simply missing from it (LBC scores keep their initial value, ASP
+masks are computed from the loaded weights).
+
+Module-name patterns are shell-style :mod:`fnmatch` patterns matched against the
+full module name (``'backbone.layer*'``, ``'*.qkv'``, ``'backbone.conv1'``). Only
+layers whose type is exactly ``nn.Conv2d`` or ``nn.Linear`` are swapped: subclasses
+with their own forward (weight-standardised convs, ``MultiheadAttention.out_proj``)
+would lose their behaviour.
+"""
+import copy
+import fnmatch
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+from mmengine.logging import print_log
+from mmengine.registry import MODELS
+from torch import nn
+
+from .layers import NMSparseConv, NMSparseLinear
+from .sparsity import validate_pattern
+
+__all__ = ['DEFAULT_EXCLUDE', 'DEFAULT_INCLUDE', 'NMSparsify', 'sparsify']
+
+#: ALGORITHM.md section 8: the backbone is sparse; neck, heads and classifier
+#: stay dense.
+DEFAULT_INCLUDE = ('backbone.*', )
+#: The stem (ResNet ``conv1``, ResNetV1d ``stem``) and the ViT patch embedding.
+DEFAULT_EXCLUDE = ('backbone.conv1', 'backbone.stem', 'backbone.stem.*',
+                   'backbone.patch_embed', 'backbone.patch_embed.*')
+
+
+def _as_patterns(patterns: Union[None, str, Sequence[str]],
+                 default: Sequence[str]) -> List[str]:
+    if patterns is None:
+        return list(default)
+    if isinstance(patterns, str):
+        return [patterns]
+    return list(patterns)
+
+
+def _matches(name: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _make_sparse(old: nn.Module, n: int, m: int, method: str, strict: bool,
+                 opts: Dict[str, Any]) -> nn.Module:
+    """Build the sparse twin of ``old`` sharing its weight and bias."""
+    weight = old.weight
+    factory = dict(device=weight.device, dtype=weight.dtype)
+    if type(old) is nn.Conv2d:
+        new = NMSparseConv(
+            old.in_channels,
+            old.out_channels,
+            old.kernel_size,
+            old.stride,
+            old.padding,
+            old.dilation,
+            old.groups,
+            old.bias is not None,
+            old.padding_mode,
+            n=n,
+            m=m,
+            method=method,
+            strict=strict,
+            **factory,
+            **opts)
+    else:
+        new = NMSparseLinear(
+            old.in_features,
+            old.out_features,
+            old.bias is not None,
+            n=n,
+            m=m,
+            method=method,
+            strict=strict,
+            **factory,
+            **opts)
+    # Same Parameter objects: state-dict keys, init and any references survive.
+    new.weight = old.weight
+    new.bias = old.bias
+    new.train(old.training)
+    return new
+
+
+def sparsify(model: nn.Module,
+             n: int = 2,
+             m: int = 4,
+             method: str = 'lbc',
+             include: Union[None, str, Sequence[str]] = None,
+             exclude: Union[None, str, Sequence[str]] = None,
+             strict: bool = False,
+             **opts: Any) -> nn.Module:
+    """Swap matching ``nn.Conv2d`` / ``nn.Linear`` layers for N:M sparse ones.
+
+    Args:
+        model (nn.Module): Model to change in place.
+        n (int): Kept weights per group. Defaults to 2.
+        m (int): Group size. Defaults to 4.
+        method (str): ``'lbc'``, ``'srste'``, ``'ste'`` or ``'asp'``.
+            Defaults to 'lbc'.
+        include (str | Sequence[str], optional): fnmatch patterns of module names
+            to make sparse. Defaults to :data:`DEFAULT_INCLUDE` (``backbone.*``).
+        exclude (str | Sequence[str], optional): fnmatch patterns to keep dense,
+            applied after ``include``. Defaults to :data:`DEFAULT_EXCLUDE` (stem,
+            patch embedding). Pass ``[]`` to exclude nothing.
+        strict (bool): Raise a ``ValueError`` for a matching layer whose input
+            channels are not a multiple of ``m``; otherwise it stays dense (the
+            original module is kept) and one log line names it. Defaults to False.
+        **opts: Method options of the layers (e.g. ``srste_lambda``).
+
+    Returns:
+        nn.Module: ``model`` itself, with the swapped layers.
+    """
+    validate_pattern(n, m)
+    include = _as_patterns(include, DEFAULT_INCLUDE)
+    exclude = _as_patterns(exclude, DEFAULT_EXCLUDE)
+    swapped: Dict[int, nn.Module] = {}
+    targets = []
+    for name, module in model.named_modules():
+        if type(module) not in (nn.Conv2d, nn.Linear):
+            continue
+        if not _matches(name, include) or _matches(name, exclude):
+            continue
+        targets.append((name, module))
+    dense = []
+    for name, old in targets:
+        cin = old.weight.shape[1]  # in/groups or in_features
+        if cin % m:
+            msg = (f'{name}: weight {tuple(old.weight.shape)} has {cin} input '
+                   f'channels, not a multiple of M={m}, so it cannot be {n}:{m} '
+                   f'sparse')
+            if strict:
+                raise ValueError(msg)
+            print_log(msg + '; it stays dense', logger='current')
+            dense.append(name)
+            continue
+        if id(old) not in swapped:
+            swapped[id(old)] = _make_sparse(old, n, m, method, strict, opts)
+            swapped[id(old)].layer_name = name
+        parent_name, _, child = name.rpartition('.')
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, swapped[id(old)])
+    print_log(
+        f'NMSparsify: {len(swapped)} layers made {n}:{m} {method}, '
+        f'{len(dense)} kept dense (include={include}, exclude={exclude})',
+        logger='current')
+    return model
+
+
+@MODELS.register_module(name='NMSparsify')
+def NMSparsify(model: Union[dict, nn.Module],
+               n: int = 2,
+               m: int = 4,
+               method: str = 'lbc',
+               include: Union[None, str, Sequence[str]] = None,
+               exclude: Union[None, str, Sequence[str]] = None,
+               strict: bool = False,
+               data_preprocessor: Optional[Union[dict, nn.Module]] = None,
+               **opts: Any) -> nn.Module:
+    """Registered model transform: build ``model`` and :func:`sparsify` it.
+
+    Args:
+        model (dict | nn.Module): The original model config (built with the
+            registry of the current default scope) or a built model.
+        n, m, method, include, exclude, strict, **opts: See :func:`sparsify`.
+        data_preprocessor (dict | nn.Module, optional): The Runner merges a
+            top-level ``data_preprocessor`` into the model config; it is passed
+            on to the inner model (``setdefault``). Defaults to None.
+
+    Returns:
+        nn.Module: The inner model object (its own class), made sparse.
+    """
+    if isinstance(model, dict):
+        model = copy.deepcopy(model)
+        if data_preprocessor is not None:
+            model.setdefault('data_preprocessor', data_preprocessor)
+        model = MODELS.build(model)
+    elif not isinstance(model, nn.Module):
+        raise TypeError(f'NMSparsify: model must be a config dict or an nn.Module, '
+                        f'got {type(model).__name__}')
+    return sparsify(model, n, m, method, include, exclude, strict, **opts)
