@@ -1,1 +1,4 @@
-"""mmengine hooks of lbc_mm."""
+"""mmengine hooks of lbc_mm (registered in mmengine's root ``HOOKS``)."""
+from .lbc_hook import LBCHook
+
+__all__ = ['LBCHook']

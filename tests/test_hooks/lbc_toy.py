@@ -1,0 +1,190 @@
+"""Tiny real model, data, metric and configs for the LBCHook / tools tests.
+
+Registered (``force=True``) in mmengine's root registries, so configs written by the
+tests (also ones run by ``tools/train.py`` in a subprocess with this folder on
+``PYTHONPATH`` and ``custom_imports=dict(imports=['lbc_toy'])``) can build them.
+"""
+import os.path as osp
+import uuid
+from typing import Optional
+
+import torch
+from mmengine.dist import get_rank
+from mmengine.evaluator import BaseMetric
+from mmengine.hooks import Hook
+from mmengine.model import BaseModel
+from mmengine.registry import DATASETS, HOOKS, METRICS, MODELS
+from torch import nn
+from torch.utils.data import Dataset
+
+import lbc_mm  # noqa: F401  (registers LBCHook & co.)
+from lbc_mm.layers import NMSparseConv, NMSparseLinear
+
+IN_CH = 8
+
+
+@MODELS.register_module(force=True)
+class LBCToyNet(BaseModel):
+    """2:4 LBC conv + 2:4 LBC linear + dense head; input ``(B, 8, 4, 4)``.
+
+    Args:
+        frozen_conv (bool): Freeze every parameter of ``conv`` (scores included) at
+            build time and at every ``train()``, like mmdet's ``frozen_stages``.
+    """
+
+    def __init__(self, frozen_conv: bool = False, data_preprocessor=None):
+        super().__init__(data_preprocessor=data_preprocessor)
+        self.conv = NMSparseConv(IN_CH, 8, 3, padding=1, n=2, m=4)  # 144 groups
+        self.fc = NMSparseLinear(8, 8, n=2, m=4)  # 16 groups
+        self.head = nn.Linear(8, 1)
+        self.frozen_conv = frozen_conv
+        self._freeze()
+
+    def _freeze(self) -> None:
+        if self.frozen_conv:
+            for param in self.conv.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze()
+        return self
+
+    def forward(self, inputs, data_samples=None, mode: str = 'tensor'):
+        x = torch.stack(inputs) if isinstance(inputs, list) else inputs  # (B, 8, 4, 4)
+        x = torch.relu(self.conv(x)).mean(dim=(2, 3))  # (B, 8)
+        out = self.head(torch.relu(self.fc(x))).squeeze(1)  # (B,)
+        if mode == 'loss':
+            target = (torch.stack(data_samples)
+                      if isinstance(data_samples, list) else data_samples)
+            return dict(loss=((out - target)**2).mean())
+        if mode == 'predict':
+            return [dict(pred=p, target=t) for p, t in zip(out, data_samples)]
+        return out
+
+
+@DATASETS.register_module(force=True)
+class LBCToyData(Dataset):
+    """Deterministic regression data: ``size`` samples ``(8, 4, 4)`` -> scalar."""
+
+    metainfo: dict = dict()
+
+    def __init__(self, size: int = 24, seed: int = 0):
+        gen = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(size, IN_CH, 4, 4, generator=gen)
+        weight = torch.randn(IN_CH * 16, generator=gen)
+        self.y = torch.tanh(self.x.flatten(1) @ weight / 8)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: int) -> dict:
+        return dict(inputs=self.x[index], data_samples=self.y[index])
+
+
+@METRICS.register_module(force=True)
+class LBCToyMSE(BaseMetric):
+    """Mean squared error of :class:`LBCToyNet` predictions."""
+
+    def process(self, data_batch, data_samples) -> None:
+        for sample in data_samples:
+            self.results.append(float((sample['pred'] - sample['target'])**2))
+
+    def compute_metrics(self, results) -> dict:
+        return dict(mse=sum(results) / max(1, len(results)))
+
+
+@HOOKS.register_module(force=True)
+class LBCToyDumpHook(Hook):
+    """Save this rank's ``alive`` buffers to ``<work_dir>/alive_rank<r>.pth``."""
+
+    priority = 'LOWEST'
+
+    def after_train(self, runner) -> None:
+        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+        state = {k: v.cpu() for k, v in model.state_dict().items()
+                 if k.endswith(('.alive', '.scores'))}
+        torch.save(state, osp.join(runner.work_dir, f'alive_rank{get_rank()}.pth'))
+
+
+def toy_cfg(work_dir: str,
+            by_epoch: bool = False,
+            length: int = 12,
+            hook: Optional[dict] = None,
+            frozen_conv: bool = False,
+            with_val: bool = False,
+            checkpoint_interval: int = 0,
+            decay_mult: float = 0.0,
+            weight_decay: float = 1e-2,
+            custom_hooks: Optional[list] = None) -> dict:
+    """A complete Runner config around :class:`LBCToyNet` (24 samples, batch 4).
+
+    Args:
+        work_dir (str): Work dir.
+        by_epoch (bool): Epoch loop of ``length`` epochs (6 iterations each), else
+            iteration loop of ``length`` iterations.
+        hook (dict, optional): LBCHook arguments; None: no LBCHook.
+        frozen_conv (bool): See :class:`LBCToyNet`.
+        with_val (bool): Add a validation loop (every 4 iterations / every epoch).
+        checkpoint_interval (int): CheckpointHook interval; 0: only at the end.
+        decay_mult (float): ``scores_decay_mult``.
+        weight_decay (float): Base weight decay of SGD.
+        custom_hooks (list, optional): Extra hooks after the LBCHook.
+    """
+    sampler = (dict(type='DefaultSampler', shuffle=True, seed=0) if by_epoch else
+               dict(type='InfiniteSampler', shuffle=True, seed=0))
+    loader = dict(dataset=dict(type='LBCToyData'), sampler=sampler, batch_size=4,
+                  num_workers=0)
+    hooks = [] if hook is None else [dict(type='LBCHook', **hook)]
+    cfg = dict(
+        work_dir=work_dir,
+        experiment_name=f'lbc_toy_{uuid.uuid4().hex}',
+        model=dict(type='LBCToyNet', frozen_conv=frozen_conv),
+        train_dataloader=loader,
+        optim_wrapper=dict(
+            optimizer=dict(type='SGD', lr=0.05, momentum=0.9,
+                           weight_decay=weight_decay),
+            constructor='LBCOptimWrapperConstructor',
+            paramwise_cfg=dict(scores_lr_mult=1.0, scores_decay_mult=decay_mult)),
+        train_cfg=(dict(by_epoch=True, max_epochs=length, val_interval=1)
+                   if by_epoch else
+                   dict(by_epoch=False, max_iters=length, val_interval=4)),
+        default_hooks=dict(
+            logger=dict(type='LoggerHook', interval=1),
+            checkpoint=dict(type='CheckpointHook', by_epoch=by_epoch,
+                            interval=checkpoint_interval or length)),
+        custom_hooks=hooks + list(custom_hooks or []),
+        log_processor=dict(by_epoch=by_epoch),
+        randomness=dict(seed=0),
+        env_cfg=dict(dist_cfg=dict(backend='gloo')),
+        log_level='WARNING',
+    )
+    if with_val:
+        cfg.update(
+            val_dataloader=dict(dataset=dict(type='LBCToyData', size=8),
+                                sampler=dict(type='DefaultSampler', shuffle=False),
+                                batch_size=4, num_workers=0),
+            val_evaluator=dict(type='LBCToyMSE'),
+            val_cfg=dict())
+    return cfg
+
+
+def build_runner(cfg: dict):
+    """``Runner.from_cfg`` of a toy config (a plain dict)."""
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+    return Runner.from_cfg(Config(cfg))
+
+
+def reset_mmengine_globals() -> None:
+    """Drop the global instances a Runner leaves behind (as RunnerTestCase does)."""
+    import logging
+
+    from mmengine.logging import MessageHub, MMLogger
+    from mmengine.registry import DefaultScope
+    from mmengine.visualization import Visualizer
+    logging.shutdown()
+    MMLogger._instance_dict.clear()
+    Visualizer._instance_dict.clear()
+    DefaultScope._instance_dict.clear()
+    MessageHub._instance_dict.clear()
