@@ -26,8 +26,8 @@ from mmengine.logging import print_log
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
-from .sparsity import (candidate_matrix, find_nm_violations, init_scores, lbc_mask,
-                       lbc_masked_weight, magnitude_mask, removal_step,
+from .sparsity import (LBCMaskFunction, candidate_matrix, find_nm_violations,
+                       init_scores, lbc_mask, magnitude_mask, removal_step,
                        srste_masked_weight, to_groups, validate_pattern)
 
 __all__ = [
@@ -58,7 +58,8 @@ class _NMSparseMixin:
             raise ValueError(f'{type(self).__name__} weight '
                              f'{tuple(self.weight.shape)}: {err}') from err
         if method not in METHODS:
-            raise ValueError(f'{type(self).__name__} weight {tuple(self.weight.shape)}: '
+            raise ValueError(f'{type(self).__name__} weight '
+                             f'{tuple(self.weight.shape)}: '
                              f'unknown method {method!r}, expected one of {METHODS}')
         if method in ('lbc', 'asp') and srste_lambda is not None:
             raise ValueError(f'{type(self).__name__}: srste_lambda does not apply to '
@@ -94,14 +95,15 @@ class _NMSparseMixin:
             # (G, C) learnable scores; removed candidates are exactly 0.
             self.scores = nn.Parameter(
                 init_scores(num_groups, n, m, dtype=self.weight.dtype, **factory))
-            self.register_buffer('alive', torch.ones(self.scores.shape, dtype=torch.bool,
-                                                     **factory))
+            self.register_buffer(
+                'alive', torch.ones(self.scores.shape, dtype=torch.bool, **factory))
             # (C, m) candidate matrix, rebuilt from (n, m): not in checkpoints.
             self.register_buffer(
                 'candidates',
                 candidate_matrix(n, m, dtype=self.weight.dtype, **factory),
                 persistent=False)
             self._card_cache: Optional[int] = None
+            self._mask_cache: Optional[tuple] = None
         elif method == 'asp':
             self.register_buffer('asp_mask', torch.ones(self.weight.shape,
                                                         dtype=torch.bool, **factory))
@@ -134,7 +136,7 @@ class _NMSparseMixin:
         if not self.is_sparse:
             return weight
         if self.method == 'lbc':
-            return lbc_masked_weight(weight, self.scores, self.candidates, self.alive)
+            return self._lbc_weight(weight)
         if self.method in ('srste', 'ste'):
             return srste_masked_weight(weight, self.n, self.m, self.srste_lambda)
         # ASP: fix the magnitude mask at the first training forward.
@@ -143,6 +145,31 @@ class _NMSparseMixin:
                 return weight * magnitude_mask(weight, self.n, self.m)
             self.set_asp_mask()
         return weight * self.asp_mask
+
+    def _lbc_weight(self, weight: Tensor) -> Tensor:
+        # The mask depends on `alive` only: cache it in the weight's dtype (which
+        # multiplies fastest) until `alive` is changed by this layer's methods or
+        # a checkpoint load (`_alive_changed`), or moves device / dtype. DDP's
+        # buffer broadcast rewrites `alive` in place with equal values, so the
+        # cache is deliberately not keyed on the tensor's version counter.
+        alive = self.alive
+        key = (alive.data_ptr(), weight.dtype, weight.device)
+        if self._mask_cache is None or self._mask_cache[0] != key:
+            mask = lbc_mask(self.scores, self.candidates, weight.shape, alive)
+            self._mask_cache = (key, mask.to(weight.dtype))
+        all_alive = self._current_card() == alive.shape[1]
+        return LBCMaskFunction.apply(weight, self.scores, self.candidates,
+                                     None if all_alive else alive, self._mask_cache[1])
+
+    def _current_card(self) -> int:
+        """Alive candidates per group (the max over groups), cached."""
+        if self._card_cache is None:
+            self._card_cache = int(self.alive.sum(dim=1).max())
+        return self._card_cache
+
+    def _alive_changed(self) -> None:
+        self._card_cache = None
+        self._mask_cache = None
 
     # -- ASP -----------------------------------------------------------------
     def set_asp_mask(self) -> None:
@@ -178,15 +205,15 @@ class _NMSparseMixin:
             return
         num_c = self.scores.shape[1]
         keep = max(1, min(int(keep), num_c))
-        if self._card_cache is None:
-            self._card_cache = int(self.alive.sum(dim=1).max())
-        if keep < self._card_cache:
+        card_now = self._current_card()
+        if keep < card_now:
             try:
                 removal_step(self.scores.data, self.alive, keep)
             except FloatingPointError as err:
                 raise FloatingPointError(f'{self.describe()}: {err}') from err
+            self._alive_changed()
             self._card_cache = keep
-        elif self._card_cache < num_c:
+        elif card_now < num_c:
             with torch.no_grad():
                 self.scores.masked_fill_(~self.alive, 0.0)
 
@@ -200,14 +227,15 @@ class _NMSparseMixin:
         if self.method != 'lbc' or not self.is_sparse:
             return
         with torch.no_grad():
-            mag = to_groups(magnitude_mask(self.weight, self.n, self.m), self.m)  # (G, m)
+            mag = magnitude_mask(self.weight, self.n, self.m)
+            mag = to_groups(mag, self.m)  # (G, m)
             hits = mag.to(self.candidates.dtype) @ self.candidates.t()  # (G, C)
             chosen = hits == self.n  # exactly one candidate per group
             kept = torch.where(self.scores == 0, torch.ones_like(self.scores),
                                self.scores)
             self.alive.copy_(chosen)
             self.scores.copy_(torch.where(chosen, kept, torch.zeros_like(kept)))
-        self._card_cache = 1
+        self._alive_changed()
 
     def freeze_scores(self) -> None:
         """(LBC) Stop learning the scores (``requires_grad=False``, grad dropped)."""
@@ -224,7 +252,7 @@ class _NMSparseMixin:
         if not self.is_sparse:
             return
         if self.method == 'lbc':
-            self._card_cache = None
+            self._alive_changed()
         elif self.method == 'asp':
             key = prefix + 'asp_mask'
             if key in state_dict:

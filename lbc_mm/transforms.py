@@ -15,9 +15,10 @@ masks are computed from the loaded weights).
 
 Module-name patterns are shell-style :mod:`fnmatch` patterns matched against the
 full module name (``'backbone.layer*'``, ``'*.qkv'``, ``'backbone.conv1'``). Only
-layers whose type is exactly ``nn.Conv2d`` or ``nn.Linear`` are swapped: subclasses
-with their own forward (weight-standardised convs, ``MultiheadAttention.out_proj``)
-would lose their behaviour.
+layers whose type is exactly ``nn.Conv2d`` / ``nn.Linear`` or mmcv's ``Conv2d`` /
+``Linear`` wrappers (which only special-case empty inputs on torch < 1.6; mmcv's FFN
+uses them) are swapped: other subclasses with their own forward (weight-standardised
+convs, ``MultiheadAttention.out_proj``) would lose their behaviour.
 """
 import copy
 import fnmatch
@@ -40,6 +41,17 @@ DEFAULT_EXCLUDE = ('backbone.conv1', 'backbone.stem', 'backbone.stem.*',
                    'backbone.patch_embed', 'backbone.patch_embed.*')
 
 
+def _swappable_types() -> Dict[type, str]:
+    """Layer types that are swapped, mapped to 'conv' or 'linear'."""
+    types = {nn.Conv2d: 'conv', nn.Linear: 'linear'}
+    try:
+        from mmcv.cnn.bricks import wrappers
+    except ImportError:  # pragma: no cover - mmcv is a dependency
+        return types
+    types.update({wrappers.Conv2d: 'conv', wrappers.Linear: 'linear'})
+    return types
+
+
 def _as_patterns(patterns: Union[None, str, Sequence[str]],
                  default: Sequence[str]) -> List[str]:
     if patterns is None:
@@ -58,7 +70,7 @@ def _make_sparse(old: nn.Module, n: int, m: int, method: str, strict: bool,
     """Build the sparse twin of ``old`` sharing its weight and bias."""
     weight = old.weight
     factory = dict(device=weight.device, dtype=weight.dtype)
-    if type(old) is nn.Conv2d:
+    if isinstance(old, nn.Conv2d):
         new = NMSparseConv(
             old.in_channels,
             old.out_channels,
@@ -125,10 +137,11 @@ def sparsify(model: nn.Module,
     validate_pattern(n, m)
     include = _as_patterns(include, DEFAULT_INCLUDE)
     exclude = _as_patterns(exclude, DEFAULT_EXCLUDE)
+    swappable = _swappable_types()
     swapped: Dict[int, nn.Module] = {}
     targets = []
     for name, module in model.named_modules():
-        if type(module) not in (nn.Conv2d, nn.Linear):
+        if type(module) not in swappable:
             continue
         if not _matches(name, include) or _matches(name, exclude):
             continue

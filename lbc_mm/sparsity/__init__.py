@@ -2,8 +2,8 @@
 from .lbc import (LBCMaskFunction, card, init_scores, lbc_mask, lbc_masked_weight,
                   removal_step)
 from .patterns import (candidate_matrix, count_nm_violations, find_nm_violations,
-                       from_groups, group_dim, magnitude_mask, num_candidates,
-                       to_groups, validate_pattern)
+                       from_groups, group_dim, grouped_product, magnitude_mask,
+                       num_candidates, to_groups, validate_pattern)
 from .srste import SRSTEFunction, srste_masked_weight
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     'find_nm_violations',
     'from_groups',
     'group_dim',
+    'grouped_product',
     'init_scores',
     'lbc_mask',
     'lbc_masked_weight',

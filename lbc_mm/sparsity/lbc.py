@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from .patterns import from_groups, to_groups, validate_pattern
+from .patterns import from_groups, grouped_product, validate_pattern
 
 __all__ = [
     'LBCMaskFunction',
@@ -68,11 +68,16 @@ class LBCMaskFunction(torch.autograd.Function):
 
     Forward: ``mask = ((S * alive) @ B) != 0`` in the group view.
     Backward: ``dW = mask * dW_eff``; ``dS = (to_groups(W * dW_eff) @ B^T) * alive``.
+
+    ``apply(weight, scores, candidates, alive, mask)``: ``alive=None`` means every
+    candidate is alive (skips the final ``* alive``); ``mask`` may be a precomputed
+    mask in ``weight.shape`` (bool or ``weight.dtype``, e.g. cached by a layer while
+    ``alive`` does not change), None computes it from ``alive``.
     """
 
     @staticmethod
     def forward(ctx: Any, weight: Tensor, scores: Tensor, candidates: Tensor,
-                alive: Tensor) -> Tensor:
+                alive: Optional[Tensor], mask: Optional[Tensor] = None) -> Tensor:
         """Masked weight.
 
         Args:
@@ -80,12 +85,17 @@ class LBCMaskFunction(torch.autograd.Function):
             weight (Tensor): Weight (Linear or Conv2d shape).
             scores (Tensor): ``(G, C)``; only its gradient is produced here.
             candidates (Tensor): ``(C, m)``.
-            alive (Tensor): ``(G, C)`` bool.
+            alive (Tensor, optional): ``(G, C)`` bool; None: all alive.
+            mask (Tensor, optional): Precomputed mask in ``weight.shape``.
 
         Returns:
             Tensor: ``mask * weight`` in ``weight.shape``.
         """
-        mask = from_groups(_group_mask(alive, candidates), weight.shape)  # weight shape
+        if mask is None:
+            if alive is None:
+                mask = torch.ones_like(weight, dtype=torch.bool)
+            else:
+                mask = from_groups(_group_mask(alive, candidates), weight.shape)
         ctx.save_for_backward(weight, mask, candidates, alive)
         return weight * mask
 
@@ -99,9 +109,11 @@ class LBCMaskFunction(torch.autograd.Function):
                 grad_w = grad_out * mask
             if ctx.needs_input_grad[1]:
                 m = candidates.shape[1]
-                dsoft = to_groups(weight * grad_out, m)  # (G, m)
-                grad_s = (dsoft @ candidates.t().to(dsoft.dtype)) * alive  # (G, C)
-        return grad_w, grad_s, None, None
+                dsoft = grouped_product(weight, grad_out, m)  # (G, m)
+                grad_s = dsoft @ candidates.t().to(dsoft.dtype)  # (G, C)
+                if alive is not None:
+                    grad_s.mul_(alive)
+        return grad_w, grad_s, None, None, None
 
 
 def lbc_masked_weight(weight: Tensor,

@@ -23,6 +23,7 @@ __all__ = [
     'find_nm_violations',
     'from_groups',
     'group_dim',
+    'grouped_product',
     'magnitude_mask',
     'num_candidates',
     'to_groups',
@@ -140,6 +141,27 @@ def from_groups(groups: Tensor, shape: Sequence[int]) -> Tensor:
         return groups.reshape(out_c, kh, kw, cin).permute(0, 3, 1, 2)
     group_dim(shape)
     return groups.reshape(shape)
+
+
+def grouped_product(a: Tensor, b: Tensor, m: int) -> Tensor:
+    """``to_groups(a * b, m)`` in one pass (no separate permute copy for convs).
+
+    Args:
+        a (Tensor): Weight-shaped tensor.
+        b (Tensor): Tensor of the same shape.
+        m (int): Group size.
+
+    Returns:
+        Tensor: ``(G, m)``, contiguous.
+    """
+    _check_divisible(a.shape, m)
+    if a.dim() == 4:
+        out_c, cin, kh, kw = a.shape
+        dtype = torch.result_type(a, b)
+        out = torch.empty((out_c, kh, kw, cin), dtype=dtype, device=a.device)
+        torch.mul(a.permute(0, 2, 3, 1), b.permute(0, 2, 3, 1), out=out)
+        return out.view(-1, m)
+    return (a * b).reshape(-1, m)
 
 
 def magnitude_mask(weight: Tensor, n: int, m: int) -> Tensor:

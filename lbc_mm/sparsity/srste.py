@@ -49,7 +49,10 @@ class SRSTEFunction(torch.autograd.Function):
         return grad_out + ctx.lambda_w * (~mask) * weight, None, None, None
 
 
-def srste_masked_weight(weight: Tensor, n: int, m: int, lambda_w: float = 2e-4) -> Tensor:
+def srste_masked_weight(weight: Tensor,
+                        n: int,
+                        m: int,
+                        lambda_w: float = 2e-4) -> Tensor:
     """Effective weight of an SR-STE (or, with ``lambda_w=0``, STE) layer.
 
     Args:
