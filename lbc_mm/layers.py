@@ -102,7 +102,7 @@ class _NMSparseMixin:
                 'candidates',
                 candidate_matrix(n, m, dtype=self.weight.dtype, **factory),
                 persistent=False)
-            self._card_cache: Optional[int] = None
+            self._card_cache: Optional[tuple] = None
             self._mask_cache: Optional[tuple] = None
         elif method == 'asp':
             self.register_buffer('asp_mask', torch.ones(self.weight.shape,
@@ -148,12 +148,11 @@ class _NMSparseMixin:
 
     def _lbc_weight(self, weight: Tensor) -> Tensor:
         # The mask depends on `alive` only: cache it in the weight's dtype (which
-        # multiplies fastest) until `alive` is changed by this layer's methods or
-        # a checkpoint load (`_alive_changed`), or moves device / dtype. DDP's
-        # buffer broadcast rewrites `alive` in place with equal values, so the
-        # cache is deliberately not keyed on the tensor's version counter.
+        # multiplies fastest) until `alive` changes. Any in-place update (removal,
+        # load_state_dict, an EMA hook copying it) bumps the tensor's version
+        # counter; a device move replaces the tensor.
         alive = self.alive
-        key = (alive.data_ptr(), weight.dtype, weight.device)
+        key = (alive._version, alive.data_ptr(), weight.dtype, weight.device)
         if self._mask_cache is None or self._mask_cache[0] != key:
             mask = lbc_mask(self.scores, self.candidates, weight.shape, alive)
             self._mask_cache = (key, mask.to(weight.dtype))
@@ -162,10 +161,12 @@ class _NMSparseMixin:
                                      None if all_alive else alive, self._mask_cache[1])
 
     def _current_card(self) -> int:
-        """Alive candidates per group (the max over groups), cached."""
-        if self._card_cache is None:
-            self._card_cache = int(self.alive.sum(dim=1).max())
-        return self._card_cache
+        """Alive candidates per group (the max over groups), cached per version."""
+        alive = self.alive
+        key = (alive._version, alive.data_ptr())
+        if self._card_cache is None or self._card_cache[0] != key:
+            self._card_cache = (key, int(alive.sum(dim=1).max()))
+        return self._card_cache[1]
 
     def _alive_changed(self) -> None:
         self._card_cache = None
@@ -212,7 +213,6 @@ class _NMSparseMixin:
             except FloatingPointError as err:
                 raise FloatingPointError(f'{self.describe()}: {err}') from err
             self._alive_changed()
-            self._card_cache = keep
         elif card_now < num_c:
             with torch.no_grad():
                 self.scores.masked_fill_(~self.alive, 0.0)

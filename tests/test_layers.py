@@ -393,3 +393,19 @@ def test_mask_cache_follows_alive_changes():
                            fresh.bias))
     assert (fresh.scores[~fresh.alive] == 0).all()
     assert (fresh.scores[fresh.alive] != 0).all()
+
+
+def test_mask_cache_sees_direct_alive_updates():
+    # e.g. LBCHook copying `alive` into an EMA model's layer.
+    torch.manual_seed(0)
+    src, dst = NMSparseLinear(8, 2), NMSparseLinear(8, 2)
+    x = torch.randn(3, 8)
+    dst(x)  # caches the all-alive mask
+    _train_scores(src)
+    src.remove_candidates(1)
+    with torch.no_grad():
+        dst.alive.copy_(src.alive)
+        dst.scores.masked_fill_(~dst.alive, 0.0)
+    torch.testing.assert_close(dst(x), F.linear(x, dst.weight * src.get_mask(), dst.bias))
+    dst(x).sum().backward()
+    assert (dst.scores.grad[~dst.alive] == 0).all()
