@@ -166,7 +166,26 @@ def toy_cfg(work_dir: str,
                                 batch_size=4, num_workers=0),
             val_evaluator=dict(type='LBCToyMSE'),
             val_cfg=dict())
+        cfg.update(test_dataloader=cfg['val_dataloader'],
+                   test_evaluator=cfg['val_evaluator'], test_cfg=dict())
     return cfg
+
+
+def write_config(path: str, cfg: dict) -> str:
+    """Write a toy config as a Python config file importing this module.
+
+    Args:
+        path (str): Destination ``.py`` file.
+        cfg (dict): A config from :func:`toy_cfg` (plain Python values).
+
+    Returns:
+        str: ``path``.
+    """
+    lines = ["custom_imports = dict(imports=['lbc_toy'], allow_failed_imports=False)"]
+    lines += [f'{key} = {value!r}' for key, value in cfg.items()]
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    return path
 
 
 def build_runner(cfg: dict):

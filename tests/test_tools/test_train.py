@@ -1,0 +1,177 @@
+"""tools/train.py: argument merging, the missing-dataset line, a real CPU run."""
+import argparse
+import glob
+import importlib.util
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+from mmengine.config import Config
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TOY_DIR = osp.join(REPO, 'tests', 'test_hooks')
+sys.path.insert(0, TOY_DIR)
+from lbc_toy import toy_cfg, write_config  # noqa: E402
+
+
+def _load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(
+        f'lbc_tools_{name}', osp.join(REPO, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train = _load_tool('train')
+
+
+@pytest.fixture(autouse=True)
+def _restore_local_rank(monkeypatch):
+    """parse_args() sets LOCAL_RANK; keep it out of the other tests."""
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    monkeypatch.delenv('LOCAL_RANK')
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(
+        [REPO, TOY_DIR] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
+    env.setdefault('MPLBACKEND', 'Agg')
+    env['OMP_NUM_THREADS'] = '1'
+    return env
+
+
+# -- merge_args ------------------------------------------------------------------
+def _merged(tmp_path, argv, cfg=None):
+    cfg = Config(cfg or toy_cfg(str(tmp_path), hook=dict(t_f=0.5)))
+    args = train.parse_args(['config.py'] + argv)
+    return train.merge_args(cfg, args)
+
+
+def test_merge_args_amp_resume_work_dir(tmp_path):
+    cfg = _merged(tmp_path, ['--amp', '--resume', '--work-dir', 'wd',
+                             '--cfg-options', 'train_cfg.max_iters=7'])
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.loss_scale == 'dynamic'
+    assert cfg.resume is True and cfg.load_from is None
+    assert cfg.work_dir == 'wd' and cfg.train_cfg.max_iters == 7
+    cfg = _merged(tmp_path, ['--resume', 'some/iter_4.pth'])
+    assert cfg.resume is True and cfg.load_from == 'some/iter_4.pth'
+    assert cfg.optim_wrapper.get('type', 'OptimWrapper') == 'OptimWrapper'
+
+
+def test_default_work_dir(tmp_path):
+    raw = toy_cfg(str(tmp_path), hook=dict())
+    raw.pop('work_dir')
+    cfg = train.merge_args(Config(raw), train.parse_args(['configs/x/my_cfg.py']))
+    assert cfg.work_dir == osp.join('./work_dirs', 'my_cfg')
+
+
+def test_lbc_hook_gets_scores_constructor(tmp_path):
+    raw = toy_cfg(str(tmp_path), hook=dict(t_f=0.5))
+    raw['optim_wrapper'].pop('constructor')
+    cfg = _merged(tmp_path, [], raw)
+    assert cfg.optim_wrapper.constructor == 'LBCOptimWrapperConstructor'
+    raw = toy_cfg(str(tmp_path), hook=None)  # no LBCHook: untouched
+    raw['optim_wrapper'].pop('constructor')
+    assert 'constructor' not in _merged(tmp_path, [], raw).optim_wrapper
+
+
+# -- dataset check -----------------------------------------------------------------
+def _coco_loader(root: str, ann: str = 'annotations/train.json') -> dict:
+    return dict(dataset=dict(type='CocoDataset', data_root=root, ann_file=ann,
+                             data_prefix=dict(img='train2017/')))
+
+
+def test_find_missing_data_paths(tmp_path):
+    root = tmp_path / 'coco'
+    cfg = Config(dict(train_dataloader=_coco_loader(str(root) + '/')))
+    message = train.find_missing_data(cfg, ('train_dataloader', ))
+    assert f'{root}/ does not exist' in message
+    assert '--cfg-options train_dataloader.dataset.data_root=' in message
+    (root / 'annotations').mkdir(parents=True)
+    message = train.find_missing_data(cfg, ('train_dataloader', ))
+    assert str(root / 'annotations' / 'train.json') in message
+    (root / 'annotations' / 'train.json').write_text('{}')
+    message = train.find_missing_data(cfg, ('train_dataloader', ))
+    assert str(root / 'train2017') in message
+    (root / 'train2017').mkdir()
+    assert train.find_missing_data(cfg, ('train_dataloader', )) is None
+
+
+def test_find_missing_data_nested_and_skipped(tmp_path):
+    inner = _coco_loader(str(tmp_path / 'nope'))['dataset']
+    cfg = Config(dict(
+        train_dataloader=dict(dataset=dict(
+            type='RepeatDataset', times=2,
+            dataset=dict(type='ConcatDataset',
+                         datasets=[dict(type='CustomDataset', data_root=str(tmp_path),
+                                        data_prefix=''), inner]))),
+        val_dataloader=dict(dataset=dict(type='CIFAR10', data_root='data/cifar')),
+        test_dataloader=dict(dataset=dict(type='X', data_root='s3://bucket/coco'))))
+    message = train.find_missing_data(cfg, ('train_dataloader', ))
+    assert ('--cfg-options train_dataloader.dataset.dataset.datasets.1.data_root='
+            in message)
+    # self-downloading and remote datasets are not checked
+    assert train.find_missing_data(cfg, ('val_dataloader', 'test_dataloader')) is None
+
+
+def test_missing_dataset_is_one_line_not_a_traceback(tmp_path):
+    """mmdet-style config whose COCO data is absent: exit != 0 with one line."""
+    cfg = toy_cfg(str(tmp_path / 'work'), hook=dict(t_f=0.5))
+    cfg['train_dataloader'] = _coco_loader('data/coco/',
+                                           'annotations/instances_train2017.json')
+    cfg['default_scope'] = 'mmdet'
+    path = write_config(str(tmp_path / 'cfg.py'), cfg)
+    proc = subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools', 'train.py'), path],
+        cwd=str(tmp_path), env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert 'Traceback' not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if 'Dataset not found' in line]
+    assert len(lines) == 1, proc.stderr
+    assert 'data/coco/ does not exist' in lines[0]
+    assert '--cfg-options train_dataloader.dataset.data_root=' in lines[0]
+    assert not osp.exists(tmp_path / 'work')  # nothing was built
+
+
+def test_train_tool_runs_lbc_on_cpu(tmp_path):
+    """A real run: LBC removal to 2:4, plot, checkpoint, constructor auto-set."""
+    cfg = toy_cfg(str(tmp_path / 'ignored'), hook=dict(t_f=0.5))
+    cfg['optim_wrapper'].pop('constructor')
+    cfg['optim_wrapper'].pop('paramwise_cfg')
+    cfg['log_level'] = 'INFO'
+    path = write_config(str(tmp_path / 'cfg.py'), cfg)
+    work = tmp_path / 'work'
+    proc = subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools', 'train.py'), path,
+         '--work-dir', str(work)],
+        cwd=str(tmp_path), env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert osp.isfile(work / 'iter_12.pth')
+    assert osp.isfile(work / 'lbc_schedule.png')
+    log = open(glob.glob(str(work / '*' / '*.log'))[0]).read()
+    assert "constructor='LBCOptimWrapperConstructor'" in log
+    assert 'lbc/alive: 1.0000' in log and 'lbc/sparsity: 0.5000' in log
+    assert 'every LBC layer is N:M after iteration 6' in log
+
+
+def test_amp_without_gpu_is_one_line(tmp_path):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip('CPU-only behaviour')
+    path = write_config(str(tmp_path / 'cfg.py'),
+                        toy_cfg(str(tmp_path / 'w'), hook=dict(t_f=0.5)))
+    proc = subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools', 'train.py'), path, '--amp'],
+        cwd=str(tmp_path), env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
+    assert '--amp needs a CUDA GPU' in proc.stderr
+
+
+def test_parse_args_sets_local_rank():
+    args = train.parse_args(['c.py', '--local-rank', '1'])
+    assert isinstance(args, argparse.Namespace)
+    assert os.environ['LOCAL_RANK'] == '1'
