@@ -31,12 +31,16 @@ test_pipeline = [
     dict(type='Resize', scale=(image_size, image_size)),
     dict(type='PackInputs'),
 ]
+# The datasets replace mmpretrain's ImageNet ones (_delete_): `_scope_` keeps them in
+# mmpretrain's registry when this file is inherited as 'lbc_mm::demo/...' (mmengine
+# puts such a base file's new objects in the 'lbc_mm' scope).
 train_dataloader = dict(
     batch_size=batch_size,
     num_workers=0,
     persistent_workers=False,
     dataset=dict(
         _delete_=True,
+        _scope_='mmpretrain',
         type='CustomDataset',
         data_root=data_root,
         data_prefix='train',
@@ -47,6 +51,7 @@ val_dataloader = dict(
     persistent_workers=False,
     dataset=dict(
         _delete_=True,
+        _scope_='mmpretrain',
         type='CustomDataset',
         data_root=data_root,
         data_prefix='val',
