@@ -1,0 +1,72 @@
+"""DDP on CPU the way users launch it: tools/dist_train.sh CONFIG 2 (torchrun, gloo).
+
+Two ranks train the toy LBC model on different halves of the data; DDP averages the
+gradients, so both ranks must end with the same candidates. The config freezes the
+conv layer's weights (like mmdet's ``frozen_stages``) with ``frozen_layers='learn'``,
+so the frozen scores must be registered with DDP, and LBCHook freezes every layer's
+scores halfway through, so DDP must tolerate parameters that stop getting gradients.
+"""
+import os
+import os.path as osp
+import socket
+import subprocess
+import sys
+
+import torch
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TOY_DIR = osp.join(REPO, 'tests', 'test_hooks')
+sys.path.insert(0, TOY_DIR)
+from lbc_toy import toy_cfg, write_config  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(
+        [REPO, TOY_DIR] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
+    env.update(PYTHON=sys.executable, PORT=str(_free_port()), MPLBACKEND='Agg',
+               OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='')
+    env.pop('LOCAL_RANK', None)
+    return env
+
+
+def test_two_cpu_ranks_remove_the_same_candidates(tmp_path):
+    cfg = toy_cfg(str(tmp_path / 'ignored'), hook=dict(t_f=0.5), frozen_conv=True,
+                  with_val=True, custom_hooks=[dict(type='LBCToyDumpHook')])
+    cfg['log_level'] = 'INFO'
+    config = write_config(str(tmp_path / 'cfg.py'), cfg)
+    work = tmp_path / 'work'
+    proc = subprocess.run(
+        ['bash', osp.join(REPO, 'tools', 'dist_train.sh'), config, '2',
+         '--work-dir', str(work)],
+        cwd=str(tmp_path), env=_env(), capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    ranks = [torch.load(str(work / f'alive_rank{r}.pth'), map_location='cpu',
+                        weights_only=True) for r in (0, 1)]
+    assert set(ranks[0]) == {'conv.scores', 'conv.alive', 'fc.scores', 'fc.alive'}
+    for key in ranks[0]:
+        assert torch.equal(ranks[0][key], ranks[1][key]), key
+    for name in ('conv', 'fc'):
+        alive = ranks[0][f'{name}.alive']
+        assert (alive.sum(1) == 1).all(), name  # exactly 2:4
+    # the frozen layer's scores learned (not left at their initial 1/3)
+    conv_scores = ranks[0]['conv.scores'][ranks[0]['conv.alive']]
+    assert not torch.allclose(conv_scores, torch.full_like(conv_scores, 1 / 3))
+    log = open(next(work.glob('*/*.log'))).read()
+    assert 'Distributed training: True' in log
+    assert "model_wrapper_cfg = dict(type='LBCDistributedDataParallel')" in log
+    assert osp.isfile(work / 'iter_12.pth')
+
+    # ...and the checkpoint evaluates with tools/dist_test.sh on 2 CPU ranks.
+    proc = subprocess.run(
+        ['bash', osp.join(REPO, 'tools', 'dist_test.sh'), config,
+         str(work / 'iter_12.pth'), '2', '--work-dir', str(tmp_path / 'test')],
+        cwd=str(tmp_path), env=_env(), capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert 'mse:' in proc.stdout + proc.stderr
