@@ -13,7 +13,11 @@ idempotent.
    stores ``HistoryBuffer`` objects and numpy arrays/scalars in the message hub of every
    checkpoint, so ``--resume`` fails. We allow-list exactly those globals with
    ``torch.serialization.add_safe_globals``; weights-only loading stays on, so a
-   checkpoint carrying any other pickled callable is still refused.
+   checkpoint carrying any other pickled callable is still refused. ``HistoryBuffer``
+   also pickles its class-wide statistics methods (``getattr(HistoryBuffer, 'min')``),
+   and allowing ``getattr`` would open the unpickler to arbitrary attribute access, so
+   we stop pickling them instead: they are class-level and re-registered by mmengine
+   on import.
 3. mmengine 0.10.7 resolves ``_base_ = 'pkg::dir/file.py'`` only for the packages in its
    hard-coded ``MODULE2PACKAGE`` and reads ``<pkg>/.mim/configs``: we add ``lbc_mm``,
    point mmengine at this package's directory (pkg_resources reports site-packages for
@@ -96,6 +100,20 @@ def mmengine_checkpoint_globals() -> List[object]:
             *dtype_classes]
 
 
+def _history_buffer_getstate(self) -> dict:
+    """State of a ``HistoryBuffer`` without its class-wide statistics methods."""
+    state = self.__dict__.copy()
+    state.pop('statistics_methods', None)
+    return state
+
+
+def _history_buffer_setstate(self, state: dict) -> None:
+    # Checkpoints from unpatched mmengine may carry the methods: keep any extra ones.
+    self._statistics_methods.update(state.pop('statistics_methods', {}))
+    self.__dict__.update(state)
+    self._set_default_statistics()
+
+
 def allow_mmengine_checkpoints() -> bool:
     """Allow-list mmengine's checkpoint globals for weights-only ``torch.load``.
 
@@ -104,6 +122,9 @@ def allow_mmengine_checkpoints() -> bool:
         is not weights-only by default and nothing is needed.
     """
     import torch.serialization
+    from mmengine.logging.history_buffer import HistoryBuffer
+    HistoryBuffer.__getstate__ = _history_buffer_getstate
+    HistoryBuffer.__setstate__ = _history_buffer_setstate
     if not hasattr(torch.serialization, 'add_safe_globals'):
         return False
     torch.serialization.add_safe_globals(mmengine_checkpoint_globals())

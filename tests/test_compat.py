@@ -29,11 +29,25 @@ def test_installed_transformers_judged_through_metadata(monkeypatch):
 
 
 def _fake_new_transformers(root):
-    """A transformers 5 look-alike: version 5.0.0, and importing it fails the way
-    transformers 5 makes mmpretrain 1.2.0 fail."""
+    """A transformers 5 look-alike: version 5.0.0; names mmpretrain 1.2.0 subclasses
+    come back as None, which is how transformers 5 breaks it ("NoneType takes no
+    arguments"). mmengine's optional ``Adafactor`` import still works, as in 5.x."""
     pkg = os.path.join(root, 'transformers')
     os.makedirs(pkg)
     with open(os.path.join(pkg, '__init__.py'), 'w') as f:
+        f.write(textwrap.dedent('''
+            __version__ = '5.0.0'
+
+            class Adafactor:
+                pass
+
+            def __getattr__(name):
+                return None
+            '''))
+    # mmpretrain's multimodal code imports model internals; here they fail the way
+    # the real 5.x ones do under mmpretrain 1.2.0.
+    os.makedirs(os.path.join(pkg, 'models'))
+    with open(os.path.join(pkg, 'models', '__init__.py'), 'w') as f:
         f.write("raise TypeError('NoneType takes no arguments')\n")
     info = os.path.join(root, 'transformers-5.0.0.dist-info')
     os.makedirs(info)

@@ -1,7 +1,7 @@
 """The OpenMMLab stack is real: compiled mmcv ops, mmdet and mmpretrain models."""
 import pytest
 import torch
-from mmengine.config import Config
+from mmengine.hub import get_config
 from mmengine.registry import DefaultScope, init_default_scope
 
 
@@ -27,7 +27,7 @@ def test_mmcv_ops_nms_and_roi_align_run_on_cpu():
 
 def _build(cfg_path: str, scope: str):
     from mmengine.registry import MODELS
-    cfg = Config.fromfile(cfg_path)
+    cfg = get_config(cfg_path)  # resolves `pkg::path` to the installed package
     init_default_scope(scope)
     return MODELS.build(cfg.model)
 
