@@ -18,16 +18,21 @@ def add_mim_extension():
     """
     mim_dir = os.path.join(HERE, 'lbc_mm', '.mim')
     os.makedirs(mim_dir, exist_ok=True)
-    src = os.path.join(HERE, 'configs')
-    dst = os.path.join(mim_dir, 'configs')
-    if os.path.islink(dst) or os.path.isfile(dst):
-        os.remove(dst)
-    elif os.path.isdir(dst):
-        shutil.rmtree(dst)
-    try:
-        os.symlink(os.path.relpath(src, mim_dir), dst)
-    except OSError:
-        shutil.copytree(src, dst)
+    # mmengine reads .mim/model-index.yml first, then falls back to .mim/configs/<path>.
+    for name in ('configs', 'model-index.yml'):
+        src = os.path.join(HERE, name)
+        dst = os.path.join(mim_dir, name)
+        if os.path.islink(dst) or os.path.isfile(dst):
+            os.remove(dst)
+        elif os.path.isdir(dst):
+            shutil.rmtree(dst)
+        try:
+            os.symlink(os.path.relpath(src, mim_dir), dst)
+        except OSError:
+            if os.path.isdir(src):
+                shutil.copytree(src, dst)
+            else:
+                shutil.copyfile(src, dst)
 
 
 class _Develop(develop):
@@ -54,7 +59,8 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(include=['lbc_mm', 'lbc_mm.*']),
     include_package_data=True,
-    package_data={'lbc_mm': ['.mim/configs/**/*.py', '.mim/configs/*.py']},
+    package_data={'lbc_mm': ['.mim/model-index.yml', '.mim/configs/**/*.py',
+                            '.mim/configs/*.py']},
     python_requires='>=3.9',
     install_requires=[
         'torch>=2.1',
