@@ -1,0 +1,202 @@
+"""Drop-in inference modules that run a 2:4 layer on cuSPARSELt.
+
+Each module is built from a dense layer whose weight already holds the 2:4 zeros
+(the "dense-with-zeros" model) and computes the same function. ``variant`` picks the
+execution path (``lbc_mm.deploy.kernels``):
+
+- ``'dense_fm'``: dense GEMM in the same feature-major form (runs on CPU too; the
+  reference for the layout code and a dense timing point);
+- ``'mm'``: ``torch.mm(W24, X^T)`` on the ``SparseSemiStructuredTensor``;
+- ``'cslt'``: ``torch._cslt_sparse_mm`` on the packed weight, bias fused, result
+  written token-major where the consumer wants it (no output transpose).
+
+Modules hold the compressed weight as a plain attribute (not a parameter), cast
+inputs to their own dtype and turn autocast off inside, so they also run inside a
+detector evaluated under ``torch.autocast``.
+"""
+from typing import Optional
+
+import torch
+from torch import nn
+
+from . import kernels
+
+VARIANTS = ('dense_fm', 'mm', 'cslt')
+SPARSE_VARIANTS = ('mm', 'cslt')
+# Element-wise activations that commute with the feature-major layout.
+ELEMENTWISE_ACTS = (nn.GELU, nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.Tanh,
+                    nn.Sigmoid, nn.Identity, nn.Dropout)
+
+
+class _GEMM(nn.Module):
+    """Holds ``W (N, K)`` in the form ``variant`` needs and runs the GEMM."""
+
+    def __init__(self, weight2d: torch.Tensor, bias: Optional[torch.Tensor],
+                 variant: str):
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f'unknown 2:4 variant {variant!r}; one of {VARIANTS}')
+        self.variant = variant
+        self.out_features, self.in_features = weight2d.shape
+        self.dtype = weight2d.dtype
+        self.bias = None if bias is None else bias.detach().to(weight2d.dtype)
+        self.weight = None
+        self.w24 = None
+        self.packed = None
+        if variant == 'dense_fm':
+            self.weight = weight2d.detach().contiguous()  # (N, K)
+        else:
+            self.w24 = kernels.compress_24(weight2d)  # (N, K) 2:4
+            self.packed = self.w24.packed
+
+    def fm(self, x_t: torch.Tensor) -> torch.Tensor:
+        """``(K, M)`` contiguous -> ``(N, M)`` feature-major."""
+        if self.variant == 'dense_fm':
+            return kernels.dense_mm_fm(self.weight, x_t, self.bias)
+        if self.variant == 'mm':
+            return kernels.sparse_mm_fm(self.w24, x_t, self.bias)
+        return kernels.cslt_mm(self.packed, x_t, self.bias, transpose_result=False)
+
+    def tm(self, x_t: torch.Tensor) -> torch.Tensor:
+        """``(K, M)`` contiguous -> ``(M, N)`` token-major (maybe a transposed view)."""
+        if self.variant == 'dense_fm':
+            return kernels.dense_mm_tm(self.weight, x_t, self.bias)
+        if self.variant == 'mm':
+            return kernels.sparse_mm_fm(self.w24, x_t, self.bias).t()
+        return kernels.cslt_mm(self.packed, x_t, self.bias, transpose_result=True)
+
+
+class Sparse24Linear(nn.Module):
+    """``nn.Linear`` replacement: ``y = x W^T + b`` via ``W (N, K) @ x^T (K, M)``.
+
+    Args:
+        linear (nn.Linear): dense-with-zeros layer (weight ``(N, K)``).
+        variant (str): one of ``VARIANTS``.
+    """
+
+    def __init__(self, linear: nn.Linear, variant: str = 'cslt'):
+        super().__init__()
+        self.gemm = _GEMM(linear.weight, linear.bias, variant)
+        self.variant = variant
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: ``(..., K)`` -> ``(..., N)``."""
+        with torch.autocast(x.device.type, enabled=False):
+            lead = x.shape[:-1]
+            x_t = x.to(self.gemm.dtype).reshape(-1, x.shape[-1]).t().contiguous()
+            y = self.gemm.tm(x_t)  # (M, N)
+            return y.reshape(*lead, self.gemm.out_features)
+
+
+class Sparse24Conv1x1(nn.Module):
+    """1x1 ``nn.Conv2d`` (groups 1, no padding) as a GEMM over pixels.
+
+    NCHW input with batch 1 is already feature-major (``(C, H*W)`` is a view) and the
+    output ``(N, H*W)`` is NCHW again, so the conv is a pure GEMM. Larger NCHW batches
+    pay one copy in and one out; channels-last input is token-major (``(B*H*W, C)``
+    view) and pays one transpose copy in.
+
+    Args:
+        conv (nn.Conv2d): dense-with-zeros 1x1 conv.
+        variant (str): one of ``VARIANTS``.
+    """
+
+    def __init__(self, conv: nn.Conv2d, variant: str = 'cslt'):
+        super().__init__()
+        why = conv1x1_unsupported(conv)
+        if why:
+            raise ValueError(why)
+        out_c, in_c = conv.weight.shape[:2]
+        self.gemm = _GEMM(conv.weight.reshape(out_c, in_c), conv.bias, variant)
+        self.stride = tuple(conv.stride)
+        self.variant = variant
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: ``(B, K, H, W)`` -> ``(B, N, H', W')``."""
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.to(self.gemm.dtype)
+            if self.stride != (1, 1):
+                x = x[:, :, ::self.stride[0], ::self.stride[1]]
+            b, k, h, w = x.shape
+            n = self.gemm.out_features
+            if b > 1 and x.is_contiguous(memory_format=torch.channels_last):
+                x_t = x.permute(0, 2, 3, 1).reshape(-1, k).t().contiguous()  # (K, M)
+                y = self.gemm.tm(x_t)  # (B*H*W, N)
+                return y.reshape(b, h, w, n).permute(0, 3, 1, 2)  # channels-last
+            x_t = x.transpose(0, 1).reshape(k, b * h * w)  # (K, M); a view if b == 1
+            if not x_t.is_contiguous():
+                x_t = x_t.contiguous()
+            y_t = self.gemm.fm(x_t)  # (N, B*H*W)
+            y = y_t.reshape(n, b, h, w).transpose(0, 1)  # (B, N, H, W)
+            return y if b == 1 else y.contiguous()
+
+
+class FeatureMajorMLP(nn.Module):
+    """fc1 -> act -> fc2 with the hidden activation kept feature-major.
+
+    ``h^T (H, M) = W1 @ x^T``; ``act`` element-wise; ``y (M, C) = (W2 @ h^T)^T``
+    written token-major. Either GEMM may be sparse or dense.
+
+    Args:
+        fc1 (nn.Linear): ``(H, C)``; fc2 (nn.Linear): ``(C, H)``.
+        act (nn.Module): element-wise activation.
+        variant1 (str): variant for fc1 (``VARIANTS`` or ``'dense'``).
+        variant2 (str): variant for fc2.
+    """
+
+    def __init__(self, fc1: nn.Linear, act: nn.Module, fc2: nn.Linear,
+                 variant1: str = 'cslt', variant2: str = 'cslt'):
+        super().__init__()
+        self.fc1 = _GEMM(fc1.weight, fc1.bias,
+                         'dense_fm' if variant1 == 'dense' else variant1)
+        self.fc2 = _GEMM(fc2.weight, fc2.bias,
+                         'dense_fm' if variant2 == 'dense' else variant2)
+        self.act = act
+        self.variant = f'{variant1}+{variant2}'
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: ``(..., C)`` -> ``(..., C_out)``."""
+        with torch.autocast(x.device.type, enabled=False):
+            lead = x.shape[:-1]
+            x_t = x.to(self.fc1.dtype).reshape(-1, x.shape[-1]).t().contiguous()
+            h_t = self.act(self.fc1.fm(x_t))  # (H, M)
+            y = self.fc2.tm(h_t)  # (M, C_out)
+            return y.reshape(*lead, self.fc2.out_features)
+
+
+def conv1x1_unsupported(conv: nn.Module) -> Optional[str]:
+    """Return why ``conv`` cannot run as a GEMM, or None."""
+    if not isinstance(conv, nn.Conv2d):
+        return f'{type(conv).__name__} is not a Conv2d'
+    if tuple(conv.kernel_size) != (1, 1):
+        return (f'{tuple(conv.kernel_size)} conv: no 2:4 convolution kernel outside '
+                'TensorRT (im2col + 2:4 GEMM is 20-40x slower than cuDNN)')
+    if conv.groups != 1:
+        return f'grouped conv (groups={conv.groups})'
+    if tuple(conv.padding) != (0, 0) or getattr(conv, 'padding_mode', 'zeros') != 'zeros':
+        return f'1x1 conv with padding {conv.padding}'
+    return None
+
+
+def match_mlp(seq: nn.Module):
+    """Match mmcv's ``FFN.layers`` = ``Seq(Seq(fc1, act, drop), fc2, drop)``.
+
+    Returns:
+        tuple | None: ``(fc1, act, fc2)`` when ``seq`` has exactly that structure
+        with element-wise ``act``, else None.
+    """
+    if not isinstance(seq, nn.Sequential) or len(seq) != 3:
+        return None
+    first, fc2, drop = seq[0], seq[1], seq[2]
+    if not (isinstance(first, nn.Sequential) and len(first) == 3):
+        return None
+    fc1, act, drop1 = first[0], first[1], first[2]
+    if not (isinstance(fc1, nn.Linear) and isinstance(fc2, nn.Linear)):
+        return None
+    if not isinstance(act, ELEMENTWISE_ACTS):
+        return None
+    if not (isinstance(drop1, nn.Dropout) and isinstance(drop, nn.Dropout)):
+        return None
+    if fc1.out_features != fc2.in_features:
+        return None
+    return fc1, act, fc2

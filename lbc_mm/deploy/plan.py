@@ -1,0 +1,259 @@
+"""Per-layer 2:4 execution plan: real input shapes, per-layer timing, auto choice.
+
+A *unit* is what the plan switches between dense and sparse: a single
+``nn.Linear`` / 1x1 ``nn.Conv2d``, or an mmcv ``FFN.layers`` MLP (fc1 -> act -> fc2,
+whose hidden activation then stays feature-major). The auto plan runs a unit sparse
+only where its isolated timing, at the input shape it sees inside the model, beat
+dense by ``margin`` and its output matched the dense-with-zeros layer; so the
+deployed model is built never to be slower than dense (the end-to-end timing checks
+this, see ``lbc_mm.deploy.bench``).
+"""
+import copy
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from . import modules as dm
+from .timing import rel_error, speedup, time_many
+
+# Output agreement with the dense-with-zeros layer, relative to max |ref|.
+LAYER_TOL = {torch.float16: 1e-2, torch.bfloat16: 4e-2, torch.float32: 1e-4}
+
+
+def get_module(model: nn.Module, name: str) -> nn.Module:
+    """Return the sub-module called ``name`` (dotted path)."""
+    return model.get_submodule(name)
+
+
+def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Replace the sub-module called ``name`` by ``new``."""
+    parent_name, _, child = name.rpartition('.')
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def record_inputs(model: nn.Module, names: Sequence[str],
+                  run: Callable[[], object]) -> Dict[str, Dict[str, object]]:
+    """Run ``run()`` once and record the first input each named module sees.
+
+    Returns:
+        dict[str, dict]: name -> ``{'shape': list[int], 'channels_last': bool}``
+        (modules never called are absent).
+    """
+    seen: Dict[str, Dict[str, object]] = {}
+    handles = []
+
+    def make_hook(name):
+
+        def hook(_module, args):
+            if name in seen or not args or not torch.is_tensor(args[0]):
+                return
+            x = args[0]
+            seen[name] = {
+                'shape': list(x.shape),
+                'channels_last': bool(x.dim() == 4 and x.shape[0] > 1 and
+                                      not x.is_contiguous() and x.is_contiguous(
+                                          memory_format=torch.channels_last)),
+            }
+
+        return hook
+
+    for name in names:
+        handles.append(get_module(model, name).register_forward_pre_hook(
+            make_hook(name)))
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def find_mlps(model: nn.Module, sparse_names: Sequence[str]) -> Dict[str, List[str]]:
+    """Find mmcv FFN MLPs whose fc1 or fc2 is a sparse layer.
+
+    Returns:
+        dict[str, list[str]]: MLP module name -> ``[fc1 name, fc2 name]``.
+    """
+    sparse = set(sparse_names)
+    found = {}
+    for name, mod in model.named_modules():
+        if dm.match_mlp(mod) is None:
+            continue
+        fc1, fc2 = f'{name}.0.0', f'{name}.1'
+        if fc1 in sparse or fc2 in sparse:
+            found[name] = [fc1, fc2]
+    return found
+
+
+def unit_kind(mod: nn.Module) -> str:
+    """``'linear'`` or ``'conv'`` (1x1 or not), ``'mlp'``, else ``'other'``."""
+    if dm.match_mlp(mod) is not None:
+        return 'mlp'
+    if isinstance(mod, nn.Linear):
+        return 'linear'
+    if isinstance(mod, nn.Conv2d):
+        return 'conv'
+    return 'other'
+
+
+def signature(mod: nn.Module, inp: Dict[str, object]) -> str:
+    """A key equal for layers that time the same (type, weight, stride, input)."""
+    if dm.match_mlp(mod) is not None:
+        fc1, _act, fc2 = dm.match_mlp(mod)
+        wshape = [list(fc1.weight.shape), list(fc2.weight.shape)]
+        extra = type(_act).__name__
+    else:
+        wshape = list(mod.weight.shape)
+        extra = str(tuple(getattr(mod, 'stride', ())))
+    return (f'{unit_kind(mod)} w={wshape} {extra} in={inp["shape"]}'
+            f'{" cl" if inp["channels_last"] else ""}')
+
+
+def _variants(mod: nn.Module, with_dense_fm: bool,
+              stand_in: bool = False) -> Dict[str, Callable[[], nn.Module]]:
+    """name -> builder of the sparse (and dense-GEMM) candidates for one unit.
+
+    ``stand_in`` (CPU dry run): only the dense feature-major GEMM, standing in for
+    the 2:4 kernels so the pipeline around them can run without a GPU.
+    """
+    kind = unit_kind(mod)
+    names = (('dense_fm', ) if with_dense_fm or stand_in else ()) + (
+        () if stand_in else dm.SPARSE_VARIANTS)
+    if kind == 'linear':
+        return {v: (lambda v=v: dm.Sparse24Linear(mod, v)) for v in names}
+    if kind == 'conv':
+        if dm.conv1x1_unsupported(mod):
+            return {}
+        return {v: (lambda v=v: dm.Sparse24Conv1x1(mod, v)) for v in names}
+    if kind == 'mlp':
+        fc1, act, fc2 = dm.match_mlp(mod)
+        combos = [] if stand_in else [('cslt', 'cslt'), ('mm', 'mm'), ('cslt', 'dense'),
+                                      ('dense', 'cslt')]
+        if with_dense_fm or stand_in:
+            combos.append(('dense', 'dense'))
+        return {f'{a}+{b}': (lambda a=a, b=b: dm.FeatureMajorMLP(fc1, act, fc2, a, b))
+                for a, b in combos}
+    return {}
+
+
+def make_input(inp: Dict[str, object], dtype: torch.dtype,
+               device: torch.device) -> torch.Tensor:
+    """Random input of the recorded shape / memory format."""
+    x = torch.randn(*inp['shape'], dtype=dtype, device=device)
+    if inp.get('channels_last'):
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def time_unit(mod: nn.Module, inp: Dict[str, object], dtype: torch.dtype,
+              device: torch.device, modes: Sequence[str] = ('cuda_graph', 'eager'),
+              with_dense_fm: bool = False, stand_in: bool = False) -> Dict[str, object]:
+    """Time one unit dense vs each 2:4 variant at its real input shape.
+
+    Args:
+        mod (nn.Module): dense-with-zeros unit (weights already 2:4).
+        inp (dict): from ``record_inputs``.
+        dtype (torch.dtype): fp16 or bf16.
+        device (torch.device): CUDA device.
+        modes (Sequence[str]): ``'cuda_graph'`` and/or ``'eager'``.
+        with_dense_fm (bool): also time the dense feature-major GEMM.
+        stand_in (bool): CPU dry run: the dense feature-major GEMM is the only
+            candidate and counts as the "sparse" one.
+
+    Returns:
+        dict: ``{'check': {variant: rel_err | error}, 'timing': {mode: {variant:
+        timing}}, 'best': {mode: (variant, speedup)}, 'unsupported': reason}``.
+    """
+    dense = copy.deepcopy(mod).to(device=device, dtype=dtype).eval()
+    x = make_input(inp, dtype, device)
+    result: Dict[str, object] = {'check': {}, 'timing': {}, 'best': {}}
+    builders = _variants(dense, with_dense_fm, stand_in)
+    if not builders:
+        why = dm.conv1x1_unsupported(dense) if isinstance(dense, nn.Conv2d) else \
+            f'{type(dense).__name__} has no 2:4 path'
+        result['unsupported'] = why
+        return result
+    with torch.no_grad():
+        ref = dense(x)
+        cands: Dict[str, nn.Module] = {}
+        for name, build in builders.items():
+            try:
+                cand = build()
+                err = rel_error(cand(x), ref)
+            except Exception as exc:  # noqa: BLE001  (a variant may be unsupported)
+                result['check'][name] = f'{type(exc).__name__}: {exc}'.splitlines()[0]
+                continue
+            result['check'][name] = err
+            if err <= LAYER_TOL.get(dtype, 1e-2):
+                cands[name] = cand
+        if not cands:
+            result['unsupported'] = 'no 2:4 variant ran and matched dense'
+            return result
+        fns = {'dense': lambda: dense(x)}
+        fns.update({k: (lambda c=c: c(x)) for k, c in cands.items()})
+        for mode in modes:
+            timing = time_many(fns, graph=(mode == 'cuda_graph'))
+            result['timing'][mode] = timing
+            best, best_sp = None, None
+            for k in cands:
+                if k in ('dense_fm', 'dense+dense') and not stand_in:
+                    continue
+                sp = speedup(timing.get('dense'), timing.get(k))
+                if sp is not None and (best_sp is None or sp > best_sp):
+                    best, best_sp = k, sp
+            result['best'][mode] = [best, best_sp]
+    return result
+
+
+def choose(unit_results: Dict[str, Dict[str, object]], mode: str,
+           margin: float = 0.03) -> Dict[str, Optional[str]]:
+    """Auto choice: per signature, the fastest sparse variant if it wins by margin.
+
+    Args:
+        unit_results (dict): signature -> ``time_unit`` result.
+        mode (str): ``'cuda_graph'`` or ``'eager'``.
+        margin (float): a sparse variant must be at least ``1 + margin`` times faster.
+
+    Returns:
+        dict[str, str | None]: signature -> variant, or None for dense.
+    """
+    plan = {}
+    for sig, res in unit_results.items():
+        best = res.get('best', {}).get(mode)
+        if best and best[0] is not None and best[1] is not None and \
+                best[1] >= 1.0 + margin:
+            plan[sig] = best[0]
+        else:
+            plan[sig] = None
+    return plan
+
+
+def build_unit(mod: nn.Module, variant: str) -> nn.Module:
+    """The deployed module for ``mod`` running ``variant``."""
+    return _variants(mod, with_dense_fm=True)[variant]()
+
+
+def apply_plan(model: nn.Module, units: Dict[str, str],
+               choice: Dict[str, Optional[str]]) -> Dict[str, str]:
+    """Swap units of ``model`` (in place) to the chosen 2:4 variants.
+
+    Args:
+        model (nn.Module): dense-with-zeros model on the target device / dtype.
+        units (dict[str, str]): unit module name -> signature.
+        choice (dict[str, str | None]): signature -> variant (None: stay dense).
+
+    Returns:
+        dict[str, str]: unit name -> variant actually installed (sparse only).
+    """
+    installed = {}
+    for name, sig in units.items():
+        variant = choice.get(sig)
+        if variant is None:
+            continue
+        dense = get_module(model, name)
+        set_module(model, name, build_unit(dense, variant))
+        installed[name] = variant
+    return installed

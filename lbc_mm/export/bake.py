@@ -1,0 +1,88 @@
+"""Bake N:M masks into the weights and turn sparse layers back into stock layers.
+
+After ``densify_model`` the model holds plain ``nn.Conv2d`` / ``nn.Linear`` layers
+with ``W := mask * W``; its ``state_dict`` has exactly the keys and shapes of the stock
+(dense) model: the LBC ``scores`` / ``alive`` and the ASP ``asp_mask`` are gone.
+"""
+from typing import Dict, List, Tuple
+
+import torch
+from torch import nn
+
+from ..layers import sparse_layers
+from ..sparsity.patterns import count_nm_violations
+
+#: State-dict entries that only sparse layers have (dropped on export).
+SPARSE_ONLY_KEYS = ('scores', 'alive', 'asp_mask')
+
+
+class NotNMError(ValueError):
+    """Some sparse layers are not N:M after baking; ``violations`` lists them."""
+
+    def __init__(self, violations: List[Tuple[str, str, int, int]]):
+        self.violations = violations
+        listed = '; '.join(f'{name} ({pattern}): {bad}/{total} groups break it'
+                           for name, pattern, bad, total in violations)
+        super().__init__(f'{len(violations)} sparse layers are not N:M, refusing to '
+                         f'export: {listed}')
+
+
+def plain_layer(layer: nn.Module) -> nn.Module:
+    """A stock ``nn.Conv2d`` / ``nn.Linear`` holding ``layer``'s masked weight.
+
+    Args:
+        layer (nn.Module): ``NMSparseConv`` / ``NMSparseLinear``.
+
+    Returns:
+        nn.Module: same hyper-parameters, device, dtype and train/eval mode.
+    """
+    w = layer.weight
+    factory = dict(device=w.device, dtype=w.dtype)
+    if isinstance(layer, nn.Conv2d):
+        new = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                        layer.stride, layer.padding, layer.dilation, layer.groups,
+                        layer.bias is not None, layer.padding_mode, **factory)
+    elif isinstance(layer, nn.Linear):
+        new = nn.Linear(layer.in_features, layer.out_features, layer.bias is not None,
+                        **factory)
+    else:
+        raise ValueError(f'{type(layer).__name__} is neither Conv2d nor Linear')
+    with torch.no_grad():
+        new.weight.copy_(w * layer.get_mask().to(w.dtype))
+        if layer.bias is not None:
+            new.bias.copy_(layer.bias)
+    new.train(layer.training)
+    return new
+
+
+def densify_model(model: nn.Module) -> Dict[str, Tuple[int, int]]:
+    """Replace every lbc_mm sparse layer by a stock layer with the mask baked in.
+
+    Args:
+        model (nn.Module): model with ``NMSparseConv`` / ``NMSparseLinear`` layers
+            (modified in place).
+
+    Returns:
+        dict[str, tuple[int, int]]: name -> ``(n, m)`` of the layers that were
+        sparse (``is_sparse``); layers that stayed dense are replaced too but not
+        listed.
+    """
+    found = list(sparse_layers(model, only_sparse=False))
+    patterns = {name: (int(layer.n), int(layer.m)) for name, layer in found
+                if layer.is_sparse}
+    for name, layer in found:
+        parent_name, _, child = name.rpartition('.')
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, plain_layer(layer))
+    return patterns
+
+
+def nm_violations(model: nn.Module, patterns: Dict[str, Tuple[int, int]]
+                  ) -> List[Tuple[str, str, int, int]]:
+    """``(name, 'n:m', bad_groups, total_groups)`` of every layer that breaks N:M."""
+    bad = []
+    for name, (n, m) in patterns.items():
+        b, total = count_nm_violations(model.get_submodule(name).weight, n, m)
+        if b:
+            bad.append((name, f'{n}:{m}', b, total))
+    return bad

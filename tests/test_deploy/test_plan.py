@@ -1,0 +1,121 @@
+"""CPU tests of the deploy plan: scope, recorded shapes, units, auto choice, swap."""
+import copy
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from lbc_mm.deploy import plan as P
+from lbc_mm.deploy.bench import _units
+from lbc_mm.deploy.models import (apply_magnitude_masks, build_model, check_nm,
+                                  sparse_layer_names)
+
+TINY_VIT = dict(
+    default_scope='mmpretrain',
+    model=dict(
+        type='ImageClassifier',
+        backbone=dict(type='VisionTransformer',
+                      arch=dict(embed_dims=64, num_layers=2, num_heads=2,
+                                feedforward_channels=128),
+                      img_size=32, patch_size=8),
+        neck=None,
+        head=dict(type='VisionTransformerClsHead', num_classes=10, in_channels=64)))
+
+TINY_RESNET = dict(
+    default_scope='mmpretrain',
+    model=dict(
+        type='ImageClassifier',
+        backbone=dict(type='ResNet', depth=18, num_stages=4, out_indices=(3, )),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=10, in_channels=512)))
+
+
+@pytest.fixture(scope='module')
+def vit():
+    torch.manual_seed(0)
+    model, scope = build_model(Config(copy.deepcopy(TINY_VIT)))
+    assert scope == 'mmpretrain'
+    layers, _ = sparse_layer_names(model)
+    apply_magnitude_masks(model, layers)
+    return model, layers
+
+
+def test_vit_scope_is_qkv_proj_fc1_fc2(vit):
+    model, layers = vit
+    kinds = sorted({name.rsplit('.', 1)[-1] if not name.endswith('.0.0') else 'fc1'
+                    for name in layers})
+    # qkv, proj, fc1 (ffn.layers.0.0), fc2 (ffn.layers.1) of 2 blocks; patch
+    # embedding (Cin 3) and head stay dense
+    assert len(layers) == 8
+    assert kinds == ['1', 'fc1', 'proj', 'qkv']
+    assert not any('patch_embed' in n or n.startswith('head') for n in layers)
+    assert all(r['bad_groups'] == 0 for r in check_nm(model, layers))
+
+
+def test_resnet_scope_skips_stem_and_fc():
+    model, _ = build_model(Config(copy.deepcopy(TINY_RESNET)))
+    layers, rule = sparse_layer_names(model)
+    assert 'backbone.conv1' not in layers  # the 7x7 stem, Cin = 3
+    assert 'backbone.layer1.0.conv1' in layers
+    assert 'backbone.layer2.0.downsample.0' in layers
+    assert not any(n.startswith('head') for n in layers)
+    assert '§8' in rule
+
+
+def test_record_inputs_and_units(vit):
+    model, layers = vit
+    x = torch.randn(3, 3, 32, 32)
+    names = list(layers)
+    mlps = P.find_mlps(model, names)
+    assert sorted(mlps) == ['backbone.layers.0.ffn.layers', 'backbone.layers.1.ffn.layers']
+    inputs = P.record_inputs(model, names + list(mlps),
+                             lambda: model(x, mode='tensor'))
+    tokens = 3 * (16 + 1)  # batch x (patches + cls token)
+    qkv = inputs['backbone.layers.0.attn.qkv']
+    assert qkv['shape'] == [3, 17, 64] and tokens == 51
+    assert inputs['backbone.layers.0.ffn.layers.1']['shape'] == [3, 17, 128]
+    uu = _units(model, layers, inputs)
+    # units: 2 MLPs + qkv and proj of each block; fc1/fc2 run inside the MLPs
+    assert len(uu['units']) == 6
+    assert not any(u.endswith('.0.0') for u in uu['units'])
+    # identical layers of the two blocks share a signature (timed once)
+    sigs = {row['kind']: len(row['layers']) for row in uu['rows'].values()}
+    assert sigs['mlp'] == 2 and len(uu['rows']) == 5
+
+
+def test_apply_plan_dense_fm_is_the_same_model(vit):
+    model, layers = vit
+    x = torch.randn(2, 3, 32, 32)
+    names = list(layers)
+    mlps = P.find_mlps(model, names)
+    inputs = P.record_inputs(model, names + list(mlps), lambda: model(x, mode='tensor'))
+    uu = _units(model, layers, inputs)
+    choice = {sig: ('dense+dense' if row['kind'] == 'mlp' else 'dense_fm')
+              for sig, row in uu['rows'].items()}
+    dep = copy.deepcopy(model)
+    installed = P.apply_plan(dep, uu['units'], choice)
+    assert len(installed) == 6
+    assert type(dep.get_submodule('backbone.layers.0.ffn.layers')).__name__ == \
+        'FeatureMajorMLP'
+    with torch.no_grad():
+        torch.testing.assert_close(dep(x, mode='tensor'), model(x, mode='tensor'),
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_choose_uses_margin_and_mode():
+    results = {
+        'a': {'best': {'cuda_graph': ['cslt', 1.20], 'eager': ['mm', 0.4]}},
+        'b': {'best': {'cuda_graph': ['mm', 1.01], 'eager': [None, None]}},
+        'c': {'unsupported': '3x3 conv', 'best': {}},
+    }
+    assert P.choose(results, 'cuda_graph', 0.03) == {'a': 'cslt', 'b': None, 'c': None}
+    assert P.choose(results, 'cuda_graph', 0.0) == {'a': 'cslt', 'b': 'mm', 'c': None}
+    assert P.choose(results, 'eager', 0.0) == {'a': None, 'b': None, 'c': None}
+
+
+def test_signature_separates_shapes():
+    lin = torch.nn.Linear(8, 8)
+    a = P.signature(lin, {'shape': [4, 8], 'channels_last': False})
+    b = P.signature(lin, {'shape': [5, 8], 'channels_last': False})
+    assert a != b
+    assert a == P.signature(copy.deepcopy(lin), {'shape': [4, 8], 'channels_last': False})

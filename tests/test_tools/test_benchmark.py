@@ -1,0 +1,84 @@
+"""tools/benchmark.py: the no-GPU answer, the CPU dry run of the pipeline, --combine."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(REPO, 'tools', 'benchmark.py')
+
+TINY_VIT = """
+default_scope = 'mmpretrain'
+model = dict(
+    type='ImageClassifier',
+    backbone=dict(type='VisionTransformer',
+                  arch=dict(embed_dims=64, num_layers=2, num_heads=2,
+                            feedforward_channels=128),
+                  img_size=32, patch_size=8),
+    neck=None,
+    head=dict(type='VisionTransformerClsHead', num_classes=10, in_channels=64))
+"""
+
+
+def _run(*args, timeout=120):
+    env = dict(os.environ, MPLBACKEND='Agg', CUDA_VISIBLE_DEVICES='')
+    return subprocess.run([sys.executable, SCRIPT, *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope='module')
+def tiny_cfg(tmp_path_factory):
+    path = tmp_path_factory.mktemp('cfg') / 'tiny_vit.py'
+    path.write_text(TINY_VIT)
+    return str(path)
+
+
+def test_no_gpu_exits_2_with_one_line_after_checking_weights(tiny_cfg, tmp_path):
+    out = tmp_path / 'r.json'
+    proc = _run(tiny_cfg, '--batch', '2', '--img-size', '32', '--out-json', str(out))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stdout.splitlines()
+             if ln.startswith('no 2:4 sparse timing possible')]
+    assert len(lines) == 1
+    assert 'no CUDA GPU' in lines[0]
+    assert 'Traceback' not in proc.stderr
+    res = json.loads(out.read_text())
+    assert res['nm_check']['layers'] == 8 and res['nm_check']['layers_not_nm'] == 0
+    assert 'no CUDA GPU' in res['no_sparse_timing']
+    assert 'magnitude 2:4' in res['weights']
+    assert res['env']['torch'] == torch.__version__
+
+
+def test_missing_config_is_one_line_exit_1(tmp_path):
+    proc = _run(str(tmp_path / 'nope.py'))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith('error: config file not found')
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_cpu_dry_run_goes_through_every_stage(tiny_cfg, tmp_path):
+    out, png = tmp_path / 'r.json', tmp_path / 'r.png'
+    proc = _run(tiny_cfg, '--dry-run-cpu', '--batch', '2', '--img-size', '32',
+                '--margin', '-1', '--out-json', str(out), '--out-png', str(png))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res['dry_run'] is True and 'DRY RUN' in res['notes'][0]
+    assert res['stages_done'] == ['weights', 'layers_fp32', 'end_to_end']
+    rows = res['layers']['fp32']
+    assert {r['kind'] for r in rows} == {'linear', 'mlp'}
+    assert sum(len(r['layers']) for r in rows if r['kind'] == 'linear') == 8
+    e2e = res['end_to_end']['forward_eager']
+    # margin -1: every unit runs its stand-in variant, outputs still match dense
+    assert e2e['auto_sparse_units'] == e2e['units'] == 6
+    assert e2e['checks']['auto'] < 1e-4 and e2e['checks']['all_sparse'] < 1e-4
+    assert e2e['auto_speedup'] >= 1.0  # auto never reports a slowdown
+    assert '| tiny_vit | forward | eager |' in proc.stdout
+    assert png.stat().st_size > 1000
+    # --combine merges results into one markdown + one chart
+    md, png2 = tmp_path / 's.md', tmp_path / 's.png'
+    proc = _run('--combine', str(out), '--out-md', str(md), '--out-png', str(png2))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert '## tiny_vit' in md.read_text() and png2.exists()

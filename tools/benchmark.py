@@ -1,0 +1,133 @@
+"""Dense vs 2:4 latency of one model, side by side in one process.
+
+Usage:
+    python tools/benchmark.py CONFIG [CHECKPOINT] [--batch 256] [--dtype fp16]
+        [--layer-dtypes fp16 bf16] [--out-json out.json] [--out-png out.png]
+    python tools/benchmark.py --combine a.json b.json --out-png all.png --out-md all.md
+
+CONFIG is a repo config path or ``mmpretrain::deit/deit-small_4xb256_in1k.py`` /
+``mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py``. Without CHECKPOINT the sparse
+layers get magnitude 2:4 masks of their random-init weights (timing does not depend
+on values). On a machine without an Ampere-or-newer GPU it still checks the weights
+are N:M, prints one line saying why no sparse timing is possible and exits with 2.
+Exit codes: 0 done, 1 error / weights not N:M, 2 no sparse timing possible here.
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Dense vs 2:4 (cuSPARSELt) latency, per layer and end to end')
+    parser.add_argument('config', nargs='?', help='config path or pkg::path')
+    parser.add_argument('checkpoint', nargs='?', default=None,
+                        help='trained lbc_mm checkpoint (default: magnitude masks)')
+    parser.add_argument('--batch', type=int, default=None,
+                        help='batch size (default: 64 classifiers, 1 detectors)')
+    parser.add_argument('--dtype', default='fp16', choices=['fp16', 'bf16'],
+                        help='end-to-end dtype')
+    parser.add_argument('--layer-dtypes', nargs='+', default=['fp16', 'bf16'],
+                        choices=['fp16', 'bf16'], help='dtypes of the per-layer table')
+    parser.add_argument('--img-size', type=int, default=None,
+                        help='classifier input size (default 224)')
+    parser.add_argument('--det-shape', type=int, nargs=2, default=[800, 1216],
+                        metavar=('H', 'W'), help='detector input size')
+    parser.add_argument('--channels-last', action='store_true',
+                        help='run the model channels-last')
+    parser.add_argument('--margin', type=float, default=0.03,
+                        help='auto runs a unit 2:4 only if >= 1+margin faster')
+    parser.add_argument('--time-budget', type=float, default=80.0,
+                        help='seconds; the bf16 table is cut short past it')
+    parser.add_argument('--name', default=None, help='model label in tables')
+    parser.add_argument('--out-json', default=None,
+                        help='JSON path (default work_dirs/benchmark/<name>.json)')
+    parser.add_argument('--out-png', default=None, help='per-layer speedup chart')
+    parser.add_argument('--out-md', default=None, help='markdown summary (--combine)')
+    parser.add_argument('--dry-run-cpu', action='store_true',
+                        help='test the pipeline on CPU (fp32, dense GEMMs stand in for '
+                        '2:4 kernels; numbers mean nothing)')
+    parser.add_argument('--combine', nargs='+', default=None, metavar='JSON',
+                        help='merge benchmark JSON files into one chart + markdown')
+    args = parser.parse_args(argv)
+    if not args.combine and not args.config:
+        parser.error('CONFIG is required (or --combine JSON...)')
+    return args
+
+
+def combine(paths, out_png, out_md):
+    """One chart and one markdown summary from several benchmark JSON files."""
+    from lbc_mm.deploy.bench import e2e_markdown, plot_layers
+    results, lines = [], []
+    for path in paths:
+        try:
+            with open(path) as f:
+                results.append(json.load(f))
+        except (OSError, ValueError) as exc:
+            lines.append(f'- {path}: unreadable ({exc})')
+    for res in results:
+        env = res.get('env', {})
+        lines.append(f'## {res.get("model_name")} (batch {res.get("batch")}, '
+                     f'{res.get("dtype")}, {env.get("gpu")}, torch {env.get("torch")}, '
+                     f'cuSPARSELt {env.get("cusparselt")})')
+        lines.append(f'weights: {res.get("weights")}; stages: {res.get("stages_done")}'
+                     f'{"; truncated: " + str(res["truncated"]) if res.get("truncated") else ""}')
+        if res.get('no_sparse_timing'):
+            lines.append(f'no sparse timing: {res["no_sparse_timing"]}')
+        e2e = {k: v for k, v in res.get('end_to_end', {}).items() if isinstance(v, dict)}
+        if e2e:
+            lines.append(e2e_markdown(res.get('model_name'), e2e))
+        for dt, md in res.get('markdown', {}).get('layers', {}).items():
+            lines.append(md)
+        lines.append('')
+    text = '\n\n'.join(lines) + '\n'
+    print(text)
+    if out_md:
+        tmp = f'{out_md}.tmp{os.getpid()}'
+        with open(tmp, 'w') as f:
+            f.write(text)
+        os.replace(tmp, out_md)
+    if out_png and results:
+        plot_layers(results, out_png, title='per-layer 2:4 speedups')
+    return 0
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import lbc_mm  # noqa: F401  (compat shims + registries before any config)
+    if args.combine:
+        return combine(args.combine, args.out_png, args.out_md)
+    from lbc_mm.deploy.bench import run
+    from lbc_mm.deploy.models import resolve_config
+    try:
+        resolve_config(args.config)
+    except FileNotFoundError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 1
+    if args.checkpoint is not None and not os.path.isfile(args.checkpoint):
+        print(f'error: checkpoint not found: {args.checkpoint}', file=sys.stderr)
+        return 1
+    name = args.name or os.path.splitext(
+        os.path.basename(args.config.split('::')[-1]))[0]
+    out_json = args.out_json or os.path.join('work_dirs', 'benchmark', f'{name}.json')
+    is_det = 'mmdet::' in args.config or 'rcnn' in name
+    batch = args.batch or (1 if is_det else 64)
+
+    def log(line):
+        print(line, flush=True)
+
+    code = run(args.config, args.checkpoint, out_json=out_json, out_png=args.out_png,
+               model_name=name, batch=batch, dtype=args.dtype,
+               layer_dtypes=tuple(args.layer_dtypes), img_size=args.img_size,
+               det_shape=tuple(args.det_shape), channels_last=args.channels_last,
+               margin=args.margin, time_budget=args.time_budget, log=log,
+               dry_run=args.dry_run_cpu)
+    print(f'[bench] wrote {out_json}', flush=True)
+    return code
+
+
+if __name__ == '__main__':
+    sys.exit(main())

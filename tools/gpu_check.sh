@@ -1,0 +1,98 @@
+#!/bin/bash
+# Usage: bash tools/gpu_check.sh WHEEL_DIR OUT_DIR      (run from the repo root)
+#   e.g. bash tools/gpu_check.sh .device "$OUT"
+#
+# On a GPU machine without a package index: installs the OpenMMLab wheels
+# (WHEEL_DIR/install.sh -> /tmp/site), runs the GPU tests, then tools/benchmark.py
+# (dense vs 2:4) on DeiT-small, ViT-B/16, ResNet-50 and Mask R-CNN R50-FPN.
+# OUT_DIR gets at most 7 files, each as soon as it exists:
+#   gpu_check.log, deit-small.json, vit-base.json, resnet50.json, mask-rcnn.json,
+#   summary.md (paste-ready tables), per_layer_speedups.png
+# Every step has its own timeout and the whole run stays under ~5.5 minutes.
+# Never calls torch._cslt_sparse_mm_search (it crashed the CUDA context on H200).
+set -u -o pipefail
+
+WHEELS=${1:?usage: bash tools/gpu_check.sh WHEEL_DIR OUT_DIR}
+OUT=${2:?usage: bash tools/gpu_check.sh WHEEL_DIR OUT_DIR}
+mkdir -p "$OUT"
+WORK=/tmp/lbc_bench
+mkdir -p "$WORK"
+BUDGET=${GPU_CHECK_BUDGET:-340}  # seconds for everything
+START=$(date +%s)
+
+# seconds a step may take: its own cap, but never past the global budget
+cap() {
+  local want=$1 left
+  left=$(( BUDGET - ($(date +%s) - START) ))
+  (( left < want )) && want=$left
+  (( want < 5 )) && want=5
+  echo "$want"
+}
+
+step() {  # step NAME WANT_SECONDS CMD...
+  local name=$1 want=$2 t rc
+  shift 2
+  t=$(cap "$want")
+  echo "[gpu_check] $(date +%T) >>> $name (timeout ${t}s)"
+  timeout -k 5 "$t" "$@"
+  rc=$?
+  echo "[gpu_check] $(date +%T) <<< $name rc=$rc$([ $rc = 124 ] && echo ' (TIMEOUT)')"
+  return 0
+}
+
+bench() {  # bench NAME WANT_SECONDS CONFIG ARGS...
+  local name=$1 want=$2 cfg=$3 t
+  shift 3
+  t=$(cap "$want")
+  step "benchmark $name" "$t" python tools/benchmark.py "$cfg" --name "$name" \
+    --out-json "$WORK/$name.json" --out-png "$WORK/$name.png" \
+    --time-budget $(( t > 40 ? t - 25 : 15 )) "$@"
+  [ -f "$WORK/$name.json" ] && cp "$WORK/$name.json" "$OUT/$name.json"
+  return 0
+}
+
+main() {
+  echo "[gpu_check] start $(date -Is) in $PWD"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm \
+    --format=csv 2>&1 | head -5
+  step "install wheels" 120 bash "$WHEELS/install.sh"
+  export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  export MPLBACKEND=Agg PYTHONUNBUFFERED=1
+  step "versions" 60 python - <<'PY'
+import torch
+print('torch', torch.__version__, 'cuda', torch.version.cuda,
+      'gpu', torch.cuda.get_device_name() if torch.cuda.is_available() else None)
+try:
+    print('cuSPARSELt', torch.backends.cusparselt.version())
+except Exception as exc:
+    print('cuSPARSELt ?', exc)
+import lbc_mm, mmcv, mmdet, mmpretrain, mmengine
+print('lbc_mm', lbc_mm.__version__, 'mmcv', mmcv.__version__, 'mmdet', mmdet.__version__,
+      'mmpretrain', mmpretrain.__version__, 'mmengine', mmengine.__version__)
+PY
+  # GPU tests: pytest when the machine has it, else the file's own runner
+  if python -c 'import pytest' 2>/dev/null; then
+    step "gpu tests (pytest)" 60 python -m pytest -q -x -p no:cacheprovider \
+      tests/test_deploy/test_gpu_paths.py
+  else
+    step "gpu tests (no pytest: direct runner)" 60 \
+      python tests/test_deploy/test_gpu_paths.py
+  fi
+  bench deit-small 70 'mmpretrain::deit/deit-small_4xb256_in1k.py' --batch 256
+  bench vit-base 75 'mmpretrain::vision_transformer/vit-base-p16_64xb64_in1k.py' \
+    --batch 256
+  bench resnet50 70 'mmpretrain::resnet/resnet50_8xb32_in1k.py' --batch 256
+  bench mask-rcnn 80 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py' --batch 1
+  local jsons=()
+  for n in deit-small vit-base resnet50 mask-rcnn; do
+    [ -f "$WORK/$n.json" ] && jsons+=("$WORK/$n.json")
+  done
+  if (( ${#jsons[@]} )); then
+    step "summary" 40 python tools/benchmark.py --combine "${jsons[@]}" \
+      --out-md "$OUT/summary.md" --out-png "$OUT/per_layer_speedups.png"
+  fi
+  echo "[gpu_check] done in $(( $(date +%s) - START ))s; files in $OUT:"
+  ls -la "$OUT"
+}
+
+main 2>&1 | tee "$OUT/gpu_check.log"
