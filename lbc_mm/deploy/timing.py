@@ -105,12 +105,18 @@ def time_many(fns: Dict[str, Callable[[], object]], *, graph: bool,
 
 
 def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
-    """``max|out - ref| / max|ref|`` in fp32 (inf when shapes differ)."""
+    """``max|out - ref| / max|ref|`` in fp32.
+
+    inf when the shapes differ or either side has a non-finite value (an fp16
+    overflow must never pass a check as NaN, which compares False to everything).
+    """
     if out.shape != ref.shape:
         return float('inf')
-    ref32 = ref.float()
+    ref32, out32 = ref.float(), out.float()
+    if not (torch.isfinite(ref32).all() and torch.isfinite(out32).all()):
+        return float('inf')
     scale = ref32.abs().max().clamp_min(1e-6)
-    return float((out.float() - ref32).abs().max() / scale)
+    return float((out32 - ref32).abs().max() / scale)
 
 
 def speedup(dense: Optional[dict], sparse: Optional[dict]) -> Optional[float]:
