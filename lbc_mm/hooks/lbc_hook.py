@@ -194,6 +194,9 @@ class LBCHook(Hook):
         self._iters_per_epoch = 1
         self._ti = self._tf = self._length = 0.0
         self._interval = 50
+        # Last card applied per layer (None: unknown) and the statistics cache.
+        self._applied: Dict[str, Optional[int]] = {}
+        self._stats_cache: Optional[tuple] = None
         # (t, mean alive per group, sparsity); kept across resume for the plot.
         self.history: List[List[float]] = []
 
@@ -208,10 +211,13 @@ class LBCHook(Hook):
                 'check conv_cfg / the NMSparsify transform in the config')
         self._resolve_schedule(runner)
         self._finished = set()
+        self._applied = {}
+        self._stats_cache = None
         for name, layer in self._layers:
             if int(layer.num_alive.max()) == 1:  # finished before a resume
                 layer.freeze_scores()
                 self._finished.add(name)
+                self._applied[name] = 1
         self._setup_frozen_layers(runner)
         self._check_optimizer(runner)
         if runner.iter == 0 and not self.history:
@@ -260,6 +266,7 @@ class LBCHook(Hook):
                 self._assign_magnitude_candidate(layer)
                 layer.freeze_scores()
                 self._finished.add(name)
+                self._applied[name] = 1
             else:
                 if self.frozen_layers == 'asp':
                     print_log(
@@ -343,6 +350,7 @@ class LBCHook(Hook):
                     raise FloatingPointError(
                         f'LBCHook: iteration {runner.iter + 1}, layer {name}: '
                         f'{err}') from err
+                self._applied[name] = keep
                 if keep == 1:
                     layer.freeze_scores()
                     self._finished.add(name)
@@ -375,11 +383,15 @@ class LBCHook(Hook):
     @staticmethod
     def _check_finite(runner, active: Sequence[Tuple[str, nn.Module]]) -> None:
         with torch.no_grad():
-            ok = torch.stack([(torch.isfinite(layer.scores) | ~layer.alive).all()
-                              for _, layer in active])  # (L,) one sync below
-            if bool(ok.all()):
+            # Fast path: one reduction per layer, one sync (NaN / inf propagate).
+            total = torch.stack([layer.scores.sum() for _, layer in active]).sum()
+            if bool(torch.isfinite(total)):
                 return
-            bad = [name for (name, _), good in zip(active, ok.tolist()) if not good]
+            ok = [bool((torch.isfinite(layer.scores) | ~layer.alive).all())
+                  for _, layer in active]
+            bad = [name for (name, _), good in zip(active, ok) if not good]
+        if not bad:  # finite but huge scores overflowed the sum
+            return
         raise FloatingPointError(
             f'LBCHook: non-finite LBC scores at iteration {runner.iter + 1} (epoch '
             f'{runner.epoch + 1}) in {len(bad)} layers: {", ".join(bad)}; training '
@@ -398,8 +410,21 @@ class LBCHook(Hook):
             one candidate per group) and ``card`` (schedule; ``card_{n}of{m}`` per
             pattern when the model mixes patterns).
         """
+        # The masks only change when a removal step lowers some layer's card:
+        # the full pass over the masks runs again only then.
+        key = tuple(self._applied.get(name) for name, _ in self._layers)
+        if self._stats_cache is None or self._stats_cache[0] != key or None in key:
+            self._stats_cache = (key, self._measure())
+        stats = dict(self._stats_cache[1])
+        patterns = {(layer.n, layer.m): layer.scores.shape[1]
+                    for _, layer in self._layers}
+        for (n, m), num_c in sorted(patterns.items()):
+            key = 'card' if len(patterns) == 1 else f'card_{n}of{m}'
+            stats[key] = float(card(t, num_c, self._ti, self._tf, self.power))
+        return stats
+
+    def _measure(self) -> Dict[str, float]:
         alive_sum = groups = kept = numel = nm_layers = 0
-        patterns = {}
         with torch.no_grad():
             for _, layer in self._layers:
                 alive = layer.num_alive  # (G,)
@@ -409,13 +434,8 @@ class LBCHook(Hook):
                 mask = layer.get_mask()
                 kept += int(mask.sum())
                 numel += mask.numel()
-                patterns[(layer.n, layer.m)] = layer.scores.shape[1]
-        stats = dict(alive=alive_sum / groups, sparsity=1.0 - kept / numel,
-                     nm_layers=float(nm_layers))
-        for (n, m), num_c in sorted(patterns.items()):
-            key = 'card' if len(patterns) == 1 else f'card_{n}of{m}'
-            stats[key] = float(card(t, num_c, self._ti, self._tf, self.power))
-        return stats
+        return dict(alive=alive_sum / groups, sparsity=1.0 - kept / numel,
+                    nm_layers=float(nm_layers))
 
     def _record(self, runner, t: float) -> None:
         stats = self.statistics(t)

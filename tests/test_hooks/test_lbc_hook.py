@@ -209,8 +209,12 @@ def test_logs_and_plot(tmp_path):
     assert scalars['train/lbc/card'].current() == 1.0
     assert scalars['train/lbc/sparsity'].current() == pytest.approx(0.5)
     assert scalars['train/lbc/nm_layers'].current() == 2.0
-    alive_log = scalars['train/lbc/alive'].data[0]
-    assert alive_log[0] == C24 and alive_log[-1] == 1  # the history moved
+    alive_log = scalars['train/lbc/alive'].data[0]  # before_train + 12 iterations
+    want = [C24] + [card(it, C24, 0, 6, 3) for it in range(1, 13)]
+    assert alive_log.tolist() == want
+    sparsity_log = scalars['train/lbc/sparsity'].data[0]
+    assert sparsity_log[0] == 0 and sparsity_log[-1] == pytest.approx(0.5)
+    assert all(a <= b for a, b in zip(sparsity_log, sparsity_log[1:]))
     text = open(glob.glob(osp.join(runner.log_dir, '*.log'))[0]).read()
     assert 'lbc/alive' in text and 'lbc/sparsity' in text
     png = osp.join(str(tmp_path), PLOT_NAME)
