@@ -78,7 +78,7 @@ def _strip(cfg: Any) -> Any:
                 out[key] = None
                 continue
             out[key] = _strip(value)
-        return out
+        return type(cfg)(out)  # keeps ConfigDict (mmdet reads train_cfg.rpn)
     if isinstance(cfg, (list, tuple)):
         return type(cfg)(_strip(v) for v in cfg)
     return cfg
@@ -95,12 +95,12 @@ def build_dense(config: str) -> Tuple[nn.Module, str]:
     from mmengine.registry import MODELS, DefaultScope
     cfg = Config.fromfile(config)
     scope = cfg.get('default_scope', 'mmpretrain')
-    model_cfg = cfg.model.to_dict()
+    model_cfg = cfg.model
     if model_cfg.get('type') == 'NMSparsify':
         model_cfg = model_cfg['model']
     model_cfg = _strip(model_cfg)
     if cfg.get('data_preprocessor') is not None:
-        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor.to_dict())
+        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
     with DefaultScope.overwrite_default_scope(scope):
         model = MODELS.build(model_cfg)
     return model, scope  # default PyTorch init: timing does not need init_cfg
@@ -125,7 +125,7 @@ def make_batch(model: nn.Module, scope: str, batch_size: int, img_size: int,
         return loss_fn
     from mmpretrain.structures import DataSample
     inputs = torch.randn(batch_size, *shape, device=device)
-    samples = [DataSample().set_gt_label(i % 10) for i in range(batch_size)]
+    samples = [DataSample().set_gt_label(i % 10).to(device) for i in range(batch_size)]
 
     def loss_fn(mod: nn.Module) -> torch.Tensor:
         loss, _ = mod.parse_losses(mod(inputs, samples, mode='loss'))
