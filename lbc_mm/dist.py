@@ -17,6 +17,8 @@ import torch.distributed as torch_dist
 
 #: Model wrapper the tools use for every distributed launch (CPU or GPU).
 WRAPPER_TYPE = 'LBCDistributedDataParallel'
+#: mmengine's own DDP wrapper (``LBCDistributedDataParallel`` subclasses it).
+MMDDP = 'MMDistributedDataParallel'
 #: Environment variables torchrun sets and ``init_method='env://'`` reads.
 TORCHRUN_ENV = ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
 
@@ -72,7 +74,7 @@ def set_model_wrapper(cfg: Any, launcher: str) -> None:
     wrapper = cfg.get('model_wrapper_cfg', None)
     if wrapper is None:
         cfg.model_wrapper_cfg = dict(type=WRAPPER_TYPE)
-    elif wrapper.get('type', 'MMDistributedDataParallel') == 'MMDistributedDataParallel':
+    elif wrapper.get('type', MMDDP) == MMDDP:
         wrapper['type'] = WRAPPER_TYPE
 
 

@@ -8,6 +8,10 @@ The config's ``default_scope`` picks the library. Like ``tools/train.py`` it che
 the test dataset before building the Runner (one line naming the missing path and
 the fix) and sets up CPU (gloo) or GPU distributed evaluation.
 """
+# isort: off
+# lbc_mm first: compat shims, the ``lbc_mm::`` config prefix, registries.
+import lbc_mm  # noqa: F401
+# isort: on
 import argparse
 import importlib.util
 import os
@@ -15,11 +19,11 @@ import os.path as osp
 import sys
 from typing import List, Optional
 
-import lbc_mm  # noqa: F401  (compat shims, ``lbc_mm::`` configs, registries)
-from lbc_mm.dist import setup_distributed
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
+
+from lbc_mm.dist import setup_distributed
 
 
 def _train_tool():

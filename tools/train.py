@@ -11,6 +11,10 @@ and otherwise exits with one line naming the missing path and the fix. A distrib
 launch without a GPU initialises gloo itself (mmengine 0.10.7 assumes CUDA) and every
 distributed launch uses ``LBCDistributedDataParallel`` (see ``lbc_mm/dist.py``).
 """
+# isort: off
+# lbc_mm first: compat shims, the ``lbc_mm::`` config prefix, registries.
+import lbc_mm  # noqa: F401
+# isort: on
 import argparse
 import logging
 import os
@@ -18,12 +22,12 @@ import os.path as osp
 import sys
 from typing import Iterator, List, Optional, Tuple
 
-import lbc_mm  # noqa: F401  (first: compat shims, ``lbc_mm::`` configs, registries)
-from lbc_mm.dist import setup_distributed
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
+
+from lbc_mm.dist import setup_distributed
 
 #: Dataset types that download their data themselves when it is missing.
 SELF_DOWNLOADING = ('CIFAR10', 'CIFAR100', 'MNIST', 'FashionMNIST')

@@ -459,7 +459,8 @@ class LBCHook(Hook):
             with torch.no_grad():
                 for name, ema_layer in lbc_layers(hook.ema_model.module):
                     if name in src:
-                        ema_layer.alive.copy_(src[name].alive.to(ema_layer.alive.device))
+                        alive = src[name].alive.to(ema_layer.alive.device)
+                        ema_layer.alive.copy_(alive)
                         ema_layer.scores.masked_fill_(~ema_layer.alive, 0.0)
                         count += 1
         return count

@@ -5,14 +5,13 @@ import os.path as osp
 
 import pytest
 import torch
+from lbc_toy import build_runner, toy_cfg  # noqa: I100  (tests/test_hooks on path)
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
 from lbc_mm.hooks import LBCHook
 from lbc_mm.hooks.lbc_hook import PLOT_NAME, nm_problems
 from lbc_mm.sparsity import card, magnitude_mask
-
-from lbc_toy import build_runner, toy_cfg  # noqa: I100  (tests/test_hooks on path)
 
 C24 = 6  # candidates of 2:4
 
@@ -314,3 +313,24 @@ def test_frozen_scores_missing_from_optimizer(tmp_path):
     cfg['optim_wrapper']['optimizer']['weight_decay'] = 1e-4
     with pytest.raises(RuntimeError, match="not in the optimizer .*conv"):
         _train(cfg)
+
+
+# -- mixed precision (GPU only) ------------------------------------------------------
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+def test_amp_optim_wrapper_on_gpu(tmp_path):
+    """AmpOptimWrapper (fp16 autocast, dynamic loss scale) + LBCHook end N:M."""
+    cfg = toy_cfg(str(tmp_path), hook=dict(t_f=0.5), with_val=True,
+                  custom_hooks=[dict(type='AliveProbe')])
+    cfg['optim_wrapper'].update(type='AmpOptimWrapper', loss_scale='dynamic')
+    runner = _train(cfg)
+    model = runner.model
+    assert next(model.parameters()).is_cuda
+    for name in ('conv', 'fc'):
+        layer = getattr(model, name)
+        assert layer.scores.dtype == torch.float32
+        assert torch.isfinite(layer.scores).all()
+    assert nm_problems(model) == []
+    rows = _probe(runner).rows
+    assert [a['fc'] for _, a in rows] == [{card(it, C24, 0, 6, 3)}
+                                          for it in range(1, 13)]
