@@ -252,6 +252,13 @@ class _NMSparseMixin:
         if not self.is_sparse:
             return
         if self.method == 'lbc':
+            key = prefix + 'alive'
+            if key not in state_dict and prefix + 'scores' in state_dict:
+                # Scores without `alive` (hand-made checkpoint): removed == 0.
+                with torch.no_grad():
+                    self.alive.copy_(self.scores != 0)
+                if key in missing_keys:
+                    missing_keys.remove(key)
             self._alive_changed()
         elif self.method == 'asp':
             key = prefix + 'asp_mask'

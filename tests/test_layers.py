@@ -409,3 +409,16 @@ def test_mask_cache_sees_direct_alive_updates():
     torch.testing.assert_close(dst(x), F.linear(x, dst.weight * src.get_mask(), dst.bias))
     dst(x).sum().backward()
     assert (dst.scores.grad[~dst.alive] == 0).all()
+
+
+def test_scores_without_alive_in_checkpoint():
+    torch.manual_seed(0)
+    src = NMSparseLinear(8, 2)
+    _train_scores(src)
+    src.remove_candidates(2)
+    state = src.state_dict()
+    del state['alive']
+    dst = NMSparseLinear(8, 2)
+    dst.load_state_dict(state)  # strict: alive is derived, not missing
+    assert torch.equal(dst.alive, src.alive)
+    assert torch.equal(dst.get_mask(), src.get_mask())
