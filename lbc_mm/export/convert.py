@@ -43,8 +43,11 @@ def plain_meta(obj, depth: int = 0):
     A stock loader must read the exported file with ``weights_only=True`` and no
     allow-list, so nothing else may be pickled into it.
     """
-    if isinstance(obj, _PLAIN):
+    if obj is None or isinstance(obj, bool):
         return obj
+    for kind in (str, int, float):  # str subclasses (TorchVersion) -> plain str
+        if isinstance(obj, kind):
+            return kind(obj)
     if depth > 8:
         return None
     if isinstance(obj, (list, tuple)):
@@ -111,7 +114,7 @@ def export_checkpoint(config: str, checkpoint: str, out: str,
     meta['lbc_mm_export'] = {
         'source_checkpoint': os.path.abspath(checkpoint), 'config': config,
         'sparse_layers': {k: f'{n}:{m}' for k, (n, m) in patterns.items()},
-        'torch': torch.__version__}
+        'torch': str(torch.__version__)}
     compressed_out = compressed_out or default_compressed_path(out)
     comp = compress_state_dict(state_dict, patterns, meta)
     rows: List[Dict] = []
