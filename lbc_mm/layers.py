@@ -213,7 +213,8 @@ class _NMSparseMixin:
             except FloatingPointError as err:
                 raise FloatingPointError(f'{self.describe()}: {err}') from err
             self._alive_changed()
-        elif card_now < num_c:
+        elif card_now < num_c and self.scores.requires_grad:
+            # (Frozen scores get no gradient, so no optimizer moves them.)
             with torch.no_grad():
                 self.scores.masked_fill_(~self.alive, 0.0)
 

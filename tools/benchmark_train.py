@@ -59,6 +59,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     parser.add_argument('--amp', action='store_true',
                         help='autocast (bf16 on CPU, fp16 on CUDA)')
+    parser.add_argument('--lbc-frozen', action='store_true',
+                        help='also time LBC after t_f (card 1, scores frozen)')
     parser.add_argument('--seed', type=int, default=0)
     return parser.parse_args(argv)
 
@@ -273,6 +275,12 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
                         layer.scores.add_(torch.rand_like(layer.scores) * 1e-3)
                     layer.remove_candidates(keep[name])
             variants.append(Variant(f'{method} {n}:{m}', model, keep))
+            if method == 'lbc' and args.lbc_frozen:
+                model = copy.deepcopy(model)
+                for _, layer in sparse_layers(model):
+                    layer.remove_candidates(1)
+                    layer.freeze_scores()
+                variants.append(Variant(f'lbc {n}:{m} end', model, {}))
     loss_fn = make_batch(dense, scope, args.batch_size, args.img_size, device)
     for var in variants:
         var.model.train()
@@ -301,10 +309,10 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     print(f'\n{args.config}: device {dev}, torch {torch.__version__}, batch '
           f'{args.batch_size}, {args.img_size}px, {args.steps} timed steps '
           f'(median), amp={args.amp}, threads {torch.get_num_threads()}')
-    print(f'{"model":<12}{"step ms":>10}{"x dense":>9}{"peak MB":>10}{"x dense":>9}'
+    print(f'{"model":<16}{"step ms":>10}{"x dense":>9}{"peak MB":>10}{"x dense":>9}'
           f'{"saved MB":>10}{"scores":>9}{"grad":>8}{"momentum":>10}{"alive":>8}')
     for row in rows:
-        print(f'{row["name"]:<12}{row["ms"]:>10.1f}{row["ms"] / ref["ms"]:>9.3f}'
+        print(f'{row["name"]:<16}{row["ms"]:>10.1f}{row["ms"] / ref["ms"]:>9.3f}'
               f'{row["peak"]:>10.1f}{row["peak"] / ref["peak"]:>9.3f}'
               f'{row["saved"]:>10.1f}{row["scores"]:>9.1f}{row["scores_grad"]:>8.1f}'
               f'{row["scores_momentum"]:>10.1f}{row["alive"]:>8.1f}')
@@ -313,7 +321,8 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
                        'params + buffers + grads + optimizer state + tensors saved '
                        'for backward (tensor bytes)') +
           '; sparse extras in MB: scores (G x C), their grad and momentum, alive '
-          '(G x C bool) / asp_mask; saved MB includes masked weights and masks.')
+          '(G x C bool) / asp_mask; saved MB includes masked weights and masks. '
+          '"lbc N:M" is mid-removal (scores learning), "lbc N:M end" after t_f.')
     return rows
 
 
