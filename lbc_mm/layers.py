@@ -52,24 +52,23 @@ class _NMSparseMixin:
 
     def _init_sparsity(self, n: int, m: int, method: str, strict: bool,
                        srste_lambda: Optional[float]) -> None:
+        where = (f'{type(self).__name__} weight {tuple(self.weight.shape)} '
+                 f'pattern {n}:{m}')
         try:
             validate_pattern(n, m)
         except ValueError as err:
-            raise ValueError(f'{type(self).__name__} weight '
-                             f'{tuple(self.weight.shape)}: {err}') from err
+            raise ValueError(f'{where}: {err}') from err
         if method not in METHODS:
-            raise ValueError(f'{type(self).__name__} weight '
-                             f'{tuple(self.weight.shape)}: '
-                             f'unknown method {method!r}, expected one of {METHODS}')
+            raise ValueError(f'{where}: unknown method {method!r}, expected one of '
+                             f'{METHODS}')
         if method in ('lbc', 'asp') and srste_lambda is not None:
-            raise ValueError(f'{type(self).__name__}: srste_lambda does not apply to '
-                             f'method {method!r}')
+            raise ValueError(f'{where}: srste_lambda does not apply to method '
+                             f'{method!r}')
         if method == 'ste' and srste_lambda not in (None, 0, 0.0):
-            raise ValueError(f'{type(self).__name__}: STE is SR-STE with '
-                             f'srste_lambda=0, got {srste_lambda}')
+            raise ValueError(f'{where}: STE is SR-STE with srste_lambda=0, got '
+                             f'{srste_lambda}')
         if srste_lambda is not None and srste_lambda < 0:
-            raise ValueError(f'{type(self).__name__}: srste_lambda must be >= 0, '
-                             f'got {srste_lambda}')
+            raise ValueError(f'{where}: srste_lambda must be >= 0, got {srste_lambda}')
         self.n = n
         self.m = m
         self.method = method

@@ -251,8 +251,9 @@ def test_dense_fallback_logs_and_strict_raises(log_lines):
     (dict(method='srste', srste_lambda=-1.0), '>= 0'),
 ])
 def test_bad_arguments_raise(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match) as info:
         NMSparseConv(8, 8, 3, **kwargs)
+    assert 'NMSparseConv weight (8, 8, 3, 3)' in str(info.value)
 
 
 def test_model_nm_violations_reports_layer():

@@ -180,3 +180,22 @@ def test_conv_cfg_layers_are_not_swapped_again():
     sparsify(model, 2, 4)
     assert isinstance(model.backbone[0], NMSparseConv)
     assert len(list(sparse_layers(model))) == 1
+
+
+def test_found_from_downstream_registries():
+    """mmdet / mmpretrain registries fall back to the root registry."""
+    import mmdet.models  # noqa: F401
+    import mmpretrain.models  # noqa: F401
+    from mmdet.registry import MODELS as DET_MODELS
+    from mmpretrain.registry import MODELS as CLS_MODELS
+    backbone = dict(type='ResNet', depth=18, out_indices=(3, ))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = CLS_MODELS.build(dict(
+            type='NMSparsify', model=dict(type='ImageClassifier', backbone=backbone),
+            n=1, m=4, method='ste'))
+    assert type(model).__name__ == 'ImageClassifier'
+    assert {layer.method for _, layer in sparse_layers(model)} == {'ste'}
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        conv = DET_MODELS.build(dict(type='NMSparseConv', in_channels=8,
+                                     out_channels=4, kernel_size=1))
+    assert isinstance(conv, NMSparseConv)
