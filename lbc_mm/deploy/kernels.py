@@ -16,6 +16,7 @@ the CUDA context on H200.
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 
 # Dense operand columns (M) must be a multiple of this for cuSPARSELt fp16/bf16.
 DENSE_ALIGN = 8
@@ -96,66 +97,76 @@ def compress_24(weight2d: torch.Tensor) -> torch.Tensor:
     return to_sparse_semi_structured(weight2d.detach().contiguous())
 
 
-def pad_cols(x_t: torch.Tensor, align: int = DENSE_ALIGN) -> torch.Tensor:
-    """Zero-pad the columns of ``x_t`` (K, M) to a multiple of ``align``."""
-    pad = (-x_t.shape[1]) % align
-    if pad == 0:
-        return x_t
-    return torch.nn.functional.pad(x_t, (0, pad))
-
-
-def sparse_mm_fm(w24: torch.Tensor, x_t: torch.Tensor,
-                 bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``Y^T = W24 @ X^T (+ b)`` through ``torch.mm`` on the tensor subclass.
+def dense_operand(x: torch.Tensor, x_fm: bool, contiguous: bool,
+                  align: int = DENSE_ALIGN) -> Tuple[torch.Tensor, int]:
+    """The ``(K, M)`` right operand of ``W (N, K) @ B`` from an activation.
 
     Args:
-        w24 (Tensor): ``(N, K)`` SparseSemiStructuredTensor.
-        x_t (Tensor): ``(K, M)`` contiguous activation.
-        bias (Tensor, optional): ``(N,)``.
+        x (Tensor): ``(K, M)`` if ``x_fm`` (feature-major) else ``(M, K)``
+            (token-major).
+        x_fm (bool): orientation of ``x``.
+        contiguous (bool): True: ``B`` is a contiguous (row-major) ``(K, M)``
+            tensor, a transpose copy when ``x`` is token-major. False: ``B`` may be
+            the view ``x.t()`` (column-major; cuSPARSELt then reads B transposed,
+            no copy).
+        align (int): zero-pad M to a multiple of this (cuSPARSELt needs 8 for
+            fp16 / bf16).
 
     Returns:
-        Tensor: ``(N, M)`` contiguous.
+        tuple[Tensor, int]: ``B`` of shape ``(K, Mp)`` and the unpadded ``M``.
     """
-    m = x_t.shape[1]
-    y_t = torch.mm(w24, pad_cols(x_t))  # (N, Mp)
-    if y_t.shape[1] != m:
-        y_t = y_t[:, :m]
-    if bias is not None:
-        y_t = y_t + bias[:, None]
-    return y_t
+    x = x if x.is_contiguous() else x.contiguous()
+    if x_fm:
+        m = x.shape[1]
+        pad = (-m) % align
+        return (F.pad(x, (0, pad)) if pad else x), m
+    m = x.shape[0]
+    pad = (-m) % align
+    if pad:
+        x = F.pad(x, (0, 0, 0, pad))  # (Mp, K)
+    b = x.t()  # (K, Mp) column-major view
+    return (b.contiguous() if contiguous else b), m
 
 
-def cslt_mm(packed: torch.Tensor, x_t: torch.Tensor,
-            bias: Optional[torch.Tensor] = None,
-            transpose_result: bool = False) -> torch.Tensor:
-    """cuSPARSELt GEMM on the packed weight, bias fused.
+def sparse_gemm(variant: str, b: torch.Tensor, m: int, out_fm: bool, *,
+                w24: Optional[torch.Tensor] = None,
+                packed: Optional[torch.Tensor] = None,
+                weight: Optional[torch.Tensor] = None,
+                bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``W @ B (+ bias)`` on one execution path.
 
     Args:
-        packed (Tensor): ``w24.packed`` of a ``(N, K)`` 2:4 weight.
-        x_t (Tensor): ``(K, M)`` contiguous activation.
-        bias (Tensor, optional): ``(N,)``, same dtype.
-        transpose_result (bool): False -> ``(N, M)`` (feature-major);
-            True -> ``(M, N)`` (token-major), both contiguous.
+        variant (str): ``'dense_fm'`` (``weight``, cuBLAS / CPU), ``'mm'``
+            (``torch.mm(w24, B)`` on the SparseSemiStructuredTensor), ``'cslt'`` /
+            ``'cslt_t'`` (``torch._cslt_sparse_mm(packed, B)``, bias fused; they
+            differ only in the operand ``dense_operand`` built).
+        b (Tensor): ``(K, Mp)`` operand from :func:`dense_operand`.
+        m (int): unpadded M.
+        out_fm (bool): True -> ``(N, M)``; False -> ``(M, N)`` (for ``'cslt'`` written
+            token-major by cuSPARSELt, ``transpose_result=True``; for ``'mm'`` a
+            transposed view).
+        w24, packed, weight, bias: the layer's operands.
+
+    Returns:
+        Tensor: ``(N, M)`` or ``(M, N)``.
     """
-    m = x_t.shape[1]
-    y = torch._cslt_sparse_mm(
-        packed, pad_cols(x_t), bias=bias, transpose_result=transpose_result)
-    if transpose_result:
-        return y[:m] if y.shape[0] != m else y  # (M, N)
-    return y[:, :m] if y.shape[1] != m else y  # (N, M)
-
-
-def dense_mm_fm(weight2d: torch.Tensor, x_t: torch.Tensor,
-                bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Dense ``Y^T (N, M) = W (N, K) @ X^T (K, M) (+ b)`` (cuBLAS / CPU reference)."""
-    if bias is None:
-        return torch.mm(weight2d, x_t)
-    return torch.addmm(bias[:, None], weight2d, x_t)
-
-
-def dense_mm_tm(weight2d: torch.Tensor, x_t: torch.Tensor,
-                bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Dense ``Y (M, N) = (X^T)^T W^T (+ b)`` from a feature-major input."""
-    if bias is None:
-        return torch.mm(x_t.t(), weight2d.t())
-    return torch.addmm(bias, x_t.t(), weight2d.t())
+    if variant == 'dense_fm':
+        if out_fm:
+            y = torch.mm(weight, b) if bias is None else \
+                torch.addmm(bias[:, None], weight, b)  # (N, Mp)
+        else:
+            y = torch.mm(b.t(), weight.t()) if bias is None else \
+                torch.addmm(bias, b.t(), weight.t())  # (Mp, N)
+    elif variant == 'mm':
+        y = torch.mm(w24, b)  # (N, Mp)
+        if bias is not None:
+            y = y + bias[:, None]
+        if not out_fm:
+            y = y.t()  # (Mp, N) view
+    elif variant in ('cslt', 'cslt_t'):
+        y = torch._cslt_sparse_mm(packed, b, bias=bias, transpose_result=not out_fm)
+    else:
+        raise ValueError(f'unknown GEMM variant {variant!r}')
+    if out_fm:
+        return y if y.shape[1] == m else y[:, :m]
+    return y if y.shape[0] == m else y[:m]

@@ -8,7 +8,10 @@ execution path (``lbc_mm.deploy.kernels``):
   reference for the layout code and a dense timing point);
 - ``'mm'``: ``torch.mm(W24, X^T)`` on the ``SparseSemiStructuredTensor``;
 - ``'cslt'``: ``torch._cslt_sparse_mm`` on the packed weight, bias fused, result
-  written token-major where the consumer wants it (no output transpose).
+  written token-major where the consumer wants it (no output transpose), input
+  copied to a contiguous feature-major ``x^T``;
+- ``'cslt_t'``: the same, but a token-major input is passed as the column-major
+  view ``x^T`` (no copy; cuSPARSELt reads B transposed).
 
 Modules hold the compressed weight as a plain attribute (not a parameter), cast
 inputs to their own dtype and turn autocast off inside, so they also run inside a
@@ -21,15 +24,15 @@ from torch import nn
 
 from . import kernels
 
-VARIANTS = ('dense_fm', 'mm', 'cslt')
-SPARSE_VARIANTS = ('mm', 'cslt')
+VARIANTS = ('dense_fm', 'mm', 'cslt', 'cslt_t')
+SPARSE_VARIANTS = ('mm', 'cslt', 'cslt_t')
 # Element-wise activations that commute with the feature-major layout.
 ELEMENTWISE_ACTS = (nn.GELU, nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.Tanh,
                     nn.Sigmoid, nn.Identity, nn.Dropout)
 
 
 class _GEMM(nn.Module):
-    """Holds ``W (N, K)`` in the form ``variant`` needs and runs the GEMM."""
+    """Holds ``W (N, K)`` in the form ``variant`` needs and runs ``W @ x``."""
 
     def __init__(self, weight2d: torch.Tensor, bias: Optional[torch.Tensor],
                  variant: str):
@@ -48,22 +51,18 @@ class _GEMM(nn.Module):
         else:
             self.w24 = kernels.compress_24(weight2d)  # (N, K) 2:4
             self.packed = self.w24.packed
+        # cuSPARSELt wants M padded to 8; the dense GEMM does not care
+        self.align = 1 if variant == 'dense_fm' else kernels.DENSE_ALIGN
+        # 'cslt_t' and the dense GEMM read a token-major input as B = x^T in place
+        self.contiguous = variant in ('mm', 'cslt')
 
-    def fm(self, x_t: torch.Tensor) -> torch.Tensor:
-        """``(K, M)`` contiguous -> ``(N, M)`` feature-major."""
-        if self.variant == 'dense_fm':
-            return kernels.dense_mm_fm(self.weight, x_t, self.bias)
-        if self.variant == 'mm':
-            return kernels.sparse_mm_fm(self.w24, x_t, self.bias)
-        return kernels.cslt_mm(self.packed, x_t, self.bias, transpose_result=False)
-
-    def tm(self, x_t: torch.Tensor) -> torch.Tensor:
-        """``(K, M)`` contiguous -> ``(M, N)`` token-major (maybe a transposed view)."""
-        if self.variant == 'dense_fm':
-            return kernels.dense_mm_tm(self.weight, x_t, self.bias)
-        if self.variant == 'mm':
-            return kernels.sparse_mm_fm(self.w24, x_t, self.bias).t()
-        return kernels.cslt_mm(self.packed, x_t, self.bias, transpose_result=True)
+    def forward(self, x: torch.Tensor, x_fm: bool, out_fm: bool) -> torch.Tensor:
+        """x: ``(K, M)`` if ``x_fm`` else ``(M, K)``; returns ``(N, M)`` if ``out_fm``
+        else ``(M, N)``."""
+        b, m = kernels.dense_operand(x, x_fm, self.contiguous, self.align)
+        return kernels.sparse_gemm(self.variant, b, m, out_fm, w24=self.w24,
+                                   packed=self.packed, weight=self.weight,
+                                   bias=self.bias)
 
 
 class Sparse24Linear(nn.Module):
@@ -83,8 +82,8 @@ class Sparse24Linear(nn.Module):
         """x: ``(..., K)`` -> ``(..., N)``."""
         with torch.autocast(x.device.type, enabled=False):
             lead = x.shape[:-1]
-            x_t = x.to(self.gemm.dtype).reshape(-1, x.shape[-1]).t().contiguous()
-            y = self.gemm.tm(x_t)  # (M, N)
+            x2 = x.to(self.gemm.dtype).reshape(-1, x.shape[-1])  # (M, K)
+            y = self.gemm(x2, x_fm=False, out_fm=False)  # (M, N)
             return y.reshape(*lead, self.gemm.out_features)
 
 
@@ -94,7 +93,7 @@ class Sparse24Conv1x1(nn.Module):
     NCHW input with batch 1 is already feature-major (``(C, H*W)`` is a view) and the
     output ``(N, H*W)`` is NCHW again, so the conv is a pure GEMM. Larger NCHW batches
     pay one copy in and one out; channels-last input is token-major (``(B*H*W, C)``
-    view) and pays one transpose copy in.
+    view).
 
     Args:
         conv (nn.Conv2d): dense-with-zeros 1x1 conv.
@@ -120,13 +119,11 @@ class Sparse24Conv1x1(nn.Module):
             b, k, h, w = x.shape
             n = self.gemm.out_features
             if b > 1 and x.is_contiguous(memory_format=torch.channels_last):
-                x_t = x.permute(0, 2, 3, 1).reshape(-1, k).t().contiguous()  # (K, M)
-                y = self.gemm.tm(x_t)  # (B*H*W, N)
+                x2 = x.permute(0, 2, 3, 1).reshape(-1, k)  # (B*H*W, K) view
+                y = self.gemm(x2, x_fm=False, out_fm=False)  # (B*H*W, N)
                 return y.reshape(b, h, w, n).permute(0, 3, 1, 2)  # channels-last
             x_t = x.transpose(0, 1).reshape(k, b * h * w)  # (K, M); a view if b == 1
-            if not x_t.is_contiguous():
-                x_t = x_t.contiguous()
-            y_t = self.gemm.fm(x_t)  # (N, B*H*W)
+            y_t = self.gemm(x_t, x_fm=True, out_fm=True)  # (N, B*H*W)
             y = y_t.reshape(n, b, h, w).transpose(0, 1)  # (B, N, H, W)
             return y if b == 1 else y.contiguous()
 
@@ -135,7 +132,8 @@ class FeatureMajorMLP(nn.Module):
     """fc1 -> act -> fc2 with the hidden activation kept feature-major.
 
     ``h^T (H, M) = W1 @ x^T``; ``act`` element-wise; ``y (M, C) = (W2 @ h^T)^T``
-    written token-major. Either GEMM may be sparse or dense.
+    written token-major. Either GEMM may be sparse or dense. Dropouts are dropped
+    (inference only).
 
     Args:
         fc1 (nn.Linear): ``(H, C)``; fc2 (nn.Linear): ``(C, H)``.
@@ -158,9 +156,9 @@ class FeatureMajorMLP(nn.Module):
         """x: ``(..., C)`` -> ``(..., C_out)``."""
         with torch.autocast(x.device.type, enabled=False):
             lead = x.shape[:-1]
-            x_t = x.to(self.fc1.dtype).reshape(-1, x.shape[-1]).t().contiguous()
-            h_t = self.act(self.fc1.fm(x_t))  # (H, M)
-            y = self.fc2.tm(h_t)  # (M, C_out)
+            x2 = x.to(self.fc1.dtype).reshape(-1, x.shape[-1])  # (M, C)
+            h_t = self.act(self.fc1(x2, x_fm=False, out_fm=True))  # (H, M)
+            y = self.fc2(h_t, x_fm=True, out_fm=False)  # (M, C_out)
             return y.reshape(*lead, self.fc2.out_features)
 
 

@@ -47,7 +47,7 @@ def _prune(mod: nn.Module) -> nn.Module:
 
 
 @parametrize('dtype', DTYPES)
-@parametrize('variant', ['mm', 'cslt'])
+@parametrize('variant', ['mm', 'cslt', 'cslt_t'])
 @parametrize('shape', [(4, 50, 256), (300, 256), (2, 7, 256)])
 def test_linear_paths(dtype, variant, shape):
     torch.manual_seed(0)
@@ -79,8 +79,8 @@ def test_conv1x1_paths(dtype, variant, batch, stride, channels_last):
 
 
 @parametrize('dtype', DTYPES)
-@parametrize('v1,v2', [('cslt', 'cslt'), ('mm', 'mm'), ('cslt', 'dense'),
-                       ('dense', 'cslt')])
+@parametrize('v1,v2', [('cslt_t', 'cslt'), ('cslt', 'cslt'), ('mm', 'mm'),
+                       ('cslt_t', 'dense'), ('dense', 'cslt'), ('cslt', 'cslt_t')])
 def test_feature_major_mlp(dtype, v1, v2):
     torch.manual_seed(0)
     fc1, fc2 = _prune(nn.Linear(128, 512)), _prune(nn.Linear(512, 128))
@@ -136,16 +136,17 @@ def _run_directly() -> int:
         return 0
     cases = []
     for dtype in DTYPES:
-        for variant in ('mm', 'cslt'):
+        for variant in ('mm', 'cslt', 'cslt_t'):
             for shape in [(4, 50, 256), (300, 256), (2, 7, 256)]:
                 cases.append((f'linear {dtype} {variant} {shape}', test_linear_paths,
                               (dtype, variant, shape)))
+        for variant in ('mm', 'cslt'):
             for b, s, cl in [(1, 1, False), (3, 1, False), (3, 1, True), (1, 2, False),
                              (2, 2, True)]:
                 cases.append((f'conv1x1 {dtype} {variant} b{b} s{s} cl{cl}',
                               test_conv1x1_paths, (dtype, variant, b, s, cl)))
-        for v1, v2 in [('cslt', 'cslt'), ('mm', 'mm'), ('cslt', 'dense'),
-                       ('dense', 'cslt')]:
+        for v1, v2 in [('cslt_t', 'cslt'), ('cslt', 'cslt'), ('mm', 'mm'),
+                       ('cslt_t', 'dense'), ('dense', 'cslt'), ('cslt', 'cslt_t')]:
             cases.append((f'mlp {dtype} {v1}+{v2}', test_feature_major_mlp,
                           (dtype, v1, v2)))
     cases.append(('cuda graph', test_sparse_linear_under_cuda_graph, ()))

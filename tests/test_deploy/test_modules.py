@@ -90,11 +90,32 @@ def test_can_compress_reasons():
         kernels.compress_24(torch.zeros(64, 64))
 
 
-def test_pad_cols():
-    x = torch.ones(4, 13)
-    p = kernels.pad_cols(x)
-    assert p.shape == (4, 16) and p[:, 13:].abs().sum() == 0
-    assert kernels.pad_cols(torch.ones(4, 16)).shape == (4, 16)
+@pytest.mark.parametrize('x_fm', [True, False])
+@pytest.mark.parametrize('contiguous', [True, False])
+@pytest.mark.parametrize('m', [13, 16])
+def test_dense_operand_orientation_and_padding(x_fm, contiguous, m):
+    x_tm = torch.randn(m, 6)  # (M, K) token-major
+    x = x_tm.t().contiguous() if x_fm else x_tm
+    b, m_out = kernels.dense_operand(x, x_fm, contiguous, align=8)
+    assert m_out == m and b.shape == (6, 16)
+    torch.testing.assert_close(b[:, :m], x_tm.t())
+    assert b[:, m:].abs().sum() == 0
+    # a token-major input is only copied when a contiguous operand is asked for
+    assert b.is_contiguous() == (x_fm or contiguous)
+
+
+@pytest.mark.parametrize('out_fm', [True, False])
+@pytest.mark.parametrize('bias', [True, False])
+def test_sparse_gemm_dense_reference(out_fm, bias):
+    torch.manual_seed(0)
+    w, x = torch.randn(5, 6), torch.randn(13, 6)
+    bb = torch.randn(5) if bias else None
+    b, m = kernels.dense_operand(x, False, False, align=8)
+    y = kernels.sparse_gemm('dense_fm', b, m, out_fm, weight=w, bias=bb)
+    ref = torch.nn.functional.linear(x, w, bb)  # (M, N)
+    torch.testing.assert_close(y, ref.t() if out_fm else ref)
+    with pytest.raises(ValueError, match='unknown GEMM variant'):
+        kernels.sparse_gemm('fast', b, m, out_fm, weight=w)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='tests the no-GPU answer')
