@@ -488,10 +488,11 @@ class LBCHook(Hook):
 
     # -- end of training ------------------------------------------------------
     def after_train(self, runner) -> None:
-        """Write the plot, then check N:M (model, EMA model, ranks)."""
+        """Write the plot, then check equal masks on all ranks and N:M."""
         self.sync_ema(runner)
         if self.plot and is_main_process():
             self.write_plot(osp.join(runner.work_dir, PLOT_NAME))
+        self.check_ranks_agree(runner)  # collective: every rank gets here
         problems = nm_problems(runner.model)
         for hook in runner.hooks:
             if isinstance(hook, EMAHook) and hasattr(hook, 'ema_model'):
@@ -500,7 +501,6 @@ class LBCHook(Hook):
             raise RuntimeError(
                 'LBCHook: training ended but the model is not exactly N:M '
                 f'({len(problems)} layers):\n  ' + '\n  '.join(problems))
-        self.check_ranks_agree(runner)
 
     def check_ranks_agree(self, runner) -> None:
         """Fail when DDP ranks kept different candidates (no-op on one process)."""

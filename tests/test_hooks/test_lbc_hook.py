@@ -1,6 +1,7 @@
 """LBCHook on a tiny real mmengine Runner (CPU): schedule, freeze, checks, logs,
 plot, resume, EMA, frozen layers."""
 import glob
+import json
 import os.path as osp
 
 import pytest
@@ -216,6 +217,10 @@ def test_logs_and_plot(tmp_path):
     assert all(a <= b for a, b in zip(sparsity_log, sparsity_log[1:]))
     text = open(glob.glob(osp.join(runner.log_dir, '*.log'))[0]).read()
     assert 'lbc/alive' in text and 'lbc/sparsity' in text
+    # the visualizer backends (LocalVisBackend here, TensorBoard alike) get them too
+    last = json.loads(open(osp.join(runner.log_dir, 'vis_data',
+                                    'scalars.json')).read().splitlines()[-1])
+    assert last['lbc/alive'] == 1.0 and last['lbc/nm_layers'] == 2.0
     png = osp.join(str(tmp_path), PLOT_NAME)
     with open(png, 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
@@ -334,3 +339,19 @@ def test_amp_optim_wrapper_on_gpu(tmp_path):
     rows = _probe(runner).rows
     assert [a['fc'] for _, a in rows] == [{card(it, C24, 0, 6, 3)}
                                           for it in range(1, 13)]
+
+
+# -- DDP rank agreement ----------------------------------------------------------------
+def test_check_ranks_agree_two_gloo_ranks(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+    from lbc_toy import ranks_agree_worker
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    mp.spawn(ranks_agree_worker, args=(port, str(tmp_path)), nprocs=2)
+    for rank in (0, 1):
+        agree, differ = (tmp_path / f'rank{rank}.txt').read_text().split('\n')
+        assert agree == 'agree'
+        assert 'ranks kept different candidates in 1 layers: fc' in differ
