@@ -3,8 +3,8 @@
 #   e.g. bash tools/gpu_check.sh .device "$OUT"
 #
 # On a GPU machine without a package index: installs the OpenMMLab wheels
-# (WHEEL_DIR/install.sh -> /tmp/site), runs the GPU tests, then tools/benchmark.py
-# (dense vs 2:4) on DeiT-small, ViT-B/16, ResNet-50 and Mask R-CNN R50-FPN.
+# (WHEEL_DIR/install.sh -> /tmp/site), runs tools/benchmark.py (dense vs 2:4) on
+# DeiT-small, ViT-B/16, ResNet-50 and Mask R-CNN R50-FPN, then the GPU tests.
 # OUT_DIR gets at most 7 files, each as soon as it exists:
 #   gpu_check.log, deit-small.json, vit-base.json, resnet50.json, mask-rcnn.json,
 #   summary.md (paste-ready tables), per_layer_speedups.png
@@ -18,6 +18,7 @@ mkdir -p "$OUT"
 WORK=/tmp/lbc_bench
 mkdir -p "$WORK"
 BUDGET=${GPU_CHECK_BUDGET:-340}  # seconds for everything
+PY=$(command -v python3 || command -v python)  # install.sh installs for python3
 START=$(date +%s)
 
 # seconds a step may take: its own cap, but never past the global budget
@@ -44,7 +45,7 @@ bench() {  # bench NAME WANT_SECONDS CONFIG ARGS...
   local name=$1 want=$2 cfg=$3 t
   shift 3
   t=$(cap "$want")
-  step "benchmark $name" "$t" python tools/benchmark.py "$cfg" --name "$name" \
+  step "benchmark $name" "$t" "$PY" tools/benchmark.py "$cfg" --name "$name" \
     --out-json "$WORK/$name.json" --out-png "$WORK/$name.png" \
     --time-budget $(( t > 40 ? t - 25 : 15 )) "$@"
   [ -f "$WORK/$name.json" ] && cp "$WORK/$name.json" "$OUT/$name.json"
@@ -58,7 +59,7 @@ main() {
   step "install wheels" 120 bash "$WHEELS/install.sh"
   export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
   export MPLBACKEND=Agg PYTHONUNBUFFERED=1
-  step "versions" 60 python - <<'PY'
+  step "versions" 30 "$PY" - <<'PY'
 import torch
 print('torch', torch.__version__, 'cuda', torch.version.cuda,
       'gpu', torch.cuda.get_device_name() if torch.cuda.is_available() else None)
@@ -70,26 +71,27 @@ import lbc_mm, mmcv, mmdet, mmpretrain, mmengine
 print('lbc_mm', lbc_mm.__version__, 'mmcv', mmcv.__version__, 'mmdet', mmdet.__version__,
       'mmpretrain', mmpretrain.__version__, 'mmengine', mmengine.__version__)
 PY
-  # GPU tests: pytest when the machine has it, else the file's own runner
-  if python -c 'import pytest' 2>/dev/null; then
-    step "gpu tests (pytest)" 60 python -m pytest -q -x -p no:cacheprovider \
-      tests/test_deploy/test_gpu_paths.py
-  else
-    step "gpu tests (no pytest: direct runner)" 60 \
-      python tests/test_deploy/test_gpu_paths.py
-  fi
-  bench deit-small 70 'mmpretrain::deit/deit-small_4xb256_in1k.py' --batch 256
-  bench vit-base 75 'mmpretrain::vision_transformer/vit-base-p16_64xb64_in1k.py' \
+  bench deit-small 65 'mmpretrain::deit/deit-small_4xb256_in1k.py' --batch 256
+  bench vit-base 70 'mmpretrain::vision_transformer/vit-base-p16_64xb64_in1k.py' \
     --batch 256
-  bench resnet50 70 'mmpretrain::resnet/resnet50_8xb32_in1k.py' --batch 256
-  bench mask-rcnn 80 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py' --batch 1
+  bench resnet50 65 'mmpretrain::resnet/resnet50_8xb32_in1k.py' --batch 256
+  bench mask-rcnn 75 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py' --batch 1
   local jsons=()
   for n in deit-small vit-base resnet50 mask-rcnn; do
     [ -f "$WORK/$n.json" ] && jsons+=("$WORK/$n.json")
   done
   if (( ${#jsons[@]} )); then
-    step "summary" 40 python tools/benchmark.py --combine "${jsons[@]}" \
+    step "summary" 40 "$PY" tools/benchmark.py --combine "${jsons[@]}" \
       --out-md "$OUT/summary.md" --out-png "$OUT/per_layer_speedups.png"
+  fi
+  # GPU tests (every 2:4 path vs dense-with-zeros, and the other `gpu`-marked
+  # tests): pytest when the machine has it, else the deploy file's own runner
+  if "$PY" -c 'import pytest' 2>/dev/null; then
+    step "gpu tests (pytest -m gpu)" 60 "$PY" -m pytest -q -p no:cacheprovider \
+      -m gpu --continue-on-collection-errors tests
+  else
+    step "gpu tests (no pytest: direct runner)" 60 \
+      "$PY" tests/test_deploy/test_gpu_paths.py
   fi
   echo "[gpu_check] done in $(( $(date +%s) - START ))s; files in $OUT:"
   ls -la "$OUT"

@@ -22,7 +22,8 @@ from lbc_mm.sparsity.patterns import count_nm_violations, magnitude_mask  # noqa
 try:
     import pytest
     SUPPORTED, WHY = kernels.sparse_support()
-    pytestmark = pytest.mark.skipif(not SUPPORTED, reason=WHY or 'needs sm80+ GPU')
+    pytestmark = [pytest.mark.gpu,
+                  pytest.mark.skipif(not SUPPORTED, reason=WHY or 'needs sm80+ GPU')]
     parametrize = pytest.mark.parametrize
 except ImportError:  # direct runner on a GPU machine without pytest
     pytest = None

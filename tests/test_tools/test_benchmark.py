@@ -82,3 +82,43 @@ def test_cpu_dry_run_goes_through_every_stage(tiny_cfg, tmp_path):
     proc = _run('--combine', str(out), '--out-md', str(md), '--out-png', str(png2))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert '## tiny_vit' in md.read_text() and png2.exists()
+
+
+LBC_RESNET = """
+default_scope = 'mmpretrain'
+model = dict(
+    type='ImageClassifier',
+    backbone=dict(type='ResNet', depth=18, num_stages=4, out_indices=(3, ),
+                  base_channels=16, conv_cfg=dict(type='NMSparseConv', n=2, m=4)),
+    neck=dict(type='GlobalAveragePooling'),
+    head=dict(type='LinearClsHead', num_classes=10, in_channels=128))
+"""
+
+
+@pytest.mark.parametrize('finished', [True, False])
+def test_checkpoint_weights_are_checked_before_the_gpu_question(tmp_path, finished):
+    import lbc_mm  # noqa: F401
+    from lbc_mm.export import build_model, load_config
+    from lbc_mm.layers import sparse_layers
+    cfg = tmp_path / 'lbc.py'
+    cfg.write_text(LBC_RESNET)
+    model, _ = build_model(load_config(str(cfg)))
+    for _name, layer in sparse_layers(model):
+        with torch.no_grad():
+            layer.scores.uniform_(0.1, 1.0)
+        if finished:
+            layer.remove_candidates(1)
+    ckpt = tmp_path / 'epoch_1.pth'
+    torch.save({'meta': {}, 'state_dict': model.state_dict()}, ckpt)
+    out = tmp_path / 'r.json'
+    proc = _run(str(cfg), str(ckpt), '--out-json', str(out))
+    res = json.loads(out.read_text())
+    assert res['nm_check']['layers'] == 20
+    assert res['weights'].startswith('trained weights from')
+    if finished:
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert res['nm_check']['layers_not_nm'] == 0
+    else:
+        assert proc.returncode == 1
+        assert res['nm_check']['layers_not_nm'] == 20
+        assert 'refusing to time: layers not N:M' in proc.stdout
