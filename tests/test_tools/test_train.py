@@ -137,9 +137,10 @@ def test_missing_dataset_is_one_line_not_a_traceback(tmp_path):
     assert not osp.exists(tmp_path / 'work')  # nothing was built
 
 
-def test_train_tool_runs_lbc_on_cpu(tmp_path):
-    """A real run: LBC removal to 2:4, plot, checkpoint, constructor auto-set."""
-    cfg = toy_cfg(str(tmp_path / 'ignored'), hook=dict(t_f=0.5))
+def test_train_then_test_tool_on_cpu(tmp_path):
+    """A real run: LBC removal to 2:4, plot, checkpoint, constructor auto-set; then
+    tools/test.py evaluates the checkpoint and dumps the predictions."""
+    cfg = toy_cfg(str(tmp_path / 'ignored'), hook=dict(t_f=0.5), with_val=True)
     cfg['optim_wrapper'].pop('constructor')
     cfg['optim_wrapper'].pop('paramwise_cfg')
     cfg['log_level'] = 'INFO'
@@ -152,10 +153,24 @@ def test_train_tool_runs_lbc_on_cpu(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert osp.isfile(work / 'iter_12.pth')
     assert osp.isfile(work / 'lbc_schedule.png')
-    log = open(glob.glob(str(work / '*' / '*.log'))[0]).read()
+    log = open(sorted(glob.glob(str(work / '*' / '*.log')))[0]).read()
     assert "constructor='LBCOptimWrapperConstructor'" in log
     assert 'lbc/alive: 1.0000' in log and 'lbc/sparsity: 0.5000' in log
     assert 'every LBC layer is N:M after iteration 6' in log
+
+    test_tool = [sys.executable, osp.join(REPO, 'tools', 'test.py'), path]
+    proc = subprocess.run(
+        test_tool + [str(work / 'iter_12.pth'), '--work-dir', str(tmp_path / 't'),
+                     '--out', str(tmp_path / 'preds.pkl')],
+        cwd=str(tmp_path), env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert 'mse:' in proc.stdout + proc.stderr
+    assert osp.getsize(tmp_path / 'preds.pkl') > 0
+    proc = subprocess.run(
+        test_tool + [str(work / 'missing.pth')], cwd=str(tmp_path), env=_env(),
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
+    assert 'Checkpoint not found' in proc.stderr
 
 
 def test_amp_without_gpu_is_one_line(tmp_path):
