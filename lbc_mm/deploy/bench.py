@@ -412,7 +412,7 @@ def _end_to_end(state: dict, log) -> None:
 
 def run(config: str, checkpoint: Optional[str] = None, *, out_json: str,
         out_png: Optional[str] = None, model_name: Optional[str] = None,
-        batch: int = 1, dtype: str = 'fp16', layer_dtypes=('fp16', 'bf16'),
+        batch: Optional[int] = None, dtype: str = 'fp16', layer_dtypes=('fp16', 'bf16'),
         img_size: Optional[int] = None, det_shape=(800, 1216),
         channels_last: bool = False, margin: float = 0.03,
         time_budget: float = 80.0, log: Callable[[str], None] = print,
@@ -425,7 +425,8 @@ def run(config: str, checkpoint: Optional[str] = None, *, out_json: str,
         out_json (str): JSON path (rewritten after every stage).
         out_png (str, optional): per-layer speedup bar chart.
         model_name (str, optional): label in tables. Defaults to the config stem.
-        batch (int): batch size. Defaults to 1.
+        batch (int, optional): batch size. Defaults to 1 for detectors, 64 for
+            classifiers.
         dtype (str): end-to-end dtype. Defaults to ``'fp16'``.
         layer_dtypes (tuple[str]): dtypes of the per-layer table.
         img_size (int, optional): classifier input size. Defaults to 224.
@@ -461,6 +462,8 @@ def run(config: str, checkpoint: Optional[str] = None, *, out_json: str,
                   'token-major output; a+b = MLP fc1/fc2 variants with the hidden '
                   'activation feature-major']}
     prep = prepare(config, checkpoint)
+    batch = batch or (1 if prep['scope'] == 'mmdet' else 64)
+    res['batch'] = batch
     res['weights'] = prep['weights']
     res['scope_rule'] = prep['scope_rule']
     res['scope'] = prep['scope']
