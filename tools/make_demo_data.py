@@ -268,7 +268,8 @@ def generate(out_dir: str, seed: int = 0, image_size: int = 128, num_train: int 
                     os.path.join(tmp, 'demo_data.json'))
         old = None
         if os.path.lexists(out_dir):
-            old = os.path.join(parent, f'.{os.path.basename(out_dir)}.old-{os.getpid()}')
+            old = os.path.join(parent,
+                               f'.{os.path.basename(out_dir)}.old-{os.getpid()}')
             os.replace(out_dir, old)
         os.replace(tmp, out_dir)
         if old is not None:

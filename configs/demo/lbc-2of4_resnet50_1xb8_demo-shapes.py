@@ -1,6 +1,7 @@
-# Demo: the real LBC 2:4 ResNet-50 recipe (../mmpretrain/lbc-2of4_resnet50_8xb32_in1k.py)
-# on the embedded shapes classification set (tools/make_demo_data.py -> data/demo/cls:
-# circle / rectangle / triangle, 64 px). Only data, image size and schedule change:
+# Demo: the real LBC 2:4 ResNet-50 recipe
+# (../mmpretrain/lbc-2of4_resnet50_8xb32_in1k.py) on the embedded shapes classification
+# set (tools/make_demo_data.py -> data/demo/cls: circle / rectangle / triangle, 64 px).
+# Only data, image size and schedule change:
 #   data_root            data/demo/cls (CustomDataset layout train/<class>/*.png)
 #   image size           64 px, no crop
 #   schedule             4 epochs, batch 8, lr 0.1 x 8/256 (linear scaling),

@@ -7,7 +7,7 @@
 # Hyper-parameters a user changes:
 #   model.backbone.conv_cfg  dict(type='NMSparseConv', n=2, m=4, method='lbc'):
 #                            the N:M pattern of every backbone conv. The 7x7 stem
-#                            (Cin=3, not a multiple of m) stays dense, with one log line.
+#                            (Cin=3, not a multiple of m) stays dense (one log line).
 #                            Neck (FPN) and heads stay dense (ALGORITHM.md §8); give
 #                            them conv_cfg=dict(type='NMSparseConv', ...) to sparsify.
 #   LBCHook t_i / t_f        removal window: candidates are removed from epoch 0

@@ -48,7 +48,8 @@ def test_coco_annotations_match_pixels(tmp_path):
 
     root = make_demo_data.generate(str(tmp_path / 'd'), **SMALL)
     for split, num in (('train', 5), ('val', 3)):
-        coco = COCO(os.path.join(root, 'coco', 'annotations', f'instances_{split}.json'))
+        coco = COCO(
+            os.path.join(root, 'coco', 'annotations', f'instances_{split}.json'))
         assert [c['name'] for c in coco.loadCats(coco.getCatIds())] == list(
             make_demo_data.CLASSES)
         assert len(coco.getImgIds()) == num
@@ -108,11 +109,12 @@ def test_bad_sizes_raise(tmp_path, bad):
 
 
 def test_cli(tmp_path):
-    ok = subprocess.run([sys.executable, SCRIPT, str(tmp_path / 'h'), '--num-train', '2',
-                         '--num-val', '1', '--image-size', '48'],
+    ok = subprocess.run([sys.executable, SCRIPT, str(tmp_path / 'h'), '--num-train',
+                         '2', '--num-val', '1', '--image-size', '48'],
                         capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert os.path.isfile(tmp_path / 'h' / 'coco' / 'train' / '000001.png')
-    bad = subprocess.run([sys.executable, SCRIPT, str(tmp_path / 'i'), '--num-val', '0'],
+    bad = subprocess.run([sys.executable, SCRIPT, str(tmp_path / 'i'), '--num-val',
+                          '0'],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and 'num_val' in bad.stderr

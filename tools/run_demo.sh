@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# `make demo`: the whole lbc_mm pipeline on CPU with the embedded data, no download.
+#
+#   1. tools/make_demo_data.py data/demo          synthetic shapes (COCO + classification)
+#   2. tools/train.py  <demo config>              Mask R-CNN R50-FPN, 2:4 LBC backbone,
+#                                                 from scratch; LBCHook checks that the
+#                                                 model is exactly 2:4 after training
+#   3. tools/test.py   <demo config> <ckpt>       bbox / segm mAP (mmdet COCO metric)
+#   4. tools/convert.py <demo config> <ckpt> OUT  baked 2:4 stock checkpoint + compressed
+#   5. tools/benchmark.py <demo config> <ckpt>    GPU benchmark (exit 2 = no GPU: fine)
+#
+# Steps 3-5 run when their tool exists (without tools/test.py the val loop at the end
+# of training prints the mAP). Work dir: work_dirs/demo/ (recreated on every run).
+# Environment: PYTHON (default .venv/bin/python), DEMO_CONFIG, DEMO_WORK_DIR,
+# DEMO_DATA, DEMO_CFG_OPTIONS (extra training --cfg-options, space separated, e.g.
+# "train_cfg.max_epochs=2" for a smoke run).
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+PY=${PYTHON:-.venv/bin/python}
+CONFIG=${DEMO_CONFIG:-configs/demo/mask-rcnn_r50-lbc-2of4_fpn_demo-shapes.py}
+WORK=${DEMO_WORK_DIR:-work_dirs/demo}
+DATA=${DEMO_DATA:-data/demo}
+export MPLBACKEND=${MPLBACKEND:-Agg}
+export PYTHONUNBUFFERED=1
+
+log() { printf '\n[demo %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+die() { printf '[demo] error: %s\n' "$*" >&2; exit 1; }
+
+command -v "$PY" >/dev/null 2>&1 || die "no Python at '$PY' (run 'make env' or set PYTHON=...)"
+[[ -f "$CONFIG" ]] || die "config not found: $CONFIG"
+[[ -f tools/train.py ]] || die "tools/train.py is missing"
+
+t0=$(date +%s)
+rm -rf "$WORK"
+mkdir -p "$WORK"
+
+log "1/5 generating demo data into $DATA"
+"$PY" tools/make_demo_data.py "$DATA"
+
+data_opts=()
+if [[ "$DATA" != data/demo ]]; then
+  data_opts+=(
+    train_dataloader.dataset.data_root="$DATA/coco/"
+    val_dataloader.dataset.data_root="$DATA/coco/"
+    test_dataloader.dataset.data_root="$DATA/coco/"
+    val_evaluator.ann_file="$DATA/coco/annotations/instances_val.json"
+    test_evaluator.ann_file="$DATA/coco/annotations/instances_val.json")
+fi
+train_opts=(${data_opts[@]+"${data_opts[@]}"})
+# tools/test.py evaluates the saved checkpoint, so the val loop at the end of training
+# (which would evaluate the same weights) is switched off.
+if [[ -f tools/test.py ]]; then train_opts+=(train_cfg.val_begin=1000000); fi
+# shellcheck disable=SC2206
+if [[ -n "${DEMO_CFG_OPTIONS:-}" ]]; then train_opts+=(${DEMO_CFG_OPTIONS}); fi
+
+log "2/5 training $CONFIG on CPU (a log line every few iterations; ~10 min on 2 free cores)"
+"$PY" tools/train.py "$CONFIG" --work-dir "$WORK" \
+  ${train_opts[@]+--cfg-options "${train_opts[@]}"} 2>&1 | tee "$WORK/train.log"
+t_train=$(date +%s)
+
+[[ -f "$WORK/last_checkpoint" ]] || die "training wrote no checkpoint ($WORK/last_checkpoint)"
+ckpt=$(cat "$WORK/last_checkpoint")
+[[ -f "$ckpt" ]] || die "checkpoint $ckpt is missing"
+
+metrics_log="$WORK/train.log"
+if [[ -f tools/test.py ]]; then
+  log "3/5 evaluating $ckpt on the val split (bbox + segm mAP)"
+  "$PY" tools/test.py "$CONFIG" "$ckpt" --work-dir "$WORK/test" \
+    ${data_opts[@]+--cfg-options "${data_opts[@]}"} 2>&1 | tee "$WORK/test.log"
+  metrics_log="$WORK/test.log"
+else
+  log "3/5 tools/test.py not found: the val loop at the end of training evaluated it"
+fi
+
+converted="skipped (tools/convert.py not found)"
+if [[ -f tools/convert.py ]]; then
+  export_dir="$WORK/export"
+  mkdir -p "$export_dir"
+  stock="$export_dir/$(basename "${CONFIG%.py}")_stock.pth"
+  log "4/5 converting $ckpt -> $stock (+ compressed 2:4 form)"
+  "$PY" tools/convert.py "$CONFIG" "$ckpt" "$stock" --pattern 2:4 \
+    --json "$export_dir/convert.json" 2>&1 | tee "$WORK/convert.log"
+  converted=$(find "$export_dir" -type f | sort | tr '\n' ' ')
+fi
+
+bench="skipped (tools/benchmark.py not found)"
+if [[ -f tools/benchmark.py ]]; then
+  log "5/5 benchmarking dense vs 2:4 (needs a CUDA GPU)"
+  set +e
+  "$PY" tools/benchmark.py "$CONFIG" "$ckpt" --out-json "$WORK/benchmark/benchmark.json" \
+    2>&1 | tee "$WORK/benchmark.log"
+  rc=${PIPESTATUS[0]}
+  set -e
+  case $rc in
+    0) bench="done ($WORK/benchmark/, $WORK/benchmark.log)" ;;
+    2) bench="no GPU here: weights checked, timing skipped (exit 2)" ;;
+    *) die "tools/benchmark.py failed with exit code $rc" ;;
+  esac
+fi
+t_end=$(date +%s)
+
+# The last COCO metric line, e.g. "coco/bbox_mAP: 0.512 ... coco/segm_mAP: 0.433".
+metric() {
+  grep -o "coco/$1: [0-9.-]*" "$metrics_log" | tail -n 1 | awk '{print $2}' || true
+}
+bbox=$(metric bbox_mAP); segm=$(metric segm_mAP)
+bbox50=$(metric bbox_mAP_50); segm50=$(metric segm_mAP_50)
+plots=$(find "$WORK" -name '*.png' 2>/dev/null | sort | tr '\n' ' ')
+
+cat <<SUMMARY
+
+================================ lbc_mm demo ================================
+wall time        $(( t_end - t0 ))s in all ($(( t_train - t0 ))s data + training)
+bbox mAP         ${bbox:-n/a} (mAP@0.5 ${bbox50:-n/a})
+segm mAP         ${segm:-n/a} (mAP@0.5 ${segm50:-n/a})
+checkpoint       $ckpt
+converted        $converted
+benchmark        $bench
+plots            ${plots:-none}
+logs             $WORK/*.log
+=============================================================================
+SUMMARY
