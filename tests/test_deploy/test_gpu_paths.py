@@ -113,7 +113,7 @@ def test_sparse_linear_under_cuda_graph():
             y = sp(x)
     g.replay()
     torch.cuda.synchronize()
-    assert torch.equal(y, eager)
+    assert rel_error(y, eager) < 1e-3
 
 
 def test_time_unit_and_auto_choice():
