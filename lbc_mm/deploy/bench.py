@@ -459,9 +459,14 @@ def run(config: str, checkpoint: Optional[str] = None, *, out_json: str,
                   'result is slower end to end, auto falls back to dense (1.00x)',
                   'variants: mm = torch.mm(W24, x^T) on SparseSemiStructuredTensor; '
                   'cslt = torch._cslt_sparse_mm on the packed weight, bias fused, '
-                  'token-major output; a+b = MLP fc1/fc2 variants with the hidden '
-                  'activation feature-major']}
-    prep = prepare(config, checkpoint)
+                  'token-major output, input copied to a contiguous x^T; cslt_t = '
+                  'the same reading a token-major input as the column-major view '
+                  'x^T (no copy); a+b = MLP fc1/fc2 variants with the hidden '
+                  'activation feature-major; dense_fm = dense GEMM in that form',
+                  'layers the auto plan leaves dense, 3x3 convs included, run '
+                  'cuDNN / cuBLAS exactly as in the dense model']}
+    ok, why = kernels.sparse_support()
+    prep = prepare(config, checkpoint, device='cuda' if ok and not dry_run else 'cpu')
     batch = batch or (1 if prep['scope'] == 'mmdet' else 64)
     res['batch'] = batch
     res['weights'] = prep['weights']
@@ -478,7 +483,6 @@ def run(config: str, checkpoint: Optional[str] = None, *, out_json: str,
         log('[bench] refusing to time: layers not N:M: ' + ', '.join(
             f'{r["layer"]} ({r["bad_groups"]}/{r["groups"]} groups)' for r in bad))
         return 1
-    ok, why = kernels.sparse_support()
     if dry_run:
         ok = True
         dtype, layer_dtypes = 'fp32', ('fp32', )

@@ -75,7 +75,7 @@ def check_nm(model: nn.Module,
 
 
 def prepare(config: str, checkpoint: Optional[str], n: int = 2, m: int = 4,
-            score_thr: Optional[float] = 0.0):
+            score_thr: Optional[float] = 0.0, device: str = 'cpu'):
     """Config (+ checkpoint) -> dense-with-zeros model with its sparse layers.
 
     Args:
@@ -85,11 +85,12 @@ def prepare(config: str, checkpoint: Optional[str], n: int = 2, m: int = 4,
         n, m (int): pattern for the magnitude masks. Defaults to 2:4.
         score_thr (float, optional): detector ``test_cfg.rcnn.score_thr`` override
             so a random-init detector still sends boxes through its mask head.
+        device (str): where the masks are computed and the model ends up.
 
     Returns:
-        dict: ``model`` (CPU, eval, plain Conv2d/Linear), ``scope``, ``layers``
-        (name -> ``(n, m)``),
-        ``scope_rule``, ``weights`` (a sentence), ``nm_check`` rows, ``cfg``.
+        dict: ``model`` (on ``device``, eval, plain Conv2d/Linear), ``scope``,
+        ``layers`` (name -> ``(n, m)``), ``scope_rule``, ``weights`` (a sentence),
+        ``nm_check`` rows, ``cfg``.
     """
     cfg = load_config(config)
     if score_thr is not None and 'test_cfg' in cfg.model and \
@@ -107,9 +108,11 @@ def prepare(config: str, checkpoint: Optional[str], n: int = 2, m: int = 4,
             from ..export import densify_model
             densify_model(model)
         layers = {name: (n, m) for name in layers}
+        model.to(device)
         apply_magnitude_masks(model, layers)
         weights = (f'random-init weights with magnitude {n}:{m} masks (no checkpoint '
                    'given; timing does not depend on the values)')
+    model.to(device)
     rows = check_nm(model, layers)
     return dict(model=model.eval(), scope=scope, layers=layers, scope_rule=rule,
                 weights=weights, nm_check=rows, cfg=cfg)
