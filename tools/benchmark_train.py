@@ -21,14 +21,16 @@ Memory:
 
 Example::
 
-    python tools/benchmark_train.py \\
-        lbc_mm::../../mmpretrain/.mim/configs/resnet/resnet50_8xb32_in1k.py
+    python tools/benchmark_train.py mmpretrain::resnet/resnet50_8xb32_in1k.py \\
+        --batch-size 8 --img-size 224 --steps 4 --lbc-frozen
     python tools/benchmark_train.py mmpretrain::resnet/resnet50_8xb32_in1k.py \\
         --device cuda --batch-size 64 --img-size 224 --steps 20 \\
         --methods lbc,srste --patterns 2:4,2:8
 """
 import argparse
 import copy
+import importlib
+import os
 import statistics
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -91,11 +93,20 @@ def _is_pretrained(init_cfg: Any) -> bool:
     return any(isinstance(i, dict) and i.get('type') == 'Pretrained' for i in items)
 
 
+def resolve_config(config: str) -> str:
+    """``pkg::dir/file.py`` -> the file shipped in ``<pkg>/.mim/configs``."""
+    if '::' not in config:
+        return config
+    package, path = config.split('::', 1)
+    root = os.path.dirname(importlib.import_module(package).__file__)
+    return os.path.join(root, '.mim', 'configs', path)
+
+
 def build_dense(config: str) -> Tuple[nn.Module, str]:
     """Build the config's model dense and without pretrained weights."""
     from mmengine.config import Config
     from mmengine.registry import MODELS, DefaultScope
-    cfg = Config.fromfile(config)
+    cfg = Config.fromfile(resolve_config(config))
     scope = cfg.get('default_scope', 'mmpretrain')
     model_cfg = cfg.model
     if model_cfg.get('type') == 'NMSparsify':
@@ -151,7 +162,8 @@ class Variant:
         if scores:
             groups.append(dict(params=scores, weight_decay=0.0))
         self.optim = torch.optim.SGD(groups, lr=1e-4, momentum=0.9, weight_decay=1e-4)
-        self.times: List[float] = []
+        self.times: List[float] = []  # wall seconds per step
+        self.cpu_times: List[float] = []  # process CPU seconds per step
         self.peak_step = 0.0
 
     def hook(self) -> None:
@@ -166,15 +178,20 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def train_step(var: Variant, loss_fn: Callable, device: str, amp: bool) -> float:
-    """One timed training step; returns seconds (CUDA: also records peak memory)."""
+def train_step(var: Variant, loss_fn: Callable, device: str,
+               amp: bool) -> Tuple[float, float]:
+    """One training step; returns (wall, process CPU) seconds.
+
+    CUDA: also records the step's peak memory. On a shared CPU machine the process
+    CPU time (all threads) is the steadier measure of the work done.
+    """
     var.optim.zero_grad(set_to_none=True)
     _sync(device)
     cuda = device.startswith('cuda')
     if cuda:
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     dtype = torch.float16 if cuda else torch.bfloat16
     with torch.autocast(device.split(':')[0], dtype, enabled=amp):
         loss = loss_fn(var.model)
@@ -183,9 +200,10 @@ def train_step(var: Variant, loss_fn: Callable, device: str, amp: bool) -> float
     var.hook()
     _sync(device)
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
     if cuda:
         var.peak_step = max(var.peak_step, (torch.cuda.max_memory_allocated() - base))
-    return elapsed
+    return elapsed, cpu
 
 
 def _bytes(tensors) -> int:
@@ -288,9 +306,10 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     for rnd in range(args.warmup + args.steps):
         order = variants if rnd % 2 == 0 else variants[::-1]
         for var in order:
-            elapsed = train_step(var, loss_fn, device, args.amp)
+            elapsed, cpu = train_step(var, loss_fn, device, args.amp)
             if rnd >= args.warmup:
                 var.times.append(elapsed)
+                var.cpu_times.append(cpu)
 
     rows = []
     for var in variants:
@@ -303,16 +322,19 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
         else:
             peak = (base_state + state['grads'] + state['scores_grad'] + saved)
         rows.append(dict(name=var.name, ms=statistics.median(var.times) * 1e3,
+                         cpu_ms=statistics.median(var.cpu_times) * 1e3,
                          peak=peak, saved=saved, **state))
     ref = rows[0]
     dev = torch.cuda.get_device_name() if device.startswith('cuda') else 'cpu'
     print(f'\n{args.config}: device {dev}, torch {torch.__version__}, batch '
           f'{args.batch_size}, {args.img_size}px, {args.steps} timed steps '
           f'(median), amp={args.amp}, threads {torch.get_num_threads()}')
-    print(f'{"model":<16}{"step ms":>10}{"x dense":>9}{"peak MB":>10}{"x dense":>9}'
+    print(f'{"model":<16}{"step ms":>10}{"x dense":>9}{"cpu ms":>10}{"x dense":>9}'
+          f'{"peak MB":>10}{"x dense":>9}'
           f'{"saved MB":>10}{"scores":>9}{"grad":>8}{"momentum":>10}{"alive":>8}')
     for row in rows:
         print(f'{row["name"]:<16}{row["ms"]:>10.1f}{row["ms"] / ref["ms"]:>9.3f}'
+              f'{row["cpu_ms"]:>10.1f}{row["cpu_ms"] / ref["cpu_ms"]:>9.3f}'
               f'{row["peak"]:>10.1f}{row["peak"] / ref["peak"]:>9.3f}'
               f'{row["saved"]:>10.1f}{row["scores"]:>9.1f}{row["scores_grad"]:>8.1f}'
               f'{row["scores_momentum"]:>10.1f}{row["alive"]:>8.1f}')
@@ -322,7 +344,9 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
                        'for backward (tensor bytes)') +
           '; sparse extras in MB: scores (G x C), their grad and momentum, alive '
           '(G x C bool) / asp_mask; saved MB includes masked weights and masks. '
-          '"lbc N:M" is mid-removal (scores learning), "lbc N:M end" after t_f.')
+          '"lbc N:M" is mid-removal (scores learning), "lbc N:M end" after t_f. '
+          'step ms: wall-clock median; cpu ms: process CPU time (all threads) '
+          'median, steadier on a shared machine.')
     return rows
 
 
