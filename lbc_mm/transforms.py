@@ -140,8 +140,9 @@ def sparsify(model: nn.Module,
     swappable = _swappable_types()
     swapped: Dict[int, nn.Module] = {}
     targets = []
-    for name, module in model.named_modules():
-        if type(module) not in swappable:
+    # remove_duplicate=False: a module shared by two parents is swapped in both.
+    for name, module in model.named_modules(remove_duplicate=False):
+        if type(module) not in swappable or not name:  # '' is the model itself
             continue
         if not _matches(name, include) or _matches(name, exclude):
             continue
@@ -159,7 +160,10 @@ def sparsify(model: nn.Module,
             dense.append(name)
             continue
         if id(old) not in swapped:
-            swapped[id(old)] = _make_sparse(old, n, m, method, strict, opts)
+            try:
+                swapped[id(old)] = _make_sparse(old, n, m, method, strict, opts)
+            except ValueError as err:
+                raise ValueError(f'{name}: {err}') from err
             swapped[id(old)].layer_name = name
         parent_name, _, child = name.rpartition('.')
         parent = model.get_submodule(parent_name) if parent_name else model

@@ -90,7 +90,7 @@ def test_sparsify_strict_and_bad_input():
         sparsify(_Toy(), 2, 4, strict=True)
     with pytest.raises(ValueError, match='4:4'):
         sparsify(_Toy(), 4, 4)
-    with pytest.raises(ValueError, match="unknown method 'x'"):
+    with pytest.raises(ValueError, match="backbone.layer1.0: .*unknown method 'x'"):
         sparsify(_Toy(), 2, 4, 'x')
     with pytest.raises(TypeError, match='config dict or an nn.Module'):
         MODELS.build(dict(type='NMSparsify', model=3))
@@ -199,3 +199,15 @@ def test_found_from_downstream_registries():
         conv = DET_MODELS.build(dict(type='NMSparseConv', in_channels=8,
                                      out_channels=4, kernel_size=1))
     assert isinstance(conv, NMSparseConv)
+
+
+def test_shared_module_is_swapped_everywhere():
+    model = nn.Module()
+    model.backbone = nn.Module()
+    shared = nn.Linear(8, 4)
+    model.backbone.a = shared
+    model.backbone.b = shared
+    sparsify(model, 2, 4)
+    assert model.backbone.a is model.backbone.b
+    assert isinstance(model.backbone.a, NMSparseLinear)
+    assert model.backbone.a.weight is shared.weight
