@@ -1,4 +1,5 @@
 """Tests of NMSparseConv / NMSparseLinear (lbc_mm/layers.py) on the real stack."""
+import copy
 import logging
 import math
 import os.path as osp
@@ -423,3 +424,32 @@ def test_scores_without_alive_in_checkpoint():
     dst.load_state_dict(state)  # strict: alive is derived, not missing
     assert torch.equal(dst.alive, src.alive)
     assert torch.equal(dst.get_mask(), src.get_mask())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+@pytest.mark.parametrize('method', ['lbc', 'srste', 'asp'])
+def test_cuda_matches_cpu(method):
+    torch.manual_seed(0)
+    cpu = nn.Sequential(NMSparseConv(8, 8, 3, padding=1, method=method), nn.Flatten(),
+                        NMSparseLinear(8 * 16, 4, method=method))
+    for _, layer in sparse_layers(cpu):
+        if method == 'lbc':
+            _train_scores(layer)
+            layer.remove_candidates(2)
+    gpu = copy.deepcopy(cpu).cuda()
+    x = torch.randn(2, 8, 4, 4)
+    cpu(x).square().sum().backward()
+    gpu(x.cuda()).square().sum().backward()
+    for (name, p_cpu), p_gpu in zip(cpu.named_parameters(), gpu.parameters()):
+        torch.testing.assert_close(p_gpu.grad.cpu(), p_cpu.grad, rtol=1e-4, atol=1e-5,
+                                   msg=name)
+    for (_, a), (_, b) in zip(sparse_layers(cpu), sparse_layers(gpu)):
+        assert torch.equal(a.get_mask(), b.get_mask().cpu())
+        if method == 'lbc':
+            a.remove_candidates(1)
+            b.remove_candidates(1)
+            assert torch.equal(a.alive, b.alive.cpu())
+    with torch.autocast('cuda', torch.float16):
+        out = gpu(x.cuda())
+    assert out.dtype == torch.float16
