@@ -60,7 +60,7 @@ def parse_args(argv=None):
 
 def combine(paths, out_png, out_md):
     """One chart and one markdown summary from several benchmark JSON files."""
-    from lbc_mm.deploy.bench import e2e_markdown, plot_layers
+    from lbc_mm.deploy.bench import e2e_markdown, layer_markdown, plot_layers
     results, lines = [], []
     for path in paths:
         try:
@@ -80,8 +80,9 @@ def combine(paths, out_png, out_md):
         e2e = {k: v for k, v in res.get('end_to_end', {}).items() if isinstance(v, dict)}
         if e2e:
             lines.append(e2e_markdown(res.get('model_name'), e2e))
-        for dt, md in res.get('markdown', {}).get('layers', {}).items():
-            lines.append(md)
+        for dt, rows in res.get('layers', {}).items():
+            if rows:
+                lines.append(layer_markdown(rows, dt))
         lines.append('')
     text = '\n\n'.join(lines) + '\n'
     print(text)

@@ -24,7 +24,7 @@ from torch import nn
 from . import kernels
 from . import plan as P
 from .models import prepare
-from .timing import rel_error, speedup, time_many
+from .timing import rel_error, safe_sync, speedup, time_many
 
 E2E_TOL = 5e-2  # end-to-end output agreement (relative to max |ref|), fp16
 DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16, 'fp32': torch.float32}
@@ -300,8 +300,7 @@ def _time_layers(state: dict, dtype_name: str, deadline: float, log) -> None:
                                  stand_in=state['dry_run'])
         except Exception as exc:  # noqa: BLE001  (one layer must not stop the rest)
             timing = {'error': f'{type(exc).__name__}: {exc}'.splitlines()[0]}
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
+            safe_sync()
         entry = dict(row)
         entry.update(timing)
         rows_out.append(entry)
@@ -517,42 +516,50 @@ def run(config: str, checkpoint: Optional[str] = None, *, out_json: str,
     res['units'] = uu['units']
     status = 0
     order = [dtype] + [d for d in layer_dtypes if d != dtype]
+
+    def end_to_end():
+        nonlocal status
+        try:
+            _end_to_end(state, log)
+            res['stages_done'].append('end_to_end')
+        except Exception as exc:  # noqa: BLE001
+            res['end_to_end']['error'] = f'{type(exc).__name__}: {exc}'
+            log(f'[bench] end-to-end failed: {res["end_to_end"]["error"]}')
+            status = 1
+        _finish(res, order, name, out_json, out_png, batch, log, final=False)
+
     for i, dt in enumerate(order):
         if i == 1:  # end to end right after the main dtype's per-layer table
-            try:
-                _end_to_end(state, log)
-                res['stages_done'].append('end_to_end')
-            except Exception as exc:  # noqa: BLE001
-                res['end_to_end']['error'] = f'{type(exc).__name__}: {exc}'
-                log(f'[bench] end-to-end failed: {res["end_to_end"]["error"]}')
-                status = 1
-            write_json(res, out_json)
+            end_to_end()
         # the main dtype gets half the budget (untimed units stay dense), the
         # others what is left after the end-to-end stage
         _time_layers(state, dt, deadline if i > 0 else t0 + 0.5 * time_budget, log)
         res['stages_done'].append(f'layers_{dt}')
         write_json(res, out_json)
     if len(order) == 1:
-        _end_to_end(state, log)
-        res['stages_done'].append('end_to_end')
+        end_to_end()
     res['seconds'] = time.time() - t0
-    for dt in order:
-        if res['layers'].get(dt):
-            log(layer_markdown(res['layers'][dt], dt))
-    log(e2e_markdown(name, {k: v for k, v in res['end_to_end'].items()
-                            if isinstance(v, dict)}))
+    _finish(res, order, name, out_json, out_png, batch, log, final=True)
+    return status
+
+
+def _finish(res: dict, order: List[str], name: str, out_json: str,
+            out_png: Optional[str], batch: int, log, final: bool) -> None:
+    """Tables into the JSON (and the log when ``final``), JSON and PNG written."""
+    e2e = {k: v for k, v in res['end_to_end'].items() if isinstance(v, dict)}
     res['markdown'] = {'layers': {dt: layer_markdown(res['layers'].get(dt, []), dt)
-                                  for dt in order},
-                       'end_to_end': e2e_markdown(name, {
-                           k: v for k, v in res['end_to_end'].items()
-                           if isinstance(v, dict)})}
+                                  for dt in order if res['layers'].get(dt)},
+                       'end_to_end': e2e_markdown(name, e2e)}
     write_json(res, out_json)
+    if final:
+        for md in res['markdown']['layers'].values():
+            log(md)
+        log(res['markdown']['end_to_end'])
     if out_png:
         try:
             plot_layers([res], out_png, title=f'{name} batch {batch}')
         except Exception as exc:  # noqa: BLE001  (a plot must not cost the JSON)
             log(f'[bench] plot failed: {exc}')
-    return status
 
 
 __all__ = ['e2e_markdown', 'environment', 'layer_markdown', 'plot_layers', 'run',

@@ -16,6 +16,15 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
+def safe_sync() -> Optional[str]:
+    """Synchronize after a failure; return the error instead of raising it."""
+    try:
+        _sync()
+    except Exception as exc:  # noqa: BLE001  (e.g. an invalidated graph capture)
+        return f'{type(exc).__name__}: {exc}'.splitlines()[0]
+    return None
+
+
 def _capture(fn: Callable[[], object], warmup: int):
     """Warm ``fn`` up on a side stream and capture it in a CUDA graph."""
     side = torch.cuda.Stream()
@@ -87,7 +96,7 @@ def time_many(fns: Dict[str, Callable[[], object]], *, graph: bool,
         except Exception as exc:  # noqa: BLE001  (report, keep timing the others)
             results[name] = {'error': f'{type(exc).__name__}: {exc}'.splitlines()[0],
                              'mode': mode}
-            _sync()
+            safe_sync()
     iters: Dict[str, int] = {}
     for name, run in runners.items():
         probe = _once_ms(run, 1)
