@@ -73,11 +73,13 @@ def combine(paths, out_png, out_md):
         lines.append(f'## {res.get("model_name")} (batch {res.get("batch")}, '
                      f'{res.get("dtype")}, {env.get("gpu")}, torch {env.get("torch")}, '
                      f'cuSPARSELt {env.get("cusparselt")})')
+        cut = f'; truncated: {res["truncated"]}' if res.get('truncated') else ''
         lines.append(f'weights: {res.get("weights")}; stages: {res.get("stages_done")}'
-                     f'{"; truncated: " + str(res["truncated"]) if res.get("truncated") else ""}')
+                     f'{cut}')
         if res.get('no_sparse_timing'):
             lines.append(f'no sparse timing: {res["no_sparse_timing"]}')
-        e2e = {k: v for k, v in res.get('end_to_end', {}).items() if isinstance(v, dict)}
+        e2e = {k: v for k, v in res.get('end_to_end', {}).items()
+               if isinstance(v, dict)}
         if e2e:
             lines.append(e2e_markdown(res.get('model_name'), e2e))
         for dt, rows in res.get('layers', {}).items():

@@ -57,7 +57,8 @@ def main(argv=None) -> int:
           f'(compressed: sparse layers {t["sparse_dense_bytes"]} -> '
           f'{t["sparse_compressed_bytes"]} bytes)')
     if args.json:
-        atomic_write(args.json, lambda f: f.write(json.dumps(report, indent=1).encode()))
+        text = json.dumps(report, indent=1).encode()
+        atomic_write(args.json, lambda f: f.write(text))
     return 0
 
 

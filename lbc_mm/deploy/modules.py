@@ -171,7 +171,8 @@ def conv1x1_unsupported(conv: nn.Module) -> Optional[str]:
                 'TensorRT (im2col + 2:4 GEMM is 20-40x slower than cuDNN)')
     if conv.groups != 1:
         return f'grouped conv (groups={conv.groups})'
-    if tuple(conv.padding) != (0, 0) or getattr(conv, 'padding_mode', 'zeros') != 'zeros':
+    if tuple(conv.padding) != (0, 0) or \
+            getattr(conv, 'padding_mode', 'zeros') != 'zeros':
         return f'1x1 conv with padding {conv.padding}'
     return None
 

@@ -33,7 +33,8 @@ def parse_pattern(text: str) -> Tuple[int, int]:
     try:
         validate_pattern(n, m)
     except ValueError as err:
-        raise ValueError(f'pattern {text!r} is not a valid N:M pattern: {err}') from None
+        raise ValueError(
+            f'pattern {text!r} is not a valid N:M pattern: {err}') from None
     return n, m
 
 
@@ -107,7 +108,8 @@ def export_checkpoint(config: str, checkpoint: str, out: str,
     bad = nm_violations(model, patterns)
     if bad:
         raise NotNMError(bad)
-    state_dict = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state_dict = {k: v.detach().cpu().contiguous()
+                  for k, v in model.state_dict().items()}
     leftover = [k for k in state_dict if k.rsplit('.', 1)[-1] in SPARSE_ONLY_KEYS]
     assert not leftover, f'sparse-only keys survived densify: {leftover[:3]}'
     meta = plain_meta(ckpt.get('meta', {})) or {}
@@ -121,7 +123,8 @@ def export_checkpoint(config: str, checkpoint: str, out: str,
     for key, entry in comp['layers'].items():
         dense_b, comp_b = layer_sizes(entry)
         w = state_dict[key]
-        rows.append({'layer': key[:-len('.weight')], 'pattern': f'{entry["n"]}:{entry["m"]}',
+        rows.append({'layer': key[:-len('.weight')],
+                     'pattern': f'{entry["n"]}:{entry["m"]}',
                      'shape': list(w.shape), 'sparsity': float((w == 0).float().mean()),
                      'dense_bytes': dense_b, 'compressed_bytes': comp_b})
     other_bytes = sum(nbytes(v) for v in comp['dense'].values())
@@ -134,7 +137,8 @@ def export_checkpoint(config: str, checkpoint: str, out: str,
     totals['model_compressed_bytes'] = totals['sparse_compressed_bytes'] + other_bytes
     atomic_torch_save({'state_dict': state_dict, 'meta': meta}, out)
     atomic_torch_save(comp, compressed_out)
-    return {'rows': rows, 'totals': totals, 'out': out, 'compressed_out': compressed_out}
+    return {'rows': rows, 'totals': totals, 'out': out,
+            'compressed_out': compressed_out}
 
 
 def format_table(report: Dict) -> str:

@@ -74,11 +74,13 @@ def test_write_json_atomic_and_tables(tmp_path):
         'auto_sparse_units': 3, 'units': 5, 'check_summary': '1e-3'}}
     e2e['forward_cuda_graph']['timing']['auto'] = {'ms': 9.0}
     md = e2e_markdown('m', e2e)
-    assert ('| m | forward | cuda_graph | 10.00 | 9.00 | 1.11x | 9.00 (1.11x) | 12.00 | '
+    assert ('| m | forward | cuda_graph | 10.00 | 9.00 | 1.11x | 9.00 (1.11x) | '
+            '12.00 | '
             '0.83x | 3/5 | 1e-3 |') in md
     e2e['forward_cuda_graph'].update(auto_fallback_to_dense=True, auto_ms=10.0,
                                      auto_speedup=1.0, auto_layers_speedup=0.9)
-    assert '| 10.00 | 1.00x (fallback: dense) | 9.00 (0.90x) |' in e2e_markdown('m', e2e)
+    assert '| 10.00 | 1.00x (fallback: dense) | 9.00 (0.90x) |' in \
+        e2e_markdown('m', e2e)
     png = tmp_path / 'p.png'
     assert plot_layers([{'model_name': 'm', 'layers': {'fp16': rows}}], str(png))
     assert png.stat().st_size > 1000

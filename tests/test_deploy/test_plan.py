@@ -67,7 +67,8 @@ def test_record_inputs_and_units(vit):
     x = torch.randn(3, 3, 32, 32)
     names = list(layers)
     mlps = P.find_mlps(model, names)
-    assert sorted(mlps) == ['backbone.layers.0.ffn.layers', 'backbone.layers.1.ffn.layers']
+    assert sorted(mlps) == ['backbone.layers.0.ffn.layers',
+                            'backbone.layers.1.ffn.layers']
     inputs = P.record_inputs(model, names + list(mlps),
                              lambda: model(x, mode='tensor'))
     tokens = 3 * (16 + 1)  # batch x (patches + cls token)
@@ -118,4 +119,5 @@ def test_signature_separates_shapes():
     a = P.signature(lin, {'shape': [4, 8], 'channels_last': False})
     b = P.signature(lin, {'shape': [5, 8], 'channels_last': False})
     assert a != b
-    assert a == P.signature(copy.deepcopy(lin), {'shape': [4, 8], 'channels_last': False})
+    same = {'shape': [4, 8], 'channels_last': False}
+    assert a == P.signature(copy.deepcopy(lin), same)
