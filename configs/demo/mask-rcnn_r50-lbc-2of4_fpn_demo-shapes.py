@@ -6,7 +6,7 @@
 #   data                 data/demo/coco, 3 classes (heads' num_classes=3), no
 #                        ImageNet weights (init_cfg=None: nothing can be downloaded)
 #   image size           128 px (Resize keep_ratio, flip)
-#   schedule             24 epochs (288 iterations), batch 4, SGD lr 0.02 x 4/16 = 0.005
+#   schedule             16 epochs (192 iterations), batch 4, SGD lr 0.02 x 4/16 = 0.005
 #                        (linear scaling; 0.02 at batch 4 diverged from scratch),
 #                        warm-up 50 iters, lr x0.1 at 75 % and 90 % of training,
 #                        grad clipping max_norm 10
@@ -24,7 +24,7 @@ metainfo = dict(
     classes=classes, palette=[(215, 50, 50), (40, 160, 60), (50, 70, 210)])
 image_size = (128, 128)
 batch_size = 4
-max_epochs = 24
+max_epochs = 16
 lr = 0.02 * batch_size / 16
 
 model = dict(
