@@ -9,6 +9,6 @@ from . import compat  # noqa: F401  (must run before mmpretrain/mmdet models imp
 from .version import __version__  # noqa: F401
 
 from . import registry  # noqa: F401,E402  isort:skip
-from . import layers, transforms, hooks, model_wrappers  # noqa: F401,E402  isort:skip
+from . import layers, transforms, optim, hooks, model_wrappers  # noqa: F401,E402  isort:skip
 
 __all__ = ['__version__']
