@@ -185,7 +185,8 @@ def _short(names: List[str]) -> str:
 def layer_markdown(rows: List[dict], dtype: str) -> str:
     """Markdown table of per-layer timings for one dtype."""
     out = [f'| layer ({dtype}) | kind | weight | input | dense ms (graph) | '
-           '2:4 ms (graph) | speedup graph | speedup eager | variant |',
+           '2:4 ms (graph) | speedup graph | speedup eager | best 2:4 variant (graph / '
+           'eager) |',
            '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
     for r in rows:
         t = r.get('timing', {}).get('cuda_graph', {})
@@ -194,7 +195,10 @@ def layer_markdown(rows: List[dict], dtype: str) -> str:
         dense_ms = t.get('dense', {}).get('ms')
         sp_ms = t.get(best_g[0], {}).get('ms') if best_g[0] else None
         fmt = (lambda v, p='%.3f': (p % v) if isinstance(v, (int, float)) else '-')
-        variant = best_g[0] or r.get('unsupported', '-')
+        if best_g[0] or best_e[0]:
+            variant = f'{best_g[0] or "-"} / {best_e[0] or "-"}'
+        else:
+            variant = r.get('unsupported') or r.get('error') or '-'
         out.append(f'| {_short(r["layers"])} | {r["kind"]} | {r.get("weight_shape")} '
                    f'| {r["input_shape"]} | {fmt(dense_ms)} | {fmt(sp_ms)} | '
                    f'{fmt(best_g[1], "%.2fx")} | {fmt(best_e[1], "%.2fx")} | '
