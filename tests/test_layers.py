@@ -408,7 +408,8 @@ def test_mask_cache_sees_direct_alive_updates():
     with torch.no_grad():
         dst.alive.copy_(src.alive)
         dst.scores.masked_fill_(~dst.alive, 0.0)
-    torch.testing.assert_close(dst(x), F.linear(x, dst.weight * src.get_mask(), dst.bias))
+    expected = F.linear(x, dst.weight * src.get_mask(), dst.bias)
+    torch.testing.assert_close(dst(x), expected)
     dst(x).sum().backward()
     assert (dst.scores.grad[~dst.alive] == 0).all()
 
