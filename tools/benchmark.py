@@ -4,6 +4,7 @@ Usage:
     python tools/benchmark.py CONFIG [CHECKPOINT] [--batch 256] [--dtype fp16]
         [--layer-dtypes fp16 bf16] [--out-json out.json] [--out-png out.png]
     python tools/benchmark.py --combine a.json b.json --out-png all.png --out-md all.md
+    python tools/benchmark.py --preflight     (which 2:4 variants run on this GPU)
 
 CONFIG is a repo config path or ``mmpretrain::deit/deit-small_4xb256_in1k.py`` /
 ``mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py``. Without CHECKPOINT the sparse
@@ -50,11 +51,17 @@ def parse_args(argv=None):
     parser.add_argument('--dry-run-cpu', action='store_true',
                         help='test the pipeline on CPU (fp32, dense GEMMs stand in for '
                         '2:4 kernels; numbers mean nothing)')
+    parser.add_argument('--variants', default=None,
+                        help='comma-separated 2:4 variants allowed (default all: '
+                        'mm,cslt,cslt_t); "none" times dense only')
+    parser.add_argument('--preflight', action='store_true',
+                        help='run each 2:4 variant once on small layers and print '
+                        'PREFLIGHT_OK <variant> per variant that works')
     parser.add_argument('--combine', nargs='+', default=None, metavar='JSON',
                         help='merge benchmark JSON files into one chart + markdown')
     args = parser.parse_args(argv)
-    if not args.combine and not args.config:
-        parser.error('CONFIG is required (or --combine JSON...)')
+    if not args.combine and not args.config and not args.preflight:
+        parser.error('CONFIG is required (or --combine JSON... / --preflight)')
     return args
 
 
@@ -106,6 +113,19 @@ def main(argv=None):
     import lbc_mm  # noqa: F401  (compat shims + registries before any config)
     if args.combine:
         return combine(args.combine, args.out_png, args.out_md)
+    if args.preflight:
+        from lbc_mm.deploy.bench import preflight
+        from lbc_mm.deploy.kernels import sparse_support
+        ok, why = sparse_support()
+        if not ok:
+            print(f'no 2:4 sparse timing possible: {why}')
+            return 2
+        preflight(lambda line: print(line, flush=True))
+        return 0
+    if args.variants is not None:
+        from lbc_mm.deploy import plan
+        plan.ALLOWED_VARIANTS = [v for v in args.variants.split(',')
+                                 if v and v != 'none']
     from lbc_mm.deploy.bench import run
     from lbc_mm.deploy.models import resolve_config
     try:

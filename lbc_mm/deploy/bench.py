@@ -518,6 +518,7 @@ def run(config: str, checkpoint: Optional[str] = None, *, out_json: str,
                  dtype_name=dtype, margin=margin, mm=mm, dry_run=dry_run,
                  modes=('eager', ) if dry_run else ('cuda_graph', 'eager'))
     res['units'] = uu['units']
+    res['allowed_variants'] = P.ALLOWED_VARIANTS  # None: every variant
     status = 0
     order = [dtype] + [d for d in layer_dtypes if d != dtype]
 
@@ -566,5 +567,56 @@ def _finish(res: dict, order: List[str], name: str, out_json: str,
             log(f'[bench] plot failed: {exc}')
 
 
-__all__ = ['e2e_markdown', 'environment', 'layer_markdown', 'plot_layers', 'run',
-           'write_json']
+def preflight(log: Callable[[str], None] = print) -> List[str]:
+    """Run every 2:4 variant once on small layers, eager and graph-replayed.
+
+    Prints ``PREFLIGHT_OK <variant>`` as each one passes, safest first, so when a
+    variant kills the process (a CUDA context crash) the caller still knows which
+    ones are safe to benchmark (``tools/gpu_check.sh`` runs this first in its own
+    process).
+
+    Returns:
+        list[str]: the variants that ran and matched dense.
+    """
+    from ..sparsity.patterns import magnitude_mask
+    from . import modules as dm
+    ok_variants = []
+    torch.manual_seed(0)
+    for variant in dm.SPARSE_VARIANTS:
+        try:
+            for dtype in (torch.float16, torch.bfloat16):
+                lin = nn.Linear(256, 512).cuda().to(dtype)
+                conv = nn.Conv2d(128, 256, 1).cuda().to(dtype)
+                with torch.no_grad():
+                    for layer in (lin, conv):
+                        layer.weight.mul_(magnitude_mask(layer.weight, 2, 4))
+                cases = [(lin, dm.Sparse24Linear,
+                          torch.randn(4, 50, 256, device='cuda', dtype=dtype))]
+                if variant != 'cslt_t':
+                    for b in (1, 2):
+                        cases.append((conv, dm.Sparse24Conv1x1, torch.randn(
+                            b, 128, 12, 10, device='cuda', dtype=dtype)))
+                for layer, cls, x in cases:
+                    sp = cls(layer, variant)
+                    with torch.no_grad():
+                        ref = layer(x)
+                        err = rel_error(sp(x), ref)
+                        timing = time_many({'v': lambda: sp(x)}, graph=True,
+                                           repeats=1, max_iters=2)
+                    tol = P.LAYER_TOL[dtype]
+                    if not err <= tol or 'ms' not in timing['v']:
+                        raise RuntimeError(f'{cls.__name__} {dtype}: error {err:.2e} '
+                                           f'(tol {tol}), graph {timing["v"]}')
+        except Exception as exc:  # noqa: BLE001
+            log(f'PREFLIGHT_FAIL {variant}: {type(exc).__name__}: '
+                f'{str(exc).splitlines()[0] if str(exc) else ""}')
+            if safe_sync() is not None:
+                break  # the CUDA context is gone: nothing after this is safe
+            continue
+        ok_variants.append(variant)
+        log(f'PREFLIGHT_OK {variant}')
+    return ok_variants
+
+
+__all__ = ['e2e_markdown', 'environment', 'layer_markdown', 'plot_layers',
+           'preflight', 'run', 'write_json']

@@ -112,6 +112,20 @@ def signature(mod: nn.Module, inp: Dict[str, object]) -> str:
             f'{" cl" if inp["channels_last"] else ""}')
 
 
+#: 2:4 variants this process may run (``None``: all). ``tools/gpu_check.sh`` sets it
+#: from a preflight process, so a variant that would crash the CUDA context is never
+#: run by a benchmark.
+ALLOWED_VARIANTS: Optional[Sequence[str]] = None
+
+
+def allowed(variant: str) -> bool:
+    """Whether a sparse variant (or ``'a+b'`` MLP combination) may run."""
+    if ALLOWED_VARIANTS is None:
+        return True
+    return all(v in ('dense', 'dense_fm') or v in ALLOWED_VARIANTS
+               for v in variant.split('+'))
+
+
 def _variants(mod: nn.Module, with_dense_fm: bool,
               stand_in: bool = False) -> Dict[str, Callable[[], nn.Module]]:
     """name -> builder of the sparse (and dense-GEMM) candidates for one unit.
@@ -121,7 +135,7 @@ def _variants(mod: nn.Module, with_dense_fm: bool,
     """
     kind = unit_kind(mod)
     names = (('dense_fm', ) if with_dense_fm or stand_in else ()) + (
-        () if stand_in else dm.SPARSE_VARIANTS)
+        () if stand_in else tuple(v for v in dm.SPARSE_VARIANTS if allowed(v)))
     if kind == 'linear':
         return {v: (lambda v=v: dm.Sparse24Linear(mod, v)) for v in names}
     if kind == 'conv':
@@ -136,6 +150,7 @@ def _variants(mod: nn.Module, with_dense_fm: bool,
         combos = [] if stand_in else [('cslt_t', 'cslt'), ('cslt', 'cslt'),
                                       ('mm', 'mm'), ('cslt_t', 'dense'),
                                       ('dense', 'cslt')]
+        combos = [c for c in combos if allowed('+'.join(c))]
         if with_dense_fm or stand_in:
             combos.append(('dense', 'dense'))
         return {f'{a}+{b}': (lambda a=a, b=b: dm.FeatureMajorMLP(fc1, act, fc2, a, b))

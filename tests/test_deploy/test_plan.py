@@ -121,3 +121,20 @@ def test_signature_separates_shapes():
     assert a != b
     same = {'shape': [4, 8], 'channels_last': False}
     assert a == P.signature(copy.deepcopy(lin), same)
+
+
+def test_allowed_variants_filter_candidates(monkeypatch):
+    lin = torch.nn.Linear(64, 64)
+    seq = torch.nn.Sequential(
+        torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GELU(),
+                            torch.nn.Dropout()), torch.nn.Linear(128, 64),
+        torch.nn.Dropout())
+    assert set(P._variants(lin, False)) == {'mm', 'cslt', 'cslt_t'}
+    monkeypatch.setattr(P, 'ALLOWED_VARIANTS', ['cslt'])
+    assert set(P._variants(lin, False)) == {'cslt'}
+    assert set(P._variants(lin, True)) == {'dense_fm', 'cslt'}
+    assert set(P._variants(seq, False)) == {'cslt+cslt', 'dense+cslt'}
+    assert P._variants(torch.nn.Conv2d(8, 8, 3), False) == {}
+    monkeypatch.setattr(P, 'ALLOWED_VARIANTS', [])
+    assert P._variants(lin, False) == {} and not P.allowed('mm+dense')
+    assert P.allowed('dense+dense')
