@@ -81,6 +81,8 @@ def combine(paths, out_png, out_md):
                      f'{res.get("dtype")}, {env.get("gpu")}, torch {env.get("torch")}, '
                      f'cuSPARSELt {env.get("cusparselt")})')
         cut = f'; truncated: {res["truncated"]}' if res.get('truncated') else ''
+        if res.get('allowed_variants') is not None:
+            cut += f'; 2:4 variants allowed: {res["allowed_variants"]}'
         lines.append(f'weights: {res.get("weights")}; stages: {res.get("stages_done")}'
                      f'{cut}')
         if res.get('no_sparse_timing'):
