@@ -118,3 +118,54 @@ def test_config_builds_with_documented_sparsity(rel):
         assert any(name.startswith('roi_head.') for name in dense)
     else:
         assert 'head.fc' in dense
+
+
+def _lbc_hook(cfg):
+    return next(h for h in cfg.custom_hooks if h['type'] == 'LBCHook')
+
+
+@pytest.mark.parametrize(
+    'rel', [c for c in CONFIGS if c.startswith('mmpretrain') and 'resnet50' in c])
+def test_resnet50_configs_follow_the_paper_recipe(rel):
+    """ALGORITHM.md §9: 120 epochs, SGD 0.9, lr 0.1 / 256, 5 warm-up epochs + cosine,
+    explicit weight decay, label smoothing 0.1, t_i=0, t_f=60."""
+    cfg = _load(rel)
+    assert cfg.train_cfg.max_epochs == 120
+    assert cfg.train_dataloader.batch_size * 8 == 256
+    assert cfg.auto_scale_lr.base_batch_size == 256
+    opt = cfg.optim_wrapper.optimizer
+    assert (opt.type, opt.lr, opt.momentum, opt.weight_decay) == ('SGD', 0.1, 0.9, 1e-4)
+    warmup, cosine = cfg.param_scheduler
+    assert (warmup.type, warmup.begin, warmup.end) == ('LinearLR', 0, 5)
+    assert (cosine.type, cosine.begin, cosine.end, cosine.eta_min) == (
+        'CosineAnnealingLR', 5, 120, 0.0)
+    assert cfg.model.head.loss.type == 'LabelSmoothLoss'
+    assert cfg.model.head.loss.label_smooth_val == 0.1
+    if rel.startswith(os.path.join('mmpretrain', 'lbc-')):
+        hook = _lbc_hook(cfg)
+        assert (hook.t_i, hook.t_f, hook.unit, hook.power) == (0, 60, 'epoch', 3)
+        assert cfg.optim_wrapper.constructor == 'LBCOptimWrapperConstructor'
+        assert cfg.optim_wrapper.paramwise_cfg.scores_decay_mult == 0.0
+
+
+def test_deit_config_keeps_the_deit_recipe():
+    cfg = _load(os.path.join('mmpretrain', 'lbc-2of4_deit-small_4xb256_in1k.py'))
+    assert cfg.train_cfg.max_epochs == 300
+    assert cfg.optim_wrapper.optimizer.type == 'AdamW'
+    assert cfg.model.model.backbone.arch == 'deit-small'
+    hook = _lbc_hook(cfg)
+    assert (hook.t_i, hook.t_f, hook.unit) == (0, 150, 'epoch')
+    assert cfg.optim_wrapper.constructor == 'LBCOptimWrapperConstructor'
+
+
+@pytest.mark.parametrize(
+    'rel', [c for c in CONFIGS if c.startswith('mmdet') or c.startswith('mask_rcnn')])
+def test_mmdet_removal_window_inside_the_1x_schedule(rel):
+    cfg = _load(rel)
+    assert cfg.train_cfg.max_epochs == 12
+    assert cfg.model.backbone.frozen_stages == 1
+    if 'lbc' in rel:
+        hook = _lbc_hook(cfg)
+        assert (hook.t_i, hook.t_f, hook.unit, hook.frozen_layers) == (0, 6, 'epoch',
+                                                                       'learn')
+        assert cfg.optim_wrapper.constructor == 'LBCOptimWrapperConstructor'
