@@ -13,26 +13,15 @@ the fix) and sets up CPU (gloo) or GPU distributed evaluation.
 import lbc_mm  # noqa: F401
 # isort: on
 import argparse
-import importlib.util
-import os
 import os.path as osp
 import sys
 from typing import List, Optional
 
-from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.config import Config
 
+from lbc_mm.cli import (add_runner_args, apply_runner_args, build_runner,
+                        find_missing_data, parse_runner_args)
 from lbc_mm.dist import setup_distributed
-
-
-def _train_tool():
-    """``tools/train.py`` as a module (shares the dataset check)."""
-    path = osp.join(osp.dirname(osp.abspath(__file__)), 'train.py')
-    spec = importlib.util.spec_from_file_location('lbc_mm_tools_train', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -40,33 +29,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test a model trained with lbc_mm')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--work-dir', help='the dir to save logs and metrics')
     parser.add_argument(
         '--out', help='dump the predictions to this pickle file (DumpResults)')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override config settings, e.g. '
-        'test_dataloader.dataset.data_root=/data/coco/')
-    parser.add_argument(
-        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_runner_args(parser, 'test_dataloader')
+    return parse_runner_args(parser, argv)
 
 
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Apply the command line to the config (in place) and return it."""
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    apply_runner_args(cfg, args)
     cfg.load_from = args.checkpoint
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):
@@ -87,14 +58,12 @@ def main(argv: Optional[List[str]] = None) -> None:
         raise SystemExit(2)
     cfg = Config.fromfile(args.config)
     merge_args(cfg, args)
-    missing = _train_tool().find_missing_data(cfg, ('test_dataloader', ))
+    missing = find_missing_data(cfg, ('test_dataloader', ))
     if missing is not None:
         print(missing, file=sys.stderr)
         raise SystemExit(2)
     setup_distributed(cfg, args.launcher)
-    runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
-              RUNNERS.build(cfg))
-    runner.test()
+    build_runner(cfg).test()
 
 
 if __name__ == '__main__':
