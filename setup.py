@@ -1,8 +1,12 @@
 """lbc_mm: LBC N:M sparsity for OpenMMLab (mmdet / mmpretrain)."""
 import os
 import shutil
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 from setuptools.command.develop import develop
 from setuptools.command.egg_info import egg_info
 
@@ -42,6 +46,15 @@ class _Develop(develop):
         super().run()
 
 
+class _BuildPy(build_py):
+    """Also ship ``lbc_mm_config_hook.pth`` (wheels install it into site-packages)."""
+
+    def run(self):
+        super().run()
+        import lbc_mm_config_hook
+        lbc_mm_config_hook.write_pth(self.build_lib)
+
+
 class _EggInfo(egg_info):
 
     def run(self):
@@ -58,6 +71,7 @@ setup(
     if os.path.exists(os.path.join(HERE, 'README.md')) else '',
     long_description_content_type='text/markdown',
     packages=find_packages(include=['lbc_mm', 'lbc_mm.*']),
+    py_modules=['lbc_mm_config_hook'],
     include_package_data=True,
     package_data={'lbc_mm': ['.mim/model-index.yml', '.mim/configs/**/*.py',
                             '.mim/configs/*.py']},
@@ -73,6 +87,6 @@ setup(
         'matplotlib',
     ],
     extras_require={'tests': ['pytest>=7', 'pytest-timeout']},
-    cmdclass={'develop': _Develop, 'egg_info': _EggInfo},
+    cmdclass={'build_py': _BuildPy, 'develop': _Develop, 'egg_info': _EggInfo},
     zip_safe=False,
 )

@@ -26,7 +26,6 @@ idempotent.
 """
 import importlib.metadata
 import importlib.util
-import os.path as osp
 import sys
 from typing import List, Optional
 
@@ -132,22 +131,16 @@ def allow_mmengine_checkpoints() -> bool:
 
 
 def register_config_prefix() -> None:
-    """Make ``_base_ = 'lbc_mm::dir/file.py'`` resolve to this package's configs."""
+    """Make ``_base_ = 'lbc_mm::dir/file.py'`` resolve to this package's configs.
+
+    The logic lives in the top-level ``lbc_mm_config_hook`` module, which the
+    installed ``.pth`` file also uses for scripts that parse configs before
+    importing lbc_mm.
+    """
     from mmengine.config import config as config_module
-    from mmengine.config.utils import MODULE2PACKAGE
-    MODULE2PACKAGE.setdefault('lbc_mm', 'lbc_mm')
 
-    original = config_module.get_installed_path
-    if getattr(original, '_lbc_mm_patched', False):
-        return
-
-    def get_installed_path(package: str) -> str:
-        if package == 'lbc_mm':
-            return osp.dirname(osp.abspath(__file__))
-        return original(package)
-
-    get_installed_path._lbc_mm_patched = True
-    config_module.get_installed_path = get_installed_path
+    import lbc_mm_config_hook
+    lbc_mm_config_hook.register(config_module)
 
 
 disable_mmpretrain_multimodal_if_needed()

@@ -165,3 +165,33 @@ def test_config_prefix_resolves_to_this_package():
     assert MODULE2PACKAGE['lbc_mm'] == 'lbc_mm'
     assert config_module.get_installed_path('lbc_mm') == os.path.dirname(
         lbc_mm.__file__)
+
+
+def test_lbc_mm_configs_parse_before_lbc_mm_is_imported(tmp_path):
+    """mmdet's / mmpretrain's own tools parse the config first: the installed
+    ``lbc_mm_config_hook.pth`` registers the ``lbc_mm::`` prefix without importing
+    lbc_mm (which the config's custom_imports then import)."""
+    (tmp_path / 'downstream.py').write_text(
+        "_base_ = 'lbc_mm::mmdet/mask-rcnn_r50-lbc-2of4_fpn_1x_coco.py'\n")
+    proc = subprocess.run([sys.executable, '-c', textwrap.dedent('''
+        import sys
+        from mmengine.config import Config
+        from mmengine.config.utils import MODULE2PACKAGE
+        assert MODULE2PACKAGE['lbc_mm'] == 'lbc_mm'
+        assert 'lbc_mm' not in sys.modules, 'the hook must not import lbc_mm'
+        cfg = Config.fromfile('downstream.py')
+        print(cfg.model.backbone.conv_cfg.type)
+        ''')], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith('NMSparseConv')
+
+
+def test_config_hook_pth_is_a_guarded_import_line(tmp_path):
+    import lbc_mm_config_hook
+    path = lbc_mm_config_hook.write_pth(str(tmp_path))
+    line = open(path).read()
+    # site.py executes .pth lines that start with "import"; the guard keeps a
+    # stale .pth harmless once lbc_mm is uninstalled.
+    assert line.startswith('import ') and line.count('\n') == 1
+    assert "find_spec('lbc_mm_config_hook') and" in line
+    assert os.listdir(tmp_path) == ['lbc_mm_config_hook.pth']

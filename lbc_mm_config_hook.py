@@ -1,0 +1,95 @@
+"""Let mmengine resolve ``_base_ = 'lbc_mm::dir/file.py'`` before lbc_mm is imported.
+
+mmengine 0.10.7 accepts ``pkg::path`` only for the packages in its hard-coded
+``mmengine.config.utils.MODULE2PACKAGE``, and finds ``<pkg>/.mim/configs`` through
+pkg_resources, which points at site-packages for an editable install. ``lbc_mm.compat``
+fixes both when lbc_mm is imported; this module does the same for scripts that parse a
+config *before* importing lbc_mm (mmdet's and mmpretrain's own ``tools/train.py``).
+
+It lives outside the ``lbc_mm`` package so that it imports nothing heavy: the
+``lbc_mm_config_hook.pth`` file installed next to it calls :func:`install` at
+interpreter start, which only adds a meta-path finder; the patch itself runs when
+``mmengine.config.config`` is first imported.
+"""
+import importlib.abc
+import importlib.util
+import os
+import sys
+from types import ModuleType
+
+PACKAGE = 'lbc_mm'
+TARGET = 'mmengine.config.config'
+PTH_NAME = 'lbc_mm_config_hook.pth'
+# A .pth line that starts with "import" is executed at start-up; it must not fail
+# when lbc_mm has been uninstalled.
+PTH_LINE = ("import importlib.util as _u; _u.find_spec('lbc_mm_config_hook') and "
+            "__import__('lbc_mm_config_hook').install()\n")
+
+
+def package_dir() -> str:
+    """Directory of the lbc_mm package, found without importing it."""
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(f'{PACKAGE} is not importable')
+    return os.path.dirname(os.path.abspath(spec.origin))
+
+
+def register(config_module: ModuleType) -> None:
+    """Add lbc_mm to ``MODULE2PACKAGE`` and point ``get_installed_path`` at it.
+
+    Args:
+        config_module (ModuleType): ``mmengine.config.config`` (imported).
+    """
+    from mmengine.config.utils import MODULE2PACKAGE
+    MODULE2PACKAGE.setdefault(PACKAGE, PACKAGE)
+    original = config_module.get_installed_path
+    if getattr(original, '_lbc_mm_patched', False):
+        return
+
+    def get_installed_path(package: str) -> str:
+        return package_dir() if package == PACKAGE else original(package)
+
+    get_installed_path._lbc_mm_patched = True
+    config_module.get_installed_path = get_installed_path
+
+
+class _ConfigImportFinder(importlib.abc.MetaPathFinder):
+    """Runs :func:`register` right after ``mmengine.config.config`` executes."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != TARGET:
+            return None
+        sys.meta_path.remove(self)  # one shot; also avoids finding ourselves
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_and_register(module: ModuleType) -> None:
+            exec_module(module)
+            register(module)
+
+        spec.loader.exec_module = exec_and_register
+        return spec
+
+
+def install() -> None:
+    """Register now if mmengine's config module is loaded, else when it is."""
+    if TARGET in sys.modules:
+        register(sys.modules[TARGET])
+    elif not any(isinstance(f, _ConfigImportFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _ConfigImportFinder())
+
+
+def write_pth(site_dir: str) -> str:
+    """Write ``lbc_mm_config_hook.pth`` into ``site_dir`` atomically; return its path."""
+    path = os.path.join(site_dir, PTH_NAME)
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        f.write(PTH_LINE)
+    os.replace(tmp, path)
+    return path
+
+
+if __name__ == '__main__':  # python lbc_mm_config_hook.py SITE_DIR
+    print(write_pth(sys.argv[1]))
