@@ -3,8 +3,11 @@ import os
 
 os.environ.setdefault('MPLBACKEND', 'Agg')
 
+import logging  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from mmengine.logging import MMLogger  # noqa: E402
 
 import lbc_mm  # noqa: E402,F401  (registers layers, hooks, compat shims)
 
@@ -19,3 +22,20 @@ def repo_root() -> str:
 
 requires_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(), reason='needs a CUDA GPU')
+
+
+@pytest.fixture
+def log_lines():
+    """Messages printed with ``print_log(..., logger='current')`` during a test."""
+    logger = MMLogger.get_current_instance()
+    lines = []
+
+    class _Collect(logging.Handler):
+
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    handler = _Collect()
+    logger.addHandler(handler)
+    yield lines
+    logger.removeHandler(handler)

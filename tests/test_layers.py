@@ -1,6 +1,5 @@
 """Tests of NMSparseConv / NMSparseLinear (lbc_mm/layers.py) on the real stack."""
 import copy
-import logging
 import math
 import os.path as osp
 
@@ -8,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mmcv.cnn import build_conv_layer
-from mmengine.logging import MMLogger
+from mmengine.hub import get_config
 from mmengine.registry import MODELS
 from mmengine.runner import load_checkpoint, save_checkpoint
 from torch import nn
@@ -17,32 +16,6 @@ import lbc_mm  # noqa: F401  (registers the layers)
 from lbc_mm.layers import (NMSparseConv, NMSparseLinear, model_nm_violations,
                            name_sparse_layers, sparse_layers)
 from lbc_mm.sparsity import magnitude_mask, to_groups
-
-def _pkg_config(package, path):
-    """``Config`` of a config shipped in an installed OpenMMLab package."""
-    import importlib
-
-    from mmengine.config import Config
-    root = osp.dirname(importlib.import_module(package).__file__)
-    return Config.fromfile(osp.join(root, '.mim', 'configs', path))
-
-
-
-@pytest.fixture
-def log_lines():
-    """Messages printed with ``print_log(..., logger='current')``."""
-    logger = MMLogger.get_current_instance()
-    lines = []
-
-    class _Collect(logging.Handler):
-
-        def emit(self, record):
-            lines.append(record.getMessage())
-
-    handler = _Collect()
-    logger.addHandler(handler)
-    yield lines
-    logger.removeHandler(handler)
 
 
 def _train_scores(layer):
@@ -304,7 +277,7 @@ def test_mmdet_mask_rcnn_conv_cfg_forward_backward():
     import mmdet.models  # noqa: F401
     from mmdet.testing import demo_mm_inputs
     from mmengine.registry import DefaultScope
-    cfg = _pkg_config('mmdet', 'mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py')
+    cfg = get_config('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py')
     cfg.model.backbone.init_cfg = None
     cfg.model.backbone.conv_cfg = dict(type='NMSparseConv', n=2, m=4, method='lbc')
     with DefaultScope.overwrite_default_scope('mmdet'):
@@ -330,7 +303,7 @@ def test_mmpretrain_resnet50_conv_cfg_forward_backward():
     import mmpretrain.models  # noqa: F401
     from mmengine.registry import DefaultScope
     from mmpretrain.structures import DataSample
-    cfg = _pkg_config('mmpretrain', 'resnet/resnet50_8xb32_in1k.py')
+    cfg = get_config('mmpretrain::resnet/resnet50_8xb32_in1k.py')
     cfg.model.backbone.conv_cfg = dict(type='NMSparseConv', n=1, m=4, method='srste')
     cfg.model.head.num_classes = 10
     with DefaultScope.overwrite_default_scope('mmpretrain'):

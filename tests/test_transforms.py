@@ -1,10 +1,9 @@
 """Tests of the NMSparsify model transform (lbc_mm/transforms.py)."""
-import logging
 import os.path as osp
 
 import pytest
 import torch
-from mmengine.logging import MMLogger
+from mmengine.hub import get_config
 from mmengine.registry import MODELS, DefaultScope
 from mmengine.runner import load_checkpoint, save_checkpoint
 from torch import nn
@@ -12,15 +11,6 @@ from torch import nn
 import lbc_mm  # noqa: F401  (registers NMSparsify)
 from lbc_mm.layers import NMSparseConv, NMSparseLinear, sparse_layers
 from lbc_mm.transforms import sparsify
-
-def _pkg_config(package, path):
-    """``Config`` of a config shipped in an installed OpenMMLab package."""
-    import importlib
-
-    from mmengine.config import Config
-    root = osp.dirname(importlib.import_module(package).__file__)
-    return Config.fromfile(osp.join(root, '.mim', 'configs', path))
-
 
 
 class _Toy(nn.Module):
@@ -35,22 +25,6 @@ class _Toy(nn.Module):
         self.backbone.attn = nn.MultiheadAttention(8, 2)  # out_proj: Linear subclass
         self.head = nn.Module()
         self.head.fc = nn.Linear(8, 2)
-
-
-@pytest.fixture
-def log_lines():
-    logger = MMLogger.get_current_instance()
-    lines = []
-
-    class _Collect(logging.Handler):
-
-        def emit(self, record):
-            lines.append(record.getMessage())
-
-    handler = _Collect()
-    logger.addHandler(handler)
-    yield lines
-    logger.removeHandler(handler)
 
 
 def test_sparsify_defaults_keep_stem_head_and_odd_layers_dense(log_lines):
@@ -97,7 +71,7 @@ def test_sparsify_strict_and_bad_input():
 
 
 def _resnet18_cfg():
-    cfg = _pkg_config('mmpretrain', 'resnet/resnet50_8xb32_in1k.py')
+    cfg = get_config('mmpretrain::resnet/resnet50_8xb32_in1k.py')
     cfg.model.backbone.depth = 18
     cfg.model.head.in_channels = 512
     cfg.model.head.num_classes = 10
@@ -147,7 +121,7 @@ def test_resnet_transform_loads_dense_checkpoint(tmp_path):
 def test_deit_small_transform_forward_backward():
     import mmpretrain.models  # noqa: F401
     from mmpretrain.structures import DataSample
-    cfg = _pkg_config('mmpretrain', 'deit/deit-small_4xb256_in1k.py')
+    cfg = get_config('mmpretrain::deit/deit-small_4xb256_in1k.py')
     cfg.model.backbone.img_size = 32
     cfg.model.head.num_classes = 10
     cfg.model.pop('train_cfg')  # no Mixup / CutMix batch augments
