@@ -209,6 +209,7 @@ class LBCHook(Hook):
                 "LBCHook: the model has no sparse LBC layer (NMSparseConv / "
                 "NMSparseLinear with method='lbc' and in-channels divisible by M); "
                 'check conv_cfg / the NMSparsify transform in the config')
+        self._log_dense_fallbacks(runner.model)
         self._resolve_schedule(runner)
         self._finished = set()
         self._applied = {}
@@ -229,6 +230,19 @@ class LBCHook(Hook):
             f'removed from t={self._ti:g} to t={self._tf:g} {scale} of '
             f'{self._length:g} (power {self.power:g}); {len(self._finished)} layers '
             f'already N:M', logger='current')
+
+    @staticmethod
+    def _log_dense_fallbacks(model: nn.Module) -> None:
+        """Name the sparse-typed layers that stayed dense (Cin not divisible by M).
+
+        The layer logs its shape when built; only the model knows its name.
+        """
+        dense = [f'{name} {tuple(layer.weight.shape)} ({layer.n}:{layer.m})'
+                 for name, layer in sparse_layers(model, only_sparse=False)
+                 if not layer.is_sparse]
+        if dense:
+            print_log(f'LBCHook: {len(dense)} layer(s) stay dense, input channels '
+                      f'not divisible by M: {", ".join(dense)}', logger='current')
 
     def _resolve_schedule(self, runner) -> None:
         self._loop_by_epoch = isinstance(runner.train_loop, EpochBasedTrainLoop)

@@ -355,3 +355,16 @@ def test_check_ranks_agree_two_gloo_ranks(tmp_path):
         agree, differ = (tmp_path / f'rank{rank}.txt').read_text().split('\n')
         assert agree == 'agree'
         assert 'ranks kept different candidates in 1 layers: fc' in differ
+
+
+def test_dense_fallback_layers_are_named(log_lines):
+    from torch import nn
+
+    from lbc_mm.layers import NMSparseConv
+    model = nn.Module()
+    model.stem = NMSparseConv(3, 8, 7, n=2, m=4)  # Cin=3: stays dense
+    model.body = NMSparseConv(8, 8, 3, n=2, m=4)
+    LBCHook._log_dense_fallbacks(model)
+    named = [line for line in log_lines if line.startswith('LBCHook:')]
+    assert named == ['LBCHook: 1 layer(s) stay dense, input channels not divisible '
+                     'by M: stem (8, 3, 7, 7) (2:4)']
