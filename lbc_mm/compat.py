@@ -23,6 +23,8 @@ idempotent.
    point mmengine at this package's directory (pkg_resources reports site-packages for
    PEP 660 editable installs), and register ``lbc_mm``-scoped child registries so
    objects in configs inherited through ``lbc_mm::`` still build.
+4. setuptools' "pkg_resources is deprecated" warning, raised by mmengine's imports on
+   every run, is filtered (that message only).
 """
 import importlib.metadata
 import importlib.util
@@ -143,6 +145,15 @@ def register_config_prefix() -> None:
     lbc_mm_config_hook.register(config_module)
 
 
+def silence_pkg_resources_deprecation() -> None:
+    """mmengine 0.10.7 imports ``pkg_resources`` (setuptools < 81 keeps it); the
+    deprecation warning it triggers on every run concerns mmengine, not the user."""
+    import warnings
+    warnings.filterwarnings(
+        'ignore', message='pkg_resources is deprecated', category=UserWarning)
+
+
+silence_pkg_resources_deprecation()
 disable_mmpretrain_multimodal_if_needed()
 allow_mmengine_checkpoints()
 register_config_prefix()
