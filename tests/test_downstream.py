@@ -54,8 +54,9 @@ def test_downstream_config_trains_one_iteration(tmp_path):
     assert 'Epoch(train) [1][1/1]' in log
     assert 'accuracy/top1' in log  # the val loop ran on the user's data
 
+    # weights-only, like every load in lbc_mm (compat allow-lists mmengine's globals)
     ckpt = torch.load(tmp_path / 'work_dir' / 'epoch_1.pth', map_location='cpu',
-                      weights_only=False)
+                      weights_only=True)
     state = ckpt['state_dict']
     assert ckpt['meta']['epoch'] == 1 and ckpt['meta']['iter'] == 1
     alive = {k: v for k, v in state.items() if k.endswith('.alive')}
