@@ -1,28 +1,10 @@
 #!/usr/bin/env bash
 # Distributed training with torchrun, on GPUs (nccl) or CPU processes (gloo).
 #   bash tools/dist_train.sh CONFIG NUM_PROCS [tools/train.py ARGS...]
-# Environment: PYTHON (interpreter, default python), NNODES (1), NODE_RANK (0),
-# MASTER_ADDR (127.0.0.1), PORT (29500).
+# Environment: see tools/dist_launch.sh (PYTHON, NNODES, NODE_RANK, MASTER_ADDR, PORT).
 set -euo pipefail
 if [ $# -lt 2 ]; then
     echo "usage: $0 CONFIG NUM_PROCS [tools/train.py ARGS...]" >&2
     exit 2
 fi
-CONFIG=$1
-NPROCS=$2
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-HERE=$(cd "$(dirname "$0")" && pwd)
-
-PYTHONPATH="$HERE/..${PYTHONPATH:+:$PYTHONPATH}" \
-exec "${PYTHON:-python}" -m torch.distributed.run \
-    --nnodes="$NNODES" \
-    --node_rank="$NODE_RANK" \
-    --master_addr="$MASTER_ADDR" \
-    --nproc_per_node="$NPROCS" \
-    --master_port="$PORT" \
-    "$HERE/train.py" \
-    "$CONFIG" \
-    --launcher pytorch "${@:3}"
+exec bash "$(dirname "$0")/dist_launch.sh" train.py "$2" "$1" --launcher pytorch "${@:3}"
