@@ -39,3 +39,17 @@ def log_lines():
     logger.addHandler(handler)
     yield lines
     logger.removeHandler(handler)
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    """Every test starts from the same RNG state, whatever ran before it (an mmengine
+    Runner without a seed reseeds torch globally). ``LBC_TEST_SEED`` picks another
+    state, to check that tests hold for other random draws."""
+    import random
+
+    import numpy as np
+    seed = int(os.environ.get('LBC_TEST_SEED', '0'))
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
