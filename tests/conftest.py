@@ -20,6 +20,19 @@ def repo_root() -> str:
     return REPO_ROOT
 
 
+@pytest.fixture
+def free_port():
+    """Callable returning a free TCP port on 127.0.0.1 (for gloo / torchrun)."""
+    import socket
+
+    def find() -> int:
+        with socket.socket() as sock:
+            sock.bind(('127.0.0.1', 0))
+            return sock.getsockname()[1]
+
+    return find
+
+
 requires_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(), reason='needs a CUDA GPU')
 

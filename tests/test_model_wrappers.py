@@ -1,6 +1,5 @@
 """LBCDistributedDataParallel on CPU: device_ids, frozen scores, freezing mid-run."""
 import os.path as osp
-import socket
 import sys
 
 import pytest
@@ -16,17 +15,11 @@ from lbc_toy import LBCToyData, LBCToyNet  # noqa: E402
 from lbc_mm.model_wrappers import LBCDistributedDataParallel  # noqa: E402
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
-def gloo_group():
+def gloo_group(free_port):
     """A one-process gloo group (what torchrun gives each rank)."""
     torch_dist.init_process_group(
-        'gloo', init_method=f'tcp://127.0.0.1:{_free_port()}', rank=0, world_size=1)
+        'gloo', init_method=f'tcp://127.0.0.1:{free_port()}', rank=0, world_size=1)
     yield
     torch_dist.destroy_process_group()
 

@@ -342,15 +342,10 @@ def test_amp_optim_wrapper_on_gpu(tmp_path):
 
 
 # -- DDP rank agreement ----------------------------------------------------------------
-def test_check_ranks_agree_two_gloo_ranks(tmp_path):
-    import socket
-
+def test_check_ranks_agree_two_gloo_ranks(tmp_path, free_port):
     import torch.multiprocessing as mp
     from lbc_toy import ranks_agree_worker
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        port = sock.getsockname()[1]
-    mp.spawn(ranks_agree_worker, args=(port, str(tmp_path)), nprocs=2)
+    mp.spawn(ranks_agree_worker, args=(free_port(), str(tmp_path)), nprocs=2)
     for rank in (0, 1):
         agree, differ = (tmp_path / f'rank{rank}.txt').read_text().split('\n')
         assert agree == 'agree'

@@ -9,7 +9,6 @@ scores halfway through, so DDP must tolerate parameters that stop getting gradie
 """
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 
@@ -25,23 +24,17 @@ sys.path.insert(0, TOY_DIR)
 from lbc_toy import toy_cfg, write_config  # noqa: E402
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
-def _env() -> dict:
+def _env(port: int) -> dict:
     env = dict(os.environ)
     env['PYTHONPATH'] = os.pathsep.join(
         [REPO, TOY_DIR] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
-    env.update(PYTHON=sys.executable, PORT=str(_free_port()), MPLBACKEND='Agg',
+    env.update(PYTHON=sys.executable, PORT=str(port), MPLBACKEND='Agg',
                OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='')
     env.pop('LOCAL_RANK', None)
     return env
 
 
-def test_two_cpu_ranks_remove_the_same_candidates(tmp_path):
+def test_two_cpu_ranks_remove_the_same_candidates(tmp_path, free_port):
     cfg = toy_cfg(str(tmp_path / 'ignored'), hook=dict(t_f=0.5), frozen_conv=True,
                   with_val=True, custom_hooks=[dict(type='LBCToyDumpHook')])
     cfg['log_level'] = 'INFO'
@@ -50,7 +43,7 @@ def test_two_cpu_ranks_remove_the_same_candidates(tmp_path):
     proc = subprocess.run(
         ['bash', osp.join(REPO, 'tools', 'dist_train.sh'), config, '2',
          '--work-dir', str(work)],
-        cwd=str(tmp_path), env=_env(), capture_output=True, text=True, timeout=400)
+        cwd=str(tmp_path), env=_env(free_port()), capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     ranks = [torch.load(str(work / f'alive_rank{r}.pth'), map_location='cpu',
                         weights_only=True) for r in (0, 1)]
@@ -72,7 +65,7 @@ def test_two_cpu_ranks_remove_the_same_candidates(tmp_path):
     proc = subprocess.run(
         ['bash', osp.join(REPO, 'tools', 'dist_test.sh'), config,
          str(work / 'iter_12.pth'), '2', '--work-dir', str(tmp_path / 'test')],
-        cwd=str(tmp_path), env=_env(), capture_output=True, text=True, timeout=400)
+        cwd=str(tmp_path), env=_env(free_port()), capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert 'mse:' in proc.stdout + proc.stderr
 
