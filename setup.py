@@ -86,7 +86,13 @@ setup(
         'setuptools<81',
         'matplotlib',
     ],
-    extras_require={'tests': ['pytest>=7', 'pytest-timeout']},
+    extras_require={
+        'tests': ['pytest>=7', 'pytest-timeout'],
+        # tools/export_onnx.py: ONNX export, onnx.checker, onnxruntime (CPU) check.
+        # mmdeploy 1.3.1 is left out: it pins protobuf<=3.20.2 and onnx 1.17
+        # (docs/deploy.md).
+        'deploy': ['onnx>=1.14', 'onnxruntime>=1.16'],
+    },
     cmdclass={'build_py': _BuildPy, 'develop': _Develop, 'egg_info': _EggInfo},
     zip_safe=False,
 )

@@ -5,9 +5,10 @@
 # On a GPU machine without a package index: installs the OpenMMLab wheels
 # (WHEEL_DIR/install.sh -> /tmp/site), runs tools/benchmark.py (dense vs 2:4) on
 # DeiT-small, ViT-B/16, ResNet-50 and Mask R-CNN R50-FPN, then the GPU tests.
-# OUT_DIR gets at most 7 files, each as soon as it exists:
+# OUT_DIR gets at most 8 files, each as soon as it exists:
 #   gpu_check.log, deit-small.json, vit-base.json, resnet50.json, mask-rcnn.json,
-#   summary.md (paste-ready tables), per_layer_speedups.png
+#   summary.md (paste-ready tables), per_layer_speedups.png, and with TensorRT
+#   installed onnx_trt_resnet50.json (tools/export_onnx.py: dense vs 2:4 engines)
 # Every step has its own timeout and the whole run stays under ~5.5 minutes.
 # Never calls torch._cslt_sparse_mm_search (it crashed the CUDA context on H200).
 set -u -o pipefail
@@ -91,6 +92,17 @@ PY
   if (( ${#jsons[@]} )); then
     step "summary" 40 "$PY" tools/benchmark.py --combine "${jsons[@]}" \
       --out-md "$OUT/summary.md" --out-png "$OUT/per_layer_speedups.png"
+  fi
+  # TensorRT, when installed: ResNet-50 (the LBC 2:4 config's sparse layers, random
+  # weights with magnitude 2:4 masks) to ONNX, verified, then dense vs 2:4 engines.
+  if command -v trtexec >/dev/null 2>&1 || [ -x /usr/src/tensorrt/bin/trtexec ] || \
+      "$PY" -c 'import tensorrt' >/dev/null 2>&1; then
+    step "onnx + TensorRT resnet50 (dense vs --sparsity=enable)" 150 "$PY" \
+      tools/export_onnx.py configs/mmpretrain/lbc-2of4_resnet50_8xb32_in1k.py \
+      --random-weights --batch 16 --out "$WORK/onnx/resnet50.onnx" \
+      --json "$OUT/onnx_trt_resnet50.json"
+  else
+    echo "[gpu_check] TensorRT not installed (no trtexec, no tensorrt module): ONNX/TensorRT step skipped"
   fi
   # GPU tests (every 2:4 path vs dense-with-zeros, and the other `gpu`-marked
   # tests): pytest when the machine has it, else the deploy file's own runner

@@ -7,6 +7,8 @@
 #                                                 model is exactly 2:4 after training
 #   3. tools/test.py   <demo config> <ckpt>       bbox / segm mAP (mmdet COCO metric)
 #   4. tools/convert.py <demo config> <ckpt> OUT  baked 2:4 stock checkpoint + compressed
+#      tools/export_onnx.py <demo config> OUT     ONNX (detector: backbone + neck), its
+#                                                 2:4 initializers and onnxruntime checked
 #   5. tools/benchmark.py <demo config> <ckpt>    GPU benchmark (exit 2 = no GPU: fine)
 #
 # Steps 3-5 run when their tool exists (without tools/test.py the val loop at the end
@@ -85,6 +87,16 @@ if [[ -f tools/convert.py ]]; then
   converted=$(find "$export_dir" -type f | sort | tr '\n' ' ')
 fi
 
+onnx_status="skipped (needs tools/export_onnx.py, onnx and onnxruntime: pip install -e '.[deploy]')"
+if [[ -f tools/export_onnx.py && -f "${stock:-}" ]] && "$PY" -c 'import onnx, onnxruntime' 2>/dev/null; then
+  images="$DATA/coco/val"
+  [[ "$CONFIG" == *rcnn* ]] || images="$DATA/cls/val"
+  log "4/5 exporting $stock to ONNX; checking its N:M initializers and onnxruntime vs PyTorch"
+  "$PY" tools/export_onnx.py "$CONFIG" "$stock" --out "$export_dir/model.onnx" \
+    --images "$images" --batch 2 --json "$export_dir/onnx.json" 2>&1 | tee "$WORK/export_onnx.log"
+  onnx_status="$export_dir/model.onnx verified ($WORK/export_onnx.log)"
+fi
+
 bench="skipped (tools/benchmark.py not found)"
 if [[ -f tools/benchmark.py ]]; then
   log "5/5 benchmarking dense vs 2:4 (needs a CUDA GPU)"
@@ -117,6 +129,7 @@ bbox mAP         ${bbox:-n/a} (mAP@0.5 ${bbox50:-n/a})
 segm mAP         ${segm:-n/a} (mAP@0.5 ${segm50:-n/a})
 checkpoint       $ckpt
 converted        $converted
+onnx             $onnx_status
 benchmark        $bench
 plots            ${plots:-none}
 logs             $WORK/*.log

@@ -1,0 +1,231 @@
+"""tools/export_onnx.py and lbc_mm.deploy.onnx_*: export, N:M of initializers,
+onnxruntime equality, refusals (CPU, tiny models)."""
+import json
+import os
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip('onnx')
+pytest.importorskip('onnxruntime')
+
+from lbc_mm.deploy import onnx_check, onnx_trt  # noqa: E402
+from lbc_mm.export import build_model, export_checkpoint, load_config  # noqa: E402
+from lbc_mm.layers import sparse_layers  # noqa: E402
+from lbc_mm.sparsity.patterns import magnitude_mask  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(REPO, 'tools'))
+import export_onnx  # noqa: E402
+
+SPARSE_CONV = "conv_cfg=dict(type='NMSparseConv', n=2, m=4, method='lbc')"
+CLASSIFIER = f"""
+default_scope = 'mmpretrain'
+model = dict(
+    type='ImageClassifier',
+    data_preprocessor=dict(num_classes=10, mean=[123.675, 116.28, 103.53],
+                           std=[58.395, 57.12, 57.375], to_rgb=True),
+    backbone=dict(type='ResNet', depth=18, num_stages=4, out_indices=(3, ),
+                  base_channels=16, {SPARSE_CONV}),
+    neck=dict(type='GlobalAveragePooling'),
+    head=dict(type='LinearClsHead', num_classes=10, in_channels=128))
+test_pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(32, 32)),
+                 dict(type='PackInputs')]
+"""
+DETECTOR = f"""
+default_scope = 'mmdet'
+model = dict(
+    type='RetinaNet',
+    data_preprocessor=dict(type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53],
+                           std=[58.395, 57.12, 57.375], bgr_to_rgb=True,
+                           pad_size_divisor=32),
+    backbone=dict(type='ResNet', depth=18, num_stages=4, out_indices=(0, 1, 2, 3),
+                  base_channels=16, norm_eval=False, {SPARSE_CONV}),
+    neck=dict(type='FPN', in_channels=[16, 32, 64, 128], out_channels=16,
+              start_level=1, add_extra_convs='on_input', num_outs=5),
+    bbox_head=dict(
+        type='RetinaHead', num_classes=3, in_channels=16, stacked_convs=1,
+        feat_channels=16,
+        anchor_generator=dict(type='AnchorGenerator', octave_base_scale=4,
+                              scales_per_octave=3, ratios=[0.5, 1.0, 2.0],
+                              strides=[8, 16, 32, 64, 128]),
+        bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[.0, .0, .0, .0],
+                        target_stds=[1.0, 1.0, 1.0, 1.0]),
+        loss_cls=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25,
+                      loss_weight=1.0),
+        loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
+    test_cfg=dict(nms_pre=100, min_bbox_size=0, score_thr=0.05,
+                  nms=dict(type='nms', iou_threshold=0.5), max_per_img=10))
+test_pipeline = [dict(type='LoadImageFromFile'),
+                 dict(type='Resize', scale=(60, 60), keep_ratio=True)]
+"""
+
+
+def _trained(folder, name, text):
+    """Config + an LBC 'training' checkpoint (removal finished) + converted files."""
+    cfg = folder / f'{name}.py'
+    cfg.write_text(text)
+    model, _ = build_model(load_config(str(cfg)))
+    for _n, layer in sparse_layers(model):
+        with torch.no_grad():
+            layer.scores.uniform_(0.1, 1.0)
+        layer.remove_candidates(1)
+    for mod in model.modules():  # non-trivial BN statistics, so folding rescales
+        if isinstance(mod, nn.BatchNorm2d):
+            with torch.no_grad():
+                mod.running_var.uniform_(0.5, 2.0)
+                mod.running_mean.uniform_(-0.1, 0.1)
+                mod.weight.uniform_(0.5, 1.5)
+    ckpt = folder / f'{name}_epoch_1.pth'
+    torch.save({'meta': {'epoch': 1}, 'state_dict': model.state_dict()}, ckpt)
+    out = folder / f'{name}_stock.pth'
+    export_checkpoint(str(cfg), str(ckpt), str(out))
+    return dict(cfg=str(cfg), ckpt=str(ckpt), stock=str(out),
+                nm=str(folder / f'{name}_stock.nm.pth'))
+
+
+@pytest.fixture(scope='module')
+def cls(tmp_path_factory):
+    return _trained(tmp_path_factory.mktemp('onnx_cls'), 'cls', CLASSIFIER)
+
+
+def _run(capsys, *argv):
+    rc = export_onnx.main([str(a) for a in argv] + ['--no-trt'])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.mark.parametrize('which', ['stock', 'nm'])
+def test_classifier_export_keeps_2of4_and_matches_onnxruntime(cls, tmp_path, capsys,
+                                                              which):
+    import onnx
+    out, rep = tmp_path / 'cls.onnx', tmp_path / 'report.json'
+    rc, stdout, err = _run(capsys, cls['cfg'], cls[which], '--out', out, '--json', rep,
+                           '--batch', 2, '--dynamic-batch')
+    assert rc == 0, err
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+    report = json.loads(rep.read_text())
+    assert report['input'] == [2, 3, 32, 32] and report['part'] == 'whole'
+    rows = {r['layer']: r for r in report['initializers']}
+    sparse = [r for r in rows.values() if r['pattern']]
+    assert len(sparse) == 20  # ResNet-18 (stem 64 ch): convs + 4 downsamples, no stem
+    assert all(r['nm_ok'] and r['is_2of4'] and r['zeros_kept'] for r in sparse)
+    assert all(abs(r['sparsity'] - 0.5) < 0.01 for r in sparse)
+    assert rows['backbone.conv1']['pattern'] == '' and \
+        rows['backbone.conv1']['why'] == '3 input channels: not a multiple of 4'
+    assert rows['head.fc']['op'] == 'Gemm' and not rows['head.fc']['is_2of4']
+    assert report['onnxruntime']['ok'] and report['onnxruntime']['top1_agree'] == 1.0
+    assert '| backbone.layer1.0.conv1 | Conv' in stdout
+    assert 'onnxruntime (CPU) vs PyTorch' in stdout
+    # dynamic batch: the same file runs batch 3
+    import numpy as np
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(out), providers=['CPUExecutionProvider'])
+    assert sess.run(None, {'input': np.zeros((3, 3, 32, 32), np.float32)})[0].shape \
+        == (3, 10)
+
+
+def test_detector_backbone_and_neck(tmp_path, capsys):
+    det = _trained(tmp_path, 'det', DETECTOR)
+    out, rep = tmp_path / 'det.onnx', tmp_path / 'det.json'
+    rc, stdout, err = _run(capsys, det['cfg'], det['nm'], '--out', out, '--json', rep,
+                           '--dynamic-shape')
+    assert rc == 0, err
+    report = json.loads(rep.read_text())
+    assert report['part'] == 'backbone+neck' and report['input'] == [1, 3, 64, 64]
+    assert [o['name'] for o in report['onnxruntime']['outputs']] == \
+        [f'feat{i}' for i in range(5)]
+    sparse = [r for r in report['initializers'] if r['pattern']]
+    assert len(sparse) == 19 and all(r['nm_ok'] and r['zeros_kept'] for r in sparse)
+    assert any(r['layer'].startswith('neck.') and not r['pattern']
+               for r in report['initializers'])
+    assert 'export the heads with mmdeploy' in stdout
+
+
+def test_non_nm_model_is_refused(cls, tmp_path, capsys):
+    ckpt = torch.load(cls['stock'], weights_only=True)
+    ckpt['state_dict']['backbone.layer1.0.conv1.weight'].fill_(1.0)
+    bad = tmp_path / 'dense.pth'
+    torch.save(ckpt, bad)
+    rc, _out, err = _run(capsys, cls['cfg'], bad, '--out', tmp_path / 'x.onnx')
+    assert rc == 1 and err.count('\n') == 1
+    assert 'backbone.layer1.0.conv1 (2:4)' in err and 'not N:M' in err
+    assert not (tmp_path / 'x.onnx').exists()
+
+
+@pytest.mark.parametrize('case,expect', [
+    ('missing', 'error: checkpoint not found'),
+    ('training', 'is a training checkpoint'),
+    ('no_record', 'has no lbc_mm export record'),
+])
+def test_bad_input_is_one_line(cls, tmp_path, capsys, case, expect):
+    path = {'missing': tmp_path / 'nope.pth', 'training': cls['ckpt'],
+            'no_record': tmp_path / 'plain.pth'}[case]
+    if case == 'no_record':
+        sd = torch.load(cls['stock'], weights_only=True)['state_dict']
+        torch.save({'state_dict': sd}, path)
+    rc, _out, err = _run(capsys, cls['cfg'], path, '--out', tmp_path / 'x.onnx')
+    assert rc == 1 and err.count('\n') == 1 and expect in err, err
+    if case != 'missing':
+        assert 'run tools/convert.py' in err
+    assert not (tmp_path / 'x.onnx').exists()
+
+
+class _Tokens(nn.Module):
+    """A Linear on (B, T, C) tokens exports as MatMul with a (K, N) initializer."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(8, 12)
+        self.fc2 = nn.Linear(12, 4)
+
+    def forward(self, x):
+        return self.fc2(self.fc1(x).relu())
+
+
+def test_matmul_weights_are_grouped_along_k():
+    from lbc_mm.deploy.onnx_export import ExportWrapper, export_onnx
+    model = _Tokens().eval()
+    with torch.no_grad():
+        model.fc1.weight.mul_(magnitude_mask(model.fc1.weight, 2, 4))
+    wrapper = ExportWrapper(model, 'tokens')
+    wrapper.forward = lambda x: wrapper.model(x)
+    proto = export_onnx(wrapper, torch.randn(2, 5, 8))
+    rows = onnx_check.initializer_rows(proto, wrapper, {'fc1': (2, 4)})
+    by_layer = {r['layer']: r for r in rows}
+    assert by_layer['fc1']['op'] == 'MatMul' and by_layer['fc1']['shape'] == [8, 12]
+    assert by_layer['fc1']['nm_ok'] and by_layer['fc1']['zeros_kept']
+    assert by_layer['fc2']['is_2of4'] is False
+    onnx_check.check_rows(rows, {'fc1': (2, 4)})
+    with pytest.raises(onnx_check.OnnxCheckError, match='fc2'):
+        onnx_check.check_rows(rows, {'fc1': (2, 4), 'fc2': (2, 4)})
+    x = torch.randn(2, 5, 8)
+    res = onnx_check.compare_onnxruntime(proto, x, [model(x) + 1.0])
+    assert not res['ok']
+
+
+def test_layer_of_resolves_sequential_scopes():
+    names = ['', 'model', 'model.backbone', 'model.backbone.layer1',
+             'model.backbone.layer1.0', 'model.backbone.layer1.0.conv1']
+    assert onnx_check.layer_of('/model/backbone/layer1/layer1.0/conv1/Conv', names) \
+        == 'model.backbone.layer1.0.conv1'
+    assert onnx_check.layer_of('/other/Conv', names) is None
+
+
+def test_trtexec_log_parsing_and_missing_tensorrt_line():
+    log = ('[I] [TRT] (Sparsity) Layers eligible for sparse math: Conv_1, Conv_2\n'
+           '[I] [TRT] (Sparsity) TRT inference plan picked sparse implementation for '
+           'layers: Conv_2\n'
+           '[I] GPU Compute Time: min = 0.5 ms, max = 0.9 ms, mean = 0.61 ms, '
+           'median = 0.6 ms, percentile(90%) = 0.7 ms\n')
+    got = onnx_trt.parse_trtexec_log(log)
+    assert got == {'median_ms': 0.6, 'sparse_layers': ['Conv_2'],
+                   'eligible_layers': ['Conv_1', 'Conv_2']}
+    assert onnx_trt.sparse_tactic_layers({'Layers': [
+        {'Name': 'a', 'TacticName': 'sm80_xmma_fprop_sparse_conv'},
+        {'Name': 'b', 'TacticName': 'sm80_xmma_fprop_implicit_gemm'}]}) == ['a']
+    line = onnx_trt.how_to_run('m.onnx', (1, 3, 224, 224))
+    assert '\n' not in line and '--sparsity=enable' in line and 'input:1x3x224x224' \
+        in line
