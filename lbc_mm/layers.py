@@ -155,17 +155,30 @@ class _NMSparseMixin:
         if self._mask_cache is None or self._mask_cache[0] != key:
             mask = lbc_mask(self.scores, self.candidates, weight.shape, alive)
             self._mask_cache = (key, mask.to(weight.dtype))
-        all_alive = self._current_card() == alive.shape[1]
+        # The score gradient skips the `* alive` factor only when every candidate of
+        # every group is alive: groups may differ in alive count (a hand-edited or
+        # partially loaded checkpoint), and removed candidates must get no gradient.
         return LBCMaskFunction.apply(weight, self.scores, self.candidates,
-                                     None if all_alive else alive, self._mask_cache[1])
+                                     None if self._all_alive() else alive,
+                                     self._mask_cache[1])
 
-    def _current_card(self) -> int:
-        """Alive candidates per group (the max over groups), cached per version."""
+    def _alive_counts(self) -> Tuple[int, bool]:
+        """(max alive candidates per group, every candidate alive), cached per
+        version of ``alive``."""
         alive = self.alive
         key = (alive._version, alive.data_ptr())
         if self._card_cache is None or self._card_cache[0] != key:
-            self._card_cache = (key, int(alive.sum(dim=1).max()))
-        return self._card_cache[1]
+            self._card_cache = (key, int(alive.sum(dim=1).max()), bool(alive.all()))
+        return self._card_cache[1], self._card_cache[2]
+
+    def _current_card(self) -> int:
+        """Alive candidates per group (the max over groups), cached per version."""
+        return self._alive_counts()[0]
+
+    def _all_alive(self) -> bool:
+        """Whether every candidate of every group is alive (cached per version)."""
+        return self._alive_counts()[1]
+
 
     def _alive_changed(self) -> None:
         self._card_cache = None
@@ -212,7 +225,7 @@ class _NMSparseMixin:
             except FloatingPointError as err:
                 raise FloatingPointError(f'{self.describe()}: {err}') from err
             self._alive_changed()
-        elif card_now < num_c and self.scores.requires_grad:
+        elif not self._all_alive() and self.scores.requires_grad:
             # (Frozen scores get no gradient, so no optimizer moves them.)
             with torch.no_grad():
                 self.scores.masked_fill_(~self.alive, 0.0)

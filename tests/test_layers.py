@@ -342,6 +342,38 @@ def test_layer_gradients_equal_pure_function(keep, kind):
     assert (layer.scores.grad[~layer.alive] == 0).all()
 
 
+@pytest.mark.parametrize('kind', ['conv', 'linear'])
+def test_score_gradient_with_groups_at_different_cards(kind):
+    """Groups at different cards (a hand-edited or partly loaded checkpoint), one
+    group still at all C candidates: removed candidates get no score gradient."""
+    from test_sparsity.reference import ref_grads
+    torch.manual_seed(3)
+    layer = (NMSparseConv(8, 4, 3, padding=1) if kind == 'conv' else
+             NMSparseLinear(8, 4)).double()
+    _train_scores(layer)
+    num_g, num_c = layer.scores.shape
+    cards = [num_c if g == 0 else 1 + g % num_c for g in range(num_g)]
+    with torch.no_grad():
+        for g, keep in enumerate(cards):
+            order = torch.randperm(num_c)
+            layer.alive[g] = False
+            layer.alive[g, order[:keep]] = True
+        layer.scores.mul_(layer.alive)
+    assert layer._current_card() == num_c and not layer.alive.all()
+    x = (torch.randn(2, 8, 4, 4) if kind == 'conv' else torch.randn(3, 8)).double()
+    weight_eff = layer.sparse_weight()
+    weight_eff.retain_grad()
+    out = (F.conv2d(x, weight_eff, layer.bias, padding=1) if kind == 'conv' else
+           F.linear(x, weight_eff, layer.bias))
+    out.square().sum().backward()
+    ref_w, ref_s = ref_grads(layer.weight.detach(), weight_eff.grad,
+                             layer.alive.tolist(), layer.n, layer.m)
+    torch.testing.assert_close(layer.weight.grad, ref_w)
+    torch.testing.assert_close(layer.scores.grad, ref_s)
+    assert (layer.scores.grad[~layer.alive] == 0).all()
+    assert (layer.scores.grad[0] != 0).any()  # the all-alive group does learn
+
+
 def test_mask_cache_follows_alive_changes():
     torch.manual_seed(0)
     conv = NMSparseConv(8, 4, 1)
