@@ -34,6 +34,7 @@ __all__ = [
     'METHODS',
     'NMSparseConv',
     'NMSparseLinear',
+    'check_sparsity_args',
     'model_nm_violations',
     'name_sparse_layers',
     'sparse_layers',
@@ -42,6 +43,26 @@ __all__ = [
 #: Supported sparsity methods.
 METHODS = ('lbc', 'srste', 'ste', 'asp')
 _SRSTE_DEFAULT_LAMBDA = 2e-4
+
+
+def check_sparsity_args(n: int, m: int, method: str,
+                        srste_lambda: Optional[float] = None) -> None:
+    """The rules for a sparse layer's N:M arguments (the layers and
+    :mod:`lbc_mm.config_check` both use them).
+
+    Raises:
+        ValueError: An invalid pattern, an unknown method or an ``srste_lambda``
+            the method does not take; the message names the argument.
+    """
+    validate_pattern(n, m)
+    if method not in METHODS:
+        raise ValueError(f'unknown method {method!r}, expected one of {METHODS}')
+    if method in ('lbc', 'asp') and srste_lambda is not None:
+        raise ValueError(f'srste_lambda does not apply to method {method!r}')
+    if method == 'ste' and srste_lambda not in (None, 0, 0.0):
+        raise ValueError(f'STE is SR-STE with srste_lambda=0, got {srste_lambda}')
+    if srste_lambda is not None and srste_lambda < 0:
+        raise ValueError(f'srste_lambda must be >= 0, got {srste_lambda}')
 
 
 class _NMSparseMixin:
@@ -55,20 +76,9 @@ class _NMSparseMixin:
         where = (f'{type(self).__name__} weight {tuple(self.weight.shape)} '
                  f'pattern {n}:{m}')
         try:
-            validate_pattern(n, m)
+            check_sparsity_args(n, m, method, srste_lambda)
         except ValueError as err:
             raise ValueError(f'{where}: {err}') from err
-        if method not in METHODS:
-            raise ValueError(f'{where}: unknown method {method!r}, expected one of '
-                             f'{METHODS}')
-        if method in ('lbc', 'asp') and srste_lambda is not None:
-            raise ValueError(f'{where}: srste_lambda does not apply to method '
-                             f'{method!r}')
-        if method == 'ste' and srste_lambda not in (None, 0, 0.0):
-            raise ValueError(f'{where}: STE is SR-STE with srste_lambda=0, got '
-                             f'{srste_lambda}')
-        if srste_lambda is not None and srste_lambda < 0:
-            raise ValueError(f'{where}: srste_lambda must be >= 0, got {srste_lambda}')
         self.n = n
         self.m = m
         self.method = method

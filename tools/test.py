@@ -21,6 +21,7 @@ from mmengine.config import Config
 
 from lbc_mm.cli import (add_runner_args, apply_runner_args, build_runner,
                         find_missing_data, parse_runner_args)
+from lbc_mm.config_check import exit_on_config_error
 from lbc_mm.dist import setup_distributed
 
 
@@ -58,6 +59,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         raise SystemExit(2)
     cfg = Config.fromfile(args.config)
     merge_args(cfg, args)
+    exit_on_config_error(cfg)  # lbc_mm settings: one line, exit 2
     missing = find_missing_data(cfg, ('test_dataloader', ))
     if missing is not None:
         print(missing, file=sys.stderr)

@@ -25,6 +25,7 @@ from mmengine.logging import print_log
 
 from lbc_mm.cli import (add_runner_args, apply_runner_args, build_runner,
                         find_missing_data, parse_runner_args)
+from lbc_mm.config_check import exit_on_config_error
 from lbc_mm.dist import setup_distributed
 
 
@@ -101,6 +102,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
     merge_args(cfg, args)
+    exit_on_config_error(cfg)  # lbc_mm settings: one line, exit 2
     loaders = ('train_dataloader', ) + (
         ('val_dataloader', ) if cfg.get('val_cfg', None) is not None else ())
     missing = find_missing_data(cfg, loaders)

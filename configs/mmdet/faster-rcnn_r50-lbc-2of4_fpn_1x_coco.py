@@ -30,5 +30,9 @@ optim_wrapper = dict(
     paramwise_cfg=dict(scores_lr_mult=1.0, scores_decay_mult=0.0))
 
 custom_hooks = getattr(_base_, 'custom_hooks', []) + [
-    dict(type='LBCHook', t_i=0, t_f=6, unit='epoch', power=3, frozen_layers='learn')
+    dict(type='LBCHook', t_i=0, t_f=6, unit='epoch', power=3, frozen_layers='learn'),
+    dict(type='FiniteCheckHook', interval=50),
 ]
+# FiniteCheckHook: stop on a non-finite loss (every iteration) or non-finite weights
+# (every 50 iterations); AtomicCheckpointHook: checkpoints written atomically.
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

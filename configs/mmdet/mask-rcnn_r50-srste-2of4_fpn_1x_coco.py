@@ -23,3 +23,9 @@ model = dict(
     backbone=dict(
         conv_cfg=dict(
             type='NMSparseConv', n=2, m=4, method='srste', srste_lambda=2e-4)))
+
+# Stop on a non-finite loss or weights (loss every iteration, weights every 50) and
+# write checkpoints atomically (lbc_mm/hooks: FiniteCheckHook, AtomicCheckpointHook).
+custom_hooks = getattr(_base_, 'custom_hooks', []) + [
+    dict(type='FiniteCheckHook', interval=50)]
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -50,5 +50,9 @@ custom_hooks = getattr(_base_, 'custom_hooks', []) + [
         t_i=0,
         t_f=150,
         unit='epoch',
-        power=3)
+        power=3),
+    dict(type='FiniteCheckHook', interval=50),
 ]
+# FiniteCheckHook: stop on a non-finite loss (every iteration) or non-finite weights
+# (every 50 iterations); AtomicCheckpointHook: checkpoints written atomically.
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

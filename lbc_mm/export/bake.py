@@ -9,6 +9,7 @@ from typing import Dict, List, Tuple
 import torch
 from torch import nn
 
+from ..hooks.finite_check import describe_tensors, non_finite_tensors
 from ..layers import sparse_layers
 from ..sparsity.patterns import count_nm_violations
 
@@ -25,6 +26,15 @@ class NotNMError(ValueError):
                            for name, pattern, bad, total in violations)
         super().__init__(f'{len(violations)} sparse layers are not N:M, refusing to '
                          f'export: {listed}')
+
+
+class NonFiniteWeightsError(ValueError):
+    """The model holds NaN / inf weights (a diverged run); ``names`` lists them."""
+
+    def __init__(self, names: List[str]):
+        self.names = names
+        super().__init__(f'non-finite weights in {describe_tensors(names)}: the '
+                         f'checkpoint comes from a diverged run, refusing to export')
 
 
 def plain_layer(layer: nn.Module) -> nn.Module:
@@ -79,7 +89,16 @@ def densify_model(model: nn.Module) -> Dict[str, Tuple[int, int]]:
 
 def nm_violations(model: nn.Module, patterns: Dict[str, Tuple[int, int]]
                   ) -> List[Tuple[str, str, int, int]]:
-    """``(name, 'n:m', bad_groups, total_groups)`` of every layer that breaks N:M."""
+    """``(name, 'n:m', bad_groups, total_groups)`` of every layer that breaks N:M.
+
+    Raises:
+        NonFiniteWeightsError: Some weight of the model is NaN or inf. Checked
+            first: a NaN survives mask baking (``0 * nan``) and would read as a
+            group that breaks N:M.
+    """
+    names = non_finite_tensors(model)
+    if names:
+        raise NonFiniteWeightsError(names)
     bad = []
     for name, (n, m) in patterns.items():
         b, total = count_nm_violations(model.get_submodule(name).weight, n, m)

@@ -8,7 +8,10 @@ Zhang, Lin et al., "Learning Best Combination for Efficient N:M Sparsity", NeurI
 * after every training iteration it computes the progress ``t`` and calls
   ``remove_candidates(card(t))`` on every sparse LBC layer; at card 1 it freezes the
   layer's scores (no gradient, hence no momentum and no weight decay from then on);
-* alive scores that are not finite stop training, naming the layer and iteration;
+* alive scores that are not finite stop training, naming the layer and iteration
+  (checked every iteration, unless the run has a :class:`FiniteCheckHook`, whose
+  periodic scan of the parameters covers the scores; a removal step refuses
+  non-finite scores in any case);
 * it logs ``lbc/alive`` (mean alive candidates per group), ``lbc/card`` (the
   schedule), ``lbc/sparsity`` (fraction of masked weights in LBC layers) and
   ``lbc/nm_layers`` (layers already exactly N:M) through the message hub, so the text
@@ -71,6 +74,7 @@ from torch import Tensor, nn
 from ..layers import sparse_layers
 from ..optim import SCORES_GROUP_KEY
 from ..sparsity import candidate_matrix, card, magnitude_mask, to_groups
+from .finite_check import FiniteCheckHook
 
 #: File written to the work dir at the end of training.
 PLOT_NAME = 'lbc_schedule.png'
@@ -189,6 +193,7 @@ class LBCHook(Hook):
         self._layers: List[Tuple[str, nn.Module]] = []
         self._finished: set = set()  # names of layers at one candidate per group
         self._relearn: List[Tuple[str, nn.Module]] = []  # frozen, scores learn
+        self._scan_scores = True  # False when a FiniteCheckHook scans them
         self._measure_epochs = False
         self._loop_by_epoch = False
         self._iters_per_epoch = 1
@@ -221,6 +226,8 @@ class LBCHook(Hook):
                 self._applied[name] = 1
         self._setup_frozen_layers(runner)
         self._check_optimizer(runner)
+        self._scan_scores = not any(
+            isinstance(hook, FiniteCheckHook) for hook in runner.hooks)
         if runner.iter == 0 and not self.history:
             self._record(runner, 0.0)
         scale = 'epochs' if self._measure_epochs else 'iterations'
@@ -355,7 +362,8 @@ class LBCHook(Hook):
         active = [(name, layer) for name, layer in self._layers
                   if name not in self._finished]
         if active:
-            self._check_finite(runner, active)
+            if self._scan_scores:
+                self._check_finite(runner, active)
             for name, layer in active:
                 keep = card(t, layer.scores.shape[1], self._ti, self._tf, self.power)
                 try:
@@ -515,6 +523,20 @@ class LBCHook(Hook):
             raise RuntimeError(
                 'LBCHook: training ended but the model is not exactly N:M '
                 f'({len(problems)} layers):\n  ' + '\n  '.join(problems))
+        print_log(self.passed_line(runner), logger='current')
+
+    def passed_line(self, runner) -> str:
+        """The line logged when the end-of-training checks pass."""
+        patterns = sorted({(layer.n, layer.m) for _, layer in self._layers})
+        exact = ', '.join(f'{n}:{m}' for n, m in patterns)
+        ema = (' (EMA model too)' if any(
+            isinstance(h, EMAHook) and hasattr(h, 'ema_model') for h in runner.hooks)
+            else '')
+        world = get_world_size()
+        ranks = (f'all {world} ranks chose the same candidates' if world > 1 else
+                 'one process, no ranks to compare')
+        return (f'LBCHook: end-of-training checks passed: {len(self._layers)} LBC '
+                f'layers exactly {exact}{ema}; {ranks}')
 
     def check_ranks_agree(self, runner) -> None:
         """Fail when DDP ranks kept different candidates (no-op on one process)."""

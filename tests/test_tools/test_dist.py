@@ -107,3 +107,48 @@ def test_set_model_wrapper(given, expected):
     cfg = Config(dict(model_wrapper_cfg=given) if given is not None else dict())
     set_model_wrapper(cfg, 'pytorch')
     assert cfg.model_wrapper_cfg.to_dict() == expected
+
+
+# -- two nodes on one machine, the project's .venv Python -------------------------
+VENV_PYTHON = osp.join(REPO, '.venv', 'bin', 'python')
+
+
+@pytest.mark.skipif(not os.access(VENV_PYTHON, os.X_OK),
+                    reason='needs the project .venv (make env)')
+def test_two_nodes_on_one_machine_with_the_venv_python(tmp_path, free_port):
+    """``NNODES=2`` on 127.0.0.1, one process per node, launched like two machines
+    would: ``dist_train.sh`` finds ``.venv/bin/python`` itself (PYTHON unset, no
+    ``python`` on PATH), both ranks end with the same masks and the log proves the
+    end-of-training checks."""
+    cfg = toy_cfg(str(tmp_path / 'ignored'), hook=dict(t_f=0.5),
+                  custom_hooks=[dict(type='LBCToyDumpHook')])
+    cfg['log_level'] = 'INFO'
+    config = write_config(str(tmp_path / 'cfg.py'), cfg)
+    work = tmp_path / 'work'
+    env = _env(free_port())
+    del env['PYTHON']
+    env['PATH'] = '/usr/bin:/bin'
+    procs = [
+        subprocess.Popen(
+            ['bash', osp.join(REPO, 'tools', 'dist_train.sh'), config, '1',
+             '--work-dir', str(work)],
+            cwd=str(tmp_path), env=dict(env, NNODES='2', NODE_RANK=str(node)),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for node in (0, 1)]
+    try:
+        outs = [p.communicate(timeout=400)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-4000:]
+    ranks = [torch.load(str(work / f'alive_rank{r}.pth'), map_location='cpu',
+                        weights_only=True) for r in (0, 1)]
+    for key in ranks[0]:
+        assert torch.equal(ranks[0][key], ranks[1][key]), key
+    assert all((ranks[0][f'{n}.alive'].sum(1) == 1).all() for n in ('conv', 'fc'))
+    log = open(next(work.glob('*/*.log'))).read()
+    assert 'world_size: 2' in log or 'Distributed training: True' in log
+    assert ('LBCHook: end-of-training checks passed: 2 LBC layers exactly 2:4; all 2 '
+            'ranks chose the same candidates') in log

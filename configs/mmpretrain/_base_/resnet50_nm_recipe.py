@@ -44,3 +44,9 @@ param_scheduler = [
 ]
 
 train_cfg = dict(by_epoch=True, max_epochs=120, val_interval=1)
+
+# Stop on a non-finite loss or weights (loss every iteration, weights every 50) and
+# write checkpoints atomically (lbc_mm/hooks: FiniteCheckHook, AtomicCheckpointHook).
+custom_hooks = getattr(_base_, 'custom_hooks', []) + [
+    dict(type='FiniteCheckHook', interval=50)]
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -1,0 +1,173 @@
+"""Check the lbc_mm parts of a config before anything is built.
+
+Without this a wrong ``n`` / ``m``, an unknown method, a misspelt layer option or a
+wrong ``LBCHook`` argument surfaces as the last line of a 17-63 line traceback from
+deep inside the model or hook construction. The tools call
+:func:`exit_on_config_error` right after merging the command line, so the user gets
+one line naming the config key (in ``--cfg-options`` form) and the fix, exit 2.
+
+The rules are not written twice: the sparse layers' argument rules are
+:func:`lbc_mm.layers.check_sparsity_args` (the layers call it too), the option names
+come from the layers', the transform's and the hooks' signatures, and a hook's
+argument values are checked by its own constructor (which only validates and
+stores them).
+
+What is checked:
+
+* every dict in ``model`` whose ``type`` is ``NMSparseConv`` / ``NMSparseLinear``
+  (e.g. ``model.backbone.conv_cfg``) or ``NMSparsify``: unknown options, and
+  ``n`` / ``m`` / ``method`` / ``srste_lambda``;
+* every ``custom_hooks`` entry of type ``LBCHook`` or ``FiniteCheckHook``: unknown
+  arguments, and the values the hook's constructor refuses.
+"""
+import difflib
+import inspect
+import sys
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+from .hooks import FiniteCheckHook, LBCHook
+from .layers import METHODS, NMSparseConv, NMSparseLinear, check_sparsity_args
+from .transforms import NMSparsify
+
+#: Layer types (config ``type`` names) whose arguments are checked.
+LAYERS = {'NMSparseConv': NMSparseConv, 'NMSparseLinear': NMSparseLinear}
+#: Hooks whose ``custom_hooks`` arguments are checked.
+HOOKS = {'LBCHook': LBCHook, 'FiniteCheckHook': FiniteCheckHook}
+#: Keys mmengine itself takes from a config dict of a layer / hook.
+META_KEYS = ('type', '_scope_')
+HOOK_META_KEYS = META_KEYS + ('priority', )
+
+
+class ConfigError(ValueError):
+    """A wrong lbc_mm setting in a config; ``key`` is its ``--cfg-options`` key."""
+
+    def __init__(self, key: str, problem: str, fix: str):
+        self.key = key
+        super().__init__(f'config error: {key}: {problem}; {fix}')
+
+
+def _type_name(cfg: dict) -> Optional[str]:
+    """The registered name of ``cfg['type']`` without a scope (``'lbc_mm.X'``)."""
+    kind = cfg.get('type', None)
+    if isinstance(kind, type) or callable(kind):
+        return getattr(kind, '__name__', None)
+    if isinstance(kind, str):
+        return kind.rsplit('.', 1)[-1].rsplit('::', 1)[-1]
+    return None
+
+
+def _walk(obj: Any, key: str) -> Iterator[Tuple[str, dict]]:
+    """``(dotted key, dict)`` for every dict inside ``obj`` (lists by index)."""
+    if isinstance(obj, dict):
+        yield key, obj
+        for name, value in obj.items():
+            yield from _walk(value, f'{key}.{name}' if key else str(name))
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _walk(value, f'{key}.{i}')
+
+
+def _parameters(func: Callable) -> Dict[str, inspect.Parameter]:
+    params = dict(inspect.signature(func).parameters)
+    params.pop('self', None)
+    return {name: p for name, p in params.items()
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+def _unknown(key: str, cfg: dict, allowed: List[str], meta: Tuple[str, ...],
+             what: str) -> None:
+    for name in cfg:
+        if name in meta or name in allowed:
+            continue
+        close = difflib.get_close_matches(str(name), allowed, n=1)
+        fix = (f'did you mean {close[0]!r}?' if close else
+               f'remove it; {what} takes {", ".join(allowed)}')
+        raise ConfigError(f'{key}.{name}', f'{what} has no option {name!r}', fix)
+
+
+def _layer_options() -> List[str]:
+    """Keyword options of the sparse layers (``n``, ``m``, ``method`` ...)."""
+    params = _parameters(NMSparseConv.__init__)
+    return [name for name, p in params.items() if p.kind == p.KEYWORD_ONLY]
+
+
+def _check_sparse_args(key: str, cfg: dict, defaults: Dict[str, Any],
+                       what: str) -> None:
+    args = {name: cfg.get(name, defaults[name])
+            for name in ('n', 'm', 'method', 'srste_lambda')}
+    try:
+        check_sparsity_args(**args)
+    except ValueError as err:
+        raise ConfigError(key, f'{what}: {err}',
+                          f'set valid values there (0 < N < M; method one of '
+                          f'{", ".join(METHODS)})') from None
+
+
+def check_layer_cfg(key: str, cfg: dict) -> None:
+    """Check one ``NMSparseConv`` / ``NMSparseLinear`` / ``NMSparsify`` dict.
+
+    Raises:
+        ConfigError: Naming the key and the fix.
+    """
+    name = _type_name(cfg)
+    if name in LAYERS:
+        params = _parameters(LAYERS[name].__init__)
+        _unknown(key, cfg, list(params), META_KEYS, name)
+    else:
+        params = _parameters(NMSparsify)
+        # NMSparsify passes its other keyword options on to the layers.
+        extra = [opt for opt in _layer_options() if opt not in params]
+        _unknown(key, cfg, list(params) + extra, META_KEYS, name)
+        params.update(_parameters(NMSparseConv.__init__))
+    defaults = {n: p.default for n, p in params.items()}
+    _check_sparse_args(key, cfg, defaults, name)
+
+
+def check_hook_cfg(key: str, cfg: dict) -> None:
+    """Check one ``LBCHook`` / ``FiniteCheckHook`` dict of ``custom_hooks``.
+
+    Raises:
+        ConfigError: Naming the key and the fix.
+    """
+    name = _type_name(cfg)
+    hook = HOOKS[name]
+    _unknown(key, cfg, list(_parameters(hook.__init__)), HOOK_META_KEYS, name)
+    args = {k: v for k, v in cfg.items() if k not in HOOK_META_KEYS}
+    try:
+        hook(**args)  # the constructor only validates and stores its arguments
+    except ValueError as err:
+        raise ConfigError(key, str(err), 'set valid values there') from None
+
+
+def check_config(cfg) -> None:
+    """Check the lbc_mm parts of a (merged) config.
+
+    Args:
+        cfg (Config | dict): The config.
+
+    Raises:
+        ConfigError: The first problem, naming its key and the fix.
+    """
+    for key, item in _walk(cfg.get('model', None), 'model'):
+        if _type_name(item) in LAYERS or _type_name(item) == 'NMSparsify':
+            check_layer_cfg(key, item)
+    for i, hook in enumerate(cfg.get('custom_hooks', None) or []):
+        if isinstance(hook, dict) and _type_name(hook) in HOOKS:
+            check_hook_cfg(f'custom_hooks.{i}', hook)
+
+
+def find_config_error(cfg) -> Optional[str]:
+    """The one-line message of :func:`check_config`, or None when all is well."""
+    try:
+        check_config(cfg)
+    except ConfigError as err:
+        return str(err)
+    return None
+
+
+def exit_on_config_error(cfg) -> None:
+    """Print the config's first lbc_mm problem on stderr and exit 2 (tools)."""
+    message = find_config_error(cfg)
+    if message is not None:
+        print(message, file=sys.stderr)
+        raise SystemExit(2)

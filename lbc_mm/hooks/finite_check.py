@@ -1,0 +1,152 @@
+"""FiniteCheckHook: stop training when the loss or the weights stop being finite.
+
+A run whose learning rate explodes (or whose data holds a NaN) would otherwise go on
+to the end with a NaN loss, write NaN weights into its checkpoints and exit 0. The
+hook makes that a failure naming the iteration and, for weights, the tensors:
+
+* after every training iteration it reads the loss the model returned (already a
+  number: no extra pass over the model);
+* every ``interval`` iterations, whenever the loss is not finite, before every
+  checkpoint is written and at the end of training it scans the model's parameters
+  and floating-point buffers (one reduction per tensor and a single device sync on
+  the fast path). LBC ``scores`` are parameters, so the scan covers them too, and
+  ``LBCHook`` leaves its own per-iteration scan of the scores to this hook when a
+  run has one.
+
+Non-finite weights always make the next forward pass non-finite, so the loss check
+stops such a run within one iteration; the periodic scan catches tensors that do not
+enter the loss (LBC scores only matter when candidates are removed, and the removal
+step refuses non-finite scores by itself).
+
+It fails with ``FloatingPointError``, in every phase of an LBC run (before ``t_i``,
+during candidate removal, after ``t_f``) and in dense or SR-STE / ASP runs alike.
+"""
+import math
+from typing import List, Optional
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
+from torch import nn
+
+#: Tensors named in the message (the count names the rest).
+MAX_NAMED = 5
+
+
+def non_finite_tensors(model: nn.Module) -> List[str]:
+    """Names of the parameters and floating-point buffers holding NaN or inf.
+
+    Args:
+        model (nn.Module): The model (a DDP wrapper is unwrapped).
+
+    Returns:
+        list[str]: Dotted names (e.g. ``'backbone.layer1.0.conv1.weight'``), in
+        module order; empty when everything is finite.
+    """
+    model = model.module if is_model_wrapper(model) else model
+    tensors = [(name, t) for name, t in model.named_parameters()]
+    tensors += [(name, t) for name, t in model.named_buffers()
+                if t.is_floating_point()]
+    tensors = [(name, t) for name, t in tensors if t.numel()]
+    if not tensors:
+        return []
+    with torch.no_grad():
+        # Fast path: NaN / inf propagate through a sum; one sync for the model.
+        sums = torch.stack([t.detach().sum(dtype=torch.float32).to(tensors[0][1].device)
+                            for _, t in tensors])
+        suspects = (~torch.isfinite(sums)).nonzero().flatten().tolist()
+        # A suspect may only be huge-but-finite (its sum overflowed): look closer.
+        return [tensors[i][0] for i in suspects
+                if not bool(torch.isfinite(tensors[i][1].detach()).all())]
+
+
+def describe_tensors(names: List[str]) -> str:
+    """``'3 tensors: a.weight, b.bias, c.scores'`` (at most ``MAX_NAMED`` named)."""
+    shown = ', '.join(names[:MAX_NAMED])
+    more = f' and {len(names) - MAX_NAMED} more' if len(names) > MAX_NAMED else ''
+    return f'{len(names)} tensor{"s" if len(names) != 1 else ""}: {shown}{more}'
+
+
+def _loss_value(runner, outputs: Optional[dict]) -> Optional[float]:
+    """The iteration's total loss as a float, or None when the model gave none."""
+    value = outputs.get('loss') if isinstance(outputs, dict) else None
+    if value is None:
+        hub = runner.message_hub
+        if 'train/loss' not in hub.log_scalars:
+            return None
+        value = hub.get_scalar('train/loss').current()
+    if isinstance(value, torch.Tensor):
+        value = value.detach()
+        value = value.float().sum() if value.numel() != 1 else value
+        return float(value)
+    return float(value)
+
+
+@HOOKS.register_module()
+class FiniteCheckHook(Hook):
+    """Fail on a non-finite loss or non-finite weights, naming iteration and tensors.
+
+    Args:
+        interval (int): Scan the weights every this many iterations (besides
+            whenever the loss is not finite, before every checkpoint and at the
+            end of training). Defaults to 50.
+    """
+
+    # Before LBCHook (ABOVE_NORMAL) ranks scores, and before the EMA, logger and
+    # checkpoint hooks of the same iteration.
+    priority = 'HIGH'
+
+    def __init__(self, interval: int = 50) -> None:
+        if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
+            raise ValueError(f'FiniteCheckHook: interval must be an integer >= 1, got '
+                             f'{interval!r}')
+        self.interval = interval
+
+    @staticmethod
+    def _where(runner) -> str:
+        return f'iteration {runner.iter + 1} (epoch {runner.epoch + 1})'
+
+    def _fail(self, runner, what: str, names: List[str]) -> None:
+        weights = (f'non-finite weights in {describe_tensors(names)}' if names else
+                   'all weights finite')
+        raise FloatingPointError(
+            f'FiniteCheckHook: {what} at {self._where(runner)}; {weights}; training '
+            f'diverged (lower the learning rate, clip gradients or check the data)')
+
+    def check_weights(self, runner, when: str) -> None:
+        """Scan the model; fail naming the non-finite tensors.
+
+        Args:
+            runner (Runner): The runner.
+            when (str): What the check precedes, for the message (e.g.
+                ``'before saving a checkpoint'``); empty for none.
+        """
+        names = non_finite_tensors(runner.model)
+        if names:
+            where = f'{when} at' if when else 'at'
+            raise FloatingPointError(
+                f'FiniteCheckHook: non-finite weights {where} {self._where(runner)} '
+                f'in {describe_tensors(names)}; training diverged (lower the '
+                f'learning rate, clip gradients or check the data)')
+
+    def after_train_iter(self,
+                         runner,
+                         batch_idx: int,
+                         data_batch=None,
+                         outputs: Optional[dict] = None) -> None:
+        """Check the loss; scan the weights when it is bad or every ``interval``."""
+        loss = _loss_value(runner, outputs)
+        if loss is not None and not math.isfinite(loss):
+            self._fail(runner, f'non-finite loss ({loss})',
+                       non_finite_tensors(runner.model))
+        if self.every_n_train_iters(runner, self.interval):
+            self.check_weights(runner, '')
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Never write non-finite weights into a checkpoint."""
+        self.check_weights(runner, 'before saving a checkpoint')
+
+    def after_train(self, runner) -> None:
+        """Scan once more: the last update may have broken the weights."""
+        self.check_weights(runner, 'at the end of training')
