@@ -111,9 +111,13 @@ def initializer_rows(proto, wrapper: nn.Module,
                 node.input[1] not in inits:
             continue
         arr = numpy_helper.to_array(inits[node.input[1]])
-        # a module call shows in the scopes; a method call (extract_feat) does not
-        layer = layer_of(node.name, list(modules)) or layer_of(
-            '/' + prefix.rstrip('.') + node.name, list(modules)) or ''
+        # A parameter initializer names its layer; a folded one (Conv+BN, transposed
+        # MatMul weight) is found through the node's module scope (a module call
+        # shows in the scopes, a method call such as extract_feat does not).
+        owner = node.input[1][:-len('.weight')]
+        layer = owner if node.input[1].endswith('.weight') and owner in modules else \
+            layer_of(node.name, list(modules)) or layer_of(
+                '/' + prefix.rstrip('.') + node.name, list(modules)) or ''
         name = layer[len(prefix):] if layer.startswith(prefix) else layer
         view = gemm_view(node.op_type, arr, node)
         row = dict(initializer=node.input[1], op=node.op_type, layer=name,
@@ -165,19 +169,19 @@ def check_rows(rows: List[Dict[str, object]],
                              '; '.join(parts))
 
 
-def _mark(v) -> str:
-    return '-' if v is None else ('yes' if v else 'NO')
+def _mark(v, fail: str = 'no') -> str:
+    return '-' if v is None else ('yes' if v else fail)
 
 
 def format_rows(rows: List[Dict[str, object]]) -> str:
     """Markdown table of :func:`initializer_rows`, sparse layers first."""
     lines = ['| layer | ONNX op / initializer | shape | dtype | pattern | N:M | 2:4 | '
-             'zeros | why |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+             'zero frac | why |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
     for r in sorted(rows, key=lambda r: not r['pattern']):
         lines.append(
             f'| {r["layer"] or "?"} | {r["op"]} `{r["initializer"]}` | '
             f'{"x".join(str(s) for s in r["shape"])} | {r["dtype"]} | '
-            f'{r["pattern"] or "dense"} | {_mark(r["nm_ok"])} | {_mark(r["is_2of4"])} | '
+            f'{r["pattern"] or "dense"} | {_mark(r["nm_ok"], "NO")} | {_mark(r["is_2of4"])} | '
             f'{r["sparsity"]:.2f} | {r["why"]} |')
     return '\n'.join(lines)
 
