@@ -189,7 +189,6 @@ class _NMSparseMixin:
         """Whether every candidate of every group is alive (cached per version)."""
         return self._alive_counts()[1]
 
-
     def _alive_changed(self) -> None:
         self._card_cache = None
         self._mask_cache = None
@@ -270,6 +269,7 @@ class _NMSparseMixin:
     # -- checkpoints ---------------------------------------------------------
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
                               missing_keys, unexpected_keys, error_msgs):
+        self._check_loaded_mask(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
                                       missing_keys, unexpected_keys, error_msgs)
         if not self.is_sparse:
@@ -292,6 +292,41 @@ class _NMSparseMixin:
                 self.set_asp_mask()
                 if key in missing_keys:
                     missing_keys.remove(key)
+
+    def _check_loaded_mask(self, state_dict, prefix: str) -> None:
+        """Refuse a checkpoint whose mask this layer would silently drop.
+
+        A non-strict load (``init_cfg`` Pretrained, ``load_from``) only warns about
+        unexpected keys and size mismatches; for the mask state that would leave a
+        layer with another mask than the checkpoint's (e.g. an LBC backbone's
+        chosen candidates replaced by a magnitude mask, or by all candidates).
+
+        Raises:
+            ValueError: The checkpoint holds LBC ``scores`` / ``alive`` and this
+                layer is not LBC, holds an ``asp_mask`` and this layer is not ASP,
+                or its mask state has another shape (another N:M pattern).
+        """
+        has_lbc = [k for k in ('scores', 'alive') if prefix + k in state_dict]
+        has_asp = prefix + 'asp_mask' in state_dict
+        where = f'{self.describe()} loading {prefix or "<root>"}'
+        if has_lbc and (self.method != 'lbc' or not self.is_sparse):
+            raise ValueError(
+                f'{where}: the checkpoint holds an LBC layer ({", ".join(has_lbc)}), '
+                f'whose mask is its alive candidates; this layer would drop them. '
+                f"Load it into method='lbc' layers with the same N:M pattern")
+        if has_asp and (self.method != 'asp' or not self.is_sparse):
+            raise ValueError(
+                f'{where}: the checkpoint holds an ASP layer (asp_mask); this layer '
+                f"would drop its mask. Load it into method='asp' layers with the "
+                f'same N:M pattern')
+        for key in ('scores', 'alive', 'asp_mask'):
+            own = getattr(self, key, None)
+            theirs = state_dict.get(prefix + key)
+            if (own is not None and theirs is not None
+                    and tuple(theirs.shape) != tuple(own.shape)):
+                raise ValueError(
+                    f'{where}: checkpoint {key} has shape {tuple(theirs.shape)}, this '
+                    f'layer needs {tuple(own.shape)} (another N:M pattern?)')
 
     def _sparse_extra_repr(self) -> str:
         return f'n={self.n}, m={self.m}, method={self.method!r}' + (

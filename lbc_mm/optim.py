@@ -8,15 +8,23 @@ therefore live in the optimizer config::
     optim_wrapper = dict(
         optimizer=dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=1e-4),
         constructor='LBCOptimWrapperConstructor',
-        paramwise_cfg=dict(scores_lr_mult=1.0, scores_decay_mult=0.0))
+        paramwise_cfg=dict(scores_lr_mult=1.0, scores_decay_mult=1.0))
 
 Every LBC ``scores`` parameter gets its own param group with
 ``lr = base_lr * scores_lr_mult`` and ``weight_decay = base_wd * scores_decay_mult``
-(defaults 1.0 and 0.0: no weight decay on scores), whatever other ``custom_keys`` say,
+(defaults 1.0 and 1.0: the scores learn with the weights' lr, momentum and weight
+decay, as in the LBC authors' released code), whatever other ``custom_keys`` say,
 and is in the optimizer even when its ``requires_grad`` is off at build time (mmdet's
 ``frozen_stages``): mmengine's default constructor skips such parameters when any
 ``paramwise_cfg`` is given, which would leave frozen layers' scores unlearnable. The
 groups carry ``lbc_scores=True`` so :class:`~lbc_mm.hooks.LBCHook` can check them.
+
+Weight decay on the scores (``scores_decay_mult > 0``) makes each score a *recent*,
+exponentially weighted sum of its gradient instead of a lifetime one: older evidence
+fades, so it changes which candidates win the removal steps. ``scores_decay_mult=0``
+gives the lifetime sum. Either way the scores stop at one candidate per group:
+:class:`~lbc_mm.hooks.LBCHook` then turns their gradient off, so they get no further
+momentum or weight decay.
 """
 from typing import Optional
 
@@ -38,7 +46,7 @@ class LBCOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         optim_wrapper_cfg (dict): As for ``DefaultOptimWrapperConstructor``.
         paramwise_cfg (dict, optional): As for ``DefaultOptimWrapperConstructor``,
             plus ``scores_lr_mult`` (float, defaults to 1.0) and
-            ``scores_decay_mult`` (float, defaults to 0.0).
+            ``scores_decay_mult`` (float, defaults to 1.0: the weights' decay).
     """
 
     def __init__(self,
@@ -46,7 +54,7 @@ class LBCOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                  paramwise_cfg: Optional[dict] = None) -> None:
         paramwise_cfg = dict(paramwise_cfg or {})
         self.scores_lr_mult = float(paramwise_cfg.pop('scores_lr_mult', 1.0))
-        self.scores_decay_mult = float(paramwise_cfg.pop('scores_decay_mult', 0.0))
+        self.scores_decay_mult = float(paramwise_cfg.pop('scores_decay_mult', 1.0))
         if self.scores_lr_mult < 0 or self.scores_decay_mult < 0:
             raise ValueError(f'scores_lr_mult ({self.scores_lr_mult}) and '
                              f'scores_decay_mult ({self.scores_decay_mult}) must be '

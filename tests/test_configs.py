@@ -32,6 +32,18 @@ def _load(rel):
     return Config.fromfile(os.path.join(CONFIG_ROOT, rel))
 
 
+def _header_chain(rel):
+    """Comment text of a config and of the repo-local configs it inherits from."""
+    path = os.path.join(CONFIG_ROOT, rel)
+    with open(path) as f:
+        text = f.read()
+    comments = '\n'.join(line for line in text.splitlines() if line.startswith('#'))
+    for base in re.findall(r"^_base_ = '(\.{1,2}/[^']+)'", text, re.M):
+        comments += '\n' + _header_chain(
+            os.path.relpath(os.path.join(os.path.dirname(path), base), CONFIG_ROOT))
+    return comments
+
+
 def _pattern(rel):
     match = NAME_RE.search(os.path.basename(rel))
     assert match, f'{rel}: file name does not state method and NofM'
@@ -74,6 +86,18 @@ def test_config_loads_with_custom_imports(rel):
         assert len(lbc_hooks) == 1, 'an LBC config needs exactly one LBCHook'
         hook = lbc_hooks[0]
         max_epochs = cfg.train_cfg.max_epochs
+        # Every LBC config decays the scores like the weights (the authors' code).
+        assert cfg.optim_wrapper.constructor == 'LBCOptimWrapperConstructor'
+        assert cfg.optim_wrapper.get('paramwise_cfg', {}).get('scores_decay_mult',
+                                                              1.0) == 1.0
+        if hook.get('require_finished'):
+            # Two-stage: masks loaded from a finished LBC checkpoint, no window.
+            init = cfg.model.backbone.init_cfg
+            assert (init.type, init.prefix) == ('Pretrained', 'backbone.')
+            return
+        # The header says which card stepping the config uses, and it is explicit.
+        assert hook.card_update in ('iter', 'epoch')
+        assert f"card_update='{hook.card_update}'" in _header_chain(rel)
         if hook.get('unit') == 'epoch':
             # The removal window ends inside the schedule, so the model ends N:M.
             assert 0 <= hook.t_i < hook.t_f < max_epochs
@@ -141,11 +165,17 @@ def test_resnet50_configs_follow_the_paper_recipe(rel):
         'CosineAnnealingLR', 5, 120, 0.0)
     assert cfg.model.head.loss.type == 'LabelSmoothLoss'
     assert cfg.model.head.loss.label_smooth_val == 0.1
+    # The authors' code: no weight decay on BatchNorm (every method, one recipe).
+    assert cfg.optim_wrapper.paramwise_cfg.norm_decay_mult == 0.0
+    header = _header_chain(rel)
+    assert 'none on BatchNorm' in header or 'no weight decay on BatchNorm' in header
     if rel.startswith(os.path.join('mmpretrain', 'lbc-')):
         hook = _lbc_hook(cfg)
         assert (hook.t_i, hook.t_f, hook.unit, hook.power) == (0, 60, 'epoch', 3)
+        assert hook.card_update == 'epoch'  # the authors' stepping
         assert cfg.optim_wrapper.constructor == 'LBCOptimWrapperConstructor'
-        assert cfg.optim_wrapper.paramwise_cfg.scores_decay_mult == 0.0
+        assert cfg.optim_wrapper.paramwise_cfg.scores_decay_mult == 1.0
+        assert 'scores_decay_mult=1.0' in header
 
 
 def test_deit_config_keeps_the_deit_recipe():
@@ -154,8 +184,22 @@ def test_deit_config_keeps_the_deit_recipe():
     assert cfg.optim_wrapper.optimizer.type == 'AdamW'
     assert cfg.model.model.backbone.arch == 'deit-small'
     hook = _lbc_hook(cfg)
-    assert (hook.t_i, hook.t_f, hook.unit) == (0, 150, 'epoch')
+    # The authors' DeiT settings: t_f 200 of 300 epochs, p=4, card per epoch, EMA.
+    assert (hook.t_i, hook.t_f, hook.unit, hook.power, hook.card_update) == (
+        0, 200, 'epoch', 4, 'epoch')
     assert cfg.optim_wrapper.constructor == 'LBCOptimWrapperConstructor'
+    assert cfg.optim_wrapper.paramwise_cfg.scores_decay_mult == 1.0
+    assert cfg.optim_wrapper.optimizer.weight_decay == 0.05
+    names = [h['type'] for h in cfg.custom_hooks]
+    ema = next(h for h in cfg.custom_hooks if h['type'] == 'EMAHook')
+    assert ema.momentum == pytest.approx(4e-5)
+    assert names.index('LBCHook') < names.index('EMAHook')  # LBCHook acts first
+    header = _header_chain(os.path.join('mmpretrain',
+                                        'lbc-2of4_deit-small_4xb256_in1k.py'))
+    for fact in ('t_f=200', 'p=4', "card_update='epoch'", 'EMAHook',
+                 'scores_decay_mult=1.0'):
+        assert fact in header, fact
+    assert '80.1' not in header  # unverified, not claimed
 
 
 @pytest.mark.parametrize(
@@ -166,6 +210,14 @@ def test_mmdet_removal_window_inside_the_1x_schedule(rel):
     assert cfg.model.backbone.frozen_stages == 1
     if 'lbc' in rel:
         hook = _lbc_hook(cfg)
+        assert cfg.optim_wrapper.constructor == 'LBCOptimWrapperConstructor'
+        if 'in1k-pre' in rel:  # two-stage: masks from an lbc_mm ImageNet run
+            assert hook.require_finished is True
+            init = cfg.model.backbone.init_cfg
+            assert (init.type, init.prefix) == ('Pretrained', 'backbone.')
+            assert init.checkpoint.endswith('lbc-2of4_resnet50_8xb32_in1k/epoch_120.pth')
+            assert cfg.model.backbone.conv_cfg.method == 'lbc'
+            return
         assert (hook.t_i, hook.t_f, hook.unit, hook.frozen_layers) == (0, 6, 'epoch',
                                                                        'learn')
-        assert cfg.optim_wrapper.constructor == 'LBCOptimWrapperConstructor'
+        assert hook.card_update == 'iter'

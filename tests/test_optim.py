@@ -31,13 +31,15 @@ def _group(optim_wrapper, param):
                 if any(p is param for p in g['params']))
 
 
-def test_defaults_no_decay_on_scores():
+def test_defaults_scores_decay_like_weights():
+    """Default: the weights' lr, momentum and weight decay (authors' code)."""
     model = Net()
     ow = _build(model)
     for layer in (model.backbone.conv, model.fc):
         group = _group(ow, layer.scores)
         assert group['lr'] == pytest.approx(0.1)
-        assert group['weight_decay'] == 0
+        assert group['weight_decay'] == pytest.approx(1e-4)
+        assert group['momentum'] == pytest.approx(0.9)
         assert group[SCORES_GROUP_KEY] is True
         assert group['params'] == [layer.scores]
         weight_group = _group(ow, layer.weight)
@@ -83,3 +85,67 @@ def test_frozen_scores_learn_once_enabled():
 def test_negative_multiplier():
     with pytest.raises(ValueError, match='scores_lr_mult'):
         _build(Net(), scores_lr_mult=-1)
+
+
+def test_scores_decay_mult_zero_is_the_lifetime_sum():
+    model = Net()
+    ow = _build(model, scores_decay_mult=0.0)
+    assert _group(ow, model.fc.scores)['weight_decay'] == 0
+    assert _group(ow, model.fc.weight)['weight_decay'] == pytest.approx(1e-4)
+
+
+def _config_optimizer(rel):
+    """Build a repo config's model (no pretrained weights) and its optim wrapper."""
+    import os
+
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import MODELS, init_default_scope
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        'configs')
+    cfg = Config.fromfile(os.path.join(root, rel))
+    init_default_scope(cfg.default_scope)
+    inner = cfg.model.get('model', cfg.model)
+    inner.backbone.init_cfg = None
+    model = MODELS.build(cfg.model)
+    return cfg, model, build_optim_wrapper(model, cfg.optim_wrapper)
+
+
+def test_resnet50_config_scores_get_sgd_decay_and_bn_none():
+    """The ResNet-50 recipe: SGD, scores with weight decay 1e-4 and momentum 0.9
+    like the conv weights; BatchNorm without decay (norm_decay_mult=0)."""
+    cfg, model, ow = _config_optimizer('mmpretrain/lbc-2of4_resnet50_8xb32_in1k.py')
+    assert type(ow.optimizer).__name__ == 'SGD'
+    conv = model.backbone.layer1[0].conv2
+    scores, weight = _group(ow, conv.scores), _group(ow, conv.weight)
+    assert scores[SCORES_GROUP_KEY] is True
+    for key, value in (('weight_decay', 1e-4), ('momentum', 0.9), ('lr', 0.1)):
+        assert scores[key] == pytest.approx(value), key
+        assert weight[key] == pytest.approx(value), key
+    bn = model.backbone.layer1[0].bn2
+    for param in (bn.weight, bn.bias):
+        assert _group(ow, param)['weight_decay'] == 0
+    every = [p for g in ow.optimizer.param_groups for p in g['params']]
+    num_scores = sum(1 for name, _ in model.named_parameters()
+                     if name.endswith('.scores'))
+    assert num_scores == 52
+    assert sum(1 for g in ow.optimizer.param_groups if g.get(SCORES_GROUP_KEY)) == 52
+    assert len(every) == len(list(model.parameters()))
+
+
+def test_deit_config_scores_get_adamw_decay():
+    """The DeiT-small recipe: AdamW, scores with weight decay 0.05 like the sparse
+    linears' weights; norms, biases, cls_token and pos_embed without decay."""
+    cfg, model, ow = _config_optimizer('mmpretrain/lbc-2of4_deit-small_4xb256_in1k.py')
+    assert type(ow.optimizer).__name__ == 'AdamW'
+    block = model.backbone.layers[0]
+    qkv = block.attn.qkv
+    scores, weight = _group(ow, qkv.scores), _group(ow, qkv.weight)
+    assert scores[SCORES_GROUP_KEY] is True
+    assert scores['weight_decay'] == pytest.approx(0.05)
+    assert weight['weight_decay'] == pytest.approx(0.05)
+    assert scores['lr'] == pytest.approx(weight['lr'])
+    assert scores['betas'] == weight['betas']
+    assert _group(ow, qkv.bias)['weight_decay'] == 0
+    assert _group(ow, block.ln1.weight)['weight_decay'] == 0
+    assert _group(ow, model.backbone.cls_token)['weight_decay'] == 0

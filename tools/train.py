@@ -81,7 +81,7 @@ def set_scores_constructor(cfg: Config) -> None:
 
     The optimizer is built before hooks run, so ``lbc_mm.optim``'s
     ``LBCOptimWrapperConstructor`` does it; a config with an ``LBCHook`` and no
-    constructor of its own gets it here (``scores_decay_mult=0`` by default).
+    constructor of its own gets it here (``scores_decay_mult=1``: the weights' decay, by default).
     """
     hooks = cfg.get('custom_hooks', None) or []
     if not any(h.get('type') in ('LBCHook', 'lbc_mm.LBCHook') for h in hooks):

@@ -7,7 +7,12 @@
 #   schedule             4 epochs, batch 8, lr 0.1 x 8/256 (linear scaling),
 #                        1 warm-up epoch then cosine; grad clipping max_norm 5
 #   LBCHook              removal window t_i=0 -> t_f=0.5 of training (unit='fraction',
-#                        the paper's "half of training"), so any max_epochs works.
+#                        the paper's "half of training"), so any max_epochs works;
+#                        card lowered after every iteration (card_update='iter':
+#                        the ImageNet recipe's once-per-epoch stepping would remove
+#                        candidates in two big steps in a 2-epoch window).
+# Kept from the ImageNet recipe: the scores get the weights' lr, momentum and weight
+# decay (scores_decay_mult=1.0), no weight decay on BatchNorm.
 # Used by the downstream test (a config outside the repo with
 # _base_ = 'lbc_mm::demo/lbc-2of4_resnet50_1xb8_demo-shapes.py').
 _base_ = '../mmpretrain/lbc-2of4_resnet50_8xb32_in1k.py'
@@ -84,7 +89,8 @@ train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 auto_scale_lr = dict(enable=False)
 
 custom_hooks = [
-    dict(h, t_i=0, t_f=0.5, unit='fraction') if h['type'] == 'LBCHook' else h
+    dict(h, t_i=0, t_f=0.5, unit='fraction', card_update='iter')
+    if h['type'] == 'LBCHook' else h
     for h in _base_.custom_hooks
 ]
 default_hooks = dict(

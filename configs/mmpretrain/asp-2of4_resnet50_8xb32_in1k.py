@@ -6,7 +6,8 @@
 # this config starts from the dense torchvision ImageNet ResNet-50 (ASP's protocol:
 # prune a trained dense model, then re-train) and re-trains with the same recipe as
 # the LBC configs (./_base_/resnet50_nm_recipe.py: 120 epochs, SGD 0.9, lr 0.1 /
-# batch 256, 5 warm-up epochs + cosine, weight decay 1e-4, label smoothing 0.1).
+# batch 256, 5 warm-up epochs + cosine, weight decay 1e-4, none on BatchNorm, label
+# smoothing 0.1).
 # Compare with ./lbc-2of4_resnet50_8xb32_in1k.py (LBC target: 77.2 % top-1 from
 # scratch).
 #

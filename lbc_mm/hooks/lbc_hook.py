@@ -27,6 +27,20 @@ done; with an iteration measure ``t`` = iterations done. ``t_i`` / ``t_f`` are g
 in ``unit`` ('epoch', 'iter', or 'fraction' of the whole run) and converted to the
 measure's unit once, at ``before_train``.
 
+When ``card`` changes (``card_update``): ``'iter'`` (default) recomputes ``card(t)``
+after every iteration, so candidates go one or a few at a time; ``'epoch'`` is the LBC
+authors' released code: ``card`` is recomputed once per epoch, at its start, and every
+removal step of that epoch uses it (nothing is removed during the first epoch, then
+several candidates go at each epoch start). Both agree at epoch boundaries.
+
+Fine-tuning a finished LBC model (two-stage: an ImageNet backbone loaded into a
+detector): layers that load at one candidate per group are finished at
+``before_train``; their scores freeze and no removal step or option ever brings a
+removed candidate back (``alive`` only loses entries). ``require_finished=True`` makes
+that a requirement: a layer loaded with more than one candidate in some group stops
+training at ``before_train``, naming it (the checkpoint was not a finished LBC run,
+or did not load).
+
 Frozen layers (ALGORITHM.md §8): mmdet's ``frozen_stages`` turns ``requires_grad``
 off on every parameter of the stem and stage 1 - scores included - and turns it off
 again at every ``model.train()``. A sparse LBC layer whose weight does not require
@@ -57,6 +71,7 @@ The scores' own lr / weight decay come from the optimizer config, see
 :mod:`lbc_mm.optim` (the optimizer is built before hooks run).
 """
 import logging
+import math
 import os
 import os.path as osp
 import tempfile
@@ -73,7 +88,8 @@ from torch import Tensor, nn
 
 from ..layers import sparse_layers
 from ..optim import SCORES_GROUP_KEY
-from ..sparsity import candidate_matrix, card, magnitude_mask, to_groups
+from ..sparsity import (candidate_matrix, card, card_at_epoch_start, magnitude_mask,
+                        to_groups)
 from .finite_check import FiniteCheckHook
 
 #: File written to the work dir at the end of training.
@@ -84,6 +100,7 @@ CKPT_KEY = 'lbc_hook'
 LOG_PREFIX = 'train/lbc/'
 UNITS = ('fraction', 'epoch', 'iter')
 FROZEN_MODES = ('learn', 'asp')
+CARD_UPDATES = ('iter', 'epoch')
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -153,6 +170,12 @@ class LBCHook(Hook):
         log_interval (int, optional): Compute and log the statistics every this
             many iterations (and at epoch ends). Defaults to None: the
             ``LoggerHook`` interval.
+        card_update (str): ``'iter'``: recompute ``card`` after every iteration;
+            ``'epoch'``: once per epoch, at its start (the authors' code).
+            Defaults to ``'iter'``.
+        require_finished (bool): Every LBC layer must already be at one
+            candidate per group at ``before_train`` (fine-tuning a finished LBC
+            checkpoint with its masks fixed). Defaults to False.
     """
 
     priority = 'ABOVE_NORMAL'  # before EMAHook, LoggerHook and CheckpointHook
@@ -165,7 +188,9 @@ class LBCHook(Hook):
                  power: float = 3.0,
                  frozen_layers: str = 'learn',
                  plot: bool = True,
-                 log_interval: Optional[int] = None) -> None:
+                 log_interval: Optional[int] = None,
+                 card_update: str = 'iter',
+                 require_finished: bool = False) -> None:
         if unit not in UNITS:
             raise ValueError(f'LBCHook: unit must be one of {UNITS}, got {unit!r}')
         if not 0 <= t_i <= t_f:
@@ -181,6 +206,11 @@ class LBCHook(Hook):
                              f'got {frozen_layers!r}')
         if log_interval is not None and log_interval < 1:
             raise ValueError(f'LBCHook: log_interval must be >= 1, got {log_interval}')
+        if card_update not in CARD_UPDATES:
+            raise ValueError(f'LBCHook: card_update must be one of {CARD_UPDATES}, '
+                             f'got {card_update!r}')
+        self.card_update = card_update
+        self.require_finished = bool(require_finished)
         self.t_i = float(t_i)
         self.t_f = float(t_f)
         self.unit = unit
@@ -224,6 +254,8 @@ class LBCHook(Hook):
                 layer.freeze_scores()
                 self._finished.add(name)
                 self._applied[name] = 1
+        if self.require_finished:
+            self._check_finished()
         self._setup_frozen_layers(runner)
         self._check_optimizer(runner)
         self._scan_scores = not any(
@@ -235,8 +267,9 @@ class LBCHook(Hook):
         print_log(
             f'LBCHook: {len(self._layers)} LBC layers ({groups} groups); candidates '
             f'removed from t={self._ti:g} to t={self._tf:g} {scale} of '
-            f'{self._length:g} (power {self.power:g}); {len(self._finished)} layers '
-            f'already N:M', logger='current')
+            f'{self._length:g} (power {self.power:g}, card recomputed every '
+            f'{self.card_update}); {len(self._finished)} layers already N:M',
+            logger='current')
 
     @staticmethod
     def _log_dense_fallbacks(model: nn.Module) -> None:
@@ -341,8 +374,10 @@ class LBCHook(Hook):
         if decayed:
             print_log(
                 f'LBCHook: the scores of {len(decayed)} LBC layers are under weight '
-                f"decay; use optim_wrapper.constructor='LBCOptimWrapperConstructor' "
-                f'(scores_decay_mult=0 by default)', logger='current',
+                f'decay set by the generic param-group rules (custom_keys, '
+                f"multipliers); use optim_wrapper.constructor="
+                f"'LBCOptimWrapperConstructor' to set it with scores_decay_mult",
+                logger='current',
                 level=logging.WARNING)
 
     # -- every iteration ------------------------------------------------------
@@ -365,7 +400,7 @@ class LBCHook(Hook):
             if self._scan_scores:
                 self._check_finite(runner, active)
             for name, layer in active:
-                keep = card(t, layer.scores.shape[1], self._ti, self._tf, self.power)
+                keep = self.schedule_card(t, layer.scores.shape[1])
                 try:
                     layer.remove_candidates(keep)
                 except FloatingPointError as err:
@@ -384,6 +419,41 @@ class LBCHook(Hook):
                 or self.end_of_epoch(runner.train_dataloader, batch_idx)
                 or self.is_last_train_iter(runner)):
             self._record(runner, t)
+
+    def schedule_card(self, t: float, num_candidates: int) -> int:
+        """Candidates to keep per group after progress ``t`` (``card_update``).
+
+        Args:
+            t (float): Progress after an iteration, in the measure's unit
+                (see :meth:`progress`).
+            num_candidates (int): ``C`` of the layer's pattern.
+
+        Returns:
+            int: ``card(t)`` (per iteration), or the count of the epoch that
+            follows, recomputed at its start (per epoch).
+        """
+        if self.card_update == 'iter':
+            return card(t, num_candidates, self._ti, self._tf, self.power)
+        epoch_length = 1.0 if self._measure_epochs else float(self._iters_per_epoch)
+        # Epochs completed after this iteration = the 0-based epoch of the next
+        # one (the small slack absorbs float division at the boundary).
+        epochs_done = math.floor(t / epoch_length + 1e-9)
+        return card_at_epoch_start(epochs_done, num_candidates, self._ti, self._tf,
+                                   self.power, epoch_length)
+
+    def _check_finished(self) -> None:
+        """``require_finished``: every LBC layer loaded at one candidate."""
+        unfinished = [f'{name} (up to {int(layer.num_alive.max())} of '
+                      f'{layer.scores.shape[1]} candidates alive)'
+                      for name, layer in self._layers if name not in self._finished]
+        if unfinished:
+            raise RuntimeError(
+                f'LBCHook(require_finished=True): {len(unfinished)} of '
+                f'{len(self._layers)} LBC layers are not at one candidate per group, '
+                f'so their masks are not those of a finished LBC run (was the '
+                f'checkpoint loaded, e.g. through init_cfg=dict(type=\'Pretrained\', '
+                f'prefix=\'backbone.\', ...), and did its run reach t_f?): '
+                + ', '.join(unfinished))
 
     def progress(self, runner, batch_idx: int) -> float:
         """Training progress ``t`` after the current iteration.
@@ -442,7 +512,7 @@ class LBCHook(Hook):
                     for _, layer in self._layers}
         for (n, m), num_c in sorted(patterns.items()):
             key = 'card' if len(patterns) == 1 else f'card_{n}of{m}'
-            stats[key] = float(card(t, num_c, self._ti, self._tf, self.power))
+            stats[key] = float(self.schedule_card(t, num_c))
         return stats
 
     def _measure(self) -> Dict[str, float]:
@@ -571,8 +641,8 @@ class LBCHook(Hook):
         patterns = sorted({(layer.n, layer.m, layer.scores.shape[1])
                            for _, layer in self._layers})
         for n, m, num_c in patterns:
-            ax_card.plot(ts, [card(t, num_c, self._ti, self._tf, self.power)
-                              for t in ts], label=f'card(t), {n}:{m} (C={num_c})')
+            ax_card.plot(ts, [self.schedule_card(t, num_c) for t in ts],
+                         label=f'card(t), {n}:{m} (C={num_c})')
             ax_sparse.axhline(1 - n / m, linestyle='--', color='grey',
                               label=f'{n}:{m} target {1 - n / m:.0%}')
         if self.history:
@@ -583,7 +653,8 @@ class LBCHook(Hook):
                            label='measured weight sparsity')
         ax_card.set_ylabel('alive candidates per group')
         ax_card.set_title(f'LBC removal schedule (t_i={self._ti:g}, '
-                          f't_f={self._tf:g} {unit}s, p={self.power:g})')
+                          f't_f={self._tf:g} {unit}s, p={self.power:g}, card per '
+                          f'{self.card_update})')
         ax_sparse.set_ylabel('sparsity of LBC layers')
         ax_sparse.set_xlabel(unit + 's')
         for ax in (ax_card, ax_sparse):

@@ -1,6 +1,6 @@
 """Pure N:M sparsity math (no OpenMMLab imports): patterns, LBC, SR-STE."""
-from .lbc import (LBCMaskFunction, card, init_scores, lbc_mask, lbc_masked_weight,
-                  removal_step)
+from .lbc import (LBCMaskFunction, card, card_at_epoch_start, init_scores, lbc_mask,
+                  lbc_masked_weight, removal_step)
 from .patterns import (candidate_matrix, count_nm_violations, find_nm_violations,
                        from_groups, group_dim, grouped_product, magnitude_mask,
                        num_candidates, to_groups, validate_pattern)
@@ -11,6 +11,7 @@ __all__ = [
     'SRSTEFunction',
     'candidate_matrix',
     'card',
+    'card_at_epoch_start',
     'count_nm_violations',
     'find_nm_violations',
     'from_groups',

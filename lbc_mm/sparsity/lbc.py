@@ -20,6 +20,7 @@ from .patterns import from_groups, grouped_product, validate_pattern
 __all__ = [
     'LBCMaskFunction',
     'card',
+    'card_at_epoch_start',
     'init_scores',
     'lbc_mask',
     'lbc_masked_weight',
@@ -200,6 +201,42 @@ def card(t: float,
     frac = 1.0 - (t - t_i) / (t_f - t_i)
     value = 1 + math.ceil((num_candidates - 1) * frac**power)
     return max(1, min(num_candidates, value))
+
+
+def card_at_epoch_start(epochs_done: int,
+                        num_candidates: int,
+                        t_i: float,
+                        t_f: float,
+                        power: float = 3,
+                        epoch_length: float = 1.0) -> int:
+    """Alive candidates per group during an epoch when ``card`` is recomputed once
+    per epoch, at its start (the LBC authors' released code).
+
+    During epoch ``epochs_done`` (0-based: that many epochs are complete) every
+    removal step keeps ``card(epochs_done * epoch_length)``: with ``t_i = 0`` nothing
+    is removed during the first epoch, then at each epoch start several candidates
+    may go at once. At epoch boundaries it equals the per-iteration :func:`card`.
+
+    Args:
+        epochs_done (int): Completed epochs, ``>= 0``.
+        num_candidates (int): ``C``.
+        t_i (float): Start of removal, in units where one epoch is
+            ``epoch_length`` long.
+        t_f (float): End of removal, same unit.
+        power (float): Exponent ``p``. Defaults to 3.
+        epoch_length (float): Length of one epoch in the unit of ``t_i`` / ``t_f``
+            (1 for epochs, the iterations per epoch for iterations). Defaults to 1.
+
+    Returns:
+        int: In ``[1, C]``.
+    """
+    if epochs_done < 0 or int(epochs_done) != epochs_done:
+        raise ValueError(f'card_at_epoch_start(): epochs_done must be an integer '
+                         f'>= 0, got {epochs_done}')
+    if not epoch_length > 0:
+        raise ValueError(f'card_at_epoch_start(): epoch_length must be positive, got '
+                         f'{epoch_length}')
+    return card(int(epochs_done) * epoch_length, num_candidates, t_i, t_f, power)
 
 
 def removal_step(scores: Tensor, alive: Tensor, keep: int) -> None:

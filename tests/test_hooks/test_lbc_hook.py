@@ -12,7 +12,7 @@ from mmengine.registry import HOOKS
 
 from lbc_mm.hooks import LBCHook
 from lbc_mm.hooks.lbc_hook import PLOT_NAME, nm_problems
-from lbc_mm.sparsity import card, magnitude_mask
+from lbc_mm.sparsity import card, card_at_epoch_start, magnitude_mask
 
 C24 = 6  # candidates of 2:4
 
@@ -109,6 +109,39 @@ def test_progress_is_epoch_plus_fraction(tmp_path):
         assert alive['conv'] == {want}, f'iteration {it}, t={t}'
     hook = next(h for h in runner.hooks if isinstance(h, LBCHook))
     assert hook.history[-1][0] == pytest.approx(3.0)  # t is in epochs
+
+
+@pytest.mark.parametrize('by_epoch, length, hook', [
+    (True, 4, dict(t_i=0, t_f=3, unit='epoch')),
+    (True, 4, dict(t_i=0, t_f=0.75, unit='fraction')),
+    (False, 24, dict(t_i=0, t_f=3, unit='epoch')),
+    (False, 24, dict(t_i=0, t_f=18, unit='iter')),
+], ids=['epoch-epoch', 'epoch-fraction', 'iter-epoch', 'iter-iter'])
+def test_card_update_epoch_steps_at_epoch_starts(tmp_path, by_epoch, length, hook):
+    """card_update='epoch' (the authors' stepping): card(e) is recomputed at the
+    start of each epoch e (6 iterations each) and holds for the whole epoch:
+    nothing is removed during epoch 0, then several candidates go at once."""
+    cfg = toy_cfg(str(tmp_path), by_epoch=by_epoch, length=length,
+                  hook=dict(hook, power=1, card_update='epoch'),
+                  custom_hooks=[dict(type='AliveProbe')])
+    runner = _train(cfg)
+    rows = _probe(runner).rows
+    assert [it for it, _ in rows] == list(range(1, 25))
+    # After iteration `it` the next forward belongs to epoch it // 6.
+    expected = [card_at_epoch_start(it // 6, C24, 0, 3, 1) for it in range(1, 25)]
+    assert expected[:5] == [C24] * 5  # the whole first epoch keeps every candidate
+    assert expected[5:12] == [5] * 6 + [3]  # C - 1 go at once at the epoch-1 start
+    for (it, alive), want in zip(rows, expected):
+        assert alive == {'conv': {want}, 'fc': {want}}, f'iteration {it}'
+        if it % 6 == 0:  # epoch boundaries: the per-iteration schedule agrees
+            assert want == card(it / 6, C24, 0, 3, 1)
+    hook_obj = next(h for h in runner.hooks if isinstance(h, LBCHook))
+    assert hook_obj.schedule_card(0.5 if hook_obj._measure_epochs else 3, C24) == C24
+
+
+def test_card_update_bad_value():
+    with pytest.raises(ValueError, match='card_update'):
+        LBCHook(card_update='step')
 
 
 # -- freezing ------------------------------------------------------------------
@@ -258,6 +291,48 @@ def test_resume_equals_uninterrupted_run(tmp_path, resume_at):
                            for r in (full, resumed))
     assert hook_res.history == hook_full.history
     assert not resumed.model.fc.scores.requires_grad
+
+
+@pytest.mark.parametrize('resume_at', [4, 8])
+def test_resume_with_card_per_epoch_equals_uninterrupted_run(tmp_path, resume_at):
+    """card_update='epoch' on an iteration loop (6 iterations per epoch): resuming
+    mid-epoch (4) or after a card step (8) continues bit for bit."""
+    hook = dict(t_i=0, t_f=12, unit='iter', power=1, card_update='epoch')
+    full = _train(toy_cfg(str(tmp_path / 'full'), hook=hook, checkpoint_interval=4))
+    ckpt = str(tmp_path / 'full' / f'iter_{resume_at}.pth')
+    saved = torch.load(ckpt, map_location='cpu', weights_only=True)
+    mid = saved['state_dict']['fc.alive'].sum(1)
+    assert int(mid.max()) == card_at_epoch_start(resume_at // 6, C24, 0, 12, 1, 6)
+    cfg = toy_cfg(str(tmp_path / 'resumed'), hook=hook, checkpoint_interval=4)
+    cfg.update(resume=True, load_from=ckpt)
+    resumed = _train(cfg)
+    ref, got = full.model.state_dict(), resumed.model.state_dict()
+    assert ref.keys() == got.keys()
+    for key in ref:
+        assert torch.equal(ref[key], got[key]), key
+    assert (resumed.model.fc.num_alive == 1).all()
+
+
+def test_finished_checkpoint_keeps_its_masks(tmp_path):
+    """Fine-tuning from a finished LBC checkpoint (load_from, not resume): every
+    layer is at one candidate at before_train, its scores freeze, no candidate is
+    reopened and the masks stay those of the checkpoint; require_finished=True
+    refuses a model that did not load one."""
+    _train(toy_cfg(str(tmp_path / 'stage1'), hook=dict(t_i=0, t_f=6, unit='iter'),
+                   length=8))
+    ckpt = str(tmp_path / 'stage1' / 'iter_8.pth')
+    before = torch.load(ckpt, map_location='cpu', weights_only=True)['state_dict']
+    cfg = toy_cfg(str(tmp_path / 'stage2'), decay_mult=1.0,
+                  hook=dict(require_finished=True))
+    cfg.update(load_from=ckpt)
+    runner = _train(cfg)
+    after = runner.model.state_dict()
+    for key in ('conv.alive', 'fc.alive', 'conv.scores', 'fc.scores'):
+        assert torch.equal(before[key], after[key]), key
+    assert not torch.equal(before['fc.weight'], after['fc.weight'])  # weights train
+    assert not runner.model.fc.scores.requires_grad
+    with pytest.raises(RuntimeError, match='require_finished=True.*conv'):
+        _train(toy_cfg(str(tmp_path / 'fresh'), hook=dict(require_finished=True)))
 
 
 # -- EMA -------------------------------------------------------------------------

@@ -4,8 +4,9 @@ import math
 import pytest
 import torch
 
-from lbc_mm.sparsity import (candidate_matrix, card, from_groups, init_scores, lbc_mask,
-                             lbc_masked_weight, removal_step, to_groups)
+from lbc_mm.sparsity import (candidate_matrix, card, card_at_epoch_start, from_groups,
+                             init_scores, lbc_mask, lbc_masked_weight, removal_step,
+                             to_groups)
 
 from .reference import ref_card, ref_grads, ref_mask, ref_remove
 
@@ -127,6 +128,30 @@ def test_card_schedule():
         args.update(bad)
         with pytest.raises(ValueError):
             card(**args)
+
+
+def test_card_at_epoch_start_is_card_of_the_epoch_start():
+    """The authors' stepping: card(e) during all of epoch e (0-based)."""
+    for e in range(0, 130):
+        assert card_at_epoch_start(e, 6, 0, 60) == ref_card(e, 6, 0, 60, 3)
+        assert card_at_epoch_start(e, 28, 0, 200, power=4) == ref_card(e, 28, 0, 200,
+                                                                       4)
+    assert card_at_epoch_start(0, 70, 0, 60) == 70  # nothing goes in epoch 0
+    assert card_at_epoch_start(1, 70, 0, 60) < 70  # ... then several at once
+    assert 70 - card_at_epoch_start(1, 70, 0, 60) > 1
+    # In iterations (epoch_length = iterations per epoch): the same steps.
+    for e in range(12):
+        assert card_at_epoch_start(e, 6, 0, 60 * 5, 3, epoch_length=5) == card(
+            e, 6, 0, 60)
+    # Per-iteration and per-epoch stepping agree at every epoch boundary.
+    ipe = 7
+    for it in range(0, 10 * ipe + 1, ipe):
+        assert card_at_epoch_start(it // ipe, 6, 0, 9) == card(it / ipe, 6, 0, 9)
+    for bad in (dict(epochs_done=-1), dict(epochs_done=1.5), dict(epoch_length=0)):
+        args = dict(epochs_done=1, num_candidates=6, t_i=0, t_f=10)
+        args.update(bad)
+        with pytest.raises(ValueError):
+            card_at_epoch_start(**args)
 
 
 @pytest.mark.parametrize('n,m', PATTERNS)
