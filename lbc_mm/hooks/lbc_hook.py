@@ -91,6 +91,7 @@ from ..optim import SCORES_GROUP_KEY
 from ..sparsity import (candidate_matrix, card, card_at_epoch_start, magnitude_mask,
                         to_groups)
 from .finite_check import FiniteCheckHook
+from ..sparsity import diagnostics
 
 #: File written to the work dir at the end of training.
 PLOT_NAME = 'lbc_schedule.png'
@@ -234,6 +235,14 @@ class LBCHook(Hook):
         self._stats_cache: Optional[tuple] = None
         # (t, mean alive per group, sparsity); kept across resume for the plot.
         self.history: List[List[float]] = []
+        # Settledness diagnostics (see _diag_* below): sampled score snapshots,
+        # per-layer sums of squared per-iteration steps, the last card step's values.
+        self._diag_prev: Dict[str, Tuple[Tensor, Tensor]] = {}
+        self._diag_idx: Dict[str, Tensor] = {}
+        self._diag_steps: Dict[str, List[float]] = {}
+        self._diag_pending: List[Tensor] = []
+        self._diag_spread: List[Tuple[float, int]] = []
+        self.diagnostics: Dict[str, float] = {}
 
     # -- set-up ---------------------------------------------------------------
     def before_train(self, runner) -> None:
@@ -399,8 +408,10 @@ class LBCHook(Hook):
         if active:
             if self._scan_scores:
                 self._check_finite(runner, active)
+            self._diag_measure_steps(active)
             for name, layer in active:
                 keep = self.schedule_card(t, layer.scores.shape[1])
+                self._diag_before_removal(name, layer, keep)
                 try:
                     layer.remove_candidates(keep)
                 except FloatingPointError as err:
@@ -411,6 +422,7 @@ class LBCHook(Hook):
                 if keep == 1:
                     layer.freeze_scores()
                     self._finished.add(name)
+            self._diag_after_removal(runner, t, active)
             if len(self._finished) == len(self._layers):
                 print_log(f'LBCHook: every LBC layer is N:M after iteration '
                           f'{runner.iter + 1} (t={t:g}); scores frozen',
@@ -535,6 +547,126 @@ class LBCHook(Hook):
             runner.message_hub.update_scalar(LOG_PREFIX + key, value)
         self.history.append([float(t), stats['alive'], stats['sparsity']])
 
+    # -- settledness diagnostics ----------------------------------------------
+    # At every card step: the decision margin (gap between the lowest kept and
+    # the highest removed alive score) in units of the RMS per-iteration score
+    # change, the score spread, and how often the best alive candidate is the
+    # magnitude choice; all measured on a fixed, evenly spaced sample of up to
+    # DIAG_SAMPLE groups per layer (cheap next to an iteration). Math in
+    # lbc_mm.sparsity.diagnostics.
+    DIAG_SAMPLE = 4096
+    #: Below this many iterations' worth of score movement a choice is "unsettled".
+    UNSETTLED_STEPS = 3.0
+
+    def _diag_rows(self, name: str, layer: nn.Module) -> Tensor:
+        """The sampled group indices of a layer (fixed for the run)."""
+        idx = self._diag_idx.get(name)
+        if idx is None or idx.device != layer.scores.device:
+            num_g = layer.scores.shape[0]
+            stride = max(1, num_g // self.DIAG_SAMPLE)
+            idx = torch.arange(0, num_g, stride,
+                               device=layer.scores.device)[:self.DIAG_SAMPLE]
+            self._diag_idx[name] = idx
+        return idx
+
+    def _diag_measure_steps(self, active: Sequence[Tuple[str, nn.Module]]) -> None:
+        with torch.no_grad():
+            for name, layer in active:
+                prev = self._diag_prev.get(name)
+                if prev is None:
+                    continue
+                idx, before = prev
+                step = diagnostics.score_step_rms(before, layer.scores[idx],
+                                                  layer.alive[idx])
+                acc = self._diag_steps.setdefault(name, [0.0, 0])
+                acc[0] += step * step
+                acc[1] += 1
+
+    def _diag_before_removal(self, name: str, layer: nn.Module, keep: int) -> None:
+        if keep >= layer._current_card():
+            return
+        with torch.no_grad():
+            idx = self._diag_rows(name, layer)
+            scores, alive = layer.scores[idx], layer.alive[idx]
+            acc = self._diag_steps.get(name)
+            step = (acc[0] / acc[1])**0.5 if acc and acc[1] else 0.0
+            if step > 0:
+                margins = diagnostics.decision_margin(scores, alive, keep)
+                self._diag_pending.append((margins / step).float().cpu())
+            init = 1.0 / float(layer.scores.shape[1] * layer.n / layer.m)
+            self._diag_spread.append(
+                (diagnostics.score_spread(scores, alive) / init,
+                 layer.scores.shape[0]))
+
+    def _diag_after_removal(self, runner, t: float,
+                            active: Sequence[Tuple[str, nn.Module]]) -> None:
+        with torch.no_grad():
+            if self._diag_spread:
+                self._diag_log_step(runner, t)
+            for name, layer in active:
+                if name in self._finished:
+                    self._diag_prev.pop(name, None)
+                    continue
+                idx = self._diag_rows(name, layer)
+                self._diag_prev[name] = (idx, layer.scores.detach()[idx].clone())
+
+    def _diag_log_step(self, runner, t: float) -> None:
+        agree = total = 0.0
+        for name, layer in self._layers:
+            num_g = layer.scores.shape[0]
+            idx = self._diag_rows(name, layer)
+            agree += num_g * diagnostics.magnitude_agreement(
+                to_groups(layer.weight.detach(), layer.m)[idx], layer.scores[idx],
+                layer.alive[idx], layer.candidates)
+            total += num_g
+        spread = (sum(s * g for s, g in self._diag_spread) /
+                  sum(g for _, g in self._diag_spread))
+        margin = (diagnostics.settledness(torch.cat(self._diag_pending), 1.0)
+                  if self._diag_pending else None)
+        self._diag_pending, self._diag_spread = [], []
+        chance = sorted({1.0 / layer.scores.shape[1] for _, layer in self._layers})
+        self.diagnostics = dict(agree_mag=agree / total, score_spread=spread,
+                                chance_agree=chance[0], iter=float(runner.iter + 1),
+                                t=float(t))
+        if margin is not None:
+            self.diagnostics['margin_steps'] = margin
+        cards = sorted({self._applied.get(name) or 0 for name, _ in self._layers},
+                       reverse=True)
+        for key in ('agree_mag', 'margin_steps', 'score_spread'):
+            if key in self.diagnostics:
+                runner.message_hub.update_scalar(LOG_PREFIX + key,
+                                                 self.diagnostics[key])
+        print_log(
+            f'LBCHook: card step at iteration {runner.iter + 1} (t={t:g}), card '
+            f'{"/".join(str(c) for c in cards)}: decision margin '
+            + (f'{margin:.3g}' if margin is not None else 'n/a')
+            + f' score steps (median gap kept-vs-removed / RMS per-iteration score '
+            f'change); best candidate = magnitude choice in {agree / total:.1%} '
+            f'of groups (chance {chance[0]:.1%}); score spread {spread:.3g} x init',
+            logger='current')
+
+    def _diag_final(self, runner) -> None:
+        diag = self.diagnostics
+        if not diag:
+            return
+        for key in ('agree_mag', 'margin_steps', 'score_spread'):
+            if key in diag:
+                runner.message_hub.update_scalar(LOG_PREFIX + key, diag[key])
+        margin = diag.get('margin_steps')
+        verdict = ''
+        if margin is not None and margin < self.UNSETTLED_STEPS:
+            verdict = (f'; below {self.UNSETTLED_STEPS:g} the final choice rests on '
+                       f'a few iterations of score movement: a longer removal window '
+                       f'(t_f) gives the scores more gradient to decide on')
+        print_log(
+            f'LBCHook: settledness of the last card step (iteration '
+            f'{int(diag["iter"])}): decision margin '
+            + (f'{margin:.3g}' if margin is not None else 'n/a')
+            + f' score steps, kept = magnitude choice in {diag["agree_mag"]:.1%} '
+            f'of groups (chance {diag["chance_agree"]:.1%}), score spread '
+            f'{diag["score_spread"]:.3g} x init' + verdict, logger='current',
+            level=logging.WARNING if verdict else logging.INFO)
+
     # -- EMA ------------------------------------------------------------------
     @staticmethod
     def sync_ema(runner) -> int:
@@ -582,6 +714,7 @@ class LBCHook(Hook):
     def after_train(self, runner) -> None:
         """Write the plot, then check equal masks on all ranks and N:M."""
         self.sync_ema(runner)
+        self._diag_final(runner)
         if self.plot and is_main_process():
             self.write_plot(osp.join(runner.work_dir, PLOT_NAME))
         self.check_ranks_agree(runner)  # collective: every rank gets here

@@ -1,0 +1,168 @@
+"""tools/compare_methods.py: config rewriting, a real two-method study, resume,
+failing runs."""
+import importlib.util
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+from mmengine.config import Config
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TOOLS_TEST_DIR = osp.dirname(osp.abspath(__file__))
+TOY_DIR = osp.join(REPO, 'tests', 'test_hooks')
+for path in (TOY_DIR, TOOLS_TEST_DIR):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+from compare_toy import cm_cfg, write_cm_config  # noqa: E402
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location(
+        'lbc_tools_compare_methods', osp.join(REPO, 'tools', 'compare_methods.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+cm = _load_tool()
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(
+        [REPO, TOY_DIR, TOOLS_TEST_DIR] +
+        ([env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
+    env.setdefault('MPLBACKEND', 'Agg')
+    env['OMP_NUM_THREADS'] = '1'
+    return env
+
+
+def _study(argv, cwd):
+    return subprocess.run([sys.executable, osp.join(REPO, 'tools',
+                                                    'compare_methods.py')] + argv,
+                          capture_output=True, text=True, env=_env(), cwd=cwd,
+                          timeout=600)
+
+
+# -- config rewriting (no training) -----------------------------------------------
+def test_rewrite_classifier_config(tmp_path):
+    path = osp.join(REPO, 'configs', 'demo', 'lbc-2of4_resnet50_1xb8_demo-shapes.py')
+    cfg = Config.fromfile(path)
+    found = cm.rewrite_config(cfg, 'srste', (1, 4), seed=3)
+    assert found == ['model.backbone.conv_cfg']
+    conv_cfg = cfg.model.backbone.conv_cfg
+    assert (conv_cfg.n, conv_cfg.m, conv_cfg.method) == (1, 4, 'srste')
+    assert not any(h['type'] == 'LBCHook' for h in cfg.custom_hooks)
+    assert cfg.randomness.seed == 3
+    cfg = Config.fromfile(path)
+    cm.rewrite_config(cfg, 'ste', (2, 8), seed=0)
+    assert cfg.model.backbone.conv_cfg.srste_lambda == 0.0
+    cfg = Config.fromfile(path)
+    cm.rewrite_config(cfg, 'lbc', (2, 8), seed=0)
+    assert cfg.model.backbone.conv_cfg.m == 8
+    assert sum(h['type'] == 'LBCHook' for h in cfg.custom_hooks) == 1
+    cfg = Config.fromfile(path)
+    cm.rewrite_config(cfg, 'dense', None, seed=0)
+    assert cfg.model.backbone.conv_cfg is None
+    assert not any(h['type'] == 'LBCHook' for h in cfg.custom_hooks)
+
+
+def test_rewrite_detector_config():
+    path = osp.join(REPO, 'configs', 'demo', 'mask-rcnn_r50-lbc-2of4_fpn_demo-shapes.py')
+    cfg = Config.fromfile(path)
+    assert cm.rewrite_config(cfg, 'asp', (2, 8), seed=1) == ['model.backbone.conv_cfg']
+    conv_cfg = cfg.model.backbone.conv_cfg
+    assert (conv_cfg.n, conv_cfg.m, conv_cfg.method) == (2, 8, 'asp')
+    assert cfg.model.neck.get('conv_cfg') is None  # neck stays dense
+    assert not any(h['type'] == 'LBCHook' for h in cfg.custom_hooks)
+    cfg = Config.fromfile(path)
+    cm.rewrite_config(cfg, 'dense', None, seed=1)
+    assert cfg.model.backbone.conv_cfg is None
+    cfg = Config.fromfile(path)
+    cm.rewrite_config(cfg, 'lbc', (1, 4), seed=1)
+    hooks = [h for h in cfg.custom_hooks if h['type'] == 'LBCHook']
+    assert len(hooks) == 1 and hooks[0]['frozen_layers'] == 'learn'
+
+
+def test_rewrite_transform_and_layer_configs():
+    cfg = Config(dict(model=dict(
+        type='NMSparsify', n=2, m=4, method='lbc',
+        model=dict(type='Net', fc=dict(type='NMSparseLinear', in_features=8,
+                                       out_features=8, n=2, m=4, method='lbc'))),
+        custom_hooks=[dict(type='LBCHook')]))
+    found = cm.rewrite_config(cfg, 'srste', (1, 4), seed=0)
+    assert found == ['model', 'model.model.fc']
+    assert (cfg.model.n, cfg.model.m, cfg.model.method) == (1, 4, 'srste')
+    assert cfg.model.model.fc.method == 'srste' and cfg.custom_hooks == []
+    cm.rewrite_config(cfg, 'dense', None, seed=0)
+    assert cfg.model.type == 'Net'
+    assert cfg.model.fc == dict(type='Linear', in_features=8, out_features=8)
+    with pytest.raises(ValueError, match='no sparse layer config'):
+        cm.rewrite_config(Config(dict(model=dict(type='Net'))), 'lbc', (2, 4), 0)
+
+
+def test_grid_and_patterns():
+    assert cm.parse_patterns('2:4, 1:4') == [(2, 4), (1, 4)]
+    with pytest.raises(SystemExit):
+        cm.parse_patterns('4:2')
+    runs = cm.grid(['dense', 'lbc'], [(2, 4), (1, 4)], [0, 1])
+    assert [cm.run_name(*r) for r in runs] == [
+        'dense_seed0', 'dense_seed1', 'lbc_2of4_seed0', 'lbc_2of4_seed1',
+        'lbc_1of4_seed0', 'lbc_1of4_seed1']
+
+
+# -- real runs ----------------------------------------------------------------------
+def test_study_writes_table_json_png_and_resumes(tmp_path):
+    config = write_cm_config(str(tmp_path / 'toy.py'), cm_cfg(str(tmp_path / 'x')))
+    work = str(tmp_path / 'study')
+    argv = [config, '--methods', 'lbc,srste', '--patterns', '2:4', '--seeds', '0',
+            '--work-dir', work]
+    proc = _study(argv, str(tmp_path))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert '[1/2] lbc_2of4_seed0: ok' in proc.stdout
+    assert '[2/2] srste_2of4_seed0: ok' in proc.stdout
+    for ext in ('md', 'json', 'png'):
+        assert osp.getsize(osp.join(work, f'compare_methods.{ext}')) > 0
+    with open(osp.join(work, 'compare_methods.json')) as f:
+        study = json.load(f)
+    assert study['metric'] == 'mse'
+    by_method = {row['method']: row for row in study['summary']}
+    assert set(by_method) == {'lbc', 'srste'}
+    for row in by_method.values():
+        assert row['ok'] == 1 and row['nm_exact'] == 1 and row['mean'] >= 0
+    # LBC carries the hook's settledness diagnostics.
+    assert 0 <= by_method['lbc']['agree_mag'] <= 1
+    assert by_method['srste']['agree_mag'] is None
+    table = open(osp.join(work, 'compare_methods.md')).read()
+    assert '| lbc | 2:4 |' in table and '| srste | 2:4 |' in table
+    with open(osp.join(work, 'compare_methods.png'), 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    # A rerun skips both finished runs (no training, same table).
+    proc = _study(argv, str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count('finished before, skipped') == 2
+    assert open(osp.join(work, 'compare_methods.md')).read() == table
+
+
+def test_failing_run_is_reported_not_fatal(tmp_path):
+    # LBCHook's t_f is after the end of training: the LBC run fails at
+    # before_train; the dense run (no hook, no sparse layers) trains.
+    cfg = cm_cfg(str(tmp_path / 'x'), iters=4, hook=dict(t_f=10, unit='iter'))
+    config = write_cm_config(str(tmp_path / 'toy.py'), cfg)
+    work = str(tmp_path / 'study')
+    proc = _study([config, '--methods', 'lbc,dense', '--patterns', '2:4', '--seeds',
+                   '0', '--work-dir', work], str(tmp_path))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert '[1/2] lbc_2of4_seed0: FAILED' in proc.stdout
+    assert '[2/2] dense_seed0: ok' in proc.stdout
+    assert 'after the end of training' in proc.stdout
+    with open(osp.join(work, 'compare_methods.json')) as f:
+        rows = {row['method']: row for row in json.load(f)['summary']}
+    assert rows['lbc']['ok'] == 0 and rows['lbc']['failed'][0]['seed'] == 0
+    assert rows['dense']['ok'] == 1 and rows['dense']['nm_exact'] is None
+    table = open(osp.join(work, 'compare_methods.md')).read()
+    assert 'seed 0 failed' in table
+    assert not osp.exists(osp.join(work, 'lbc_2of4_seed0', 'result.json'))
