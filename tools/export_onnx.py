@@ -113,7 +113,9 @@ def main(argv=None) -> int:
     part = exp.export_part(scope)
     dyn = [a for a, on in (('batch', args.dynamic_batch), ('H/W', args.dynamic_shape))
            if on]
-    print(f'wrote {out}: {part} of the {scope} model, opset {opset}, input '
+    what = f'the whole {scope} model' if part == 'whole' else \
+        f'{part} of the {scope} model'
+    print(f'wrote {out}: {what}, opset {opset}, input '
           f'{args.batch}x3x{shape[0]}x{shape[1]} '
           f'({"dynamic " + ", ".join(dyn) if dyn else "static"}), '
           f'{len(data) / 2**20:.1f} MiB; onnx.checker passed')

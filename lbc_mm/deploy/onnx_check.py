@@ -176,13 +176,14 @@ def _mark(v, fail: str = 'no') -> str:
 def format_rows(rows: List[Dict[str, object]]) -> str:
     """Markdown table of :func:`initializer_rows`, sparse layers first."""
     lines = ['| layer | ONNX op / initializer | shape | dtype | pattern | N:M | 2:4 | '
-             'zero frac | why |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+             'zeros kept | zero frac | why |',
+             '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
     for r in sorted(rows, key=lambda r: not r['pattern']):
         lines.append(
             f'| {r["layer"] or "?"} | {r["op"]} `{r["initializer"]}` | '
             f'{"x".join(str(s) for s in r["shape"])} | {r["dtype"]} | '
             f'{r["pattern"] or "dense"} | {_mark(r["nm_ok"], "NO")} | {_mark(r["is_2of4"])} | '
-            f'{r["sparsity"]:.2f} | {r["why"]} |')
+            f'{_mark(r["zeros_kept"], "NO")} | {r["sparsity"]:.2f} | {r["why"]} |')
     return '\n'.join(lines)
 
 

@@ -184,7 +184,9 @@ def example_input(model: nn.Module, shape: Tuple[int, int], batch: int,
     import mmcv
     h, w = shape
     if images:
-        picked = [images[i % len(images)] for i in range(batch)]
+        # spread over the (sorted) list, so folders of classes all get a turn
+        picked = [images[(i * len(images)) // batch] if batch <= len(images) else
+                  images[i % len(images)] for i in range(batch)]
         raw = [torch.from_numpy(mmcv.imresize(mmcv.imread(p), (w, h))).permute(2, 0, 1)
                for p in picked]
         source = f'{batch} image(s) resized to {h}x{w}: ' + ', '.join(

@@ -117,7 +117,7 @@ def test_classifier_export_keeps_2of4_and_matches_onnxruntime(cls, tmp_path, cap
         rows['backbone.conv1']['why'] == '3 input channels: not a multiple of 4'
     assert rows['head.fc']['op'] == 'Gemm' and not rows['head.fc']['is_2of4']
     assert report['onnxruntime']['ok'] and report['onnxruntime']['top1_agree'] == 1.0
-    assert '| backbone.layer1.0.conv1 | Conv' in stdout
+    assert '| backbone.layer1.0.conv1 | Conv' in stdout and '| yes | yes | yes | 0.50 |' in stdout
     assert 'onnxruntime (CPU) vs PyTorch' in stdout
     # dynamic batch: the same file runs batch 3
     import numpy as np
