@@ -1,37 +1,199 @@
-"""Atomic file writes: a crash or Ctrl-C never leaves a half-written final file."""
+"""Atomic file writes: a crash, Ctrl-C, SIGTERM or a full disk never leaves a
+half-written final file, nor a temp file behind.
+
+Every file lbc_mm's tools write goes through :func:`atomic_write` (or
+:func:`atomic_write_all` for files that belong together, such as the stock and the
+compressed export): the bytes go to a hidden temp file next to the destination, are
+flushed and fsync'ed, and only then renamed over the final name. The file gets the
+mode a plain ``open()`` would give it (``0o666`` minus the umask). A write failure is
+an ``OSError`` naming the final path (also when ``torch.save`` reports it as a
+``RuntimeError``); tools print it as one line. Tools call :func:`raise_on_sigterm`
+so that SIGTERM, like Ctrl-C, unwinds through the cleanup instead of killing the
+process with the temp file still on disk.
+"""
 import os
+import signal
 import tempfile
-from typing import Callable
+from typing import Callable, List, Sequence, Tuple
 
 import torch
 
+Writer = Callable[[object], None]
 
-def atomic_write(path: str, write: Callable[[object], None]) -> str:
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as an exception by :func:`raise_on_sigterm` so that cleanups
+    run. A ``KeyboardInterrupt`` subclass: code that handles Ctrl-C handles it too;
+    tools exit with 143 on it (130 on Ctrl-C)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated('terminated (SIGTERM)')
+
+
+def raise_on_sigterm() -> None:
+    """Make SIGTERM raise :class:`Terminated` in the main thread."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def current_umask() -> int:
+    """The process umask (read from /proc where possible: ``os.umask`` has to set it
+    to read it, which races with other threads creating files)."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name the same file (symlinks resolved; hard links too when
+    both exist)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def _named(exc: OSError, path: str) -> OSError:
+    """``exc`` naming the final ``path`` (not the temp file), same errno."""
+    if exc.errno is None:
+        return exc
+    return OSError(exc.errno, exc.strerror or str(exc), path)
+
+
+def _write_temp(path: str, write: Writer) -> str:
+    """Write to a temp file next to ``path`` (fsync'ed, umask mode); its name.
+
+    The temp file is removed on any exception (``KeyboardInterrupt`` included).
+    """
+    if os.path.isdir(path):
+        raise IsADirectoryError(21, 'Is a directory (give a file name)', path)
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.',
+                                   suffix='.tmp', dir=folder)
+    except OSError as exc:
+        raise _named(exc, path) from None
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp creates 0600
+        with os.fdopen(fd, 'wb') as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        _remove(tmp)
+        raise _named(exc, path) from None
+    except BaseException:
+        _remove(tmp)
+        raise
+    return tmp
+
+
+def atomic_write_all(items: Sequence[Tuple[str, Writer]]) -> List[str]:
+    """Write several files all or none: ``write(fileobj)`` for each ``(path, write)``
+    into a temp file next to ``path``; only when every one is complete are they
+    renamed to their final names.
+
+    On any exception (``KeyboardInterrupt`` / :class:`Terminated` included) the temp
+    files are removed and no new file is left under a final name: a failure while
+    writing leaves the previous files untouched; one between the renames (only
+    possible in a window of microseconds) removes the files already renamed.
+
+    Raises:
+        OSError: a write failed (disk full, read-only folder, the path is a
+            directory...); ``filename`` is the final path.
+
+    Returns:
+        list[str]: the paths.
+    """
+    temps: List[Tuple[str, str]] = []
+    renamed: List[str] = []
+    try:
+        for path, write in items:
+            temps.append((_write_temp(path, write), path))
+        for tmp, path in temps:
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                raise _named(exc, path) from None
+            renamed.append(path)
+    except BaseException:
+        for tmp, _path in temps:
+            _remove(tmp)
+        if len(renamed) < len(temps):
+            for path in renamed:
+                _remove(path)
+        raise
+    return [path for path, _write in items]
+
+
+def atomic_write(path: str, write: Writer) -> str:
     """Call ``write(fileobj)`` on a temp file next to ``path``, then rename it.
 
     The temp file is removed on any exception (``KeyboardInterrupt`` included) and
     the final name only ever holds a complete file (``os.replace`` is atomic).
 
+    Raises:
+        OSError: the write failed; ``filename`` is ``path``.
+
     Returns:
         str: ``path``.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp',
-                               dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return atomic_write_all([(path, write)])[0]
+
+
+class _Recorder:
+    """File wrapper remembering the first exception its ``write`` raised: torch's
+    zip writer turns it into ``RuntimeError: [enforce fail ...]``."""
+
+    def __init__(self, f) -> None:
+        self._f = f
+        self.error = None
+
+    def write(self, data) -> int:
+        try:
+            return self._f.write(data)
+        except BaseException as exc:
+            if self.error is None:
+                self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self._f.flush()
+
+
+def torch_writer(obj: object) -> Writer:
+    """A writer for :func:`atomic_write` doing ``torch.save(obj)``; a failed write
+    re-raises the original ``OSError`` / ``KeyboardInterrupt``."""
+
+    def write(f) -> None:
+        recorder = _Recorder(f)
+        try:
+            torch.save(obj, recorder)
+        except RuntimeError:
+            if recorder.error is not None:
+                raise recorder.error from None
+            raise
+
+    return write
 
 
 def atomic_torch_save(obj: object, path: str) -> str:
     """``torch.save(obj)`` to ``path`` atomically."""
-    return atomic_write(path, lambda f: torch.save(obj, f))
+    return atomic_write(path, torch_writer(obj))
