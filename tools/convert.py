@@ -6,8 +6,13 @@ Usage:
 OUT gets a checkpoint with exactly the stock model's keys (masks baked in, scores /
 alive / asp_mask dropped) that the upstream mmdet / mmpretrain config loads without
 lbc_mm; PATH (default ``<OUT stem>.nm<ext>``) gets the compressed N:M form
-(docs/export_format.md). Refuses when a sparse layer is not N:M. Both files are
-written atomically. Errors are one line on stderr with exit code 1 (130 on Ctrl-C).
+(docs/export_format.md). Refuses when a sparse layer is not N:M, when the
+checkpoint does not fit the config (missing / unexpected / mis-shaped keys) or is
+corrupted (zip CRCs are checked), and when an output path is the checkpoint, the
+config or the other output. Both files are written atomically, both or neither,
+with the umask's mode. Errors (a full disk or a read-only folder included) are one
+line on stderr with exit code 1; Ctrl-C exits 130 and SIGTERM 143, without leaving
+a file behind.
 """
 import argparse
 import json
@@ -35,30 +40,50 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import lbc_mm  # noqa: F401  (compat: weights-only loading of mmengine ckpts)
     from lbc_mm.export import export_checkpoint, format_table, parse_pattern
-    from lbc_mm.export.io import atomic_write
+    from lbc_mm.export.convert import default_compressed_path, refuse_overwrites
+    from lbc_mm.export.io import Terminated, atomic_write, raise_on_sigterm
+    raise_on_sigterm()  # SIGTERM unwinds like Ctrl-C: no temp file stays behind
+    written = 'no output file was written'
+    outputs = {'OUT': args.out,
+               '--compressed': args.compressed or default_compressed_path(args.out),
+               '--json': args.json}
     try:
         if args.pattern is not None:
             parse_pattern(args.pattern)
+        refuse_overwrites({'CHECKPOINT': args.checkpoint, 'CONFIG': args.config},
+                          outputs)
         report = export_checkpoint(args.config, args.checkpoint, args.out,
                                    args.compressed, args.pattern)
+        written = (f'{report["out"]} and {report["compressed_out"]} were written, '
+                   f'{args.json} was not')
+        print(format_table(report))
+        t = report['totals']
+        print(f'wrote {report["out"]} (stock keys) and {report["compressed_out"]} '
+              f'(compressed: sparse layers {t["sparse_dense_bytes"]} -> '
+              f'{t["sparse_compressed_bytes"]} bytes)')
+        if args.json:
+            text = json.dumps(report, indent=1).encode()
+            atomic_write(args.json, lambda f: f.write(text))
+    except Terminated:
+        print(f'error: terminated (SIGTERM); {written}', file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
-        print('error: interrupted; no output file was written', file=sys.stderr)
+        print(f'error: interrupted; {written}', file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError) as exc:
+    except OSError as exc:
+        if exc.errno is not None and exc.filename in outputs.values():
+            print(f'error: cannot write {exc.filename}: {exc.strerror}; {written}',
+                  file=sys.stderr)
+        else:  # e.g. FileNotFoundError('checkpoint not found: ...')
+            print(f'error: {exc}', file=sys.stderr)
+        return 1
+    except ValueError as exc:  # bad pattern / paths, mismatch, corrupted, not N:M
         print(f'error: {exc}', file=sys.stderr)
         return 1
     except KeyError as exc:  # a registry type the config names is unknown
         print(f'error: config {args.config}: {exc.args[0] if exc.args else exc}',
               file=sys.stderr)
         return 1
-    print(format_table(report))
-    t = report['totals']
-    print(f'wrote {report["out"]} (stock keys) and {report["compressed_out"]} '
-          f'(compressed: sparse layers {t["sparse_dense_bytes"]} -> '
-          f'{t["sparse_compressed_bytes"]} bytes)')
-    if args.json:
-        text = json.dumps(report, indent=1).encode()
-        atomic_write(args.json, lambda f: f.write(text))
     return 0
 
 

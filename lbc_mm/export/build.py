@@ -6,7 +6,11 @@ like mmengine does, but without needing ``pkg_resources`` at run time).
 import importlib
 import importlib.util
 import os
-from typing import Dict, Tuple
+import pickle
+import re
+import zipfile
+import zlib
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -74,24 +78,83 @@ def build_model(cfg) -> Tuple[nn.Module, str]:
     return model.eval(), scope
 
 
+def verify_archive(path: str) -> None:
+    """Check the CRC of every entry of a (zip-format) torch checkpoint.
+
+    ``torch.load`` does not check CRCs: a checkpoint whose stored bytes changed on
+    disk (bit rot, a bad copy) loads silently wrong weights. Files in torch's
+    legacy (non-zip) format are left to ``torch.load``.
+
+    Raises:
+        CheckpointMismatchError: an entry's bytes do not match its CRC (naming
+            the entry), or the archive is truncated / broken.
+    """
+    with open(path, 'rb') as f:
+        if f.read(4) != b'PK\x03\x04':
+            return  # legacy format, or not an archive at all: torch.load says which
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise CheckpointMismatchError(
+            f'checkpoint {path} is corrupted (truncated or damaged zip archive: '
+            f'{exc})') from None
+    if bad is not None:
+        raise CheckpointMismatchError(
+            f'checkpoint {path} is corrupted: entry {bad} does not match its CRC '
+            f'(the file changed after it was written); use another copy')
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ''
+
+
+def _refusal(path: str, exc: pickle.UnpicklingError) -> str:
+    """One line saying why weights-only loading refused ``path``.
+
+    torch's message suggests ``weights_only=False`` (arbitrary code execution) and
+    hides the offending global in its last lines: keep the global, drop the advice.
+    """
+    text = str(exc)
+    found = re.search(r'GLOBAL [\w.]+', text)
+    if found:
+        return (f'checkpoint {path} refused: it pickles {found.group(0)}, which '
+                f'weights-only loading does not allow (lbc_mm loads tensors, plain '
+                f'containers and the objects mmengine checkpoints hold, nothing '
+                f'else); do not load this file unless you know where it comes from')
+    detail = text.split('WeightsUnpickler error:', 1)[-1].strip()
+    detail = _first_line(detail) if 'weights_only' not in _first_line(detail) else ''
+    return (f'checkpoint {path} refused: not a weights-only loadable checkpoint'
+            + (f' ({detail})' if detail else ''))
+
+
 def read_checkpoint(path: str) -> Dict[str, object]:
     """``torch.load(path, weights_only=True)`` with one-line errors.
 
     Import lbc_mm first: its compat module allow-lists the mmengine globals that
-    mmengine checkpoints contain.
+    mmengine checkpoints contain. The archive's CRCs are verified first
+    (:func:`verify_archive`).
 
     Raises:
         FileNotFoundError: no such file.
-        CheckpointMismatchError: not a loadable (weights-only) checkpoint.
+        CheckpointMismatchError: corrupted, not a loadable (weights-only)
+            checkpoint, or refused (the message names the global it pickles).
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint not found: {path}')
     try:
+        verify_archive(path)
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as exc:  # noqa: BLE001  (unpickling / zip errors: one line)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ''
+    except OSError as exc:
         raise CheckpointMismatchError(
-            f'cannot read checkpoint {path}: {type(exc).__name__}: {first}') from exc
+            f'cannot read checkpoint {path}: {exc.strerror or exc}') from None
+    except pickle.UnpicklingError as exc:  # weights-only refusal, or not a pickle
+        raise CheckpointMismatchError(_refusal(path, exc)) from None
+    except (RuntimeError, EOFError, ValueError) as exc:  # zip reader, empty file
+        raise CheckpointMismatchError(
+            f'cannot read checkpoint {path}: {type(exc).__name__}: '
+            f'{_first_line(exc)}') from None
     if not isinstance(ckpt, dict):
         raise CheckpointMismatchError(f'checkpoint {path} is not a dict')
     return ckpt
@@ -113,34 +176,69 @@ def _examples(keys, limit=3) -> str:
     return ', '.join(keys[:limit]) + more
 
 
+def checkpoint_mismatch(model: nn.Module, state_dict: Dict[str, object]
+                        ) -> Optional[str]:
+    """What keeps ``state_dict`` from loading strictly into ``model``, on one line
+    (the first missing / unexpected / mis-shaped keys), or None when it fits."""
+    own = model.state_dict()
+    sd = state_dict
+    missing = set(own) - set(sd)
+    unexpected = set(sd) - set(own)
+    shapes = [f'{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}'
+              for k in sorted(set(own) & set(sd))
+              if torch.is_tensor(sd[k]) and sd[k].shape != own[k].shape]
+    if not (missing or unexpected or shapes):
+        return None
+    parts = []
+    if missing:
+        parts.append(f'{len(missing)} missing keys ({_examples(missing)})')
+    if unexpected:
+        parts.append(f'{len(unexpected)} unexpected keys ({_examples(unexpected)})')
+    if shapes:
+        parts.append(f'{len(shapes)} shape mismatches ({"; ".join(shapes[:2])})')
+    return '; '.join(parts)
+
+
+def check_checkpoint(model: nn.Module, path: str, allow_partial: bool = False
+                     ) -> Tuple[Dict[str, object], Optional[str]]:
+    """Read ``path`` (CRC-checked, weights-only) and check it fits ``model``.
+
+    The one check every tool runs before it uses a checkpoint (``tools/test.py``,
+    ``tools/convert.py``, ``tools/benchmark.py``, ``tools/train.py --resume``).
+
+    Args:
+        model (nn.Module): the model built from the config (unwrapped).
+        path (str): checkpoint file.
+        allow_partial (bool): return the mismatch instead of raising.
+
+    Returns:
+        tuple[dict, str | None]: the checkpoint, and the mismatch line when
+        ``allow_partial`` and it does not fit (else None).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointMismatchError: unreadable, corrupted or refused file; or (unless
+            ``allow_partial``) missing / unexpected keys or shape mismatches.
+    """
+    ckpt = read_checkpoint(path)
+    problem = checkpoint_mismatch(model, state_dict_of(ckpt))
+    if problem is not None:
+        problem = f'checkpoint {path} does not match the config: {problem}'
+        if not allow_partial:
+            raise CheckpointMismatchError(problem)
+    return ckpt, problem
+
+
 def load_checkpoint_into(model: nn.Module, path: str) -> Dict[str, object]:
-    """Load a checkpoint into ``model`` strictly.
+    """Load a checkpoint into ``model`` strictly (:func:`check_checkpoint` first).
 
     Returns:
         dict: the whole checkpoint (``meta`` etc.).
 
     Raises:
         FileNotFoundError: no such file.
-        CheckpointMismatchError: missing / unexpected keys or shape mismatches,
-            summarised on one line.
+        CheckpointMismatchError: see :func:`check_checkpoint`.
     """
-    ckpt = read_checkpoint(path)
-    sd = state_dict_of(ckpt)
-    own = model.state_dict()
-    missing = set(own) - set(sd)
-    unexpected = set(sd) - set(own)
-    shapes = [f'{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}'
-              for k in sorted(set(own) & set(sd))
-              if torch.is_tensor(sd[k]) and sd[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f'{len(missing)} missing keys ({_examples(missing)})')
-        if unexpected:
-            parts.append(f'{len(unexpected)} unexpected keys ({_examples(unexpected)})')
-        if shapes:
-            parts.append(f'{len(shapes)} shape mismatches ({"; ".join(shapes[:2])})')
-        raise CheckpointMismatchError(
-            f'checkpoint {path} does not match the config: ' + '; '.join(parts))
-    model.load_state_dict(sd, strict=True)
+    ckpt, _ = check_checkpoint(model, path)
+    model.load_state_dict(state_dict_of(ckpt), strict=True)
     return ckpt

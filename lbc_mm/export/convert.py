@@ -2,7 +2,7 @@
 
 ``export_checkpoint`` bakes the masks into the weights, drops the scores (and the
 ``alive`` / ``asp_mask`` buffers), refuses when any sparse layer is not N:M, then
-writes (atomically)
+writes both or neither of (atomically)
 
 1. ``out``: ``{'state_dict', 'meta'}`` with exactly the stock model's keys and
    shapes, loadable by the upstream config without lbc_mm;
@@ -16,9 +16,9 @@ import torch
 
 from ..sparsity.patterns import validate_pattern
 from .bake import SPARSE_ONLY_KEYS, NotNMError, densify_model, nm_violations
-from .build import build_model, load_checkpoint_into, load_config
+from .build import build_model, load_checkpoint_into, load_config, resolve_config
 from .compressed import compress_state_dict, layer_sizes, nbytes
-from .io import atomic_torch_save
+from .io import atomic_write_all, same_file, torch_writer
 
 _PLAIN = (str, int, float, bool, type(None))
 
@@ -70,6 +70,33 @@ def default_compressed_path(out: str) -> str:
     return f'{root}.nm{ext or ".pth"}'
 
 
+def refuse_overwrites(inputs: Dict[str, str], outputs: Dict[str, str]) -> None:
+    """Refuse output paths that are an input or another output.
+
+    Paths are compared after resolving symlinks (and as files, so a hard link
+    counts too): ``OUT == CHECKPOINT`` would replace the training checkpoint with
+    the export, ``--compressed == OUT`` would leave one file of the two.
+
+    Args:
+        inputs (dict): ``{label: path}`` of files read (e.g. ``'CHECKPOINT'``).
+        outputs (dict): ``{label: path}`` of files to write; None values skipped.
+
+    Raises:
+        ValueError: naming both labels and paths.
+    """
+    seen = [(label, path) for label, path in inputs.items() if path]
+    for label, path in outputs.items():
+        if not path:
+            continue
+        for other_label, other in seen:
+            if same_file(path, other):
+                kind = 'input' if other_label in inputs else 'output'
+                raise ValueError(
+                    f'{label} {path} is the same file as the {kind} {other_label} '
+                    f'{other}: refusing to overwrite it; choose another {label}')
+        seen.append((label, path))
+
+
 def export_checkpoint(config: str, checkpoint: str, out: str,
                       compressed_out: Optional[str] = None,
                       pattern: Optional[str] = None) -> Dict:
@@ -90,10 +117,15 @@ def export_checkpoint(config: str, checkpoint: str, out: str,
 
     Raises:
         FileNotFoundError: config or checkpoint missing.
-        ValueError: bad pattern, checkpoint not matching the config
+        ValueError: bad pattern, an output path that is an input or the other
+            output, checkpoint not matching the config or corrupted
             (``CheckpointMismatchError``), layers not N:M (``NotNMError``).
+        OSError: a file could not be written (neither file is then written).
     """
     want = parse_pattern(pattern) if pattern is not None else None
+    compressed_out = compressed_out or default_compressed_path(out)
+    refuse_overwrites({'CHECKPOINT': checkpoint, 'CONFIG': resolve_config(config)},
+                      {'OUT': out, '--compressed': compressed_out})
     cfg = load_config(config)
     model, _scope = build_model(cfg)
     ckpt = load_checkpoint_into(model, checkpoint)
@@ -117,7 +149,6 @@ def export_checkpoint(config: str, checkpoint: str, out: str,
         'source_checkpoint': os.path.abspath(checkpoint), 'config': config,
         'sparse_layers': {k: f'{n}:{m}' for k, (n, m) in patterns.items()},
         'torch': str(torch.__version__)}
-    compressed_out = compressed_out or default_compressed_path(out)
     comp = compress_state_dict(state_dict, patterns, meta)
     rows: List[Dict] = []
     for key, entry in comp['layers'].items():
@@ -135,8 +166,9 @@ def export_checkpoint(config: str, checkpoint: str, out: str,
         'other_bytes': other_bytes}
     totals['model_dense_bytes'] = totals['sparse_dense_bytes'] + other_bytes
     totals['model_compressed_bytes'] = totals['sparse_compressed_bytes'] + other_bytes
-    atomic_torch_save({'state_dict': state_dict, 'meta': meta}, out)
-    atomic_torch_save(comp, compressed_out)
+    # both files or neither (a failure or Ctrl-C in the second leaves no first)
+    atomic_write_all([(out, torch_writer({'state_dict': state_dict, 'meta': meta})),
+                      (compressed_out, torch_writer(comp))])
     return {'rows': rows, 'totals': totals, 'out': out,
             'compressed_out': compressed_out}
 

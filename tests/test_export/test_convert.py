@@ -131,3 +131,41 @@ def _stock_ckpt(tiny, tmp_path):
     path = tmp_path / 'dense.pth'
     torch.save({'state_dict': model.state_dict()}, path)
     return str(path)
+
+
+def test_refuses_outputs_that_are_inputs_or_each_other(tiny, tmp_path):
+    before = open(tiny['ckpt'], 'rb').read()
+    for out, comp in [(tiny['ckpt'], None), (str(tmp_path / 'o.pth'), tiny['ckpt']),
+                      (str(tmp_path / 'o.pth'), str(tmp_path / 'o.pth')),
+                      (tiny['sparse'], None)]:
+        with pytest.raises(ValueError, match='is the same file as'):
+            export_checkpoint(tiny['sparse'], tiny['ckpt'], out, comp)
+    assert open(tiny['ckpt'], 'rb').read() == before
+    assert os.listdir(tmp_path) == []
+
+
+def test_pair_is_both_or_neither_when_the_second_write_fails(tiny, tmp_path):
+    """The compressed file cannot be written (its folder is a file): the stock
+    file, already complete, must not stay behind either."""
+    (tmp_path / 'blocker').write_text('not a folder')
+    with pytest.raises(OSError):
+        export_checkpoint(tiny['sparse'], tiny['ckpt'], str(tmp_path / 'o.pth'),
+                          str(tmp_path / 'blocker' / 'o.nm.pth'))
+    assert os.listdir(tmp_path) == ['blocker']
+
+
+def test_corrupted_checkpoint_names_the_entry(tiny, tmp_path):
+    import zipfile
+    with zipfile.ZipFile(tiny['ckpt']) as archive:
+        info = max(archive.infolist(), key=lambda i: i.file_size)
+    data = bytearray(open(tiny['ckpt'], 'rb').read())
+    at = info.header_offset  # local header: 30 bytes + name + extra, then the data
+    start = at + 30 + int.from_bytes(data[at + 26:at + 28], 'little') + \
+        int.from_bytes(data[at + 28:at + 30], 'little')
+    data[start + info.file_size // 2] ^= 1
+    bad = tmp_path / 'bad.pth'
+    bad.write_bytes(bytes(data))
+    with pytest.raises(CheckpointMismatchError,
+                       match=f'entry {info.filename} does not match its CRC'):
+        export_checkpoint(tiny['sparse'], str(bad), str(tmp_path / 'o.pth'))
+    assert os.listdir(tmp_path) == ['bad.pth']
