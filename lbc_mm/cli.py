@@ -7,6 +7,7 @@ missing path and the fix, instead of a traceback from deep inside a dataset clas
 import argparse
 import os
 import os.path as osp
+import sys
 from typing import Iterator, List, Optional, Tuple
 
 from mmengine.config import Config, DictAction
@@ -19,6 +20,18 @@ SELF_DOWNLOADING = ('CIFAR10', 'CIFAR100', 'MNIST', 'FashionMNIST')
 INNER_KEYS = ('dataset', 'datasets')
 
 
+class KeyValueAction(DictAction):
+    """mmengine's ``DictAction``, but ``KEY`` without ``=VALUE`` is an argparse
+    usage error (usage line, exit 2) instead of a ``ValueError`` traceback."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        for item in values if isinstance(values, (list, tuple)) else [values]:
+            if '=' not in item:
+                raise argparse.ArgumentError(
+                    self, f'expected KEY=VALUE, got {item!r} (e.g. '
+                    f'train_cfg.max_epochs=12)')
+        super().__call__(parser, namespace, values, option_string)
+
 
 def add_runner_args(parser: argparse.ArgumentParser, loader: str) -> None:
     """``--work-dir``, ``--cfg-options``, ``--launcher``, ``--local-rank``.
@@ -29,7 +42,7 @@ def add_runner_args(parser: argparse.ArgumentParser, loader: str) -> None:
     """
     parser.add_argument('--work-dir', help='the dir to save logs and outputs')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--cfg-options', nargs='+', action=KeyValueAction,
         help='override config settings, e.g. '
         f'{loader}.dataset.data_root=/data/coco/')
     parser.add_argument(
@@ -139,3 +152,42 @@ def find_missing_data(cfg: Config, loaders: Tuple[str, ...]) -> Optional[str]:
                     f'the config elsewhere with --cfg-options {key}.data_root=/path/'
                     f'to/data' + (f' (now {root})' if root else ''))
     return None
+
+
+def check_runner_checkpoint(runner: Runner, path: str, allow_partial: bool = False,
+                            hint: str = '') -> Optional[str]:
+    """Refuse, in one line on stderr with exit code 1, a checkpoint that does not fit
+    the model the runner built: missing, unexpected or mis-shaped keys (e.g. a 2:4
+    checkpoint under a 2:8 config), a corrupted archive, or a refused pickle.
+
+    mmengine loads with ``strict=False`` and only logs mismatches, so a checkpoint of
+    another config would be evaluated (or resumed) silently wrong. This is the same
+    check ``tools/convert.py`` and ``tools/benchmark.py`` run
+    (:func:`lbc_mm.export.build.check_checkpoint`).
+
+    Args:
+        runner (Runner): built runner (its model, unwrapped, is the reference).
+        path (str): checkpoint file; remote (``s3://``...) paths are not checked.
+        allow_partial (bool): report a key mismatch instead of refusing.
+        hint (str): appended to the refusal of a key mismatch (e.g. the flag that
+            allows a partial load).
+
+    Returns:
+        str | None: the mismatch (only with ``allow_partial``), else None.
+    """
+    from mmengine.model import is_model_wrapper
+
+    from .export.build import CheckpointMismatchError, check_checkpoint
+    if '://' in path:
+        return None
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    try:
+        _ckpt, problem = check_checkpoint(model, path, allow_partial=allow_partial)
+    except FileNotFoundError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        raise SystemExit(1) from None
+    except CheckpointMismatchError as exc:
+        mismatch = 'does not match the config' in str(exc)
+        print(f'error: {exc}{hint if mismatch else ""}', file=sys.stderr)
+        raise SystemExit(1) from None
+    return problem

@@ -6,21 +6,28 @@
 
 The config's ``default_scope`` picks the library. Like ``tools/train.py`` it checks
 the test dataset before building the Runner (one line naming the missing path and
-the fix) and sets up CPU (gloo) or GPU distributed evaluation.
+the fix) and sets up CPU (gloo) or GPU distributed evaluation. Before testing it
+refuses (one line, exit 1) a checkpoint that does not fit the config (missing,
+unexpected or mis-shaped keys: e.g. a 2:4 checkpoint under a 2:8 config would
+otherwise be evaluated with fresh layers), a corrupted one (zip CRCs) or one whose
+pickle is refused; ``--allow-partial`` evaluates a partial fit on purpose.
 """
 # isort: off
 # lbc_mm first: compat shims, the ``lbc_mm::`` config prefix, registries.
 import lbc_mm  # noqa: F401
 # isort: on
 import argparse
+import logging
 import os.path as osp
 import sys
 from typing import List, Optional
 
 from mmengine.config import Config
+from mmengine.logging import print_log
 
 from lbc_mm.cli import (add_runner_args, apply_runner_args, build_runner,
-                        find_missing_data, parse_runner_args)
+                        check_runner_checkpoint, find_missing_data,
+                        parse_runner_args)
 from lbc_mm.config_check import exit_on_config_error
 from lbc_mm.dist import setup_distributed
 
@@ -32,6 +39,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument(
         '--out', help='dump the predictions to this pickle file (DumpResults)')
+    parser.add_argument(
+        '--allow-partial', action='store_true',
+        help='evaluate even when the checkpoint does not fit the config (missing, '
+        'unexpected or mis-shaped keys; those weights keep their initial values)')
     add_runner_args(parser, 'test_dataloader')
     return parse_runner_args(parser, argv)
 
@@ -65,7 +76,14 @@ def main(argv: Optional[List[str]] = None) -> None:
         print(missing, file=sys.stderr)
         raise SystemExit(2)
     setup_distributed(cfg, args.launcher)
-    build_runner(cfg).test()
+    runner = build_runner(cfg)
+    problem = check_runner_checkpoint(
+        runner, args.checkpoint, allow_partial=args.allow_partial,
+        hint=' (--allow-partial evaluates it anyway)')
+    if problem is not None:
+        print_log(f'--allow-partial: {problem}', logger='current',
+                  level=logging.WARNING)
+    runner.test()
 
 
 if __name__ == '__main__':

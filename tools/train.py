@@ -7,7 +7,11 @@ One script for both libraries: the config's ``default_scope`` picks the registry
     bash tools/dist_train.sh CONFIG NUM_PROCS [ARGS...]   # torchrun; CPU uses gloo
 
 Before the Runner is built the script checks that the datasets the config needs exist
-and otherwise exits with one line naming the missing path and the fix. A distributed
+and otherwise exits with one line naming the missing path and the fix; ``--resume``
+of a missing file is one line up front too. A checkpoint to resume from that does not
+fit the config (another pattern or model: missing, unexpected or mis-shaped keys), is
+corrupted or is refused by weights-only loading stops the run in one line (exit 1)
+before the first iteration. A distributed
 launch without a GPU initialises gloo itself (mmengine 0.10.7 assumes CUDA) and every
 distributed launch uses ``LBCDistributedDataParallel`` (see ``lbc_mm/dist.py``).
 """
@@ -17,14 +21,17 @@ import lbc_mm  # noqa: F401
 # isort: on
 import argparse
 import logging
+import os.path as osp
 import sys
 from typing import List, Optional
 
 from mmengine.config import Config
 from mmengine.logging import print_log
+from mmengine.runner import find_latest_checkpoint
 
 from lbc_mm.cli import (add_runner_args, apply_runner_args, build_runner,
-                        find_missing_data, parse_runner_args)
+                        check_runner_checkpoint, find_missing_data,
+                        parse_runner_args)
 from lbc_mm.config_check import exit_on_config_error
 from lbc_mm.dist import setup_distributed
 
@@ -100,6 +107,10 @@ def set_scores_constructor(cfg: Config) -> None:
 def main(argv: Optional[List[str]] = None) -> None:
     """Parse, merge, check the data, set up distributed, train."""
     args = parse_args(argv)
+    if args.resume not in (None, 'auto') and '://' not in args.resume and \
+            not osp.isfile(args.resume):
+        print(f'Checkpoint not found: {args.resume} (--resume)', file=sys.stderr)
+        raise SystemExit(2)
     cfg = Config.fromfile(args.config)
     merge_args(cfg, args)
     exit_on_config_error(cfg)  # lbc_mm settings: one line, exit 2
@@ -116,7 +127,13 @@ def main(argv: Optional[List[str]] = None) -> None:
                   'without it', file=sys.stderr)
             raise SystemExit(2)
     setup_distributed(cfg, args.launcher)
-    build_runner(cfg).train()
+    runner = build_runner(cfg)
+    if cfg.get('resume', False):  # the checkpoint mmengine will resume from
+        resume_from = cfg.get('load_from', None) or find_latest_checkpoint(
+            runner.work_dir)
+        if resume_from:  # of another pattern / model: refuse before training
+            check_runner_checkpoint(runner, resume_from)
+    runner.train()
 
 
 if __name__ == '__main__':

@@ -72,9 +72,7 @@ The scores' own lr / weight decay come from the optimizer config, see
 """
 import logging
 import math
-import os
 import os.path as osp
-import tempfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -86,6 +84,7 @@ from mmengine.registry import HOOKS
 from mmengine.runner import EpochBasedTrainLoop
 from torch import Tensor, nn
 
+from ..export.io import atomic_write
 from ..layers import sparse_layers
 from ..optim import SCORES_GROUP_KEY
 from ..sparsity import (candidate_matrix, card, card_at_epoch_start, magnitude_mask,
@@ -716,7 +715,12 @@ class LBCHook(Hook):
         self.sync_ema(runner)
         self._diag_final(runner)
         if self.plot and is_main_process():
-            self.write_plot(osp.join(runner.work_dir, PLOT_NAME))
+            try:
+                self.write_plot(osp.join(runner.work_dir, PLOT_NAME))
+            except OSError as exc:  # full disk, read-only dir: the run still ends
+                print_log(f'LBCHook: could not write {exc.filename}: '
+                          f'{exc.strerror or exc}', logger='current',
+                          level=logging.WARNING)
         self.check_ranks_agree(runner)  # collective: every rank gets here
         problems = nm_problems(runner.model)
         for hook in runner.hooks:
@@ -794,14 +798,4 @@ class LBCHook(Hook):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
         fig.tight_layout()
-        folder = osp.dirname(osp.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix='.png.tmp')
-        try:
-            with os.fdopen(fd, 'wb') as f:
-                fig.savefig(f, format='png', dpi=100)
-            os.replace(tmp, path)
-        except BaseException:
-            if osp.exists(tmp):
-                os.remove(tmp)
-            raise
+        atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=100))
