@@ -98,10 +98,13 @@ def combine(paths, out_png, out_md):
     text = '\n\n'.join(lines) + '\n'
     print(text)
     if out_md:
-        tmp = f'{out_md}.tmp{os.getpid()}'
-        with open(tmp, 'w') as f:
-            f.write(text)
-        os.replace(tmp, out_md)
+        from lbc_mm.export.io import atomic_write
+        try:
+            atomic_write(out_md, lambda f: f.write(text.encode()))
+        except OSError as exc:
+            print(f'error: cannot write {exc.filename}: {exc.strerror or exc}',
+                  file=sys.stderr)
+            return 1
     if out_png and results:
         try:
             plot_layers(results, out_png, title='per-layer 2:4 speedups')
@@ -145,12 +148,31 @@ def main(argv=None):
     def log(line):
         print(line, flush=True)
 
-    code = run(args.config, args.checkpoint, out_json=out_json, out_png=args.out_png,
-               model_name=name, batch=args.batch, dtype=args.dtype,
-               layer_dtypes=tuple(args.layer_dtypes), img_size=args.img_size,
-               det_shape=tuple(args.det_shape), channels_last=args.channels_last,
-               margin=args.margin, time_budget=args.time_budget, log=log,
-               dry_run=args.dry_run_cpu)
+    from lbc_mm.export import CheckpointMismatchError
+    from lbc_mm.export.io import Terminated, raise_on_sigterm
+    raise_on_sigterm()  # SIGTERM unwinds like Ctrl-C: no temp file stays behind
+    try:
+        code = run(args.config, args.checkpoint, out_json=out_json,
+                   out_png=args.out_png, model_name=name, batch=args.batch,
+                   dtype=args.dtype, layer_dtypes=tuple(args.layer_dtypes),
+                   img_size=args.img_size, det_shape=tuple(args.det_shape),
+                   channels_last=args.channels_last, margin=args.margin,
+                   time_budget=args.time_budget, log=log, dry_run=args.dry_run_cpu)
+    except CheckpointMismatchError as exc:  # mismatched, truncated, refused
+        print(f'error: {exc}', file=sys.stderr)
+        return 1
+    except OSError as exc:  # the JSON could not be written (disk full, ...)
+        print(f'error: cannot write {exc.filename}: {exc.strerror or exc}',
+              file=sys.stderr)
+        return 1
+    except Terminated:
+        print(f'error: terminated (SIGTERM); {out_json} holds the stages done',
+              file=sys.stderr)
+        return 143
+    except KeyboardInterrupt:
+        print(f'error: interrupted; {out_json} holds the stages done',
+              file=sys.stderr)
+        return 130
     print(f'[bench] wrote {out_json}', flush=True)
     return code
 

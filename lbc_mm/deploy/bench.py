@@ -50,16 +50,10 @@ def environment() -> Dict[str, object]:
 
 
 def write_json(obj: dict, path: str) -> None:
-    """Write ``obj`` as JSON atomically (temp file + os.replace)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f'{path}.tmp{os.getpid()}'
-    try:
-        with open(tmp, 'w') as f:
-            json.dump(obj, f, indent=1, default=str)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Write ``obj`` as JSON atomically (``lbc_mm.export.io.atomic_write``)."""
+    from ..export.io import atomic_write
+    text = json.dumps(obj, indent=1, default=str).encode()
+    atomic_write(path, lambda f: f.write(text))
 
 
 class _Model:
@@ -273,14 +267,11 @@ def plot_layers(results: List[dict], path: str, title: str = '') -> Optional[str
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = f'{path}.tmp{os.getpid()}.png'
+    from ..export.io import atomic_write
     try:
-        fig.savefig(tmp, dpi=90)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=90))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

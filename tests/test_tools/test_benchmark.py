@@ -61,9 +61,15 @@ def test_missing_config_is_one_line_exit_1(tmp_path):
 
 def test_cpu_dry_run_goes_through_every_stage(tiny_cfg, tmp_path):
     out, png = tmp_path / 'r.json', tmp_path / 'r.png'
-    proc = _run(tiny_cfg, '--dry-run-cpu', '--batch', '2', '--img-size', '32',
-                '--margin', '-1', '--out-json', str(out), '--out-png', str(png))
+    umask = os.umask(0o022)  # the JSON and the PNG get the umask's mode
+    try:
+        proc = _run(tiny_cfg, '--dry-run-cpu', '--batch', '2', '--img-size', '32',
+                    '--margin', '-1', '--out-json', str(out), '--out-png', str(png))
+    finally:
+        os.umask(umask)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert {n: os.stat(tmp_path / n).st_mode & 0o777 for n in os.listdir(tmp_path)} \
+        == {'r.json': 0o644, 'r.png': 0o644}  # and no temp file left
     res = json.loads(out.read_text())
     assert res['dry_run'] is True and 'DRY RUN' in res['notes'][0]
     assert res['stages_done'] == ['weights', 'layers_fp32', 'end_to_end']
@@ -124,3 +130,47 @@ def test_checkpoint_weights_are_checked_before_the_gpu_question(tmp_path, finish
         assert code == 1
         assert res['nm_check']['layers_not_nm'] == 20
         assert any('refusing to time: layers not N:M' in ln for ln in lines)
+
+
+# -- reliability: damaged / mismatched checkpoints, write failures, modes ----------
+@pytest.fixture(scope='module')
+def vit_ckpt(tiny_cfg, tmp_path_factory):
+    import lbc_mm  # noqa: F401
+    from lbc_mm.export import build_model, load_config
+    model, _ = build_model(load_config(tiny_cfg))
+    path = tmp_path_factory.mktemp('ckpt') / 'vit.pth'
+    torch.save({'meta': {}, 'state_dict': model.state_dict()}, path)
+    return str(path)
+
+
+def _one_line(proc, code=1):
+    assert proc.returncode == code, proc.stdout[-2000:] + proc.stderr[-2000:]
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+    return err[0]
+
+
+@pytest.mark.parametrize('case', ['truncated', 'mismatched'])
+def test_damaged_or_mismatched_checkpoint_is_one_line(tiny_cfg, vit_ckpt, tmp_path,
+                                                      case):
+    bad = tmp_path / 'bad.pth'
+    if case == 'truncated':
+        data = open(vit_ckpt, 'rb').read()
+        bad.write_bytes(data[:len(data) // 2])
+        cfg, expect = tiny_cfg, 'corrupted'
+    else:
+        bad.write_bytes(open(vit_ckpt, 'rb').read())
+        cfg = tmp_path / 'other.py'
+        cfg.write_text(TINY_VIT.replace('num_classes=10', 'num_classes=7'))
+        cfg, expect = str(cfg), 'does not match the config'
+    line = _one_line(_run(cfg, str(bad), '--batch', '2', '--img-size', '32',
+                          '--out-json', str(tmp_path / 'r.json')))
+    assert line.startswith('error: ') and expect in line
+    assert not (tmp_path / 'r.json').exists()
+
+
+def test_unwritable_json_is_one_line(tiny_cfg, tmp_path):
+    (tmp_path / 'r.json').mkdir()
+    line = _one_line(_run(tiny_cfg, '--batch', '2', '--img-size', '32',
+                          '--out-json', str(tmp_path / 'r.json')))
+    assert line.startswith('error: cannot write') and 'r.json' in line
