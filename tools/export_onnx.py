@@ -54,7 +54,7 @@ def parse_args(argv=None):
 
 
 def default_out(model: str) -> str:
-    root = model[:-len('.pth')] if model.endswith('.pth') else os.path.splitext(model)[0]
+    root = model[:-4] if model.endswith('.pth') else os.path.splitext(model)[0]
     return (root[:-len('.nm')] if root.endswith('.nm') else root) + '.onnx'
 
 
@@ -83,7 +83,8 @@ def main(argv=None) -> int:
         got = exp.random_2of4(args.config) if args.random_weights else \
             exp.load_converted(args.config, args.model)
         model, scope, patterns = got['model'], got['scope'], got['patterns']
-        shape = tuple(args.shape) if args.shape else exp.default_shape(got['cfg'], scope)
+        shape = tuple(args.shape) if args.shape else \
+            exp.default_shape(got['cfg'], scope)
         images = exp.find_images(args.images)
         x, source = exp.example_input(model, shape, args.batch, images)
         wrapper = exp.ExportWrapper(model, exp.export_part(scope))

@@ -182,7 +182,8 @@ def format_rows(rows: List[Dict[str, object]]) -> str:
         lines.append(
             f'| {r["layer"] or "?"} | {r["op"]} `{r["initializer"]}` | '
             f'{"x".join(str(s) for s in r["shape"])} | {r["dtype"]} | '
-            f'{r["pattern"] or "dense"} | {_mark(r["nm_ok"], "NO")} | {_mark(r["is_2of4"])} | '
+            f'{r["pattern"] or "dense"} | {_mark(r["nm_ok"], "NO")} | '
+            f'{_mark(r["is_2of4"])} | '
             f'{_mark(r["zeros_kept"], "NO")} | {r["sparsity"]:.2f} | {r["why"]} |')
     return '\n'.join(lines)
 

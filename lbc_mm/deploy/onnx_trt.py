@@ -186,14 +186,17 @@ def format_engines(res: Dict[str, object]) -> str:
         return res['line']
     r = res['runs']
 
-    def ms(v):
-        return f'{v:.3f}' if v else 'n/a'
+    def ms(run):
+        if run.get('median_ms'):
+            return f'{run["median_ms"]:.3f}'
+        return f'failed (rc {run.get("rc")}, {run.get("log", "no log")})'
 
     lines = [f'TensorRT, {res["precision"]}, input {"x".join(map(str, res["shape"]))}'
              ' (median GPU compute time):',
-             '| engine | median ms | layers with sparse kernels |', '| --- | --- | --- |',
-             f'| dense (--sparsity=disable) | {ms(r["dense"]["median_ms"])} | - |',
-             f'| 2:4 (--sparsity=enable) | {ms(r["sparse"]["median_ms"])} | '
+             '| engine | median ms | layers with sparse kernels |',
+             '| --- | --- | --- |',
+             f'| dense (--sparsity=disable) | {ms(r["dense"])} | - |',
+             f'| 2:4 (--sparsity=enable) | {ms(r["sparse"])} | '
              f'{len(r["sparse"]["sparse_layers"])} |']
     if res.get('speedup'):
         lines.append(f'speed-up dense/sparse: {res["speedup"]:.2f}x')

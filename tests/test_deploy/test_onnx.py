@@ -117,7 +117,8 @@ def test_classifier_export_keeps_2of4_and_matches_onnxruntime(cls, tmp_path, cap
         rows['backbone.conv1']['why'] == '3 input channels: not a multiple of 4'
     assert rows['head.fc']['op'] == 'Gemm' and not rows['head.fc']['is_2of4']
     assert report['onnxruntime']['ok'] and report['onnxruntime']['top1_agree'] == 1.0
-    assert '| backbone.layer1.0.conv1 | Conv' in stdout and '| yes | yes | yes | 0.50 |' in stdout
+    assert '| backbone.layer1.0.conv1 | Conv' in stdout
+    assert '| yes | yes | yes | 0.50 |' in stdout
     assert 'onnxruntime (CPU) vs PyTorch' in stdout
     # dynamic batch: the same file runs batch 3
     import numpy as np
@@ -229,3 +230,19 @@ def test_trtexec_log_parsing_and_missing_tensorrt_line():
     line = onnx_trt.how_to_run('m.onnx', (1, 3, 224, 224))
     assert '\n' not in line and '--sparsity=enable' in line and 'input:1x3x224x224' \
         in line
+
+
+def test_random_weights_need_no_model_and_format_engines(cls, tmp_path, capsys):
+    out = tmp_path / 'rand.onnx'
+    rc, stdout, err = _run(capsys, cls['cfg'], '--random-weights', '--out', out)
+    assert rc == 0, err
+    assert out.exists() and '20 N:M sparse (20 of them 2:4' in stdout
+    rc, _out, err = _run(capsys, cls['cfg'])
+    assert rc == 1 and 'MODEL is required' in err and err.count('\n') == 1
+    text = onnx_trt.format_engines({
+        'available': True, 'precision': 'fp16', 'shape': [1, 3, 8, 8], 'speedup': None,
+        'runs': {'dense': {'median_ms': 1.5, 'sparse_layers': []},
+                 'sparse': {'median_ms': None, 'rc': 1, 'log': 'x.log',
+                            'sparse_layers': []}}})
+    assert '| dense (--sparsity=disable) | 1.500 | - |' in text
+    assert 'failed (rc 1, x.log)' in text
