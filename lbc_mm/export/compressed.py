@@ -161,9 +161,15 @@ def decompress_state_dict(obj: Dict) -> Dict[str, Tensor]:
 
 
 def load_compressed(path: str) -> Dict[str, Tensor]:
-    """Read a compressed file (``weights_only=True``) -> stock state dict."""
-    return decompress_state_dict(torch.load(path, map_location='cpu',
-                                            weights_only=True))
+    """Read a compressed file (``weights_only=True``) -> stock state dict.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointMismatchError: corrupted (zip CRCs), unreadable or refused file,
+            on one line (``lbc_mm.export.build.read_checkpoint``).
+    """
+    from .build import read_checkpoint
+    return decompress_state_dict(read_checkpoint(path))
 
 
 def layer_sizes(entry: Dict) -> List[int]:

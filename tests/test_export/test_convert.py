@@ -169,3 +169,11 @@ def test_corrupted_checkpoint_names_the_entry(tiny, tmp_path):
                        match=f'entry {info.filename} does not match its CRC'):
         export_checkpoint(tiny['sparse'], str(bad), str(tmp_path / 'o.pth'))
     assert os.listdir(tmp_path) == ['bad.pth']
+
+
+def test_load_compressed_checks_the_archive_too(exported, tmp_path):
+    data = open(exported['report']['compressed_out'], 'rb').read()
+    bad = tmp_path / 'cut.nm.pth'
+    bad.write_bytes(data[:len(data) // 2])
+    with pytest.raises(CheckpointMismatchError, match='corrupted'):
+        load_compressed(str(bad))
