@@ -188,11 +188,15 @@ def run_name(method: str, pattern: Optional[Tuple[int, int]], seed: int) -> str:
 
 def grid(methods: Sequence[str], patterns: Sequence[Tuple[int, int]],
          seeds: Sequence[int]) -> List[Tuple[str, Optional[Tuple[int, int]], int]]:
-    """Every run: dense once per seed, the sparse methods per pattern and seed."""
+    """Every run: dense once per seed, the sparse methods per pattern and seed.
+
+    Seed-major: the first seed of every (method, pattern) comes first, so a
+    partial study already compares every cell.
+    """
     runs = []
-    for method in methods:
-        for pattern in ([None] if method == 'dense' else patterns):
-            for seed in seeds:
+    for seed in seeds:
+        for method in methods:
+            for pattern in ([None] if method == 'dense' else patterns):
                 runs.append((method, pattern, seed))
     return runs
 
@@ -384,7 +388,8 @@ def summarize(results: Sequence[dict], metric: Optional[str]) -> List[dict]:
             method=row['method'], pattern=row['pattern'], metric=metric,
             mean=mean, std=std, values=values, seeds=[r['seed'] for r in ok],
             ok=len(ok), failed=[dict(seed=r['seed'], error=r.get('error', ''))
-                                for r in row['runs'] if r['status'] != 'ok'],
+                                for r in row['runs'] if r['status'] == 'failed'],
+            not_run=[r['seed'] for r in row['runs'] if r['status'] == 'not run'],
             nm_exact=None if not nm else sum(nm), nm_runs=len(nm),
             wall_s=_mean_std([r['wall_s'] for r in ok])[0],
             peak_mem_mib=max((r['peak_mem_mib'] for r in ok), default=None),
@@ -412,6 +417,8 @@ def markdown_table(rows: Sequence[dict], metric: Optional[str]) -> str:
         agree = ('-' if row['agree_mag'] is None else
                  f'{row["agree_mag"]:.1%} ({row["chance_agree"]:.1%})')
         runs = f'{row["ok"]} ok'
+        if row.get('not_run'):
+            runs += f', {len(row["not_run"])} not run yet'
         if row['failed']:
             runs += ', ' + '; '.join(
                 f'seed {f["seed"]} failed: {f["error"][:120]}'.replace('|', '/')
@@ -487,6 +494,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         'accuracy/top1, else coco/bbox_mAP, else the first)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings for every run')
+    parser.add_argument('--report-only', action='store_true',
+                        help='train nothing: write the table, JSON and chart of '
+                        'the runs finished so far (e.g. while a study runs)')
     args = parser.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(',') if m.strip()]
     unknown = [m for m in args.methods if m not in METHODS]
@@ -530,6 +540,11 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
                 res = json.load(f)
             results.append(res)
             print(f'{head}: finished before, skipped', flush=True)
+            continue
+        if args.report_only:
+            results.append(dict(status='not run', method=method,
+                                pattern=pattern_name(pattern), seed=seed))
+            print(f'{head}: not run yet', flush=True)
             continue
         spec = dict(config=config, cfg_options=cfg_options, method=method,
                     pattern=list(pattern) if pattern else None, seed=seed)

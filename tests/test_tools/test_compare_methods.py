@@ -110,8 +110,8 @@ def test_grid_and_patterns():
         cm.parse_patterns('4:2')
     runs = cm.grid(['dense', 'lbc'], [(2, 4), (1, 4)], [0, 1])
     assert [cm.run_name(*r) for r in runs] == [
-        'dense_seed0', 'dense_seed1', 'lbc_2of4_seed0', 'lbc_2of4_seed1',
-        'lbc_1of4_seed0', 'lbc_1of4_seed1']
+        'dense_seed0', 'lbc_2of4_seed0', 'lbc_1of4_seed0', 'dense_seed1',
+        'lbc_2of4_seed1', 'lbc_1of4_seed1']
 
 
 # -- real runs ----------------------------------------------------------------------
@@ -145,6 +145,14 @@ def test_study_writes_table_json_png_and_resumes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count('finished before, skipped') == 2
     assert open(osp.join(work, 'compare_methods.md')).read() == table
+    # --report-only with one more seed: nothing trains, the new runs are listed.
+    proc = _study(argv[:-3] + ['1,0', '--work-dir', work, '--report-only'],
+                  str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count(': not run yet') == 2
+    assert not osp.exists(osp.join(work, 'lbc_2of4_seed1'))
+    assert '1 ok, 1 not run yet' in open(osp.join(work,
+                                                  'compare_methods.md')).read()
 
 
 def test_failing_run_is_reported_not_fatal(tmp_path):
