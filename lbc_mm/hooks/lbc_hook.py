@@ -16,6 +16,14 @@ Zhang, Lin et al., "Learning Best Combination for Efficient N:M Sparsity", NeurI
   schedule), ``lbc/sparsity`` (fraction of masked weights in LBC layers) and
   ``lbc/nm_layers`` (layers already exactly N:M) through the message hub, so the text
   log and every visualizer backend (TensorBoard) show them;
+* at every card step (and once more at the end) it logs how settled the choice is
+  (:mod:`lbc_mm.sparsity.diagnostics`, on a fixed sample of groups per layer):
+  ``lbc/margin_steps``, the median gap between the lowest kept and the highest
+  removed alive score in units of the RMS per-iteration score change (below
+  ``UNSETTLED_STEPS`` = 3 the end-of-training line says the window was short),
+  ``lbc/agree_mag``, the fraction of groups whose best candidate is the magnitude
+  choice (chance: 1/C), and ``lbc/score_spread``, the spread of alive scores in a
+  group relative to their initial value;
 * at ``after_train`` it checks that the model (and an ``EMAHook``'s EMA model) is
   exactly N:M and that all DDP ranks chose the same candidates, failing loudly with
   the offending layers, and writes ``<work_dir>/lbc_schedule.png``.
