@@ -11,7 +11,8 @@ and otherwise exits with one line naming the missing path and the fix; ``--resum
 of a missing file is one line up front too. A checkpoint to resume from that does not
 fit the config (another pattern or model: missing, unexpected or mis-shaped keys), is
 corrupted or is refused by weights-only loading stops the run in one line (exit 1)
-before the first iteration. A distributed
+before the first iteration; so does a corrupted or refused ``load_from`` (which may
+fit partially). A distributed
 launch without a GPU initialises gloo itself (mmengine 0.10.7 assumes CUDA) and every
 distributed launch uses ``LBCDistributedDataParallel`` (see ``lbc_mm/dist.py``).
 """
@@ -133,6 +134,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             runner.work_dir)
         if resume_from:  # of another pattern / model: refuse before training
             check_runner_checkpoint(runner, resume_from)
+    elif cfg.get('load_from', None):  # fine-tuning may fit partially; must be sound
+        check_runner_checkpoint(runner, cfg.load_from, allow_partial=True)
     runner.train()
 
 

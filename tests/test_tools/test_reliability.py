@@ -161,6 +161,19 @@ def test_auto_resume_checks_the_latest_checkpoint(toy, tmp_path):
     assert 'iter_4.pth does not match the config' in line
 
 
+def test_load_from_a_malicious_or_corrupted_checkpoint_is_one_line(toy, tmp_path):
+    """``load_from`` (fine-tuning, not resuming) may fit partially, but a file that
+    cannot be read safely is refused before training, naming the global."""
+    evil = tmp_path / 'evil.pth'
+    torch.save({'state_dict': torch.load(toy['dense'])['state_dict'],
+                'meta': {'hook': os.system}}, evil)
+    proc = _tool('train', toy['cfg'], '--work-dir', tmp_path / 'w', '--cfg-options',
+                 f'load_from={evil}', cwd=tmp_path)
+    line = _error_line(proc, 1)
+    assert 'GLOBAL posix.system' in line
+    assert 'weights_only' not in proc.stdout + proc.stderr
+
+
 # -- --cfg-options ----------------------------------------------------------------------
 @pytest.mark.parametrize('value', ['train_cfg.max_iters', 'a=1 b'])
 def test_cfg_options_without_equals_is_a_usage_error(capsys, value):
