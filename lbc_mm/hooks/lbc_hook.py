@@ -22,8 +22,10 @@ Zhang, Lin et al., "Learning Best Combination for Efficient N:M Sparsity", NeurI
   removed alive score in units of the RMS per-iteration score change (below
   ``UNSETTLED_STEPS`` = 3 the end-of-training line says the window was short),
   ``lbc/agree_mag``, the fraction of groups whose best candidate is the magnitude
-  choice (chance: 1/C), and ``lbc/score_spread``, the spread of alive scores in a
-  group relative to their initial value;
+  choice (chance: 1/C), ``lbc/tied``, the fraction of decisions taken on exactly
+  equal scores (scores that barely moved from their initial value), and
+  ``lbc/score_spread``, the spread of alive scores in a group relative to their
+  initial value;
 * at ``after_train`` it checks that the model (and an ``EMAHook``'s EMA model) is
   exactly N:M and that all DDP ranks chose the same candidates, failing loudly with
   the offending layers, and writes ``<work_dir>/lbc_schedule.png``.
@@ -248,6 +250,7 @@ class LBCHook(Hook):
         self._diag_idx: Dict[str, Tensor] = {}
         self._diag_steps: Dict[str, List[float]] = {}
         self._diag_pending: List[Tensor] = []
+        self._diag_ties = [0, 0]  # decisions on exactly equal scores, decisions
         self._diag_spread: List[Tuple[float, int]] = []
         self.diagnostics: Dict[str, float] = {}
 
@@ -597,8 +600,10 @@ class LBCHook(Hook):
             scores, alive = layer.scores[idx], layer.alive[idx]
             acc = self._diag_steps.get(name)
             step = (acc[0] / acc[1])**0.5 if acc and acc[1] else 0.0
+            margins = diagnostics.decision_margin(scores, alive, keep)
+            self._diag_ties[0] += int((margins == 0).sum())
+            self._diag_ties[1] += margins.numel()
             if step > 0:
-                margins = diagnostics.decision_margin(scores, alive, keep)
                 self._diag_pending.append((margins / step).float().cpu())
             init = 1.0 / float(layer.scores.shape[1] * layer.n / layer.m)
             self._diag_spread.append(
@@ -630,16 +635,18 @@ class LBCHook(Hook):
                   sum(g for _, g in self._diag_spread))
         margin = (diagnostics.settledness(torch.cat(self._diag_pending), 1.0)
                   if self._diag_pending else None)
+        tied = self._diag_ties[0] / max(1, self._diag_ties[1])
         self._diag_pending, self._diag_spread = [], []
+        self._diag_ties = [0, 0]
         chance = sorted({1.0 / layer.scores.shape[1] for _, layer in self._layers})
         self.diagnostics = dict(agree_mag=agree / total, score_spread=spread,
-                                chance_agree=chance[0], iter=float(runner.iter + 1),
-                                t=float(t))
+                                tied=tied, chance_agree=chance[0],
+                                iter=float(runner.iter + 1), t=float(t))
         if margin is not None:
             self.diagnostics['margin_steps'] = margin
         cards = sorted({self._applied.get(name) or 0 for name, _ in self._layers},
                        reverse=True)
-        for key in ('agree_mag', 'margin_steps', 'score_spread'):
+        for key in ('agree_mag', 'margin_steps', 'score_spread', 'tied'):
             if key in self.diagnostics:
                 runner.message_hub.update_scalar(LOG_PREFIX + key,
                                                  self.diagnostics[key])
@@ -648,7 +655,8 @@ class LBCHook(Hook):
             f'{"/".join(str(c) for c in cards)}: decision margin '
             + (f'{margin:.3g}' if margin is not None else 'n/a')
             + f' score steps (median gap kept-vs-removed / RMS per-iteration score '
-            f'change); best candidate = magnitude choice in {agree / total:.1%} '
+            f'change), {tied:.1%} of the decisions on exactly equal scores (lower '
+            f'candidate index wins); best candidate = magnitude choice in {agree / total:.1%} '
             f'of groups (chance {chance[0]:.1%}); score spread {spread:.3g} x init',
             logger='current')
 
@@ -656,20 +664,24 @@ class LBCHook(Hook):
         diag = self.diagnostics
         if not diag:
             return
-        for key in ('agree_mag', 'margin_steps', 'score_spread'):
+        for key in ('agree_mag', 'margin_steps', 'score_spread', 'tied'):
             if key in diag:
                 runner.message_hub.update_scalar(LOG_PREFIX + key, diag[key])
         margin = diag.get('margin_steps')
         verdict = ''
-        if margin is not None and margin < self.UNSETTLED_STEPS:
-            verdict = (f'; below {self.UNSETTLED_STEPS:g} the final choice rests on '
-                       f'a few iterations of score movement: a longer removal window '
-                       f'(t_f) gives the scores more gradient to decide on')
+        if ((margin is not None and margin < self.UNSETTLED_STEPS)
+                or diag['tied'] >= 0.5):
+            verdict = (f'; a margin below {self.UNSETTLED_STEPS:g} or half the '
+                       f'decisions on ties: the final choice rests on a few '
+                       f'iterations of score movement; a longer removal window (t_f) '
+                       f'or a larger score lr (scores_lr_mult) gives the scores more '
+                       f'gradient to decide on')
         print_log(
             f'LBCHook: settledness of the last card step (iteration '
             f'{int(diag["iter"])}): decision margin '
             + (f'{margin:.3g}' if margin is not None else 'n/a')
-            + f' score steps, kept = magnitude choice in {diag["agree_mag"]:.1%} '
+            + f' score steps ({diag["tied"]:.1%} of the decisions on exactly equal '
+            f'scores), kept = magnitude choice in {diag["agree_mag"]:.1%} '
             f'of groups (chance {diag["chance_agree"]:.1%}), score spread '
             f'{diag["score_spread"]:.3g} x init' + verdict, logger='current',
             level=logging.WARNING if verdict else logging.INFO)

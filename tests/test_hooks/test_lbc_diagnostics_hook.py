@@ -38,8 +38,9 @@ def test_settledness_logged_at_every_card_step_and_end(tmp_path):
     assert 0.0 <= diag['agree_mag'] <= 1.0
     assert diag['chance_agree'] == pytest.approx(1 / C24)
     assert diag['margin_steps'] >= 0 and diag['score_spread'] >= 0
+    assert 0.0 <= diag['tied'] <= 1.0
     scalars = runner.message_hub.log_scalars
-    for key in ('agree_mag', 'margin_steps', 'score_spread'):
+    for key in ('agree_mag', 'margin_steps', 'score_spread', 'tied'):
         assert f'train/lbc/{key}' in scalars, key
     assert scalars['train/lbc/agree_mag'].current() == pytest.approx(
         diag['agree_mag'])
@@ -55,5 +56,6 @@ def test_short_window_is_flagged_unsettled(tmp_path):
     diag = _hook(runner).diagnostics
     final = [line for line in log_lines if 'settledness of the last card step' in line]
     assert len(final) == 1
-    assert (diag['margin_steps'] < LBCHook.UNSETTLED_STEPS) == (
-        'longer removal window' in final[0])
+    unsettled = (diag['margin_steps'] < LBCHook.UNSETTLED_STEPS
+                 or diag['tied'] >= 0.5)
+    assert unsettled == ('longer removal window' in final[0])
