@@ -144,14 +144,27 @@ def read_checkpoint(path: str) -> Dict[str, object]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint not found: {path}')
     try:
+        with open(path, 'rb') as f:
+            head = f.read(4)
+        if not head:
+            raise CheckpointMismatchError(f'checkpoint {path} is empty')
+        if head != b'PK\x03\x04' and head[:1] != b'\x80':  # zip / legacy pickle
+            raise CheckpointMismatchError(
+                f'{path} is not a torch checkpoint (neither a zip archive nor a '
+                f'pickle)')
         verify_archive(path)
+    except OSError as exc:
+        raise CheckpointMismatchError(
+            f'cannot read checkpoint {path}: {exc.strerror or exc}') from None
+    try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except OSError as exc:
         raise CheckpointMismatchError(
             f'cannot read checkpoint {path}: {exc.strerror or exc}') from None
     except pickle.UnpicklingError as exc:  # weights-only refusal, or not a pickle
         raise CheckpointMismatchError(_refusal(path, exc)) from None
-    except (RuntimeError, EOFError, ValueError) as exc:  # zip reader, empty file
+    except (RuntimeError, EOFError, ValueError, KeyError, IndexError) as exc:
+        # the zip reader, or a legacy-format pickle cut short / malformed
         raise CheckpointMismatchError(
             f'cannot read checkpoint {path}: {type(exc).__name__}: '
             f'{_first_line(exc)}') from None

@@ -166,7 +166,8 @@ def test_corrupted_checkpoint_names_the_entry(tiny, tmp_path):
     bad = tmp_path / 'bad.pth'
     bad.write_bytes(bytes(data))
     with pytest.raises(CheckpointMismatchError,
-                       match=f'entry {info.filename} does not match its CRC'):
+                       match=f'^checkpoint {bad} is corrupted: entry '
+                       f'{info.filename} does not match its CRC'):
         export_checkpoint(tiny['sparse'], str(bad), str(tmp_path / 'o.pth'))
     assert os.listdir(tmp_path) == ['bad.pth']
 
@@ -177,3 +178,14 @@ def test_load_compressed_checks_the_archive_too(exported, tmp_path):
     bad.write_bytes(data[:len(data) // 2])
     with pytest.raises(CheckpointMismatchError, match='corrupted'):
         load_compressed(str(bad))
+
+
+@pytest.mark.parametrize('content,expect', [
+    (b'', 'is empty'), (b'hello, not a checkpoint', 'not a torch checkpoint'),
+    (b'\x80\x02garbage', 'not a weights-only loadable checkpoint')])
+def test_files_that_are_no_checkpoint_are_one_line(tiny, tmp_path, content, expect):
+    bad = tmp_path / 'bad.pth'
+    bad.write_bytes(content)
+    with pytest.raises(CheckpointMismatchError, match=expect) as info:
+        export_checkpoint(tiny['sparse'], str(bad), str(tmp_path / 'o.pth'))
+    assert '\n' not in str(info.value) and 'Error' not in str(info.value)
