@@ -34,8 +34,9 @@ picks the key; default ``accuracy/top1``, then ``coco/bbox_mAP``, then the first
 whether every sparse layer ended exactly N:M, wall time of the training, peak
 memory (``torch.cuda.max_memory_allocated`` on a GPU, else the process' peak RSS),
 and for LBC ``LBCHook``'s settledness at its last card step (how often the kept
-candidate is the magnitude choice, and the decision margin in iterations' worth of
-score movement; see ``lbc_mm/sparsity/diagnostics.py``).
+candidate is the magnitude choice, the decision margin in iterations' worth of
+score movement and the share of decisions taken on exactly equal scores; see
+``lbc_mm/sparsity/diagnostics.py``).
 
 Outputs in the work dir (written atomically): ``compare_methods.md`` (markdown
 table, mean ± sample std over seeds), ``compare_methods.json`` (every run and the
@@ -384,6 +385,7 @@ def summarize(results: Sequence[dict], metric: Optional[str]) -> List[dict]:
         agree = [d['agree_mag'] for d in diag if 'agree_mag' in d]
         margin = [d['margin_steps'] for d in diag if 'margin_steps' in d]
         chance = [d['chance_agree'] for d in diag if 'chance_agree' in d]
+        tied = [d['tied'] for d in diag if 'tied' in d]
         out.append(dict(
             method=row['method'], pattern=row['pattern'], metric=metric,
             mean=mean, std=std, values=values, seeds=[r['seed'] for r in ok],
@@ -394,6 +396,7 @@ def summarize(results: Sequence[dict], metric: Optional[str]) -> List[dict]:
             wall_s=_mean_std([r['wall_s'] for r in ok])[0],
             peak_mem_mib=max((r['peak_mem_mib'] for r in ok), default=None),
             agree_mag=_mean_std(agree)[0], margin_steps=_mean_std(margin)[0],
+            tied=_mean_std(tied)[0],
             chance_agree=chance[0] if chance else None))
     return out
 
@@ -406,7 +409,7 @@ def markdown_table(rows: Sequence[dict], metric: Optional[str]) -> str:
     """The study's markdown table."""
     head = (f'| method | pattern | {metric or "metric"} (mean ± std) | exactly N:M | '
             'train time / run (s) | peak memory (MiB) | LBC: kept = magnitude '
-            '(chance) | LBC: decision margin (score steps) | runs |')
+            '(chance) | LBC: decision margin (score steps; tied decisions) | runs |')
     lines = [head, '|' + '---|' * 9]
     for row in rows:
         value = '-' if row['mean'] is None else (
@@ -426,7 +429,9 @@ def markdown_table(rows: Sequence[dict], metric: Optional[str]) -> str:
         lines.append(
             f'| {row["method"]} | {row["pattern"]} | {value} | {nm} | '
             f'{_fmt(row["wall_s"], 0)} | {_fmt(row["peak_mem_mib"], 0)} | {agree} | '
-            f'{_fmt(row["margin_steps"], 1)} | {runs} |')
+            f'{_fmt(row["margin_steps"], 1)}'
+            + ('' if row.get('tied') is None else f' ({row["tied"]:.0%} tied)')
+            + f' | {runs} |')
     return '\n'.join(lines) + '\n'
 
 
