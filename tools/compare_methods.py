@@ -45,7 +45,6 @@ summary) and ``compare_methods.png`` (metric per method and pattern, error bars)
 import argparse
 import copy
 import json
-import math
 import os
 import os.path as osp
 import statistics

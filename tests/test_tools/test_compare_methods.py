@@ -71,7 +71,8 @@ def test_rewrite_classifier_config(tmp_path):
 
 
 def test_rewrite_detector_config():
-    path = osp.join(REPO, 'configs', 'demo', 'mask-rcnn_r50-lbc-2of4_fpn_demo-shapes.py')
+    path = osp.join(REPO, 'configs', 'demo',
+                    'mask-rcnn_r50-lbc-2of4_fpn_demo-shapes.py')
     cfg = Config.fromfile(path)
     assert cm.rewrite_config(cfg, 'asp', (2, 8), seed=1) == ['model.backbone.conv_cfg']
     conv_cfg = cfg.model.backbone.conv_cfg
