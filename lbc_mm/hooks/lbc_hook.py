@@ -589,7 +589,7 @@ class LBCHook(Hook):
                 step = diagnostics.score_step_rms(before, layer.scores[idx],
                                                   layer.alive[idx])
                 acc = self._diag_steps.setdefault(name, [0.0, 0])
-                acc[0] += step * step
+                acc[0] = acc[0] + step * step  # stays on the device until used
                 acc[1] += 1
 
     def _diag_before_removal(self, name: str, layer: nn.Module, keep: int) -> None:
@@ -599,7 +599,7 @@ class LBCHook(Hook):
             idx = self._diag_rows(name, layer)
             scores, alive = layer.scores[idx], layer.alive[idx]
             acc = self._diag_steps.get(name)
-            step = (acc[0] / acc[1])**0.5 if acc and acc[1] else 0.0
+            step = float(acc[0] / acc[1])**0.5 if acc and acc[1] else 0.0
             margins = diagnostics.decision_margin(scores, alive, keep)
             self._diag_ties[0] += int((margins == 0).sum())
             self._diag_ties[1] += margins.numel()

@@ -83,20 +83,22 @@ def decision_margin(scores: Tensor, alive: Tensor, keep: int) -> Tensor:
     return top[:, keep - 1] - top[:, keep]
 
 
-def score_step_rms(before: Tensor, after: Tensor, alive: Tensor) -> float:
+def score_step_rms(before: Tensor, after: Tensor, alive: Tensor) -> Tensor:
     """RMS change of the alive scores between two snapshots (0 when none alive).
 
     Args:
         before (Tensor): ``(G, C)`` scores at an earlier iteration.
         after (Tensor): ``(G, C)`` scores now.
         alive (Tensor): ``(G, C)`` bool, candidates alive now.
+
+    Returns:
+        Tensor: 0-dim float32 on the scores' device (no host sync, so a hook can
+        call it every iteration on a GPU).
     """
     _check(after, alive)
-    count = int(alive.sum())
-    if count == 0:
-        return 0.0
-    diff = (after.detach() - before.detach()).float()[alive]
-    return float(diff.pow(2).sum().div(count).sqrt())
+    a = alive.to(torch.float32)
+    diff = (after.detach() - before.detach()).to(torch.float32) * a
+    return diff.pow(2).sum().div(a.sum().clamp(min=1)).sqrt()
 
 
 def score_spread(scores: Tensor, alive: Tensor) -> float:

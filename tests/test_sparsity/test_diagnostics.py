@@ -50,8 +50,9 @@ def test_score_step_rms_counts_alive_only():
     after = torch.tensor([[0.3, 0.4, 9.0], [0.0, 0.0, 0.0]])
     alive = torch.tensor([[True, True, False], [True, True, False]])
     # alive diffs 0.3, 0.4, 0, 0 -> sqrt(0.25 / 4)
-    assert score_step_rms(before, after, alive) == pytest.approx(0.25)
-    assert score_step_rms(before, after, torch.zeros(2, 3, dtype=torch.bool)) == 0
+    assert float(score_step_rms(before, after, alive)) == pytest.approx(0.25)
+    none = torch.zeros(2, 3, dtype=torch.bool)
+    assert float(score_step_rms(before, after, none)) == 0
 
 
 def test_score_spread():
