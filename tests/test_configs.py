@@ -131,8 +131,9 @@ def test_config_builds_with_documented_sparsity(rel):
         assert 'head.layers.head' in dense
         return
     backbone = {name for name, _, _ in layers if name.startswith('backbone.')}
-    # ResNet-50: 49 convs + 4 downsample convs; the 7x7 stem stays dense.
-    assert len(backbone) == 53
+    # ResNet-50: 49 convs + 4 downsample convs (ResNet-18: 17 + 3); the 7x7 stem
+    # stays dense.
+    assert len(backbone) == (20 if 'resnet18' in rel else 53)
     assert sparse == backbone - {'backbone.conv1'}
     stem = model.backbone.conv1
     assert isinstance(stem, NMSparseConv) and not stem.is_sparse
