@@ -1,7 +1,7 @@
 """Version shims for the OpenMMLab stack lbc_mm runs on.
 
 Imported first by ``lbc_mm/__init__.py``. Each shim states the versions it covers and
-why it exists (details and measurements: ``PLATFORM.md`` of the project). All shims are
+why it exists (details: ``docs/platform.md``). All shims are
 idempotent.
 
 1. mmpretrain 1.2.0 + transformers >= 5: ``import mmpretrain.models`` dies with

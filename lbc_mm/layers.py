@@ -5,7 +5,7 @@ Both are registered in mmengine's root ``MODELS`` registry, so
 ``mmpretrain`` scopes wherever mmcv's ``build_conv_layer`` is used (it calls
 ``layer(*args, **kwargs, **cfg)`` with the ``nn.Conv2d`` positional arguments).
 
-Methods (ALGORITHM.md):
+Methods (docs/method.md):
 
 - ``'lbc'``: learnable candidate ``scores`` ``(G, C)`` and an ``alive`` buffer;
   ``LBCHook`` drives the removal through :meth:`remove_candidates`.
@@ -212,7 +212,7 @@ class _NMSparseMixin:
         return self.alive.sum(dim=1)
 
     def remove_candidates(self, keep: int) -> None:
-        """(LBC) Keep the ``keep`` best candidates per group (ALGORITHM.md step 6).
+        """(LBC) Keep the ``keep`` best candidates per group (docs/method.md §6).
 
         Removed candidates stay removed; their scores are re-zeroed on every call
         (momentum may have moved them). A no-op for non-LBC or dense layers.

@@ -33,7 +33,7 @@ from .sparsity import validate_pattern
 
 __all__ = ['DEFAULT_EXCLUDE', 'DEFAULT_INCLUDE', 'NMSparsify', 'sparsify']
 
-#: ALGORITHM.md section 8: the backbone is sparse; neck, heads and classifier
+#: docs/method.md §8: the backbone is sparse; neck, heads and classifier
 #: stay dense.
 DEFAULT_INCLUDE = ('backbone.*', )
 #: The stem (ResNet ``conv1``, ResNetV1d ``stem``) and the ViT patch embedding.

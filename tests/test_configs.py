@@ -152,7 +152,7 @@ def _lbc_hook(cfg):
 @pytest.mark.parametrize(
     'rel', [c for c in CONFIGS if c.startswith('mmpretrain') and 'resnet50' in c])
 def test_resnet50_configs_follow_the_paper_recipe(rel):
-    """ALGORITHM.md §9: 120 epochs, SGD 0.9, lr 0.1 / 256, 5 warm-up epochs + cosine,
+    """docs/method.md §9: 120 epochs, SGD 0.9, lr 0.1 / 256, 5 warm-up epochs + cosine,
     explicit weight decay, label smoothing 0.1, t_i=0, t_f=60."""
     cfg = _load(rel)
     assert cfg.train_cfg.max_epochs == 120

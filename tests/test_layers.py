@@ -322,7 +322,7 @@ def test_mmpretrain_resnet50_conv_cfg_forward_backward():
 @pytest.mark.parametrize('keep', [6, 3, 1])
 @pytest.mark.parametrize('kind', ['conv', 'linear'])
 def test_layer_gradients_equal_pure_function(keep, kind):
-    """The layer's cached-mask fast path gives the gradients of ALGORITHM.md §4."""
+    """The layer's cached-mask fast path gives the gradients of docs/method.md §4."""
     from lbc_mm.sparsity import lbc_masked_weight
     torch.manual_seed(keep)
     layer = (NMSparseConv(8, 4, 3, padding=1) if kind == 'conv' else

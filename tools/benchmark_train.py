@@ -1,7 +1,7 @@
 """Training-step cost of N:M sparse layers vs the dense model, in one process.
 
 Builds the config's model once dense and once per (method, pattern) with
-:func:`lbc_mm.transforms.sparsify` (ALGORITHM.md section 8 scope: backbone sparse,
+:func:`lbc_mm.transforms.sparsify` (docs/method.md §8 scope: backbone sparse,
 stem / neck / heads dense), then times full training steps (forward, backward,
 SGD-momentum step and, for LBC, the hook's per-iteration ``remove_candidates``)
 alternating between the models, and reports the median step time and memory with

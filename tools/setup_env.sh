@@ -36,7 +36,7 @@ else
     python3 -m venv "$VENV"
   fi
   "$PY" -m pip install -q --upgrade 'pip<27'
-  # torch/torchvision: a matching pair (PLATFORM.md: 2.14.1 + 0.29.1 lie on local disk).
+  # torch/torchvision: a matching pair (docs/platform.md; mmpretrain imports torchvision).
   if ! "$PY" -c "import torch, torchvision, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
     log "installing torch==$TORCH_VERSION torchvision==$TORCHVISION_VERSION"
     "$PY" -m pip install -q "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"

@@ -1,12 +1,12 @@
 # Faster R-CNN R50-FPN 1x COCO, ResNet-50 backbone trained 2:4 sparse with LBC.
 #
-# Paper target (ALGORITHM.md §9): COCO Faster R-CNN with a 2:4 backbone "above
+# Paper target (docs/method.md, "Results"): COCO Faster R-CNN with a 2:4 backbone "above
 # SR-STE" (no COCO numbers are given, none are claimed).
 #
 # Hyper-parameters a user changes:
 #   model.backbone.conv_cfg  dict(type='NMSparseConv', n=2, m=4, method='lbc'):
 #                            every backbone conv; the 7x7 stem (Cin=3) stays dense with
-#                            a log line; neck and heads stay dense (ALGORITHM.md §8).
+#                            a log line; neck and heads stay dense (docs/method.md §8).
 #   LBCHook t_i / t_f        removal window epochs 0 -> 6 of the 12-epoch schedule
 #                            (half of training), p=3; epochs 6-12 (lr steps at 8 and
 #                            11) train the weights under the fixed 2:4 masks.

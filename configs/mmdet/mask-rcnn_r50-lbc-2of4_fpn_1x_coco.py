@@ -1,6 +1,6 @@
 # Mask R-CNN R50-FPN 1x COCO, ResNet-50 backbone trained 2:4 sparse with LBC.
 #
-# Paper target (ALGORITHM.md §9): COCO Mask R-CNN with a 2:4 backbone "above
+# Paper target (docs/method.md, "Results"): COCO Mask R-CNN with a 2:4 backbone "above
 # SR-STE" (compare with ./mask-rcnn_r50-srste-2of4_fpn_1x_coco.py; the paper's text
 # gives no COCO numbers here, so none are claimed).
 #
@@ -8,7 +8,7 @@
 #   model.backbone.conv_cfg  dict(type='NMSparseConv', n=2, m=4, method='lbc'):
 #                            the N:M pattern of every backbone conv. The 7x7 stem
 #                            (Cin=3, not a multiple of m) stays dense (one log line).
-#                            Neck (FPN) and heads stay dense (ALGORITHM.md §8); give
+#                            Neck (FPN) and heads stay dense (docs/method.md §8); give
 #                            them conv_cfg=dict(type='NMSparseConv', ...) to sparsify.
 #   LBCHook t_i / t_f        removal window: candidates are removed from epoch 0
 #                            (t_i) to epoch 6 (t_f) of the 12-epoch schedule (half of

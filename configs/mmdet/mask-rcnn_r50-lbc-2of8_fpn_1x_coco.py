@@ -1,6 +1,6 @@
 # Mask R-CNN R50-FPN 1x COCO, ResNet-50 backbone trained 2:8 sparse with LBC.
 #
-# Paper target (ALGORITHM.md §9): COCO Mask R-CNN with a 2:8 backbone "above
+# Paper target (docs/method.md, "Results"): COCO Mask R-CNN with a 2:8 backbone "above
 # SR-STE" (no COCO numbers are given, none are claimed).
 #
 # Everything as in ./mask-rcnn_r50-lbc-2of4_fpn_1x_coco.py (removal window epochs 0-6

@@ -1,6 +1,6 @@
 # Mask R-CNN R50-FPN 1x COCO, ResNet-50 backbone 2:4 sparse with SR-STE (baseline).
 #
-# The baseline LBC is compared with (Zhou et al., ICLR 2021; ALGORITHM.md
+# The baseline LBC is compared with (Zhou et al., ICLR 2021; docs/method.md
 # "Baselines"): every forward keeps the 2 largest |w| of each group of 4;
 # backward dW = dW_eff + lambda_w * (1 - mask) * W. Compare its bbox/segm mAP with
 # ./mask-rcnn_r50-lbc-2of4_fpn_1x_coco.py (the paper reports LBC above SR-STE on COCO,

@@ -1,6 +1,6 @@
 # ResNet-50 ImageNet-1k, every backbone conv 2:4 sparse, ASP-style one-shot (baseline).
 #
-# NVIDIA ASP (ALGORITHM.md "Baselines"): the 2:4 magnitude mask (2 largest |w| of each
+# NVIDIA ASP (docs/method.md "Baselines"): the 2:4 magnitude mask (2 largest |w| of each
 # group of 4) is computed once from the starting weights and kept fixed; only the
 # surviving weights train. A magnitude mask of random weights is a random mask, so
 # this config starts from the dense torchvision ImageNet ResNet-50 (ASP's protocol:

@@ -1,6 +1,6 @@
 # ResNet-50 ImageNet-1k, every backbone conv 1:16 sparse, trained with LBC.
 #
-# Paper target (ALGORITHM.md §9): top-1 71.8 % (120 epochs).
+# Paper target (docs/method.md, "Results"): top-1 71.8 % (120 epochs).
 #
 # Hyper-parameters a user changes (the rest is ./_base_/lbc_resnet50_recipe.py):
 #   model.backbone.conv_cfg  n=1, m=16: C(16,1)=16 candidates per group of 16 input

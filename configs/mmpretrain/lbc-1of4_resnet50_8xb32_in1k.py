@@ -1,6 +1,6 @@
 # ResNet-50 ImageNet-1k, every backbone conv 1:4 sparse, trained with LBC.
 #
-# Paper target (ALGORITHM.md §9): no 1:4 number is given in ALGORITHM.md; none claimed.
+# Paper target: the paper gives no 1:4 number; none claimed.
 #
 # Hyper-parameters a user changes (the rest is ./_base_/lbc_resnet50_recipe.py):
 #   model.backbone.conv_cfg  n=1, m=4: C(4,1)=4 candidates per group of 4 input

@@ -1,6 +1,6 @@
 # ResNet-50 ImageNet-1k, every backbone conv 2:4 sparse, trained with LBC.
 #
-# Paper target (ALGORITHM.md §9): top-1 77.2 % (120 epochs).
+# Paper target (docs/method.md, "Results"): top-1 77.2 % (120 epochs).
 #
 # Hyper-parameters a user changes (the rest is ./_base_/lbc_resnet50_recipe.py):
 #   model.backbone.conv_cfg  n=2, m=4: C(4,2)=6 candidates per group of 4 input

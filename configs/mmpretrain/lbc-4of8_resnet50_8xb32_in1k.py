@@ -1,6 +1,6 @@
 # ResNet-50 ImageNet-1k, every backbone conv 4:8 sparse, trained with LBC.
 #
-# Paper target (ALGORITHM.md §9): no 4:8 number is given in ALGORITHM.md; none claimed.
+# Paper target: the paper gives no 4:8 number; none claimed.
 #
 # Hyper-parameters a user changes (the rest is ./_base_/lbc_resnet50_recipe.py):
 #   model.backbone.conv_cfg  n=4, m=8: C(8,4)=70 candidates per group of 8 input

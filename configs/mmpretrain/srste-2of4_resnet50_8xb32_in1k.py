@@ -1,6 +1,6 @@
 # ResNet-50 ImageNet-1k, every backbone conv 2:4 sparse with SR-STE (baseline).
 #
-# The baseline LBC is compared with (Zhou et al., ICLR 2021; ALGORITHM.md
+# The baseline LBC is compared with (Zhou et al., ICLR 2021; docs/method.md
 # "Baselines"): every forward keeps the 2 largest |w| of each group of 4; backward
 # dW = dW_eff + lambda_w * (1 - mask) * W. Same recipe as the LBC configs
 # (./_base_/resnet50_nm_recipe.py: 120 epochs, SGD 0.9, lr 0.1 / batch 256, 5 warm-up

@@ -2,7 +2,7 @@
 
 Every function here computes a GEMM with the weight ``W`` of shape ``(N, K)`` (out
 features x reduction) on the **left**, which is the form cuSPARSELt runs fast on
-Hopper (see PLATFORM.md, "2:4 sparse inference on Hopper GPUs"):
+Hopper (see docs/platform.md, "2:4 inference on Hopper"):
 
 - feature-major: ``Y^T (N, M) = W (N, K) @ X^T (K, M)`` with ``X^T`` contiguous;
 - token-major result: same GEMM, cuSPARSELt writes ``Y (M, N)`` directly

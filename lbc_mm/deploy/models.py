@@ -1,6 +1,6 @@
 """Build the model a benchmark times: config -> model -> dense-with-zeros 2:4 weights.
 
-Which layers are sparse follows ALGORITHM.md §8: the layers the config made sparse
+Which layers are sparse follows docs/method.md §8: the layers the config made sparse
 (``NMSparseConv`` / ``NMSparseLinear`` with ``is_sparse``), or, for a stock config,
 every ``Conv2d`` / ``Linear`` of the backbone whose reduction size ``in/groups`` is a
 multiple of M (which leaves the ResNet stem and the ViT patch embedding dense; necks
@@ -32,7 +32,7 @@ def reduction_size(mod: nn.Module) -> int:
 
 def sparse_layer_names(model: nn.Module, n: int = 2,
                        m: int = 4) -> Tuple[Dict[str, Tuple[int, int]], str]:
-    """The layers that are N:M sparse in ``model`` (ALGORITHM.md §8).
+    """The layers that are N:M sparse in ``model`` (docs/method.md §8).
 
     Returns:
         tuple[dict[str, tuple[int, int]], str]: name -> ``(n, m)``, and how the
@@ -48,7 +48,7 @@ def sparse_layer_names(model: nn.Module, n: int = 2,
             continue
         if isinstance(mod, (nn.Conv2d, nn.Linear)) and reduction_size(mod) % m == 0:
             names[name] = (n, m)
-    return names, ('ALGORITHM.md §8 default: backbone Conv2d/Linear with in/groups '
+    return names, ('docs/method.md §8 default: backbone Conv2d/Linear with in/groups '
                    f'% {m} == 0 (stem / patch embedding, neck and head dense)')
 
 

@@ -167,7 +167,7 @@ def conv1x1_unsupported(conv: nn.Module) -> Optional[str]:
     if not isinstance(conv, nn.Conv2d):
         return f'{type(conv).__name__} is not a Conv2d'
     if tuple(conv.kernel_size) != (1, 1):
-        # im2col + 2:4 GEMM is 20-40x slower than cuDNN (PLATFORM.md)
+        # im2col + 2:4 GEMM is 20-40x slower than cuDNN (docs/platform.md)
         return (f'{tuple(conv.kernel_size)} conv: no 2:4 convolution kernel outside '
                 'TensorRT')
     if conv.groups != 1:

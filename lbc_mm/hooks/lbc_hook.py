@@ -1,7 +1,7 @@
 """LBCHook: drives the LBC candidate-removal schedule during training.
 
 Zhang, Lin et al., "Learning Best Combination for Efficient N:M Sparsity", NeurIPS
-2022 (arXiv 2206.06662); ALGORITHM.md §5-§8 of this project. The math lives in
+2022 (arXiv 2206.06662); docs/method.md §5-§8. The math lives in
 :mod:`lbc_mm.sparsity` (``card``, ``removal_step``); the layers own their state
 (``scores``, ``alive``); this hook only decides *when*:
 
@@ -51,7 +51,7 @@ that a requirement: a layer loaded with more than one candidate in some group st
 training at ``before_train``, naming it (the checkpoint was not a finished LBC run,
 or did not load).
 
-Frozen layers (ALGORITHM.md §8): mmdet's ``frozen_stages`` turns ``requires_grad``
+Frozen layers (docs/method.md §8): mmdet's ``frozen_stages`` turns ``requires_grad``
 off on every parameter of the stem and stage 1 - scores included - and turns it off
 again at every ``model.train()``. A sparse LBC layer whose weight does not require
 gradients at ``before_train`` is "frozen" and follows ``frozen_layers``:

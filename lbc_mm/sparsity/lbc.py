@@ -1,7 +1,7 @@
 """LBC (Learning Best Combination) math: scores, mask, schedule and removal.
 
 Zhang, Lin et al., "Learning Best Combination for Efficient N:M Sparsity",
-NeurIPS 2022 (arXiv 2206.06662); ALGORITHM.md, "LBC", steps 2-7.
+NeurIPS 2022 (arXiv 2206.06662); docs/method.md §2-§7.
 
 Shapes: a layer has ``G = numel / m`` groups (:mod:`lbc_mm.sparsity.patterns`
 fixes their layout) and ``C = C(m, n)`` candidates; scores and ``alive`` are

@@ -1,7 +1,7 @@
 """N:M patterns: validation, candidate subsets, the group layout and magnitude masks.
 
-This module is the one place that knows the group layout (ALGORITHM.md, "N:M
-sparsity"): groups are ``m`` consecutive weights along the GEMM reduction axis, i.e.
+This module is the one place that knows the group layout (docs/method.md, "N:M
+layout"): groups are ``m`` consecutive weights along the GEMM reduction axis, i.e.
 input channels.
 
 - Linear ``(out, in)``: ``w.reshape(-1, m)`` -> ``(G, m)``.
@@ -62,7 +62,7 @@ def candidate_matrix(n: int,
                      m: int,
                      dtype: torch.dtype = torch.float32,
                      device: Optional[torch.device] = None) -> Tensor:
-    """Binary candidate matrix ``B`` of an N:M pattern (ALGORITHM.md, LBC step 1).
+    """Binary candidate matrix ``B`` of an N:M pattern (docs/method.md §1).
 
     Args:
         n (int): Kept weights per group.

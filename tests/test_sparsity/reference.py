@@ -1,4 +1,4 @@
-"""Plain-loop reference implementation of ALGORITHM.md (LBC, magnitude masks).
+"""Plain-loop reference implementation of docs/method.md (LBC, magnitude masks).
 
 Deliberately slow and literal: Python loops over groups and candidates,
 ``itertools.combinations`` for the candidate subsets. Groups are built by explicit
@@ -45,7 +45,7 @@ def ref_mask(shape, alive, n, m):
 
 
 def ref_grads(weight, grad_eff, alive, n, m):
-    """Straight-through gradients of ALGORITHM.md step 4, with loops."""
+    """Straight-through gradients of docs/method.md §4, with loops."""
     mask = ref_mask(weight.shape, alive, n, m)
     grad_w = grad_eff * mask
     cands = ref_candidates(n, m)

@@ -1,4 +1,4 @@
-"""Tests of the LBC math against the plain-loop reference of ALGORITHM.md."""
+"""Tests of the LBC math against the plain-loop reference of docs/method.md."""
 import math
 
 import pytest

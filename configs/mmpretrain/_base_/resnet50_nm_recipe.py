@@ -1,12 +1,12 @@
-# Shared recipe of the N:M sparse ResNet-50 ImageNet configs (LBC paper, ALGORITHM.md
-# §9), without the method-specific parts. Leaf configs set the pattern / method in
-# model.backbone.conv_cfg; ./lbc_resnet50_recipe.py adds LBCHook.
+# Shared recipe of the N:M sparse ResNet-50 ImageNet configs (LBC paper,
+# docs/method.md §9), without the method-specific parts. Leaf configs set the
+# pattern / method in model.backbone.conv_cfg; ./lbc_resnet50_recipe.py adds LBCHook.
 #
 #   model       mmpretrain ResNet-50 with LabelSmoothLoss(0.1) (resnet50_8xb32-lbs);
 #               backbone.conv_cfg = NMSparseConv: every conv of the backbone is N:M
 #               sparse; the 7x7 stem (Cin=3) stays dense with a log line; the
 #               classifier fc (LinearClsHead) is an nn.Linear and stays dense
-#               (ALGORITHM.md §8).
+#               (docs/method.md §8).
 #   schedule    120 epochs; SGD momentum 0.9, lr 0.1 for batch 256 (8 GPUs x 32;
 #               auto_scale_lr base_batch_size=256); 5 linear warm-up epochs (per
 #               iteration, from 0.001 x lr) then cosine to 0 at epoch 120.
