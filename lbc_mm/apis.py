@@ -1,4 +1,9 @@
-"""Config -> model -> checkpoint loading, shared by export and deploy.
+"""Config -> model -> checkpoint: the one place every stage loads them.
+
+Used by export (``tools/convert.py``), deploy (``tools/benchmark.py``,
+``tools/export_onnx.py``), ``tools/test.py`` / ``tools/train.py --resume`` (through
+``lbc_mm.cli``) and the benchmarks / studies (mmdet's ``mmdet.apis`` is the
+precedent). It imports no other lbc_mm module, so every layer may import it.
 
 Configs may be repo paths or ``pkg::dir/file.py`` (read from ``<pkg>/.mim/configs``,
 like mmengine does, but without needing ``pkg_resources`` at run time).
@@ -14,6 +19,10 @@ from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
+
+__all__ = ['CheckpointMismatchError', 'build_model', 'check_checkpoint',
+           'checkpoint_mismatch', 'load_checkpoint_into', 'load_config',
+           'read_checkpoint', 'resolve_config', 'state_dict_of', 'verify_archive']
 
 
 class CheckpointMismatchError(ValueError):
@@ -61,16 +70,22 @@ def load_config(path: str):
 
 
 def build_model(cfg) -> Tuple[nn.Module, str]:
-    """Build ``cfg.model`` in its library's registry (CPU, eval mode).
+    """Build ``cfg.model`` in the registry of the config's ``default_scope``
+    (CPU, eval mode). Import lbc_mm first when the config uses its types.
 
     Returns:
         tuple[nn.Module, str]: the model and its scope (``'mmpretrain'`` /
         ``'mmdet'``).
+
+    Raises:
+        ValueError: the config sets no ``default_scope``.
     """
     scope = cfg.get('default_scope', None)
-    if scope is None:
-        kind = str(cfg.model.get('type', '')).lower()
-        scope = 'mmdet' if ('rcnn' in kind or 'detector' in kind) else 'mmpretrain'
+    if not scope:
+        raise ValueError(
+            f'config {getattr(cfg, "filename", None) or ""} sets no default_scope '
+            f"(add e.g. default_scope = 'mmdet' or 'mmpretrain')".replace('config  ',
+                                                                         'config '))
     importlib.import_module(f'{scope}.utils').register_all_modules(
         init_default_scope=True)
     registry = importlib.import_module(f'{scope}.registry').MODELS

@@ -163,7 +163,7 @@ def check_runner_checkpoint(runner: Runner, path: str, allow_partial: bool = Fal
     mmengine loads with ``strict=False`` and only logs mismatches, so a checkpoint of
     another config would be evaluated (or resumed) silently wrong. This is the same
     check ``tools/convert.py`` and ``tools/benchmark.py`` run
-    (:func:`lbc_mm.export.build.check_checkpoint`).
+    (:func:`lbc_mm.apis.check_checkpoint`).
 
     Args:
         runner (Runner): built runner (its model, unwrapped, is the reference).
@@ -177,7 +177,7 @@ def check_runner_checkpoint(runner: Runner, path: str, allow_partial: bool = Fal
     """
     from mmengine.model import is_model_wrapper
 
-    from .export.build import CheckpointMismatchError, check_checkpoint
+    from .apis import CheckpointMismatchError, check_checkpoint
     if '://' in path:
         return None
     model = runner.model.module if is_model_wrapper(runner.model) else runner.model

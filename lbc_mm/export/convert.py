@@ -16,7 +16,7 @@ import torch
 
 from ..sparsity.patterns import validate_pattern
 from .bake import SPARSE_ONLY_KEYS, NotNMError, densify_model, nm_violations
-from .build import build_model, load_checkpoint_into, load_config, resolve_config
+from ..apis import build_model, load_checkpoint_into, load_config, resolve_config
 from .compressed import compress_state_dict, layer_sizes, nbytes
 from .io import atomic_write_all, same_file, torch_writer
 

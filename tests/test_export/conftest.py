@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from lbc_mm.export import build_model, load_config
+from lbc_mm.apis import build_model, load_config
 from lbc_mm.layers import sparse_layers
 
 STOCK = """

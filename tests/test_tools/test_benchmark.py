@@ -104,7 +104,7 @@ model = dict(
 @pytest.mark.parametrize('finished', [True, False])
 def test_checkpoint_weights_are_checked_before_the_gpu_question(tmp_path, finished):
     import lbc_mm  # noqa: F401
-    from lbc_mm.export import build_model, load_config
+    from lbc_mm.apis import build_model, load_config
     from lbc_mm.layers import sparse_layers
     cfg = tmp_path / 'lbc.py'
     cfg.write_text(LBC_RESNET)
@@ -136,7 +136,7 @@ def test_checkpoint_weights_are_checked_before_the_gpu_question(tmp_path, finish
 @pytest.fixture(scope='module')
 def vit_ckpt(tiny_cfg, tmp_path_factory):
     import lbc_mm  # noqa: F401
-    from lbc_mm.export import build_model, load_config
+    from lbc_mm.apis import build_model, load_config
     model, _ = build_model(load_config(tiny_cfg))
     path = tmp_path_factory.mktemp('ckpt') / 'vit.pth'
     torch.save({'meta': {}, 'state_dict': model.state_dict()}, path)

@@ -29,7 +29,7 @@ def _run(*args):
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
     import lbc_mm  # noqa: F401
-    from lbc_mm.export import build_model, load_config
+    from lbc_mm.apis import build_model, load_config
     folder = tmp_path_factory.mktemp('cli')
     cfg = folder / 'srste.py'
     cfg.write_text(SPARSE)
