@@ -18,7 +18,13 @@ What is checked:
   (e.g. ``model.backbone.conv_cfg``) or ``NMSparsify``: unknown options, and
   ``n`` / ``m`` / ``method`` / ``srste_lambda``;
 * every ``custom_hooks`` entry of type ``LBCHook`` or ``FiniteCheckHook``: unknown
-  arguments, and the values the hook's constructor refuses.
+  arguments, and the values the hook's constructor refuses;
+* a config with an ``LBCHook`` and an ``optim_wrapper`` names
+  ``constructor='LBCOptimWrapperConstructor'`` (or another constructor of its own):
+  the optimizer is built before any hook runs, so only the constructor can give the
+  scores their settings (:mod:`lbc_mm.optim`). The tools do not add it behind the
+  config's back, so a config trains the same under mmdet's and mmpretrain's own
+  ``tools/train.py``.
 """
 import difflib
 import inspect
@@ -36,6 +42,10 @@ HOOKS = {'LBCHook': LBCHook, 'FiniteCheckHook': FiniteCheckHook}
 #: Keys mmengine itself takes from a config dict of a layer / hook.
 META_KEYS = ('type', '_scope_')
 HOOK_META_KEYS = META_KEYS + ('priority', )
+#: Optimizer constructor an ``LBCHook`` config needs (:mod:`lbc_mm.optim`).
+LBC_CONSTRUCTOR = 'LBCOptimWrapperConstructor'
+#: ``optim_wrapper.constructor`` values that mean mmengine's default constructor.
+DEFAULT_CONSTRUCTORS = (None, 'DefaultOptimWrapperConstructor')
 
 
 class ConfigError(ValueError):
@@ -139,6 +149,27 @@ def check_hook_cfg(key: str, cfg: dict) -> None:
         raise ConfigError(key, str(err), 'set valid values there') from None
 
 
+def check_optim_constructor(cfg) -> None:
+    """An ``LBCHook`` config must not build its optimizer with the default constructor.
+
+    Raises:
+        ConfigError: Naming ``optim_wrapper.constructor`` and the fix.
+    """
+    hooks = [h for h in cfg.get('custom_hooks', None) or []
+             if isinstance(h, dict) and _type_name(h) == 'LBCHook']
+    optim_wrapper = cfg.get('optim_wrapper', None)
+    if not hooks or not isinstance(optim_wrapper, dict):
+        return
+    constructor = optim_wrapper.get('constructor', None)
+    if constructor is not None:
+        constructor = _type_name(dict(type=constructor))
+    if constructor in DEFAULT_CONSTRUCTORS:
+        raise ConfigError(
+            'optim_wrapper.constructor',
+            "a config with an LBCHook needs the LBC scores' optimizer settings",
+            f"add constructor='{LBC_CONSTRUCTOR}' to optim_wrapper in the config")
+
+
 def check_config(cfg) -> None:
     """Check the lbc_mm parts of a (merged) config.
 
@@ -154,6 +185,7 @@ def check_config(cfg) -> None:
     for i, hook in enumerate(cfg.get('custom_hooks', None) or []):
         if isinstance(hook, dict) and _type_name(hook) in HOOKS:
             check_hook_cfg(f'custom_hooks.{i}', hook)
+    check_optim_constructor(cfg)
 
 
 def find_config_error(cfg) -> Optional[str]:

@@ -88,3 +88,46 @@ def test_train_tool_says_one_line_and_exits_2(tmp_path):
         "config error: custom_hooks.0.pwer: LBCHook has no option 'pwer'; did you "
         "mean 'power'?")
     assert not (tmp_path / 'work').exists()
+
+
+def test_lbc_hook_needs_the_scores_constructor():
+    """An LBCHook config must name the scores' optimizer constructor itself: the
+    tools do not add it, so the config trains the same under mmdet's own tools."""
+    cfg = _cfg()
+    cfg.optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.1))
+    message = find_config_error(cfg)
+    assert message is not None and '\n' not in message
+    assert message.startswith('config error: optim_wrapper.constructor: '), message
+    assert "constructor='LBCOptimWrapperConstructor'" in message
+    for default in ('DefaultOptimWrapperConstructor',
+                    'mmengine.DefaultOptimWrapperConstructor'):
+        cfg.optim_wrapper.constructor = default
+        assert find_config_error(cfg).startswith(
+            'config error: optim_wrapper.constructor: ')
+    for given in ('LBCOptimWrapperConstructor', 'lbc_mm.LBCOptimWrapperConstructor',
+                  'MyOwnConstructor'):
+        cfg.optim_wrapper.constructor = given
+        assert find_config_error(cfg) is None
+    # no LBCHook (SR-STE, ASP, dense): the default constructor is fine
+    cfg = _cfg()
+    cfg.custom_hooks = [dict(type='EMAHook')]
+    cfg.optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.1))
+    assert find_config_error(cfg) is None
+
+
+def test_train_tool_refuses_lbc_config_without_constructor(tmp_path):
+    """tools/train.py no longer rewrites the constructor: one line, exit 2."""
+    cfg = toy_cfg(str(tmp_path / 'work'), hook=dict(t_f=0.5))
+    cfg['optim_wrapper'].pop('constructor')
+    config = write_config(str(tmp_path / 'cfg.py'), cfg)
+    env = dict(os.environ, MPLBACKEND='Agg', OMP_NUM_THREADS='1')
+    env['PYTHONPATH'] = os.pathsep.join([REPO, TOY_DIR] + (
+        [env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
+    proc = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'train.py'), config],
+                          cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith('config error: optim_wrapper.constructor: ')
+    assert not (tmp_path / 'work').exists()

@@ -152,6 +152,12 @@ def rewrite_config(cfg, method: str, pattern: Optional[Tuple[int, int]],
     if method == 'lbc':
         if not has_hook:
             hooks.append(dict(type='LBCHook'))
+        # An LBCHook needs the scores' optimizer constructor (lbc_mm.config_check);
+        # a dense / SR-STE config switched to LBC does not name it yet.
+        optim_wrapper = cfg.get('optim_wrapper', None)
+        if optim_wrapper is not None and optim_wrapper.get('constructor', None) in (
+                None, 'DefaultOptimWrapperConstructor'):
+            optim_wrapper['constructor'] = 'LBCOptimWrapperConstructor'
     else:
         hooks = [h for h in hooks if h.get('type') not in HOOK_TYPES]
     cfg.custom_hooks = hooks

@@ -80,29 +80,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
-    set_scores_constructor(cfg)
     return cfg
-
-
-def set_scores_constructor(cfg: Config) -> None:
-    """Give LBC scores their own optimizer settings when the config has an LBCHook.
-
-    The optimizer is built before hooks run, so ``lbc_mm.optim``'s
-    ``LBCOptimWrapperConstructor`` does it; a config with an ``LBCHook`` and no
-    constructor of its own gets it here (``scores_decay_mult=1``: the weights' decay, by default).
-    """
-    hooks = cfg.get('custom_hooks', None) or []
-    if not any(h.get('type') in ('LBCHook', 'lbc_mm.LBCHook') for h in hooks):
-        return
-    optim_wrapper = cfg.get('optim_wrapper', None)
-    if optim_wrapper is None:
-        return
-    if optim_wrapper.get('constructor', 'DefaultOptimWrapperConstructor') in (
-            None, 'DefaultOptimWrapperConstructor'):
-        optim_wrapper.constructor = 'LBCOptimWrapperConstructor'
-        print_log('LBC scores get their own optimizer settings: '
-                  "optim_wrapper.constructor='LBCOptimWrapperConstructor'",
-                  logger='current')
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -114,7 +92,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         raise SystemExit(2)
     cfg = Config.fromfile(args.config)
     merge_args(cfg, args)
-    exit_on_config_error(cfg)  # lbc_mm settings: one line, exit 2
+    # lbc_mm settings, e.g. an LBCHook without optim_wrapper.constructor=
+    # 'LBCOptimWrapperConstructor' (the config says it; nothing adds it): one line, exit 2
+    exit_on_config_error(cfg)
     loaders = ('train_dataloader', ) + (
         ('val_dataloader', ) if cfg.get('val_cfg', None) is not None else ())
     missing = find_missing_data(cfg, loaders)

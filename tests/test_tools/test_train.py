@@ -69,11 +69,12 @@ def test_default_work_dir(tmp_path):
     assert cfg.work_dir == osp.join('./work_dirs', 'my_cfg')
 
 
-def test_lbc_hook_gets_scores_constructor(tmp_path):
+def test_merge_args_leaves_the_optimizer_constructor_to_the_config(tmp_path):
+    """No silent rewrite: an LBC config without the scores' constructor is refused
+    by lbc_mm.config_check (tests/test_config_check.py), not completed here."""
     raw = toy_cfg(str(tmp_path), hook=dict(t_f=0.5))
     raw['optim_wrapper'].pop('constructor')
-    cfg = _merged(tmp_path, [], raw)
-    assert cfg.optim_wrapper.constructor == 'LBCOptimWrapperConstructor'
+    assert 'constructor' not in _merged(tmp_path, [], raw).optim_wrapper
     raw = toy_cfg(str(tmp_path), hook=None)  # no LBCHook: untouched
     raw['optim_wrapper'].pop('constructor')
     assert 'constructor' not in _merged(tmp_path, [], raw).optim_wrapper
@@ -138,10 +139,10 @@ def test_missing_dataset_is_one_line_not_a_traceback(tmp_path):
 
 
 def test_train_then_test_tool_on_cpu(tmp_path):
-    """A real run: LBC removal to 2:4, plot, checkpoint, constructor auto-set; then
-    tools/test.py evaluates the checkpoint and dumps the predictions."""
+    """A real run: LBC removal to 2:4, plot, checkpoint, the config's scores
+    constructor with its default settings; then tools/test.py evaluates the checkpoint
+    and dumps the predictions."""
     cfg = toy_cfg(str(tmp_path / 'ignored'), hook=dict(t_f=0.5), with_val=True)
-    cfg['optim_wrapper'].pop('constructor')
     cfg['optim_wrapper'].pop('paramwise_cfg')
     cfg['log_level'] = 'INFO'
     path = write_config(str(tmp_path / 'cfg.py'), cfg)
@@ -154,7 +155,6 @@ def test_train_then_test_tool_on_cpu(tmp_path):
     assert osp.isfile(work / 'iter_12.pth')
     assert osp.isfile(work / 'lbc_schedule.png')
     log = open(sorted(glob.glob(str(work / '*' / '*.log')))[0]).read()
-    assert "constructor='LBCOptimWrapperConstructor'" in log
     assert 'lbc/alive: 1.0000' in log and 'lbc/sparsity: 0.5000' in log
     assert 'every LBC layer is N:M after iteration 6' in log
 
