@@ -10,6 +10,12 @@ It lives outside the ``lbc_mm`` package so that it imports nothing heavy: the
 ``lbc_mm_config_hook.pth`` file installed next to it calls :func:`install` at
 interpreter start, which only adds a meta-path finder; the patch itself runs when
 ``mmengine.config.config`` is first imported.
+
+The ``.pth`` file is part of the installed distribution (``setup.py`` puts it into
+the wheel, the editable one included), so ``pip uninstall lbc_mm`` removes it. Set
+``LBC_MM_NO_CONFIG_HOOK=1`` to keep it from doing anything at start-up; lbc_mm's
+own tools (and any script that imports lbc_mm before parsing a config) still
+resolve ``lbc_mm::`` through ``lbc_mm.compat``.
 """
 import importlib.abc
 import importlib.util
@@ -20,6 +26,8 @@ from types import ModuleType
 PACKAGE = 'lbc_mm'
 TARGET = 'mmengine.config.config'
 PTH_NAME = 'lbc_mm_config_hook.pth'
+#: ``LBC_MM_NO_CONFIG_HOOK=1`` turns the start-up hook off.
+DISABLE_ENV = 'LBC_MM_NO_CONFIG_HOOK'
 # A .pth line that starts with "import" is executed at start-up; it must not fail
 # when lbc_mm has been uninstalled.
 PTH_LINE = ("import importlib.util as _u; _u.find_spec('lbc_mm_config_hook') and "
@@ -74,7 +82,13 @@ class _ConfigImportFinder(importlib.abc.MetaPathFinder):
 
 
 def install() -> None:
-    """Register now if mmengine's config module is loaded, else when it is."""
+    """Register now if mmengine's config module is loaded, else when it is.
+
+    Does nothing when the environment variable ``LBC_MM_NO_CONFIG_HOOK`` is set to
+    anything but ``''`` / ``'0'``.
+    """
+    if os.environ.get(DISABLE_ENV, '') not in ('', '0'):
+        return
     if TARGET in sys.modules:
         register(sys.modules[TARGET])
     elif not any(isinstance(f, _ConfigImportFinder) for f in sys.meta_path):
@@ -82,7 +96,7 @@ def install() -> None:
 
 
 def write_pth(site_dir: str) -> str:
-    """Write ``lbc_mm_config_hook.pth`` into ``site_dir`` atomically; return its path."""
+    """Write ``lbc_mm_config_hook.pth`` into ``site_dir`` atomically; return it."""
     path = os.path.join(site_dir, PTH_NAME)
     tmp = path + '.tmp'
     with open(tmp, 'w') as f:

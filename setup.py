@@ -1,16 +1,31 @@
 """lbc_mm: LBC N:M sparsity for OpenMMLab (mmdet / mmpretrain)."""
 import os
+import runpy
 import shutil
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 from setuptools.command.develop import develop
 from setuptools.command.egg_info import egg_info
 
+try:  # PEP 660 editable installs (setuptools >= 64)
+    from setuptools.command.editable_wheel import editable_wheel
+except ImportError:  # pragma: no cover
+    editable_wheel = None
+
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def read_version() -> str:
+    """``lbc_mm.version.__version__``, read without importing the package."""
+    return runpy.run_path(os.path.join(HERE, 'lbc_mm', 'version.py'))['__version__']
+
+
+def write_config_hook_pth(site_dir: str) -> None:
+    """Write ``lbc_mm_config_hook.pth`` (see ``lbc_mm_config_hook.py``) into a
+    wheel's root, so pip records it and ``pip uninstall lbc_mm`` removes it."""
+    hook = runpy.run_path(os.path.join(HERE, 'lbc_mm_config_hook.py'))
+    hook['write_pth'](site_dir)
 
 
 def add_mim_extension():
@@ -51,8 +66,8 @@ class _BuildPy(build_py):
 
     def run(self):
         super().run()
-        import lbc_mm_config_hook
-        lbc_mm_config_hook.write_pth(self.build_lib)
+        if not getattr(self, 'editable_mode', False):  # editable: _EditableWheel
+            write_config_hook_pth(self.build_lib)
 
 
 class _EggInfo(egg_info):
@@ -62,9 +77,25 @@ class _EggInfo(egg_info):
         super().run()
 
 
+cmdclass = {'build_py': _BuildPy, 'develop': _Develop, 'egg_info': _EggInfo}
+if editable_wheel is not None:
+
+    class _EditableWheel(editable_wheel):
+        """``pip install -e .``: put ``lbc_mm_config_hook.pth`` into the editable
+        wheel next to setuptools' own ``__editable__`` files, so pip records it."""
+
+        def _run_build_commands(self, dist_name, unpacked_wheel, build_lib, tmp_dir):
+            outputs = super()._run_build_commands(dist_name, unpacked_wheel,
+                                                  build_lib, tmp_dir)
+            write_config_hook_pth(str(unpacked_wheel))
+            return outputs
+
+    cmdclass['editable_wheel'] = _EditableWheel
+
+
 setup(
     name='lbc_mm',
-    version='0.1.0',
+    version=read_version(),
     description='Learning Best Combination (LBC) N:M sparsity for mmdet and '
     'mmpretrain, with 2:4 export and GPU benchmarks',
     long_description=open(os.path.join(HERE, 'README.md')).read()
@@ -87,12 +118,12 @@ setup(
         'matplotlib',
     ],
     extras_require={
-        'tests': ['pytest>=7', 'pytest-timeout'],
+        'tests': ['pytest>=7', 'pytest-timeout', 'ruff>=0.17,<0.18'],
         # tools/export_onnx.py: ONNX export, onnx.checker, onnxruntime (CPU) check.
         # mmdeploy 1.3.1 is left out: it pins protobuf<=3.20.2 and onnx 1.17
         # (docs/deploy.md).
         'deploy': ['onnx>=1.14', 'onnxruntime>=1.16'],
     },
-    cmdclass={'build_py': _BuildPy, 'develop': _Develop, 'egg_info': _EggInfo},
+    cmdclass=cmdclass,
     zip_safe=False,
 )

@@ -161,6 +161,7 @@ def test_weights_only_stays_the_default():
 def test_config_prefix_resolves_to_this_package():
     from mmengine.config import config as config_module
     from mmengine.config.utils import MODULE2PACKAGE
+
     import lbc_mm
     assert MODULE2PACKAGE['lbc_mm'] == 'lbc_mm'
     assert config_module.get_installed_path('lbc_mm') == os.path.dirname(
@@ -195,3 +196,26 @@ def test_config_hook_pth_is_a_guarded_import_line(tmp_path):
     assert line.startswith('import ') and line.count('\n') == 1
     assert "find_spec('lbc_mm_config_hook') and" in line
     assert os.listdir(tmp_path) == ['lbc_mm_config_hook.pth']
+
+
+def test_config_hook_pth_belongs_to_the_installed_distribution():
+    """pip records the start-up ``.pth`` (setup.py puts it into the wheel, the
+    editable one included), so ``pip uninstall lbc_mm`` removes it."""
+    import importlib.metadata
+    files = importlib.metadata.distribution('lbc_mm').files or []
+    pth = [f for f in files if f.name == 'lbc_mm_config_hook.pth']
+    assert len(pth) == 1, 'lbc_mm_config_hook.pth is not in the RECORD of lbc_mm'
+    assert os.path.isfile(pth[0].locate())
+
+
+def test_config_hook_turned_off_by_environment_variable(tmp_path):
+    """``LBC_MM_NO_CONFIG_HOOK=1``: nothing is registered at start-up; importing
+    lbc_mm still registers the ``lbc_mm::`` prefix."""
+    env = dict(os.environ, LBC_MM_NO_CONFIG_HOOK='1')
+    proc = subprocess.run([sys.executable, '-c', textwrap.dedent('''
+        from mmengine.config.utils import MODULE2PACKAGE
+        assert 'lbc_mm' not in MODULE2PACKAGE, 'the hook ran'
+        import lbc_mm  # noqa: F401
+        assert MODULE2PACKAGE['lbc_mm'] == 'lbc_mm'
+        ''')], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]

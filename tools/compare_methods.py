@@ -54,8 +54,6 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
 
 METHODS = ('dense', 'lbc', 'srste', 'ste', 'asp')
 SPARSE_TYPES = {'NMSparseConv': 'Conv2d', 'NMSparseLinear': 'Linear'}

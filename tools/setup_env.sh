@@ -85,10 +85,9 @@ fi
 log "installing mmcv, mmengine, mmdet, mmpretrain, lbc_mm"
 "$PY" -m pip install -q "$WHEEL_DIR"/mmcv-*.whl \
   'mmengine==0.10.7' 'mmdet==3.3.0' 'mmpretrain==1.2.0' 'setuptools<81'
+# The editable wheel carries lbc_mm_config_hook.pth (setup.py), so `_base_ =
+# 'lbc_mm::...'` parses before lbc_mm is imported and `pip uninstall lbc_mm` removes it.
 "$PY" -m pip install -q --no-build-isolation -e ".[tests,deploy]"
-# Editable installs skip build_py's .pth: install the config-prefix hook ourselves so
-# `_base_ = 'lbc_mm::...'` parses even before lbc_mm is imported (lbc_mm_config_hook.py).
-"$PY" lbc_mm_config_hook.py "$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 "$PY" -c "import lbc_mm, mmcv.ops, mmdet.models, mmpretrain.models; print('lbc_mm environment ok')"
 [[ -n "$STAMP" ]] && touch "$STAMP"
 log "done"
