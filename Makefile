@@ -7,7 +7,8 @@ STAMP := $(VENV)/.lbc_mm_env
 #   make install-existing PYTHON=/path/to/python
 PYTHON ?= python3
 
-.PHONY: env demo test install-existing clean-env
+.PHONY: env demo lint test install-existing clean-env
+LINT_PATHS := lbc_mm tools configs tests setup.py lbc_mm_config_hook.py
 
 env: $(STAMP)
 
@@ -17,7 +18,11 @@ $(STAMP): setup.py tools/setup_env.sh
 demo: $(STAMP)
 	PYTHON=$(PY) bash tools/run_demo.sh
 
-test: $(STAMP)
+# ruff (settings: ruff.toml); installed by the `tests` extra.
+lint: $(STAMP)
+	$(PY) -m ruff check $(LINT_PATHS)
+
+test: lint
 	$(PY) -m pytest tests
 
 install-existing:

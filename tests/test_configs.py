@@ -216,7 +216,8 @@ def test_mmdet_removal_window_inside_the_1x_schedule(rel):
             assert hook.require_finished is True
             init = cfg.model.backbone.init_cfg
             assert (init.type, init.prefix) == ('Pretrained', 'backbone.')
-            assert init.checkpoint.endswith('lbc-2of4_resnet50_8xb32_in1k/epoch_120.pth')
+            assert init.checkpoint.endswith(
+                'lbc-2of4_resnet50_8xb32_in1k/epoch_120.pth')
             assert cfg.model.backbone.conv_cfg.method == 'lbc'
             return
         assert (hook.t_i, hook.t_f, hook.unit, hook.frozen_layers) == (0, 6, 'epoch',

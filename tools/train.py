@@ -30,9 +30,14 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.runner import find_latest_checkpoint
 
-from lbc_mm.cli import (add_runner_args, apply_runner_args, build_runner,
-                        check_runner_checkpoint, find_missing_data,
-                        parse_runner_args)
+from lbc_mm.cli import (
+    add_runner_args,
+    apply_runner_args,
+    build_runner,
+    check_runner_checkpoint,
+    find_missing_data,
+    parse_runner_args,
+)
 from lbc_mm.config_check import exit_on_config_error
 from lbc_mm.dist import setup_distributed
 
@@ -93,7 +98,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     cfg = Config.fromfile(args.config)
     merge_args(cfg, args)
     # lbc_mm settings, e.g. an LBCHook without optim_wrapper.constructor=
-    # 'LBCOptimWrapperConstructor' (the config says it; nothing adds it): one line, exit 2
+    # 'LBCOptimWrapperConstructor' (the config says it; nothing adds it):
+    # one line, exit 2
     exit_on_config_error(cfg)
     loaders = ('train_dataloader', ) + (
         ('val_dataloader', ) if cfg.get('val_cfg', None) is not None else ())

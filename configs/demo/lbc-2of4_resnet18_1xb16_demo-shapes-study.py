@@ -1,7 +1,8 @@
-# Method-study recipe: the demo classification recipe (./lbc-2of4_resnet50_1xb8_demo-shapes.py)
-# made cheap enough to train 39 times on a 2-core CPU (tools/compare_methods.py: dense,
-# LBC, SR-STE, STE, ASP x 2:4, 1:4, 2:8 x 3 seeds). Differences from that recipe:
-#   model        ResNet-18 at a quarter width (stem and base channels 16: 16-128 channels,
+# Method-study recipe: the demo classification recipe
+# (./lbc-2of4_resnet50_1xb8_demo-shapes.py) made cheap enough to train 39 times on a
+# 2-core CPU (tools/compare_methods.py: dense, LBC, SR-STE, STE, ASP x 2:4, 1:4, 2:8 x
+# 3 seeds). Differences from that recipe:
+#   model        ResNet-18 at a quarter width (stem and base channels 16: 16-128 ch.,
 #                0.7 M parameters, 128-d head) instead of ResNet-50
 #   data         data/demo_study/cls: the same generator with 100 train / 40 val images
 #                per class at 32 px (tools/make_demo_data.py data/demo_study
