@@ -7,8 +7,8 @@
 #   data         data/demo_study/cls: the same generator with 100 train / 40 val images
 #                per class at 32 px (tools/make_demo_data.py data/demo_study
 #                --cls-train-per-class 100 --cls-val-per-class 40 --cls-image-size 32)
-#   schedule     8 epochs, batch 16 (19 iterations per epoch), lr 0.1 x 16/256
-#   LBCHook      unchanged: t_i=0 -> t_f=0.5 of training (a 76-iteration removal
+#   schedule     6 epochs, batch 16 (19 iterations per epoch), lr 0.1 x 16/256
+#   LBCHook      unchanged: t_i=0 -> t_f=0.5 of training (a 57-iteration removal
 #                window), p=3, card lowered after every iteration
 # Everything else (SGD momentum 0.9, weight decay 1e-4 with the scores decayed like
 # the weights, no BatchNorm decay, label smoothing, grad clipping) is inherited.
@@ -17,7 +17,7 @@ _base_ = './lbc-2of4_resnet50_1xb8_demo-shapes.py'
 data_root = 'data/demo_study/cls'
 image_size = 32
 batch_size = 16
-max_epochs = 8
+max_epochs = 6
 
 model = dict(
     backbone=dict(depth=18, stem_channels=16, base_channels=16),
