@@ -1,15 +1,20 @@
 """Dense vs 2:4 latency of one model, side by side in one process.
 
 Usage:
-    python tools/benchmark.py CONFIG [CHECKPOINT] [--batch 256] [--dtype fp16]
+    python tools/benchmark.py CONFIG [MODEL.nm.pth] [--batch 256] [--dtype fp16]
         [--layer-dtypes fp16 bf16] [--out-json out.json] [--out-png out.png]
     python tools/benchmark.py --combine a.json b.json --out-png all.png --out-md all.md
     python tools/benchmark.py --preflight     (which 2:4 variants run on this GPU)
 
 CONFIG is a repo config path or ``mmpretrain::deit/deit-small_4xb256_in1k.py`` /
-``mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py``. Without CHECKPOINT the sparse
-layers get magnitude 2:4 masks of their random-init weights (timing does not depend
-on values). On a machine without an Ampere-or-newer GPU it still checks the weights
+``mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py``. MODEL is what tools/convert.py
+wrote: the compressed ``.nm.pth`` (or the stock ``.pth``); the model is the config's
+stock structure with those weights, and the file names the N:M layers and their
+patterns. A training checkpoint is refused on one line (run tools/convert.py
+first). Without MODEL the layers the config makes sparse (for a stock config: those
+of NMSparsify's default rule) get magnitude 2:4 masks of their random-init weights
+(timing does not depend on values). On a machine without an Ampere-or-newer GPU it
+still checks the weights
 are N:M, prints one line saying why no sparse timing is possible and exits with 2.
 Exit codes: 0 done, 1 error / weights not N:M, 2 no sparse timing possible here.
 """
@@ -18,15 +23,15 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Dense vs 2:4 (cuSPARSELt) latency, per layer and end to end')
     parser.add_argument('config', nargs='?', help='config path or pkg::path')
-    parser.add_argument('checkpoint', nargs='?', default=None,
-                        help='trained lbc_mm checkpoint (default: magnitude masks)')
+    parser.add_argument('model', nargs='?', default=None,
+                        help='converted model file from tools/convert.py: MODEL.nm.pth '
+                        'or the stock MODEL.pth (default: random weights, magnitude '
+                        'masks)')
     parser.add_argument('--batch', type=int, default=None,
                         help='batch size (default: 64 classifiers, 1 detectors)')
     parser.add_argument('--dtype', default='fp16', choices=['fp16', 'bf16'],
@@ -67,35 +72,15 @@ def parse_args(argv=None):
 
 def combine(paths, out_png, out_md):
     """One chart and one markdown summary from several benchmark JSON files."""
-    from lbc_mm.deploy.bench import e2e_markdown, layer_markdown, plot_layers
-    results, lines = [], []
+    from lbc_mm.deploy.report import combined_markdown, plot_layers
+    results, unreadable = [], []
     for path in paths:
         try:
             with open(path) as f:
                 results.append(json.load(f))
         except (OSError, ValueError) as exc:
-            lines.append(f'- {path}: unreadable ({exc})')
-    for res in results:
-        env = res.get('env', {})
-        lines.append(f'## {res.get("model_name")} (batch {res.get("batch")}, '
-                     f'{res.get("dtype")}, {env.get("gpu")}, torch {env.get("torch")}, '
-                     f'cuSPARSELt {env.get("cusparselt")})')
-        cut = f'; truncated: {res["truncated"]}' if res.get('truncated') else ''
-        if res.get('allowed_variants') is not None:
-            cut += f'; 2:4 variants allowed: {res["allowed_variants"]}'
-        lines.append(f'weights: {res.get("weights")}; stages: {res.get("stages_done")}'
-                     f'{cut}')
-        if res.get('no_sparse_timing'):
-            lines.append(f'no sparse timing: {res["no_sparse_timing"]}')
-        e2e = {k: v for k, v in res.get('end_to_end', {}).items()
-               if isinstance(v, dict)}
-        if e2e:
-            lines.append(e2e_markdown(res.get('model_name'), e2e))
-        for dt, rows in res.get('layers', {}).items():
-            if rows:
-                lines.append(layer_markdown(rows, dt))
-        lines.append('')
-    text = '\n\n'.join(lines) + '\n'
+            unreadable.append(f'- {path}: unreadable ({exc})')
+    text = combined_markdown(results, unreadable)
     print(text)
     if out_md:
         from lbc_mm.export.io import atomic_write
@@ -119,27 +104,26 @@ def main(argv=None):
     if args.combine:
         return combine(args.combine, args.out_png, args.out_md)
     if args.preflight:
-        from lbc_mm.deploy.bench import preflight
         from lbc_mm.deploy.kernels import sparse_support
+        from lbc_mm.deploy.preflight import preflight
         ok, why = sparse_support()
         if not ok:
             print(f'no 2:4 sparse timing possible: {why}')
             return 2
         preflight(lambda line: print(line, flush=True))
         return 0
-    if args.variants is not None:
-        from lbc_mm.deploy import plan
-        plan.ALLOWED_VARIANTS = [v for v in args.variants.split(',')
-                                 if v and v != 'none']
-    from lbc_mm.deploy.bench import run
-    from lbc_mm.deploy.models import resolve_config
+    allowed = None if args.variants is None else [
+        v for v in args.variants.split(',') if v and v != 'none']
+    from lbc_mm.apis import CheckpointMismatchError, resolve_config
+    from lbc_mm.deploy.bench import Benchmark
+    from lbc_mm.deploy.models import NotConvertedError
     try:
         resolve_config(args.config)
     except FileNotFoundError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
-    if args.checkpoint is not None and not os.path.isfile(args.checkpoint):
-        print(f'error: checkpoint not found: {args.checkpoint}', file=sys.stderr)
+    if args.model is not None and not os.path.isfile(args.model):
+        print(f'error: model file not found: {args.model}', file=sys.stderr)
         return 1
     name = args.name or os.path.splitext(
         os.path.basename(args.config.split('::')[-1]))[0]
@@ -148,17 +132,18 @@ def main(argv=None):
     def log(line):
         print(line, flush=True)
 
-    from lbc_mm.export import CheckpointMismatchError
     from lbc_mm.export.io import Terminated, raise_on_sigterm
     raise_on_sigterm()  # SIGTERM unwinds like Ctrl-C: no temp file stays behind
     try:
-        code = run(args.config, args.checkpoint, out_json=out_json,
-                   out_png=args.out_png, model_name=name, batch=args.batch,
-                   dtype=args.dtype, layer_dtypes=tuple(args.layer_dtypes),
-                   img_size=args.img_size, det_shape=tuple(args.det_shape),
-                   channels_last=args.channels_last, margin=args.margin,
-                   time_budget=args.time_budget, log=log, dry_run=args.dry_run_cpu)
-    except CheckpointMismatchError as exc:  # mismatched, truncated, refused
+        code = Benchmark(
+            args.config, args.model, out_json=out_json, out_png=args.out_png,
+            model_name=name, batch=args.batch, dtype=args.dtype,
+            layer_dtypes=tuple(args.layer_dtypes), img_size=args.img_size,
+            det_shape=tuple(args.det_shape), channels_last=args.channels_last,
+            margin=args.margin, time_budget=args.time_budget,
+            allowed_variants=allowed, log=log, dry_run=args.dry_run_cpu).run()
+    except (CheckpointMismatchError, NotConvertedError) as exc:
+        # mismatched, truncated, refused; a training checkpoint
         print(f'error: {exc}', file=sys.stderr)
         return 1
     except OSError as exc:  # the JSON could not be written (disk full, ...)

@@ -29,8 +29,6 @@ Example::
 """
 import argparse
 import copy
-import importlib
-import os
 import statistics
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -39,6 +37,7 @@ import torch
 from torch import nn
 
 import lbc_mm  # noqa: F401  (registers layers, compat shims)
+from lbc_mm.apis import load_config
 from lbc_mm.layers import sparse_layers
 from lbc_mm.sparsity import card
 from lbc_mm.transforms import sparsify
@@ -93,20 +92,10 @@ def _is_pretrained(init_cfg: Any) -> bool:
     return any(isinstance(i, dict) and i.get('type') == 'Pretrained' for i in items)
 
 
-def resolve_config(config: str) -> str:
-    """``pkg::dir/file.py`` -> the file shipped in ``<pkg>/.mim/configs``."""
-    if '::' not in config:
-        return config
-    package, path = config.split('::', 1)
-    root = os.path.dirname(importlib.import_module(package).__file__)
-    return os.path.join(root, '.mim', 'configs', path)
-
-
 def build_dense(config: str) -> Tuple[nn.Module, str]:
     """Build the config's model dense and without pretrained weights."""
-    from mmengine.config import Config
     from mmengine.registry import MODELS, DefaultScope
-    cfg = Config.fromfile(resolve_config(config))
+    cfg = load_config(config)
     scope = cfg.get('default_scope', 'mmpretrain')
     model_cfg = cfg.model
     if model_cfg.get('type') == 'NMSparsify':

@@ -238,19 +238,18 @@ def run_one(run_dir: str) -> None:
     """Train the run described by ``<run_dir>/run.json``; write ``result.json``."""
     import resource
 
-    import lbc_mm  # noqa: F401
     import torch
-    from mmengine.config import Config
     from mmengine.hooks import Hook
     from mmengine.model import is_model_wrapper
+    from mmengine.registry import MODELS
+    from torch import nn
 
+    import lbc_mm  # noqa: F401
+    from lbc_mm.apis import load_config
     from lbc_mm.cli import build_runner, find_missing_data
     from lbc_mm.dist import setup_distributed
     from lbc_mm.export.io import atomic_write
     from lbc_mm.hooks.lbc_hook import LBCHook
-
-    from mmengine.registry import MODELS
-    from torch import nn
 
     # A dense run turns NMSparseLinear layer configs into type='Linear'; mmcv
     # registers 'Conv2d' but not 'Linear'.
@@ -259,7 +258,7 @@ def run_one(run_dir: str) -> None:
     with open(osp.join(run_dir, SPEC)) as f:
         spec = json.load(f)
     train = _load_train_tool()
-    cfg = Config.fromfile(spec['config'])
+    cfg = load_config(spec['config'])
     if spec.get('cfg_options'):
         cfg.merge_from_dict(spec['cfg_options'])
     pattern = tuple(spec['pattern']) if spec['pattern'] else None

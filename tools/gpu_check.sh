@@ -80,6 +80,9 @@ PY
   VARIANTS=$(sed -n 's/^PREFLIGHT_OK //p' "$WORK/preflight.txt" | paste -sd, -)
   [ -z "$VARIANTS" ] && VARIANTS=none
   echo "[gpu_check] 2:4 variants that passed the preflight: $VARIANTS"
+  # Upstream configs, no trained model: random weights with magnitude 2:4 masks on
+  # the layers NMSparsify's default rule picks (timing does not depend on values).
+  # A trained model is benchmarked from its converted file: CONFIG MODEL.nm.pth.
   bench deit-small 60 'mmpretrain::deit/deit-small_4xb256_in1k.py' --batch 256
   bench vit-base 65 'mmpretrain::vision_transformer/vit-base-p16_64xb64_in1k.py' \
     --batch 256

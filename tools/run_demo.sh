@@ -9,7 +9,8 @@
 #   4. tools/convert.py <demo config> <ckpt> OUT  baked 2:4 stock checkpoint + compressed
 #      tools/export_onnx.py <demo config> OUT     ONNX (detector: backbone + neck), its
 #                                                 2:4 initializers and onnxruntime checked
-#   5. tools/benchmark.py <demo config> <ckpt>    GPU benchmark (exit 2 = no GPU: fine)
+#   5. tools/benchmark.py <demo config> OUT.nm.pth  GPU benchmark of the converted model
+#                                                 (exit 2 = no GPU: fine)
 #
 # Steps 3-5 run when their tool exists (without tools/test.py the val loop at the end
 # of training prints the mAP). Work dir: work_dirs/demo/ (recreated on every run).
@@ -97,11 +98,13 @@ if [[ -f tools/export_onnx.py && -f "${stock:-}" ]] && "$PY" -c 'import onnx, on
   onnx_status="$export_dir/model.onnx verified ($WORK/export_onnx.log)"
 fi
 
-bench="skipped (tools/benchmark.py not found)"
-if [[ -f tools/benchmark.py ]]; then
-  log "5/5 benchmarking dense vs 2:4 (needs a CUDA GPU)"
+bench="skipped (tools/benchmark.py or the converted model not found)"
+if [[ -f tools/benchmark.py && -f "${stock:-}" ]]; then
+  # deploy reads what export wrote: the compressed file tools/convert.py made
+  nm_model="${stock%.pth}.nm.pth"
+  log "5/5 benchmarking dense vs 2:4 on $nm_model (needs a CUDA GPU)"
   set +e
-  "$PY" tools/benchmark.py "$CONFIG" "$ckpt" --out-json "$WORK/benchmark/benchmark.json" \
+  "$PY" tools/benchmark.py "$CONFIG" "$nm_model" --out-json "$WORK/benchmark/benchmark.json" \
     2>&1 | tee "$WORK/benchmark.log"
   rc=${PIPESTATUS[0]}
   set -e

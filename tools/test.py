@@ -25,9 +25,15 @@ from typing import List, Optional
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-from lbc_mm.cli import (add_runner_args, apply_runner_args, build_runner,
-                        check_runner_checkpoint, find_missing_data,
-                        parse_runner_args)
+from lbc_mm.apis import load_config
+from lbc_mm.cli import (
+    add_runner_args,
+    apply_runner_args,
+    build_runner,
+    check_runner_checkpoint,
+    find_missing_data,
+    parse_runner_args,
+)
 from lbc_mm.config_check import exit_on_config_error
 from lbc_mm.dist import setup_distributed
 
@@ -68,7 +74,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     if not osp.isfile(args.checkpoint):
         print(f'Checkpoint not found: {args.checkpoint}', file=sys.stderr)
         raise SystemExit(2)
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config)
     merge_args(cfg, args)
     exit_on_config_error(cfg)  # lbc_mm settings: one line, exit 2
     missing = find_missing_data(cfg, ('test_dataloader', ))

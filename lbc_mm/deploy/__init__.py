@@ -1,7 +1,10 @@
-"""Deploy: 2:4 execution paths (cuSPARSELt), per-layer auto choice, benchmark.
+"""Deploy: what runs the exported N:M model (2:4 on cuSPARSELt, ONNX / TensorRT).
 
-Submodules: ``kernels`` (GEMMs), ``modules`` (drop-in layers), ``timing`` (CUDA
-events / graphs), ``plan`` (shapes, per-layer timing, auto choice), ``models``
-(config -> dense-with-zeros model), ``bench`` (the benchmark behind
-``tools/benchmark.py``). Nothing here needs a GPU to import.
+Submodules: ``models`` (config + converted ``.nm.pth`` / stock ``.pth`` -> the
+model with its N:M layers, or random weights with magnitude masks), ``kernels``
+(GEMMs), ``modules`` (drop-in layers), ``timing`` (CUDA events / graphs), ``plan``
+(shapes, per-layer timing, auto choice), ``workload`` (model, input, timed
+functions, units), ``end_to_end`` and ``bench`` (the :class:`Benchmark` behind
+``tools/benchmark.py``), ``report`` (JSON, markdown, PNG), ``preflight``, and
+``onnx_*`` (``tools/export_onnx.py``). Nothing here needs a GPU to import.
 """

@@ -1,68 +1,199 @@
-"""Build the model a benchmark times: config -> model -> dense-with-zeros 2:4 weights.
+"""The model deploy runs: the config's stock structure with an exported file's weights.
 
-Which layers are sparse follows docs/method.md §8: the layers the config made sparse
-(``NMSparseConv`` / ``NMSparseLinear`` with ``is_sparse``), or, for a stock config,
-every ``Conv2d`` / ``Linear`` of the backbone whose reduction size ``in/groups`` is a
-multiple of M (which leaves the ResNet stem and the ViT patch embedding dense; necks
-and heads stay dense).
+Deploy reads what export writes. ``tools/convert.py`` writes a stock ``.pth`` and a
+compressed ``.nm.pth`` (docs/export_format.md); both name their N:M layers (the
+compressed file by its ``layers`` entries, the stock file in
+``meta['lbc_mm_export']['sparse_layers']``). :func:`load_converted` builds the
+config's model, turns its sparse layers into stock ones (the export's own
+``densify_model``; a stock upstream config has none), loads the file's weights
+strictly and takes the N:M layers and patterns from the file. A file without that
+record (a training checkpoint, an upstream checkpoint) is refused on one line that
+says to run ``tools/convert.py`` first: which layers are N:M is never guessed from the
+weights.
+
+Without a file, :func:`random_weights` gives random-init weights with magnitude N:M
+masks for timing (values do not change the timing): on the layers the config makes
+sparse, or, for a stock config, on the layers ``NMSparsify``'s default rule
+(``lbc_mm.transforms``) would make sparse.
 """
 from typing import Dict, List, Optional, Tuple
 
-import torch
 from torch import nn
 
-from ..export.build import build_model, load_config, resolve_config
-from ..sparsity.patterns import count_nm_violations, magnitude_mask
+from ..apis import (
+    CheckpointMismatchError,
+    build_model,
+    checkpoint_mismatch,
+    load_config,
+    read_checkpoint,
+    state_dict_of,
+)
+from ..export.bake import SPARSE_ONLY_KEYS, NotNMError, densify_model, nm_violations
+from ..export.compressed import FORMAT, decompress_state_dict
+from ..export.convert import parse_pattern
+from ..sparsity.patterns import count_nm_violations
+from ..transforms import sparsify
 
-__all__ = ['apply_magnitude_masks', 'build_model', 'check_nm', 'is_nm_layer',
-           'load_config', 'prepare', 'resolve_config', 'sparse_layer_names']
+__all__ = ['NotConvertedError', 'check_nm', 'load_converted', 'magnitude_sparse',
+           'prepare', 'random_weights', 'read_model_file', 'stock_model']
+
+Patterns = Dict[str, Tuple[int, int]]
 
 
-def is_nm_layer(mod: nn.Module) -> bool:
-    """True for lbc_mm's sparse layers (they carry ``get_mask`` and ``is_sparse``)."""
-    return hasattr(mod, 'get_mask') and hasattr(mod, 'is_sparse')
+class NotConvertedError(ValueError):
+    """The model file is not one that ``tools/convert.py`` wrote."""
 
 
-def reduction_size(mod: nn.Module) -> int:
-    """``in_features`` of a Linear, ``in_channels / groups`` of a Conv2d."""
-    if isinstance(mod, nn.Linear):
-        return mod.in_features
-    return mod.in_channels // mod.groups
-
-
-def sparse_layer_names(model: nn.Module, n: int = 2,
-                       m: int = 4) -> Tuple[Dict[str, Tuple[int, int]], str]:
-    """The layers that are N:M sparse in ``model`` (docs/method.md §8).
+def read_model_file(path: str) -> Tuple[Dict[str, object], Dict, str]:
+    """Read a converted model file (stock ``.pth`` or compressed ``.nm.pth``).
 
     Returns:
-        tuple[dict[str, tuple[int, int]], str]: name -> ``(n, m)``, and how the
-        layers were picked.
+        tuple: stock state dict (dense with zeros), ``meta``, and the file kind
+        (``'stock'`` or ``'compressed'``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointMismatchError: corrupted, unreadable or refused file.
+        NotConvertedError: a training checkpoint, or a file without the export
+            record ``meta['lbc_mm_export']``.
     """
-    nm = {name: (int(mod.n), int(mod.m)) for name, mod in model.named_modules()
-          if is_nm_layer(mod) and mod.is_sparse}
-    if nm:
-        return nm, 'layers the config made sparse (NMSparseConv / NMSparseLinear)'
-    names = {}
-    for name, mod in model.named_modules():
-        if not name.startswith('backbone.'):
-            continue
-        if isinstance(mod, (nn.Conv2d, nn.Linear)) and reduction_size(mod) % m == 0:
-            names[name] = (n, m)
-    return names, ('docs/method.md §8 default: backbone Conv2d/Linear with in/groups '
-                   f'% {m} == 0 (stem / patch embedding, neck and head dense)')
+    ckpt = read_checkpoint(path)
+    if ckpt.get('format') == FORMAT:
+        try:
+            sd, kind = decompress_state_dict(ckpt), 'compressed'
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise CheckpointMismatchError(
+                f'compressed model file {path} is malformed: {exc}') from None
+    else:
+        sd, kind = state_dict_of(ckpt), 'stock'
+    meta = ckpt.get('meta') if isinstance(ckpt.get('meta'), dict) else {}
+    training = [k for k in sd if k.rsplit('.', 1)[-1] in SPARSE_ONLY_KEYS]
+    if training:
+        raise NotConvertedError(
+            f'{path} is a training checkpoint (it holds {training[0]}), not a '
+            f'converted model: run tools/convert.py CONFIG {path} OUT first and '
+            'pass OUT.nm.pth (or OUT)')
+    if not isinstance(meta.get('lbc_mm_export'), dict):
+        raise NotConvertedError(
+            f'{path} has no lbc_mm export record (meta.lbc_mm_export), so nothing '
+            'says which layers are N:M: run tools/convert.py CONFIG CHECKPOINT OUT '
+            'on the trained checkpoint first and pass OUT.nm.pth (or OUT)')
+    return sd, meta, kind
 
 
-def apply_magnitude_masks(model: nn.Module,
-                          layers: Dict[str, Tuple[int, int]]) -> None:
-    """``W := W * magnitude_mask(W, n, m)`` on the named layers (in place)."""
-    with torch.no_grad():
-        for name, (n, m) in layers.items():
-            mod = model.get_submodule(name)
-            mod.weight.mul_(magnitude_mask(mod.weight, n, m).to(mod.weight.dtype))
+def stock_model(cfg) -> Tuple[nn.Module, str, Patterns]:
+    """The config's model with stock layers in place of its sparse ones.
+
+    Returns:
+        tuple: model (CPU, eval), scope, and ``{name: (n, m)}`` of the layers the
+        config made sparse (empty for a stock config).
+    """
+    model, scope = build_model(cfg)
+    return model, scope, densify_model(model)
 
 
-def check_nm(model: nn.Module,
-             layers: Dict[str, Tuple[int, int]]) -> List[Dict[str, object]]:
+def _override_score_thr(cfg, score_thr: Optional[float]) -> None:
+    """Detector ``test_cfg.rcnn.score_thr`` override, so random-init weights still
+    send boxes through the mask head."""
+    if score_thr is not None and 'test_cfg' in cfg.model and \
+            cfg.model.test_cfg.get('rcnn') is not None:
+        cfg.model.test_cfg.rcnn.score_thr = score_thr
+
+
+def load_converted(config: str, path: str, check: bool = True,
+                   score_thr: Optional[float] = None) -> Dict[str, object]:
+    """Config + converted model file -> eval model with plain layers.
+
+    CONFIG may be the lbc_mm training config (its sparse layers are turned into
+    stock ones first) or the stock upstream config.
+
+    Args:
+        config (str): config path or ``pkg::path``.
+        path (str): what ``tools/convert.py`` wrote (``.pth`` or ``.nm.pth``).
+        check (bool): raise :class:`NotNMError` when a named layer is not N:M.
+        score_thr (float, optional): detector score threshold override.
+
+    Returns:
+        dict: ``model``, ``scope``, ``cfg``, ``patterns`` (layer -> ``(n, m)``),
+        ``kind`` (file kind), ``meta``.
+
+    Raises:
+        NotNMError: (``check``) a layer the file names is not N:M.
+        NotConvertedError: see :func:`read_model_file`; no N:M layer named.
+        CheckpointMismatchError: the file does not fit the config, or names a
+            layer that is not a Conv2d / Linear of the model.
+    """
+    sd, meta, kind = read_model_file(path)
+    cfg = load_config(config)
+    _override_score_thr(cfg, score_thr)
+    model, scope, _ = stock_model(cfg)
+    problem = checkpoint_mismatch(model, sd)
+    if problem is not None:
+        raise CheckpointMismatchError(
+            f'model file {path} does not match the config: {problem}')
+    model.load_state_dict(sd, strict=True)
+    listed = meta['lbc_mm_export'].get('sparse_layers') or {}
+    patterns = {name: parse_pattern(p) for name, p in listed.items()}
+    if not patterns:
+        raise NotConvertedError(f'{path}: its export record lists no N:M sparse '
+                                'layers, so there is nothing sparse to deploy')
+    modules = dict(model.named_modules())
+    for name in patterns:
+        if not isinstance(modules.get(name), (nn.Conv2d, nn.Linear)):
+            raise CheckpointMismatchError(
+                f'model file {path} lists sparse layer {name}, which is not a '
+                f'Conv2d / Linear of the model built from {config}')
+    if check:
+        bad = nm_violations(model, patterns)
+        if bad:
+            raise NotNMError(bad)
+    return dict(model=model.eval(), scope=scope, cfg=cfg, patterns=patterns,
+                kind=kind, meta=meta)
+
+
+def magnitude_sparse(model: nn.Module, patterns: Optional[Patterns] = None,
+                     n: int = 2, m: int = 4) -> Tuple[Patterns, str]:
+    """Bake magnitude N:M masks into a model with stock layers (in place).
+
+    Args:
+        model (nn.Module): plain Conv2d / Linear layers (see :func:`stock_model`).
+        patterns (dict, optional): the layers to mask and their patterns; empty or
+            None: the layers ``NMSparsify``'s default rule picks, at ``n:m``.
+
+    Returns:
+        tuple: ``{name: (n, m)}`` of the masked layers, and how they were picked.
+    """
+    if patterns:
+        rule = 'layers the config made sparse (NMSparseConv / NMSparseLinear)'
+        for nm in sorted(set(patterns.values())):
+            names = [k for k, v in patterns.items() if v == nm]
+            sparsify(model, nm[0], nm[1], 'asp', include=names, exclude=[])
+    else:
+        rule = ('NMSparsify default rule (docs/method.md §8): backbone Conv2d / '
+                f'Linear with in/groups % {m} == 0, stem / patch embedding, neck '
+                'and head dense')
+        sparsify(model, n, m, 'asp')
+    # an ASP layer not yet trained masks by magnitude: densify bakes that mask
+    return densify_model(model), rule
+
+
+def random_weights(config: str, n: int = 2, m: int = 4,
+                   score_thr: Optional[float] = None) -> Dict[str, object]:
+    """Random-init model with magnitude ``n:m`` masks (timing does not need
+    trained values): on the layers the config makes sparse, else on those of
+    ``NMSparsify``'s default rule. Returns the dict of :func:`load_converted` plus
+    ``rule``."""
+    cfg = load_config(config)
+    _override_score_thr(cfg, score_thr)
+    model, scope, config_patterns = stock_model(cfg)
+    # the config's sparse layers get the timed pattern (the GPU kernels run 2:4)
+    patterns, rule = magnitude_sparse(
+        model, {name: (n, m) for name in config_patterns}, n, m)
+    return dict(model=model.eval(), scope=scope, cfg=cfg, patterns=patterns,
+                kind='random', meta={}, rule=rule)
+
+
+def check_nm(model: nn.Module, layers: Patterns) -> List[Dict[str, object]]:
     """Per layer: shape, pattern and groups that break it (dense-with-zeros model)."""
     rows = []
     for name, (n, m) in layers.items():
@@ -74,45 +205,35 @@ def check_nm(model: nn.Module,
     return rows
 
 
-def prepare(config: str, checkpoint: Optional[str], n: int = 2, m: int = 4,
+def prepare(config: str, weights: Optional[str], n: int = 2, m: int = 4,
             score_thr: Optional[float] = 0.0, device: str = 'cpu'):
-    """Config (+ checkpoint) -> dense-with-zeros model with its sparse layers.
+    """Config (+ converted model file) -> the benchmark's model, N:M checked.
 
     Args:
         config (str): config path or ``pkg::path``.
-        checkpoint (str, optional): trained lbc_mm checkpoint; without one the
-            sparse layers get magnitude 2:4 masks of their (random-init) weights.
-        n, m (int): pattern for the magnitude masks. Defaults to 2:4.
-        score_thr (float, optional): detector ``test_cfg.rcnn.score_thr`` override
-            so a random-init detector still sends boxes through its mask head.
-        device (str): where the masks are computed and the model ends up.
+        weights (str, optional): what ``tools/convert.py`` wrote (``.nm.pth`` or
+            the stock ``.pth``); None -> random weights with magnitude masks.
+        n, m (int): pattern of the magnitude masks. Defaults to 2:4.
+        score_thr (float, optional): detector ``test_cfg.rcnn.score_thr`` override.
+        device (str): where the model ends up.
 
     Returns:
         dict: ``model`` (on ``device``, eval, plain Conv2d/Linear), ``scope``,
         ``layers`` (name -> ``(n, m)``), ``scope_rule``, ``weights`` (a sentence),
         ``nm_check`` rows, ``cfg``.
     """
-    cfg = load_config(config)
-    if score_thr is not None and 'test_cfg' in cfg.model and \
-            cfg.model.test_cfg.get('rcnn') is not None:
-        cfg.model.test_cfg.rcnn.score_thr = score_thr
-    model, scope = build_model(cfg)
-    layers, rule = sparse_layer_names(model, n, m)
-    if checkpoint is not None:
-        from ..export import densify_model, load_checkpoint_into
-        load_checkpoint_into(model, checkpoint)
-        densify_model(model)
-        weights = f'trained weights from {checkpoint} (masks baked in)'
+    if weights is not None:
+        got = load_converted(config, weights, check=False, score_thr=score_thr)
+        rule = f'layers the {got["kind"]} model file names as N:M'
+        text = (f'trained weights from {weights} ({got["kind"]} file written by '
+                'tools/convert.py)')
     else:
-        if any(is_nm_layer(mod) for mod in model.modules()):
-            from ..export import densify_model
-            densify_model(model)
-        layers = {name: (n, m) for name in layers}
-        model.to(device)
-        apply_magnitude_masks(model, layers)
-        weights = (f'random-init weights with magnitude {n}:{m} masks (no checkpoint '
-                   'given; timing does not depend on the values)')
-    model.to(device)
-    rows = check_nm(model, layers)
-    return dict(model=model.eval(), scope=scope, layers=layers, scope_rule=rule,
-                weights=weights, nm_check=rows, cfg=cfg)
+        got = random_weights(config, n, m, score_thr)
+        rule = got['rule']
+        text = (f'random-init weights with magnitude {n}:{m} masks (no model file '
+                'given; timing does not depend on the values)')
+    model = got['model'].to(device)
+    return dict(model=model, scope=got['scope'], layers=got['patterns'],
+                scope_rule=rule, weights=text, nm_check=check_nm(model,
+                                                                 got['patterns']),
+                cfg=got['cfg'])

@@ -112,30 +112,32 @@ def signature(mod: nn.Module, inp: Dict[str, object]) -> str:
             f'{" cl" if inp["channels_last"] else ""}')
 
 
-#: 2:4 variants this process may run (``None``: all). ``tools/gpu_check.sh`` sets it
-#: from a preflight process, so a variant that would crash the CUDA context is never
-#: run by a benchmark.
-ALLOWED_VARIANTS: Optional[Sequence[str]] = None
+def allowed(variant: str, allowed_variants: Optional[Sequence[str]] = None) -> bool:
+    """Whether a sparse variant (or ``'a+b'`` MLP combination) may run.
 
-
-def allowed(variant: str) -> bool:
-    """Whether a sparse variant (or ``'a+b'`` MLP combination) may run."""
-    if ALLOWED_VARIANTS is None:
+    ``allowed_variants``: the 2:4 variants this run may use (``None``: all).
+    ``tools/gpu_check.sh`` takes them from a preflight process (``--variants``), so
+    a variant that would crash the CUDA context is never run by a benchmark.
+    """
+    if allowed_variants is None:
         return True
-    return all(v in ('dense', 'dense_fm') or v in ALLOWED_VARIANTS
+    return all(v in ('dense', 'dense_fm') or v in allowed_variants
                for v in variant.split('+'))
 
 
-def _variants(mod: nn.Module, with_dense_fm: bool,
-              stand_in: bool = False) -> Dict[str, Callable[[], nn.Module]]:
+def _variants(mod: nn.Module, with_dense_fm: bool, stand_in: bool = False,
+              allowed_variants: Optional[Sequence[str]] = None
+              ) -> Dict[str, Callable[[], nn.Module]]:
     """name -> builder of the sparse (and dense-GEMM) candidates for one unit.
 
     ``stand_in`` (CPU dry run): only the dense feature-major GEMM, standing in for
     the 2:4 kernels so the pipeline around them can run without a GPU.
+    ``allowed_variants``: see :func:`allowed`.
     """
     kind = unit_kind(mod)
     names = (('dense_fm', ) if with_dense_fm or stand_in else ()) + (
-        () if stand_in else tuple(v for v in dm.SPARSE_VARIANTS if allowed(v)))
+        () if stand_in else tuple(v for v in dm.SPARSE_VARIANTS
+                                 if allowed(v, allowed_variants)))
     if kind == 'linear':
         return {v: (lambda v=v: dm.Sparse24Linear(mod, v)) for v in names}
     if kind == 'conv':
@@ -150,7 +152,7 @@ def _variants(mod: nn.Module, with_dense_fm: bool,
         combos = [] if stand_in else [('cslt_t', 'cslt'), ('cslt', 'cslt'),
                                       ('mm', 'mm'), ('cslt_t', 'dense'),
                                       ('dense', 'cslt')]
-        combos = [c for c in combos if allowed('+'.join(c))]
+        combos = [c for c in combos if allowed('+'.join(c), allowed_variants)]
         if with_dense_fm or stand_in:
             combos.append(('dense', 'dense'))
         return {f'{a}+{b}': (lambda a=a, b=b: dm.FeatureMajorMLP(fc1, act, fc2, a, b))
@@ -169,7 +171,8 @@ def make_input(inp: Dict[str, object], dtype: torch.dtype,
 
 def time_unit(mod: nn.Module, inp: Dict[str, object], dtype: torch.dtype,
               device: torch.device, modes: Sequence[str] = ('cuda_graph', 'eager'),
-              with_dense_fm: bool = False, stand_in: bool = False) -> Dict[str, object]:
+              with_dense_fm: bool = False, stand_in: bool = False,
+              allowed_variants: Optional[Sequence[str]] = None) -> Dict[str, object]:
     """Time one unit dense vs each 2:4 variant at its real input shape.
 
     Args:
@@ -181,6 +184,8 @@ def time_unit(mod: nn.Module, inp: Dict[str, object], dtype: torch.dtype,
         with_dense_fm (bool): also time the dense feature-major GEMM.
         stand_in (bool): CPU dry run: the dense feature-major GEMM is the only
             candidate and counts as the "sparse" one.
+        allowed_variants (Sequence[str], optional): 2:4 variants allowed
+            (None: all).
 
     Returns:
         dict: ``{'check': {variant: rel_err | error}, 'timing': {mode: {variant:
@@ -189,7 +194,7 @@ def time_unit(mod: nn.Module, inp: Dict[str, object], dtype: torch.dtype,
     dense = copy.deepcopy(mod).to(device=device, dtype=dtype).eval()
     x = make_input(inp, dtype, device)
     result: Dict[str, object] = {'check': {}, 'timing': {}, 'best': {}}
-    builders = _variants(dense, with_dense_fm, stand_in)
+    builders = _variants(dense, with_dense_fm, stand_in, allowed_variants)
     if not builders:
         why = dm.conv1x1_unsupported(dense) if isinstance(dense, nn.Conv2d) else \
             f'{type(dense).__name__} has no 2:4 path'

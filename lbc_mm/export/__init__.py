@@ -3,9 +3,16 @@
 Config / model / checkpoint loading is :mod:`lbc_mm.apis`.
 """
 from .bake import SPARSE_ONLY_KEYS, NotNMError, densify_model, nm_violations
-from .compressed import (compress_state_dict, compress_weight, decompress_state_dict,
-                         decompress_weight, index_bits, load_compressed, pack_bits,
-                         unpack_bits)
+from .compressed import (
+    compress_state_dict,
+    compress_weight,
+    decompress_state_dict,
+    decompress_weight,
+    index_bits,
+    load_compressed,
+    pack_bits,
+    unpack_bits,
+)
 from .convert import export_checkpoint, format_table, parse_pattern
 from .io import atomic_torch_save, atomic_write, atomic_write_all
 

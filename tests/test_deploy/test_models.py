@@ -4,9 +4,10 @@ import os
 import pytest
 import torch
 
-from lbc_mm.deploy.bench import (e2e_markdown, layer_markdown, plot_layers,
-                                 write_json)
-from lbc_mm.deploy.models import is_nm_layer, prepare, resolve_config
+from lbc_mm.apis import resolve_config
+from lbc_mm.deploy.models import prepare
+from lbc_mm.deploy.report import e2e_markdown, layer_markdown, plot_layers, write_json
+from lbc_mm.layers import NMSparseConv, NMSparseLinear
 
 TINY_CFG = """
 default_scope = 'mmpretrain'
@@ -49,7 +50,8 @@ def test_prepare_densifies_config_sparse_layers(tmp_path):
         "backbone=dict(type='ResNet', depth=18, "
         "conv_cfg=dict(type='NMSparseConv', n=2, m=4),"))
     prep = prepare(str(cfg), None)
-    assert not any(is_nm_layer(m) for m in prep['model'].modules())
+    assert not any(isinstance(m, (NMSparseConv, NMSparseLinear))
+                   for m in prep['model'].modules())
     assert prep['scope_rule'].startswith('layers the config made sparse')
     assert len(prep['layers']) == 19
     assert all(r['bad_groups'] == 0 for r in prep['nm_check'])

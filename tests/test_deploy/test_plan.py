@@ -5,10 +5,10 @@ import pytest
 import torch
 from mmengine.config import Config
 
+from lbc_mm.apis import build_model
 from lbc_mm.deploy import plan as P
-from lbc_mm.deploy.bench import _units
-from lbc_mm.deploy.models import (apply_magnitude_masks, build_model, check_nm,
-                                  sparse_layer_names)
+from lbc_mm.deploy.models import check_nm, magnitude_sparse
+from lbc_mm.deploy.workload import find_units as _units
 
 TINY_VIT = dict(
     default_scope='mmpretrain',
@@ -35,8 +35,7 @@ def vit():
     torch.manual_seed(0)
     model, scope = build_model(Config(copy.deepcopy(TINY_VIT)))
     assert scope == 'mmpretrain'
-    layers, _ = sparse_layer_names(model)
-    apply_magnitude_masks(model, layers)
+    layers, _ = magnitude_sparse(model)
     return model, layers
 
 
@@ -54,7 +53,7 @@ def test_vit_scope_is_qkv_proj_fc1_fc2(vit):
 
 def test_resnet_scope_skips_stem_and_fc():
     model, _ = build_model(Config(copy.deepcopy(TINY_RESNET)))
-    layers, rule = sparse_layer_names(model)
+    layers, rule = magnitude_sparse(model)
     assert 'backbone.conv1' not in layers  # the 7x7 stem, Cin = 3
     assert 'backbone.layer1.0.conv1' in layers
     assert 'backbone.layer2.0.downsample.0' in layers
@@ -123,18 +122,18 @@ def test_signature_separates_shapes():
     assert a == P.signature(copy.deepcopy(lin), same)
 
 
-def test_allowed_variants_filter_candidates(monkeypatch):
+def test_allowed_variants_filter_candidates():
     lin = torch.nn.Linear(64, 64)
     seq = torch.nn.Sequential(
         torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GELU(),
                             torch.nn.Dropout()), torch.nn.Linear(128, 64),
         torch.nn.Dropout())
     assert set(P._variants(lin, False)) == {'mm', 'cslt', 'cslt_t'}
-    monkeypatch.setattr(P, 'ALLOWED_VARIANTS', ['cslt'])
-    assert set(P._variants(lin, False)) == {'cslt'}
-    assert set(P._variants(lin, True)) == {'dense_fm', 'cslt'}
-    assert set(P._variants(seq, False)) == {'cslt+cslt', 'dense+cslt'}
-    assert P._variants(torch.nn.Conv2d(8, 8, 3), False) == {}
-    monkeypatch.setattr(P, 'ALLOWED_VARIANTS', [])
-    assert P._variants(lin, False) == {} and not P.allowed('mm+dense')
-    assert P.allowed('dense+dense')
+    only = dict(allowed_variants=['cslt'])
+    assert set(P._variants(lin, False, **only)) == {'cslt'}
+    assert set(P._variants(lin, True, **only)) == {'dense_fm', 'cslt'}
+    assert set(P._variants(seq, False, **only)) == {'cslt+cslt', 'dense+cslt'}
+    assert P._variants(torch.nn.Conv2d(8, 8, 3), False, **only) == {}
+    assert P._variants(lin, False, allowed_variants=[]) == {} and \
+        not P.allowed('mm+dense', [])
+    assert P.allowed('dense+dense', [])

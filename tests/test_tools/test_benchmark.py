@@ -101,8 +101,9 @@ model = dict(
 """
 
 
-@pytest.mark.parametrize('finished', [True, False])
-def test_checkpoint_weights_are_checked_before_the_gpu_question(tmp_path, finished):
+def _lbc_checkpoint(tmp_path, finished=True):
+    """An LBC training checkpoint of LBC_RESNET (every group down to one candidate
+    when ``finished``)."""
     import lbc_mm  # noqa: F401
     from lbc_mm.apis import build_model, load_config
     from lbc_mm.layers import sparse_layers
@@ -116,10 +117,27 @@ def test_checkpoint_weights_are_checked_before_the_gpu_question(tmp_path, finish
             layer.remove_candidates(1)
     ckpt = tmp_path / 'epoch_1.pth'
     torch.save({'meta': {}, 'state_dict': model.state_dict()}, ckpt)
+    return str(cfg), str(ckpt)
+
+
+@pytest.mark.parametrize('finished', [True, False])
+def test_checkpoint_weights_are_checked_before_the_gpu_question(tmp_path, finished):
+    from lbc_mm.export import export_checkpoint
+    cfg, ckpt = _lbc_checkpoint(tmp_path)
+    stock = tmp_path / 'model.pth'
+    export_checkpoint(cfg, ckpt, str(stock))  # also writes model.nm.pth
+    model_file = tmp_path / 'model.nm.pth'
+    if not finished:  # a stock file whose N:M layers were made dense again
+        obj = torch.load(stock, weights_only=True)
+        for name in obj['meta']['lbc_mm_export']['sparse_layers']:
+            weight = obj['state_dict'][f'{name}.weight']
+            weight.copy_(torch.rand_like(weight) + 0.1)
+        model_file = tmp_path / 'dense_again.pth'
+        torch.save(obj, model_file)
     out = tmp_path / 'r.json'
-    from lbc_mm.deploy.bench import run
+    from lbc_mm.deploy.bench import Benchmark
     lines = []
-    code = run(str(cfg), str(ckpt), out_json=str(out), log=lines.append)
+    code = Benchmark(cfg, str(model_file), out_json=str(out), log=lines.append).run()
     res = json.loads(out.read_text())
     assert res['nm_check']['layers'] == 20
     assert res['weights'].startswith('trained weights from')
@@ -135,11 +153,15 @@ def test_checkpoint_weights_are_checked_before_the_gpu_question(tmp_path, finish
 # -- reliability: damaged / mismatched checkpoints, write failures, modes ----------
 @pytest.fixture(scope='module')
 def vit_ckpt(tiny_cfg, tmp_path_factory):
-    import lbc_mm  # noqa: F401
-    from lbc_mm.apis import build_model, load_config
-    model, _ = build_model(load_config(tiny_cfg))
-    path = tmp_path_factory.mktemp('ckpt') / 'vit.pth'
-    torch.save({'meta': {}, 'state_dict': model.state_dict()}, path)
+    """A compressed N:M file of the tiny ViT (magnitude 2:4 masks)."""
+    from lbc_mm.deploy.models import random_weights
+    from lbc_mm.export import compress_state_dict
+    got = random_weights(tiny_cfg)
+    meta = {'lbc_mm_export': {'sparse_layers': {
+        k: f'{n}:{m}' for k, (n, m) in got['patterns'].items()}}}
+    path = tmp_path_factory.mktemp('ckpt') / 'vit.nm.pth'
+    torch.save(compress_state_dict(got['model'].state_dict(), got['patterns'], meta),
+               path)
     return str(path)
 
 
@@ -166,6 +188,21 @@ def test_damaged_or_mismatched_checkpoint_is_one_line(tiny_cfg, vit_ckpt, tmp_pa
     line = _one_line(_run(cfg, str(bad), '--batch', '2', '--img-size', '32',
                           '--out-json', str(tmp_path / 'r.json')))
     assert line.startswith('error: ') and expect in line
+    assert not (tmp_path / 'r.json').exists()
+
+
+@pytest.mark.parametrize('case', ['training', 'no_record'])
+def test_unconverted_checkpoint_is_one_line_to_run_convert(tmp_path, case):
+    cfg, ckpt = _lbc_checkpoint(tmp_path)
+    if case == 'no_record':  # stock keys, but nothing says which layers are N:M
+        from lbc_mm.export import export_checkpoint
+        export_checkpoint(cfg, ckpt, str(tmp_path / 'model.pth'))
+        obj = torch.load(tmp_path / 'model.pth', weights_only=True)
+        ckpt = str(tmp_path / 'upstream.pth')
+        torch.save({'state_dict': obj['state_dict'], 'meta': {}}, ckpt)
+    line = _one_line(_run(cfg, ckpt, '--out-json', str(tmp_path / 'r.json')))
+    assert line.startswith('error: ') and 'run tools/convert.py' in line
+    assert ('training checkpoint' in line) == (case == 'training')
     assert not (tmp_path / 'r.json').exists()
 
 
