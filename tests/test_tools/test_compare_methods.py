@@ -105,6 +105,20 @@ def test_rewrite_transform_and_layer_configs():
         cm.rewrite_config(Config(dict(model=dict(type='Net'))), 'lbc', (2, 4), 0)
 
 
+def test_switch_to_lbc_names_the_scores_constructor():
+    """An SR-STE config switched to LBC gets the LBCHook and the constructor it
+    needs (lbc_mm.config_check refuses the pair otherwise); tools/train.py no longer
+    adds it."""
+    from lbc_mm.config_check import find_config_error
+    cfg = Config(dict(
+        model=dict(type='Net', fc=dict(type='NMSparseLinear', in_features=8,
+                                       out_features=8, n=2, m=4, method='srste')),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1))))
+    cm.rewrite_config(cfg, 'lbc', (2, 4), seed=0)
+    assert cfg.optim_wrapper.constructor == 'LBCOptimWrapperConstructor'
+    assert find_config_error(cfg) is None
+
+
 def test_grid_and_patterns():
     assert cm.parse_patterns('2:4, 1:4') == [(2, 4), (1, 4)]
     with pytest.raises(SystemExit):
