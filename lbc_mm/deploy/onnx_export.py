@@ -23,9 +23,14 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 from torch import nn
 
+from ..apis import (
+    CheckpointMismatchError,
+    build_model,
+    load_config,
+    read_checkpoint,
+    state_dict_of,
+)
 from ..export.bake import SPARSE_ONLY_KEYS, NotNMError, densify_model, nm_violations
-from ..export.build import (CheckpointMismatchError, build_model, load_config,
-                            read_checkpoint, state_dict_of)
 from ..export.compressed import FORMAT, decompress_state_dict
 from ..export.convert import parse_pattern
 from ..layers import sparse_layers

@@ -11,8 +11,8 @@ from torch import nn
 pytest.importorskip('onnx')
 pytest.importorskip('onnxruntime')
 
-from lbc_mm.deploy import onnx_check, onnx_trt  # noqa: E402
 from lbc_mm.apis import build_model, load_config  # noqa: E402
+from lbc_mm.deploy import onnx_check, onnx_trt  # noqa: E402
 from lbc_mm.export import export_checkpoint  # noqa: E402
 from lbc_mm.layers import sparse_layers  # noqa: E402
 from lbc_mm.sparsity.patterns import magnitude_mask  # noqa: E402
