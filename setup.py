@@ -82,7 +82,12 @@ if editable_wheel is not None:
 
     class _EditableWheel(editable_wheel):
         """``pip install -e .``: put ``lbc_mm_config_hook.pth`` into the editable
-        wheel next to setuptools' own ``__editable__`` files, so pip records it."""
+        wheel next to setuptools' own ``__editable__`` files, so pip records it.
+
+        ``_run_build_commands`` is setuptools' own (64 to 80, the range the
+        ``setuptools<81`` pin allows); tests/test_compat.py checks the installed
+        RECORD, so a setuptools that drops it fails there, not silently.
+        """
 
         def _run_build_commands(self, dist_name, unpacked_wheel, build_lib, tmp_dir):
             outputs = super()._run_build_commands(dist_name, unpacked_wheel,
