@@ -52,5 +52,9 @@ model = dict(
 optim_wrapper = dict(constructor='LBCOptimWrapperConstructor')
 
 custom_hooks = getattr(_base_, 'custom_hooks', []) + [
-    dict(type='LBCHook', require_finished=True, frozen_layers='learn')
+    dict(type='LBCHook', require_finished=True, frozen_layers='learn'),
+    dict(type='FiniteCheckHook', interval=50),
 ]
+# FiniteCheckHook: stop on a non-finite loss (every iteration) or non-finite weights
+# (every 50 iterations); AtomicCheckpointHook: checkpoints written atomically.
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
