@@ -16,17 +16,25 @@ Methods (docs/method.md):
 
 A layer whose grouped axis (``in/groups`` or ``in_features``) is not a multiple of
 ``m`` stays dense (``is_sparse = False``, one log line), or raises a ``ValueError``
-with ``strict=True``.
+with ``strict=True`` (:func:`divisibility_problem`, the one rule).
+
+The layers own their state changes (:meth:`~_NMSparseMixin.remove_candidates`,
+``keep_magnitude_candidates``, ``freeze_scores``, ``set_asp_mask``) and convert
+from and to stock layers (``from_dense`` / ``to_dense``, torchao's shape). The
+model-level helpers live here too: :func:`sparse_layers`, :func:`lbc_layers`,
+:func:`name_sparse_layers`, :func:`set_submodule` and :func:`nm_report` (the one
+N:M report of a model, used by the training checks, the export and deploy).
 """
-from typing import Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
-from .sparsity import (LBCMaskFunction, candidate_matrix, find_nm_violations,
+from .sparsity import (LBCMaskFunction, candidate_matrix, count_nm_violations,
                        init_scores, lbc_mask, magnitude_mask, removal_step,
                        srste_masked_weight, to_groups, validate_pattern)
 
@@ -35,8 +43,11 @@ __all__ = [
     'NMSparseConv',
     'NMSparseLinear',
     'check_sparsity_args',
-    'model_nm_violations',
+    'divisibility_problem',
+    'lbc_layers',
     'name_sparse_layers',
+    'nm_report',
+    'set_submodule',
     'sparse_layers',
 ]
 
@@ -65,6 +76,19 @@ def check_sparsity_args(n: int, m: int, method: str,
         raise ValueError(f'srste_lambda must be >= 0, got {srste_lambda}')
 
 
+def divisibility_problem(shape: Sequence[int], n: int, m: int) -> Optional[str]:
+    """Why a weight of ``shape`` cannot be ``n:m`` sparse, or None when it can.
+
+    The grouped axis (``in/groups`` of a conv, ``in_features`` of a linear,
+    ``shape[1]``) must be a multiple of ``m``.
+    """
+    cin = int(shape[1])
+    if cin % m == 0:
+        return None
+    return (f'weight {tuple(shape)} has {cin} input channels, not a multiple of '
+            f'M={m}, so it cannot be {n}:{m} sparse')
+
+
 class _NMSparseMixin:
     """Shared N:M state and behaviour of :class:`NMSparseConv` and
     :class:`NMSparseLinear` (``self`` is the ``nn.Conv2d`` / ``nn.Linear``)."""
@@ -88,12 +112,10 @@ class _NMSparseMixin:
                              float(srste_lambda))
         #: Module name, set by :func:`name_sparse_layers` (for log lines).
         self.layer_name: Optional[str] = None
-        cin = self.weight.shape[1]  # in/groups (conv) or in_features (linear)
-        self.is_sparse = cin % m == 0
+        problem = divisibility_problem(self.weight.shape, n, m)
+        self.is_sparse = problem is None
         if not self.is_sparse:
-            msg = (f'{type(self).__name__} weight {tuple(self.weight.shape)}: '
-                   f'{cin} input channels are not a multiple of M={m}, so the '
-                   f'layer cannot be {n}:{m} sparse')
+            msg = f'{type(self).__name__} {problem}'
             if strict:
                 raise ValueError(msg)
             print_log(msg + '; it stays dense', logger='current')
@@ -243,21 +265,33 @@ class _NMSparseMixin:
         """(LBC) Jump to the end state with the magnitude (ASP) choice.
 
         Every group keeps exactly the one candidate equal to the magnitude mask of
-        the current weight (e.g. for layers whose weights are frozen, which would
-        otherwise choose on tied scores); the other scores become 0.
+        the current weight (``LBCHook(frozen_layers='asp')`` for layers whose
+        weights are frozen); its score becomes 1, the others 0.
         """
         if self.method != 'lbc' or not self.is_sparse:
             return
         with torch.no_grad():
-            mag = magnitude_mask(self.weight, self.n, self.m)
-            mag = to_groups(mag, self.m)  # (G, m)
-            hits = mag.to(self.candidates.dtype) @ self.candidates.t()  # (G, C)
-            chosen = hits == self.n  # exactly one candidate per group
-            kept = torch.where(self.scores == 0, torch.ones_like(self.scores),
-                               self.scores)
-            self.alive.copy_(chosen)
-            self.scores.copy_(torch.where(chosen, kept, torch.zeros_like(kept)))
+            keep = to_groups(magnitude_mask(self.weight, self.n, self.m),
+                             self.m).to(self.scores.dtype)  # (G, m), n ones per row
+            cands = self.candidates.to(self.scores.dtype)  # (C, m)
+            match = (keep @ cands.t()) == self.n  # (G, C), one True per row
+            # Rank the magnitude candidate first; the removal step keeps it.
+            self.scores.copy_(match.to(self.scores.dtype))
+            self.alive.fill_(True)
         self._alive_changed()
+        self.remove_candidates(1)
+
+    def alive_checksum(self) -> Tensor:
+        """(LBC) Order-sensitive float64 checksum of ``alive`` (exact < 2**53).
+
+        Returns:
+            Tensor: ``(2,)``, equal on two layers iff (practically) the same
+            candidates are alive.
+        """
+        flat = self.alive.flatten().to(torch.float64)  # (G*C,)
+        index = torch.arange(1, flat.numel() + 1, dtype=torch.float64,
+                             device=flat.device)
+        return torch.stack([flat.sum(), flat @ index])  # (2,)
 
     def freeze_scores(self) -> None:
         """(LBC) Stop learning the scores (``requires_grad=False``, grad dropped)."""
@@ -328,6 +362,47 @@ class _NMSparseMixin:
                     f'{where}: checkpoint {key} has shape {tuple(theirs.shape)}, this '
                     f'layer needs {tuple(own.shape)} (another N:M pattern?)')
 
+    # -- conversion ----------------------------------------------------------
+    @classmethod
+    def from_dense(cls, layer: nn.Module, n: int = 2, m: int = 4,
+                   method: str = 'lbc', strict: bool = False,
+                   **opts: Any) -> '_NMSparseMixin':
+        """The sparse twin of a stock layer, sharing its ``weight`` / ``bias``.
+
+        Args:
+            layer (nn.Module): ``nn.Conv2d`` (for :class:`NMSparseConv`) or
+                ``nn.Linear`` (for :class:`NMSparseLinear`).
+            n, m, method, strict, **opts: As the constructor.
+
+        Returns:
+            The new layer: same hyper-parameters, device, dtype, train/eval mode
+            and the same Parameter objects (state-dict keys and references stay).
+        """
+        factory = dict(device=layer.weight.device, dtype=layer.weight.dtype)
+        new = cls(*cls._dense_args(layer), n=n, m=m, method=method, strict=strict,
+                  **factory, **opts)
+        new.weight = layer.weight
+        new.bias = layer.bias
+        new.train(layer.training)
+        return new
+
+    def to_dense(self) -> nn.Module:
+        """A stock ``nn.Conv2d`` / ``nn.Linear`` holding the masked weight.
+
+        Returns:
+            nn.Module: same hyper-parameters, device, dtype and train/eval mode;
+            its weight is ``mask * weight`` (a copy).
+        """
+        w = self.weight
+        new = self._dense_type(*self._dense_args(self), device=w.device,
+                               dtype=w.dtype)
+        with torch.no_grad():
+            new.weight.copy_(w * self.get_mask().to(w.dtype))
+            if self.bias is not None:
+                new.bias.copy_(self.bias)
+        new.train(self.training)
+        return new
+
     def _sparse_extra_repr(self) -> str:
         return f'n={self.n}, m={self.m}, method={self.method!r}' + (
             '' if self.is_sparse else ', dense')
@@ -373,6 +448,14 @@ class NMSparseConv(_NMSparseMixin, nn.Conv2d):
                          dilation, groups, bias, padding_mode, device, dtype)
         self._init_sparsity(n, m, method, strict, srste_lambda)
 
+    _dense_type = nn.Conv2d
+
+    @staticmethod
+    def _dense_args(layer: nn.Conv2d) -> tuple:
+        return (layer.in_channels, layer.out_channels, layer.kernel_size,
+                layer.stride, layer.padding, layer.dilation, layer.groups,
+                layer.bias is not None, layer.padding_mode)
+
     def forward(self, input: Tensor) -> Tensor:
         """Convolution with the masked weight."""
         return self._conv_forward(input, self.sparse_weight(), self.bias)
@@ -405,6 +488,12 @@ class NMSparseLinear(_NMSparseMixin, nn.Linear):
         super().__init__(in_features, out_features, bias, device, dtype)
         self._init_sparsity(n, m, method, strict, srste_lambda)
 
+    _dense_type = nn.Linear
+
+    @staticmethod
+    def _dense_args(layer: nn.Linear) -> tuple:
+        return layer.in_features, layer.out_features, layer.bias is not None
+
     def forward(self, input: Tensor) -> Tensor:
         """Linear map with the masked weight."""
         return F.linear(input, self.sparse_weight(), self.bias)
@@ -430,12 +519,21 @@ def sparse_layers(model: nn.Module,
             yield name, module
 
 
+def lbc_layers(model: nn.Module) -> List[Tuple[str, _NMSparseMixin]]:
+    """``(name, layer)`` for the sparse LBC layers of a (possibly wrapped) model."""
+    model = model.module if is_model_wrapper(model) else model
+    return [(name, layer) for name, layer in sparse_layers(model)
+            if layer.method == 'lbc']
+
+
 def name_sparse_layers(model: nn.Module) -> int:
-    """Set ``layer_name`` of every N:M layer (dense fallbacks included).
+    """Set ``layer_name`` of every N:M layer (dense fallbacks included), so the
+    layers' own messages name them (``LBCHook`` calls it at ``before_train``).
 
     Returns:
         int: Number of layers named.
     """
+    model = model.module if is_model_wrapper(model) else model
     count = 0
     for name, layer in sparse_layers(model, only_sparse=False):
         layer.layer_name = name
@@ -443,15 +541,47 @@ def name_sparse_layers(model: nn.Module) -> int:
     return count
 
 
-def model_nm_violations(model: nn.Module) -> List[Tuple[str, int, int]]:
-    """N:M check of the effective weights (``get_mask() * weight``) of a model.
+def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Replace the sub-module called ``name`` (dotted path) by ``module``."""
+    parent_name, _, child = name.rpartition('.')
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def nm_report(model: nn.Module,
+              layers: Optional[Dict[str, Tuple[int, int]]] = None
+              ) -> List[Dict[str, Any]]:
+    """The N:M report of a model: one row per layer that must be N:M.
+
+    A sparse layer (``NMSparseConv`` / ``NMSparseLinear``) is checked on its mask
+    (``get_mask()``), any other layer (a stock layer after :meth:`to_dense`) on
+    its weight. A group breaks the pattern when it keeps more than ``n`` of ``m``.
+
+    Args:
+        model (nn.Module): The model (wrappers are unwrapped).
+        layers (dict[str, tuple[int, int]], optional): name -> ``(n, m)`` of the
+            layers to check. Defaults to None: every sparse layer, its own pattern.
 
     Returns:
-        list[tuple[str, int, int]]: ``(name, bad_groups, total_groups)`` per
-        offending sparse layer; empty when every sparse layer is valid N:M.
-    """
-    with torch.no_grad():
-        return find_nm_violations(
-            (name, layer.weight * layer.get_mask(), layer.n, layer.m)
-            for name, layer in sparse_layers(model))
+        list[dict]: per layer ``layer`` (name), ``shape``, ``pattern`` (``'n:m'``),
+        ``bad_groups``, ``groups`` and ``sparsity`` (fraction of zeros).
 
+    Raises:
+        ValueError: A layer's weight cannot hold the pattern (names the layer).
+    """
+    model = model.module if is_model_wrapper(model) else model
+    if layers is None:
+        layers = {name: (layer.n, layer.m) for name, layer in sparse_layers(model)}
+    rows = []
+    with torch.no_grad():
+        for name, (n, m) in layers.items():
+            mod = model.get_submodule(name)
+            kept = mod.get_mask() if isinstance(mod, SparseLayer) else mod.weight
+            try:
+                bad, total = count_nm_violations(kept, n, m)
+            except ValueError as err:
+                raise ValueError(f'layer {name}: {err} (pattern {n}:{m})') from err
+            rows.append({'layer': name, 'shape': list(kept.shape),
+                         'pattern': f'{n}:{m}', 'bad_groups': bad, 'groups': total,
+                         'sparsity': float((kept == 0).float().mean())})
+    return rows

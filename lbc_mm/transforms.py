@@ -28,7 +28,7 @@ from mmengine.logging import print_log
 from mmengine.registry import MODELS
 from torch import nn
 
-from .layers import NMSparseConv, NMSparseLinear
+from .layers import NMSparseConv, NMSparseLinear, divisibility_problem, set_submodule
 from .sparsity import validate_pattern
 
 __all__ = ['DEFAULT_EXCLUDE', 'DEFAULT_INCLUDE', 'NMSparsify', 'sparsify']
@@ -63,46 +63,6 @@ def _as_patterns(patterns: Union[None, str, Sequence[str]],
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
-
-
-def _make_sparse(old: nn.Module, n: int, m: int, method: str, strict: bool,
-                 opts: Dict[str, Any]) -> nn.Module:
-    """Build the sparse twin of ``old`` sharing its weight and bias."""
-    weight = old.weight
-    factory = dict(device=weight.device, dtype=weight.dtype)
-    if isinstance(old, nn.Conv2d):
-        new = NMSparseConv(
-            old.in_channels,
-            old.out_channels,
-            old.kernel_size,
-            old.stride,
-            old.padding,
-            old.dilation,
-            old.groups,
-            old.bias is not None,
-            old.padding_mode,
-            n=n,
-            m=m,
-            method=method,
-            strict=strict,
-            **factory,
-            **opts)
-    else:
-        new = NMSparseLinear(
-            old.in_features,
-            old.out_features,
-            old.bias is not None,
-            n=n,
-            m=m,
-            method=method,
-            strict=strict,
-            **factory,
-            **opts)
-    # Same Parameter objects: state-dict keys, init and any references survive.
-    new.weight = old.weight
-    new.bias = old.bias
-    new.train(old.training)
-    return new
 
 
 def sparsify(model: nn.Module,
@@ -149,25 +109,22 @@ def sparsify(model: nn.Module,
         targets.append((name, module))
     dense = []
     for name, old in targets:
-        cin = old.weight.shape[1]  # in/groups or in_features
-        if cin % m:
-            msg = (f'{name}: weight {tuple(old.weight.shape)} has {cin} input '
-                   f'channels, not a multiple of M={m}, so it cannot be {n}:{m} '
-                   f'sparse')
+        problem = divisibility_problem(old.weight.shape, n, m)
+        if problem:
+            msg = f'{name}: {problem}'
             if strict:
                 raise ValueError(msg)
             print_log(msg + '; it stays dense', logger='current')
             dense.append(name)
             continue
         if id(old) not in swapped:
+            cls = NMSparseConv if isinstance(old, nn.Conv2d) else NMSparseLinear
             try:
-                swapped[id(old)] = _make_sparse(old, n, m, method, strict, opts)
+                swapped[id(old)] = cls.from_dense(old, n, m, method, strict, **opts)
             except ValueError as err:
                 raise ValueError(f'{name}: {err}') from err
             swapped[id(old)].layer_name = name
-        parent_name, _, child = name.rpartition('.')
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, swapped[id(old)])
+        set_submodule(model, name, swapped[id(old)])
     print_log(
         f'NMSparsify: {len(swapped)} layers made {n}:{m} {method}, '
         f'{len(dense)} kept dense (include={include}, exclude={exclude})',

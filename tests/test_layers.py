@@ -13,9 +13,15 @@ from mmengine.runner import load_checkpoint, save_checkpoint
 from torch import nn
 
 import lbc_mm  # noqa: F401  (registers the layers)
-from lbc_mm.layers import (NMSparseConv, NMSparseLinear, model_nm_violations,
-                           name_sparse_layers, sparse_layers)
+from lbc_mm.layers import (NMSparseConv, NMSparseLinear, name_sparse_layers, nm_report,
+                           sparse_layers)
 from lbc_mm.sparsity import magnitude_mask, to_groups
+
+
+def model_nm_violations(model):
+    """``(name, bad_groups, groups)`` of the layers :func:`nm_report` flags."""
+    return [(row['layer'], row['bad_groups'], row['groups'])
+            for row in nm_report(model) if row['bad_groups']]
 
 
 def _train_scores(layer):
@@ -237,6 +243,43 @@ def test_model_nm_violations_reports_layer():
     # Layer 0 is still dense (card = C): every group has 4 non-zeros.
     assert model_nm_violations(model) == [('0', 4, 4)]
     assert name_sparse_layers(model) == 2 and model[1].layer_name == '1'
+
+
+def test_nm_report_of_stock_layers():
+    # Stock layers (after to_dense) are checked on their weights.
+    model = nn.Module()
+    model.a, model.b = nn.Linear(8, 1, bias=False), nn.Linear(8, 1, bias=False)
+    model.c = nn.Conv2d(4, 2, 3, bias=False)
+    with torch.no_grad():
+        model.a.weight.copy_(torch.tensor([[1., 0., 2., 0., 0., 0., 0., 3.]]))
+        model.b.weight.copy_(torch.tensor([[1., 1., 2., 0., 1., 1., 1., 1.]]))
+        model.c.weight.zero_()
+        model.c.weight[1, :3, 2, 2] = 1.0  # one group with 3 non-zeros
+    rows = nm_report(model, {'a': (2, 4), 'b': (2, 4), 'c': (2, 4)})
+    found = [(r['layer'], r['bad_groups'], r['groups']) for r in rows if r['bad_groups']]
+    assert found == [('b', 2, 2), ('c', 1, 18)]
+    assert rows[0]['pattern'] == '2:4' and rows[0]['sparsity'] == 0.625
+    model.d = nn.Linear(6, 2)
+    with pytest.raises(ValueError, match='layer d'):
+        nm_report(model, {'d': (2, 4)})
+
+
+@pytest.mark.parametrize('method', ['lbc', 'asp'])
+def test_from_dense_and_to_dense(method):
+    torch.manual_seed(0)
+    dense = nn.Conv2d(8, 4, 3, stride=2, padding=1).eval()
+    sparse = NMSparseConv.from_dense(dense, 2, 4, method)
+    assert sparse.weight is dense.weight and sparse.bias is dense.bias
+    assert not sparse.training and sparse.stride == (2, 2)
+    if method == 'lbc':
+        sparse.keep_magnitude_candidates()
+    back = sparse.to_dense()
+    assert type(back) is nn.Conv2d and not back.training
+    x = torch.randn(1, 8, 5, 5)
+    torch.testing.assert_close(back(x), sparse(x))
+    assert nm_report(nn.Sequential(back), {'0': (2, 4)})[0]['bad_groups'] == 0
+    linear = NMSparseLinear.from_dense(nn.Linear(8, 3, bias=False), 2, 4, method)
+    assert type(linear.to_dense()) is nn.Linear and linear.bias is None
 
 
 @pytest.mark.parametrize('method', ['lbc', 'srste', 'asp'])

@@ -6,12 +6,10 @@ with ``W := mask * W``; its ``state_dict`` has exactly the keys and shapes of th
 """
 from typing import Dict, List, Tuple
 
-import torch
 from torch import nn
 
 from ..hooks.finite_check import describe_tensors, non_finite_tensors
-from ..layers import sparse_layers
-from ..sparsity.patterns import count_nm_violations
+from ..layers import nm_report, set_submodule, sparse_layers
 
 #: State-dict entries that only sparse layers have (dropped on export).
 SPARSE_ONLY_KEYS = ('scores', 'alive', 'asp_mask')
@@ -37,36 +35,9 @@ class NonFiniteWeightsError(ValueError):
                          f'checkpoint comes from a diverged run, refusing to export')
 
 
-def plain_layer(layer: nn.Module) -> nn.Module:
-    """A stock ``nn.Conv2d`` / ``nn.Linear`` holding ``layer``'s masked weight.
-
-    Args:
-        layer (nn.Module): ``NMSparseConv`` / ``NMSparseLinear``.
-
-    Returns:
-        nn.Module: same hyper-parameters, device, dtype and train/eval mode.
-    """
-    w = layer.weight
-    factory = dict(device=w.device, dtype=w.dtype)
-    if isinstance(layer, nn.Conv2d):
-        new = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
-                        layer.stride, layer.padding, layer.dilation, layer.groups,
-                        layer.bias is not None, layer.padding_mode, **factory)
-    elif isinstance(layer, nn.Linear):
-        new = nn.Linear(layer.in_features, layer.out_features, layer.bias is not None,
-                        **factory)
-    else:
-        raise ValueError(f'{type(layer).__name__} is neither Conv2d nor Linear')
-    with torch.no_grad():
-        new.weight.copy_(w * layer.get_mask().to(w.dtype))
-        if layer.bias is not None:
-            new.bias.copy_(layer.bias)
-    new.train(layer.training)
-    return new
-
-
 def densify_model(model: nn.Module) -> Dict[str, Tuple[int, int]]:
-    """Replace every lbc_mm sparse layer by a stock layer with the mask baked in.
+    """Replace every lbc_mm sparse layer by its ``to_dense()`` stock layer (the
+    mask baked into the weight).
 
     Args:
         model (nn.Module): model with ``NMSparseConv`` / ``NMSparseLinear`` layers
@@ -81,9 +52,7 @@ def densify_model(model: nn.Module) -> Dict[str, Tuple[int, int]]:
     patterns = {name: (int(layer.n), int(layer.m)) for name, layer in found
                 if layer.is_sparse}
     for name, layer in found:
-        parent_name, _, child = name.rpartition('.')
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, plain_layer(layer))
+        set_submodule(model, name, layer.to_dense())
     return patterns
 
 
@@ -99,9 +68,5 @@ def nm_violations(model: nn.Module, patterns: Dict[str, Tuple[int, int]]
     names = non_finite_tensors(model)
     if names:
         raise NonFiniteWeightsError(names)
-    bad = []
-    for name, (n, m) in patterns.items():
-        b, total = count_nm_violations(model.get_submodule(name).weight, n, m)
-        if b:
-            bad.append((name, f'{n}:{m}', b, total))
-    return bad
+    return [(row['layer'], row['pattern'], row['bad_groups'], row['groups'])
+            for row in nm_report(model, patterns) if row['bad_groups']]

@@ -12,7 +12,7 @@ Pure tensor math, no OpenMMLab imports.
 """
 import itertools
 import math
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -20,7 +20,6 @@ from torch import Tensor
 __all__ = [
     'candidate_matrix',
     'count_nm_violations',
-    'find_nm_violations',
     'from_groups',
     'group_dim',
     'grouped_product',
@@ -198,26 +197,3 @@ def count_nm_violations(weight: Tensor, n: int, m: int) -> Tuple[int, int]:
     validate_pattern(n, m)
     nonzero = (to_groups(weight.detach(), m) != 0).sum(dim=1)  # (G,)
     return int((nonzero > n).sum()), int(nonzero.numel())
-
-
-def find_nm_violations(
-        layers: Iterable[Tuple[str, Tensor, int, int]]) -> List[Tuple[str, int, int]]:
-    """Check many layers for N:M validity.
-
-    Args:
-        layers (Iterable[tuple[str, Tensor, int, int]]): ``(name, weight, n, m)``
-            for every layer that must be N:M (the weight already masked).
-
-    Returns:
-        list[tuple[str, int, int]]: ``(name, bad_groups, total_groups)`` for every
-        offending layer; empty when all layers are valid N:M.
-    """
-    bad_layers = []
-    for name, weight, n, m in layers:
-        try:
-            bad, total = count_nm_violations(weight, n, m)
-        except ValueError as err:
-            raise ValueError(f'layer {name}: {err} (pattern {n}:{m})') from err
-        if bad:
-            bad_layers.append((name, bad, total))
-    return bad_layers

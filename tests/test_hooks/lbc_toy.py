@@ -210,12 +210,13 @@ def reset_mmengine_globals() -> None:
 
 
 def ranks_agree_worker(rank: int, port: int, out_dir: str) -> None:
-    """One of two gloo ranks running ``LBCHook.check_ranks_agree`` twice: after
+    """One of two gloo ranks running ``check_ranks_agree`` (LBCHook's) twice: after
     the same removal on both ranks, then after rank 1 changed one group of ``fc``.
     Writes what each check said to ``<out_dir>/rank<r>.txt``."""
     import torch.distributed as torch_dist
 
-    from lbc_mm.hooks.lbc_hook import LBCHook, lbc_layers
+    from lbc_mm.hooks.lbc_checks import check_ranks_agree
+    from lbc_mm.layers import lbc_layers
     torch_dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}',
                                   rank=rank, world_size=2)
     results = []
@@ -223,13 +224,12 @@ def ranks_agree_worker(rank: int, port: int, out_dir: str) -> None:
         torch.manual_seed(0)
         model = LBCToyNet()
         model.fc.remove_candidates(3)  # equal scores: ties -> same on both ranks
-        hook = LBCHook()
-        hook._layers = lbc_layers(model)
+        layers = lbc_layers(model)
         for diverge in (False, True):
             if diverge and rank == 1:
                 model.fc.alive[4] = model.fc.alive[4].flip(0)
             try:
-                hook.check_ranks_agree(None)
+                check_ranks_agree(layers)
                 results.append('agree')
             except RuntimeError as err:
                 results.append(str(err))

@@ -11,7 +11,8 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
 from lbc_mm.hooks import LBCHook
-from lbc_mm.hooks.lbc_hook import PLOT_NAME, nm_problems
+from lbc_mm.hooks.lbc_checks import log_dense_fallbacks, nm_problems
+from lbc_mm.hooks.lbc_hook import PLOT_NAME
 from lbc_mm.sparsity import card, card_at_epoch_start, magnitude_mask
 
 C24 = 6  # candidates of 2:4
@@ -136,7 +137,7 @@ def test_card_update_epoch_steps_at_epoch_starts(tmp_path, by_epoch, length, hoo
         if it % 6 == 0:  # epoch boundaries: the per-iteration schedule agrees
             assert want == card(it / 6, C24, 0, 3, 1)
     hook_obj = next(h for h in runner.hooks if isinstance(h, LBCHook))
-    assert hook_obj.schedule_card(0.5 if hook_obj._measure_epochs else 3, C24) == C24
+    assert hook_obj.schedule_card(0.5 if hook_obj.schedule.measure_epochs else 3, C24) == C24
 
 
 def test_card_update_bad_value():
@@ -434,7 +435,7 @@ def test_dense_fallback_layers_are_named(log_lines):
     model = nn.Module()
     model.stem = NMSparseConv(3, 8, 7, n=2, m=4)  # Cin=3: stays dense
     model.body = NMSparseConv(8, 8, 3, n=2, m=4)
-    LBCHook._log_dense_fallbacks(model)
+    log_dense_fallbacks(model)
     named = [line for line in log_lines if line.startswith('LBCHook:')]
     assert named == ['LBCHook: 1 layer(s) stay dense, input channels not divisible '
                      'by M: stem (8, 3, 7, 7) (2:4)']

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lbc_mm.sparsity import (candidate_matrix, count_nm_violations, find_nm_violations,
+from lbc_mm.sparsity import (candidate_matrix, count_nm_violations,
                              from_groups, magnitude_mask, num_candidates, to_groups,
                              validate_pattern)
 
@@ -84,7 +84,7 @@ def test_magnitude_mask_ties_prefer_lower_index():
                                                       True, True, False, False]]
 
 
-def test_count_and_find_nm_violations():
+def test_count_nm_violations():
     ok = torch.tensor([[1., 0., 2., 0., 0., 0., 0., 3.]])
     bad = torch.tensor([[1., 1., 2., 0., 1., 1., 1., 1.]])
     assert count_nm_violations(ok, 2, 4) == (0, 2)
@@ -92,8 +92,3 @@ def test_count_and_find_nm_violations():
     conv_bad = torch.zeros(2, 4, 3, 3)
     conv_bad[1, :3, 2, 2] = 1.0  # one group (o=1, y=2, x=2) with 3 non-zeros
     assert count_nm_violations(conv_bad, 2, 4) == (1, 18)
-    found = find_nm_violations([('a', ok, 2, 4), ('b', bad, 2, 4),
-                                ('c', conv_bad, 2, 4)])
-    assert found == [('b', 2, 2), ('c', 1, 18)]
-    with pytest.raises(ValueError, match='layer d'):
-        find_nm_violations([('d', torch.zeros(2, 6), 2, 4)])

@@ -1,0 +1,244 @@
+"""What ``LBCHook`` checks and says: the N:M end state, DDP rank agreement, the
+optimizer audit, finite scores, the EMA model's candidates and the log lines.
+
+Plain functions of layers, hooks and optimizers; the hook decides when to call them
+(:mod:`lbc_mm.hooks.lbc_hook`).
+"""
+import logging
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+import torch
+from mmengine.dist import all_gather, get_world_size
+from mmengine.hooks import EMAHook
+from mmengine.logging import print_log
+from torch import nn
+
+from ..layers import lbc_layers, nm_report, sparse_layers
+from ..optim import SCORES_GROUP_KEY
+
+Layers = Sequence[Tuple[str, nn.Module]]
+
+
+def nm_problems(model: nn.Module, prefix: str = '') -> List[str]:
+    """Describe every sparse LBC layer that is not exactly N:M.
+
+    Exactly N:M means one alive candidate per group, so the mask keeps exactly
+    ``n`` of every ``m`` weights of every group (:func:`lbc_mm.layers.nm_report`).
+
+    Args:
+        model (nn.Module): The model (wrappers are unwrapped).
+        prefix (str): Put before each layer name (e.g. ``'EMA model: '``).
+
+    Returns:
+        list[str]: One line per offending layer; empty when all are exact.
+    """
+    layers = dict(lbc_layers(model))
+    rows = nm_report(model, {name: (lay.n, lay.m) for name, lay in layers.items()})
+    lines = []
+    for row in rows:
+        layer = layers[row['layer']]
+        alive = layer.num_alive  # (G,)
+        bad_alive = int((alive != 1).sum())
+        if bad_alive or row['bad_groups']:
+            lines.append(
+                f'{prefix}{row["layer"]} ({row["pattern"]}, weight '
+                f'{tuple(row["shape"])}): {bad_alive} of {row["groups"]} groups have '
+                f'more than one alive candidate (up to {int(alive.max())}), '
+                f'{row["bad_groups"]} groups keep more than {layer.n} of {layer.m} '
+                f'weights')
+    return lines
+
+
+def ema_hooks(hooks: Iterable) -> List[EMAHook]:
+    """The ``EMAHook`` s of a runner that hold an EMA model."""
+    return [h for h in hooks if isinstance(h, EMAHook) and hasattr(h, 'ema_model')]
+
+
+def sync_ema(hooks: Iterable) -> int:
+    """Give every ``EMAHook``'s EMA model the trained model's candidates.
+
+    Its ``alive`` buffers are copied and its scores of removed candidates set to 0.
+
+    Returns:
+        int: Number of EMA layers synchronised.
+    """
+    count = 0
+    for hook in ema_hooks(hooks):
+        src = dict(lbc_layers(hook.src_model))
+        with torch.no_grad():
+            for name, ema_layer in lbc_layers(hook.ema_model.module):
+                if name in src:
+                    ema_layer.alive.copy_(src[name].alive.to(ema_layer.alive.device))
+                    ema_layer.scores.masked_fill_(~ema_layer.alive, 0.0)
+                    count += 1
+    return count
+
+
+def end_of_training_check(model: nn.Module, hooks: Iterable) -> None:
+    """Fail when the model (or an EMA model) is not exactly N:M.
+
+    Raises:
+        RuntimeError: naming the offending layers.
+    """
+    problems = nm_problems(model)
+    for hook in ema_hooks(hooks):
+        problems += nm_problems(hook.ema_model.module, prefix='EMA model: ')
+    if problems:
+        raise RuntimeError(
+            'LBCHook: training ended but the model is not exactly N:M '
+            f'({len(problems)} layers):\n  ' + '\n  '.join(problems))
+
+
+def check_ranks_agree(layers: Layers) -> None:
+    """Fail when DDP ranks kept different candidates (no-op on one process).
+
+    A collective: every rank must call it.
+    """
+    if get_world_size() == 1:
+        return
+    mine = torch.stack([layer.alive_checksum() for _, layer in layers])  # (L, 2)
+    gathered = all_gather(mine)
+    differ = [name for i, (name, _) in enumerate(layers)
+              if any(not torch.equal(g[i].cpu(), gathered[0][i].cpu())
+                     for g in gathered[1:])]
+    if differ:
+        raise RuntimeError(
+            f'LBCHook: DDP ranks kept different candidates in {len(differ)} '
+            f'layers: {", ".join(differ)}')
+
+
+def passed_line(layers: Layers, with_ema: bool) -> str:
+    """The line logged when the end-of-training checks pass."""
+    patterns = sorted({(layer.n, layer.m) for _, layer in layers})
+    exact = ', '.join(f'{n}:{m}' for n, m in patterns)
+    ema = ' (EMA model too)' if with_ema else ''
+    world = get_world_size()
+    ranks = (f'all {world} ranks chose the same candidates' if world > 1 else
+             'one process, no ranks to compare')
+    return (f'LBCHook: end-of-training checks passed: {len(layers)} LBC '
+            f'layers exactly {exact}{ema}; {ranks}')
+
+
+def check_optimizer(optim_wrapper, learning: Layers) -> None:
+    """The scores of layers that still learn must be optimised, without the
+    generic weight decay rules (only a warning for the latter).
+
+    Raises:
+        RuntimeError: Some scores are in no param group.
+    """
+    wrappers = (list(optim_wrapper.values()) if hasattr(optim_wrapper, 'values')
+                else [optim_wrapper])
+    group_of: Dict[int, dict] = {}
+    for wrapper in wrappers:
+        for group in wrapper.optimizer.param_groups:
+            for param in group['params']:
+                group_of[id(param)] = group
+    missing = [name for name, layer in learning if id(layer.scores) not in group_of]
+    if missing:
+        raise RuntimeError(
+            f'LBCHook: the scores of {len(missing)} LBC layers are not in the '
+            f'optimizer (first: {missing[0]}), so they could never learn; build '
+            f"it with optim_wrapper.constructor='LBCOptimWrapperConstructor' "
+            f'(mmengine skips parameters frozen at build time when a '
+            f'paramwise_cfg is given)')
+    decayed = [name for name, layer in learning
+               if not group_of[id(layer.scores)].get(SCORES_GROUP_KEY)
+               and group_of[id(layer.scores)].get('weight_decay', 0)]
+    if decayed:
+        print_log(
+            f'LBCHook: the scores of {len(decayed)} LBC layers are under weight '
+            f'decay set by the generic param-group rules (custom_keys, '
+            f"multipliers); use optim_wrapper.constructor="
+            f"'LBCOptimWrapperConstructor' to set it with scores_decay_mult",
+            logger='current', level=logging.WARNING)
+
+
+def check_finite(active: Layers, iteration: int, epoch: int) -> None:
+    """Fail when an alive score is NaN or inf (``iteration`` / ``epoch`` 1-based).
+
+    Raises:
+        FloatingPointError: naming the layers.
+    """
+    with torch.no_grad():
+        # Fast path: one reduction per layer, one sync (NaN / inf propagate).
+        total = torch.stack([layer.scores.sum() for _, layer in active]).sum()
+        if bool(torch.isfinite(total)):
+            return
+        bad = [name for name, layer in active
+               if not bool((torch.isfinite(layer.scores) | ~layer.alive).all())]
+    if not bad:  # finite but huge scores overflowed the sum
+        return
+    raise FloatingPointError(
+        f'LBCHook: non-finite LBC scores at iteration {iteration} (epoch '
+        f'{epoch}) in {len(bad)} layers: {", ".join(bad)}; training '
+        f'diverged (lower the learning rate, clip gradients or check the data)')
+
+
+def check_finished(layers: Layers, finished: Set[str]) -> None:
+    """``require_finished``: every LBC layer loaded at one candidate per group.
+
+    Raises:
+        RuntimeError: naming the unfinished layers.
+    """
+    unfinished = [f'{name} (up to {int(layer.num_alive.max())} of '
+                  f'{layer.scores.shape[1]} candidates alive)'
+                  for name, layer in layers if name not in finished]
+    if unfinished:
+        raise RuntimeError(
+            f'LBCHook(require_finished=True): {len(unfinished)} of '
+            f'{len(layers)} LBC layers are not at one candidate per group, '
+            f'so their masks are not those of a finished LBC run (was the '
+            f'checkpoint loaded, e.g. through init_cfg=dict(type=\'Pretrained\', '
+            f'prefix=\'backbone.\', ...), and did its run reach t_f?): '
+            + ', '.join(unfinished))
+
+
+def log_dense_fallbacks(model: nn.Module) -> None:
+    """Name the sparse-typed layers that stayed dense (Cin not divisible by M).
+
+    The layer logs its shape when built; only the model knows its name.
+    """
+    dense = [f'{name} {tuple(layer.weight.shape)} ({layer.n}:{layer.m})'
+             for name, layer in sparse_layers(model, only_sparse=False)
+             if not layer.is_sparse]
+    if dense:
+        print_log(f'LBCHook: {len(dense)} layer(s) stay dense, input channels '
+                  f'not divisible by M: {", ".join(dense)}', logger='current')
+
+
+def _margin(diag: dict) -> str:
+    margin = diag.get('margin_steps')
+    return f'{margin:.3g}' if margin is not None else 'n/a'
+
+
+def log_card_step(diag: dict, cards: Sequence[int]) -> None:
+    """The line of a card step (``diag``: :class:`SettlednessTracker` + iter, t)."""
+    print_log(
+        f'LBCHook: card step at iteration {int(diag["iter"])} (t={diag["t"]:g}), '
+        f'card {"/".join(str(c) for c in cards)}: decision margin {_margin(diag)}'
+        f' score steps (median gap kept-vs-removed / RMS per-iteration score '
+        f'change), {diag["tied"]:.1%} of the decisions on exactly equal scores '
+        f'(lower candidate index wins); best candidate = magnitude choice in '
+        f'{diag["agree_mag"]:.1%} of groups (chance {diag["chance_agree"]:.1%}); '
+        f'score spread {diag["score_spread"]:.3g} x init', logger='current')
+
+
+def log_settledness(diag: dict, unsettled_steps: float) -> None:
+    """The end-of-training line on the last card step (a warning when the
+    choice was unsettled: margin below ``unsettled_steps`` or half on ties)."""
+    margin: Optional[float] = diag.get('margin_steps')
+    verdict = ''
+    if (margin is not None and margin < unsettled_steps) or diag['tied'] >= 0.5:
+        verdict = (f'; a margin below {unsettled_steps:g} or half the '
+                   f'decisions on ties: the final choice rests on a few '
+                   f'iterations of score movement; a longer removal window (t_f) '
+                   f'or a larger score lr (scores_lr_mult) gives the scores more '
+                   f'gradient to decide on')
+    print_log(
+        f'LBCHook: settledness of the last card step (iteration '
+        f'{int(diag["iter"])}): decision margin {_margin(diag)} score steps '
+        f'({diag["tied"]:.1%} of the decisions on exactly equal '
+        f'scores), kept = magnitude choice in {diag["agree_mag"]:.1%} '
+        f'of groups (chance {diag["chance_agree"]:.1%}), score spread '
+        f'{diag["score_spread"]:.3g} x init' + verdict, logger='current',
+        level=logging.WARNING if verdict else logging.INFO)

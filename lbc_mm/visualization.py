@@ -1,0 +1,56 @@
+"""Plots of lbc_mm runs (matplotlib's Agg backend, written atomically).
+
+:func:`plot_lbc_schedule` draws ``LBCHook``'s ``lbc_schedule.png``: the removal
+schedule ``card(t)`` of every N:M pattern with the measured mean alive candidates
+per group, and the measured weight sparsity of the LBC layers against each target.
+"""
+from typing import Callable, Sequence, Tuple
+
+from .export.io import atomic_write
+
+__all__ = ['plot_lbc_schedule']
+
+
+def plot_lbc_schedule(path: str, card_of: Callable[[float, int], int], length: float,
+                      patterns: Sequence[Tuple[int, int, int]],
+                      history: Sequence[Sequence[float]], title: str,
+                      unit: str) -> None:
+    """Write the schedule and the measured sparsity as a PNG, atomically.
+
+    Args:
+        path (str): Destination file.
+        card_of (callable): ``card_of(t, num_candidates)``, the schedule.
+        length (float): Length of the run in ``unit``.
+        patterns (Sequence[tuple[int, int, int]]): ``(n, m, C)`` per pattern.
+        history (Sequence): ``(t, mean alive per group, sparsity)`` rows.
+        title (str): Title of the upper plot.
+        unit (str): ``'epoch'`` or ``'iteration'`` (the x axis).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 6))
+    FigureCanvasAgg(fig)
+    ax_card, ax_sparse = fig.subplots(2, 1, sharex=True)
+    steps = 400
+    ts = [length * i / steps for i in range(steps + 1)]
+    for n, m, num_c in patterns:
+        ax_card.plot(ts, [card_of(t, num_c) for t in ts],
+                     label=f'card(t), {n}:{m} (C={num_c})')
+        ax_sparse.axhline(1 - n / m, linestyle='--', color='grey',
+                          label=f'{n}:{m} target {1 - n / m:.0%}')
+    if history:
+        hist_t, hist_alive, hist_sparse = zip(*history)
+        ax_card.plot(hist_t, hist_alive, 'o', markersize=3,
+                     label='measured: mean alive per group')
+        ax_sparse.plot(hist_t, hist_sparse, 'o-', markersize=3,
+                       label='measured weight sparsity')
+    ax_card.set_ylabel('alive candidates per group')
+    ax_card.set_title(title)
+    ax_sparse.set_ylabel('sparsity of LBC layers')
+    ax_sparse.set_xlabel(unit + 's')
+    for ax in (ax_card, ax_sparse):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=100))
