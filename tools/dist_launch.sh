@@ -19,7 +19,7 @@ if [ -z "${PYTHON:-}" ]; then
     fi
 fi
 
-PYTHONPATH="$HERE/..${PYTHONPATH:+:$PYTHONPATH}" \
+# lbc_mm is installed (editable by `make env`): no PYTHONPATH needed.
 exec "$PYTHON" -m torch.distributed.run \
     --nnodes="${NNODES:-1}" \
     --node_rank="${NODE_RANK:-0}" \
