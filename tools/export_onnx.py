@@ -73,13 +73,14 @@ def main(argv=None) -> int:
     from lbc_mm.deploy import onnx_check as chk
     from lbc_mm.deploy import onnx_export as exp
     from lbc_mm.deploy import onnx_trt as trt
+    from lbc_mm.deploy.models import load_converted, random_weights
     from lbc_mm.export.io import atomic_write
     out = args.out or (default_out(args.model) if args.model else
                        os.path.join('work_dirs', 'onnx', os.path.basename(
                            args.config).replace('.py', '.onnx')))
     try:
-        got = exp.random_2of4(args.config) if args.random_weights else \
-            exp.load_converted(args.config, args.model)
+        got = random_weights(args.config, score_thr=0.0) if args.random_weights \
+            else load_converted(args.config, args.model)
         model, scope, patterns = got['model'], got['scope'], got['patterns']
         shape = tuple(args.shape) if args.shape else \
             exp.default_shape(got['cfg'], scope)

@@ -1,8 +1,10 @@
 """Converted N:M model file -> PyTorch model -> ONNX (TorchScript exporter, pinned).
 
 The model file is what ``tools/convert.py`` writes (docs/export_format.md): the stock
-``.pth`` or the compressed ``.nm.pth``. Its ``meta['lbc_mm_export']['sparse_layers']``
-names the N:M layers; they are checked N:M before anything is exported.
+``.pth`` or the compressed ``.nm.pth``, read by :func:`lbc_mm.deploy.models.
+load_converted` (the benchmark's loader too). Its
+``meta['lbc_mm_export']['sparse_layers']`` names the N:M layers; they are checked N:M
+before anything is exported.
 
 What is exported:
 
@@ -18,124 +20,15 @@ import glob
 import io
 import os
 import warnings
-from typing import Dict, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import torch
 from torch import nn
-
-from ..apis import (
-    CheckpointMismatchError,
-    build_model,
-    load_config,
-    read_checkpoint,
-    state_dict_of,
-)
-from ..export.bake import SPARSE_ONLY_KEYS, NotNMError, densify_model, nm_violations
-from ..export.compressed import FORMAT, decompress_state_dict
-from ..export.convert import parse_pattern
-from ..layers import sparse_layers
 
 #: ONNX opset used unless ``--opset`` says otherwise (TensorRT 8.6+ and onnxruntime
 #: 1.14+ read it).
 DEFAULT_OPSET = 17
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp')
-
-
-class NotConvertedError(ValueError):
-    """The model file is not one that ``tools/convert.py`` wrote."""
-
-
-def read_model_file(path: str) -> Tuple[Dict[str, torch.Tensor], Dict, str]:
-    """Read a converted model file.
-
-    Returns:
-        tuple: stock state dict (dense with zeros), ``meta``, and the file kind
-        (``'stock'`` or ``'compressed'``).
-
-    Raises:
-        FileNotFoundError: no such file.
-        CheckpointMismatchError: not a weights-only loadable file.
-        NotConvertedError: a training checkpoint, or a file without the export
-            record ``meta['lbc_mm_export']``.
-    """
-    ckpt = read_checkpoint(path)
-    if ckpt.get('format') == FORMAT:
-        sd, kind = decompress_state_dict(ckpt), 'compressed'
-    else:
-        sd, kind = state_dict_of(ckpt), 'stock'
-    meta = ckpt.get('meta') if isinstance(ckpt.get('meta'), dict) else {}
-    training = [k for k in sd if k.rsplit('.', 1)[-1] in SPARSE_ONLY_KEYS]
-    if training:
-        raise NotConvertedError(
-            f'{path} is a training checkpoint (it holds {training[0]}), not a '
-            f'converted model: run tools/convert.py CONFIG {path} OUT first and '
-            'export OUT')
-    if not isinstance(meta.get('lbc_mm_export'), dict):
-        raise NotConvertedError(
-            f'{path} has no lbc_mm export record (meta.lbc_mm_export), so nothing '
-            'says which layers are N:M: run tools/convert.py CONFIG CHECKPOINT OUT '
-            'on the trained checkpoint first and export OUT')
-    return sd, meta, kind
-
-
-def _load_strict(model: nn.Module, sd: Dict[str, torch.Tensor], path: str) -> None:
-    own = model.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    shapes = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
-        parts = [f'{len(v)} {what} ({", ".join(v[:2])})' for what, v in
-                 (('missing keys', missing), ('unexpected keys', unexpected),
-                  ('shape mismatches', shapes)) if v]
-        raise CheckpointMismatchError(
-            f'model file {path} does not match the config: {"; ".join(parts)}')
-    model.load_state_dict(sd, strict=True)
-
-
-def load_converted(config: str, path: str) -> Dict[str, object]:
-    """Config + converted model file -> eval model with plain layers, N:M checked.
-
-    CONFIG may be the lbc_mm training config (its sparse layers are turned into
-    stock ones first) or the stock upstream config.
-
-    Returns:
-        dict: ``model``, ``scope``, ``cfg``, ``patterns`` (layer -> ``(n, m)``),
-        ``kind`` (file kind), ``meta``.
-
-    Raises:
-        NotNMError: a layer the export record names is not N:M (nothing exported).
-        ValueError: see :func:`read_model_file`; the file does not fit the config.
-    """
-    sd, meta, kind = read_model_file(path)
-    cfg = load_config(config)
-    model, scope = build_model(cfg)
-    if any(True for _ in sparse_layers(model, only_sparse=False)):
-        densify_model(model)
-    _load_strict(model, sd, path)
-    listed = meta['lbc_mm_export'].get('sparse_layers') or {}
-    patterns = {name: parse_pattern(p) for name, p in listed.items()}
-    if not patterns:
-        raise NotConvertedError(f'{path}: its export record lists no N:M sparse '
-                                'layers, so there is nothing sparse to deploy')
-    modules = dict(model.named_modules())
-    for name in patterns:
-        if not isinstance(modules.get(name), (nn.Conv2d, nn.Linear)):
-            raise CheckpointMismatchError(
-                f'model file {path} lists sparse layer {name}, which is not a '
-                f'Conv2d / Linear of the model built from {config}')
-    bad = nm_violations(model, patterns)
-    if bad:
-        raise NotNMError(bad)
-    return dict(model=model.eval(), scope=scope, cfg=cfg, patterns=patterns,
-                kind=kind, meta=meta)
-
-
-def random_2of4(config: str) -> Dict[str, object]:
-    """Random-init model with magnitude 2:4 masks (for timing TensorRT only)."""
-    from .models import prepare
-    got = prepare(config, None)
-    return dict(model=got['model'], scope=got['scope'], cfg=got['cfg'],
-                patterns=got['layers'], kind='random', meta={})
 
 
 def default_shape(cfg, scope: str) -> Tuple[int, int]:
