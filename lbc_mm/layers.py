@@ -20,23 +20,21 @@ with ``strict=True`` (:func:`divisibility_problem`, the one rule).
 
 The layers own their state changes (:meth:`~_NMSparseMixin.remove_candidates`,
 ``keep_magnitude_candidates``, ``freeze_scores``, ``set_asp_mask``) and convert
-from and to stock layers (``from_dense`` / ``to_dense``, torchao's shape). The
-model-level helpers live here too: :func:`sparse_layers`, :func:`lbc_layers`,
-:func:`name_sparse_layers`, :func:`set_submodule` and :func:`nm_report` (the one
-N:M report of a model, used by the training checks, the export and deploy).
+from and to stock layers (``from_dense`` / ``to_dense``, torchao's shape).
+:func:`sparse_layers` finds them in a model; the other model-level helpers
+(``lbc_layers``, ``nm_report``, ``set_submodule``, ...) are :mod:`lbc_mm.sparse_model`.
 """
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Iterator, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
-from .sparsity import (LBCMaskFunction, candidate_matrix, count_nm_violations,
-                       init_scores, lbc_mask, magnitude_mask, removal_step,
-                       srste_masked_weight, to_groups, validate_pattern)
+from .sparsity import (LBCMaskFunction, candidate_matrix, init_scores, lbc_mask,
+                       magnitude_mask, removal_step, srste_masked_weight, to_groups,
+                       validate_pattern)
 
 __all__ = [
     'METHODS',
@@ -44,10 +42,6 @@ __all__ = [
     'NMSparseLinear',
     'check_sparsity_args',
     'divisibility_problem',
-    'lbc_layers',
-    'name_sparse_layers',
-    'nm_report',
-    'set_submodule',
     'sparse_layers',
 ]
 
@@ -110,7 +104,7 @@ class _NMSparseMixin:
         self.srste_lambda = (0.0 if method == 'ste' else
                              _SRSTE_DEFAULT_LAMBDA if srste_lambda is None else
                              float(srste_lambda))
-        #: Module name, set by :func:`name_sparse_layers` (for log lines).
+        #: Module name, set by ``sparse_model.name_sparse_layers`` (log lines).
         self.layer_name: Optional[str] = None
         problem = divisibility_problem(self.weight.shape, n, m)
         self.is_sparse = problem is None
@@ -517,71 +511,3 @@ def sparse_layers(model: nn.Module,
     for name, module in model.named_modules():
         if isinstance(module, SparseLayer) and (module.is_sparse or not only_sparse):
             yield name, module
-
-
-def lbc_layers(model: nn.Module) -> List[Tuple[str, _NMSparseMixin]]:
-    """``(name, layer)`` for the sparse LBC layers of a (possibly wrapped) model."""
-    model = model.module if is_model_wrapper(model) else model
-    return [(name, layer) for name, layer in sparse_layers(model)
-            if layer.method == 'lbc']
-
-
-def name_sparse_layers(model: nn.Module) -> int:
-    """Set ``layer_name`` of every N:M layer (dense fallbacks included), so the
-    layers' own messages name them (``LBCHook`` calls it at ``before_train``).
-
-    Returns:
-        int: Number of layers named.
-    """
-    model = model.module if is_model_wrapper(model) else model
-    count = 0
-    for name, layer in sparse_layers(model, only_sparse=False):
-        layer.layer_name = name
-        count += 1
-    return count
-
-
-def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    """Replace the sub-module called ``name`` (dotted path) by ``module``."""
-    parent_name, _, child = name.rpartition('.')
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
-
-
-def nm_report(model: nn.Module,
-              layers: Optional[Dict[str, Tuple[int, int]]] = None
-              ) -> List[Dict[str, Any]]:
-    """The N:M report of a model: one row per layer that must be N:M.
-
-    A sparse layer (``NMSparseConv`` / ``NMSparseLinear``) is checked on its mask
-    (``get_mask()``), any other layer (a stock layer after :meth:`to_dense`) on
-    its weight. A group breaks the pattern when it keeps more than ``n`` of ``m``.
-
-    Args:
-        model (nn.Module): The model (wrappers are unwrapped).
-        layers (dict[str, tuple[int, int]], optional): name -> ``(n, m)`` of the
-            layers to check. Defaults to None: every sparse layer, its own pattern.
-
-    Returns:
-        list[dict]: per layer ``layer`` (name), ``shape``, ``pattern`` (``'n:m'``),
-        ``bad_groups``, ``groups`` and ``sparsity`` (fraction of zeros).
-
-    Raises:
-        ValueError: A layer's weight cannot hold the pattern (names the layer).
-    """
-    model = model.module if is_model_wrapper(model) else model
-    if layers is None:
-        layers = {name: (layer.n, layer.m) for name, layer in sparse_layers(model)}
-    rows = []
-    with torch.no_grad():
-        for name, (n, m) in layers.items():
-            mod = model.get_submodule(name)
-            kept = mod.get_mask() if isinstance(mod, SparseLayer) else mod.weight
-            try:
-                bad, total = count_nm_violations(kept, n, m)
-            except ValueError as err:
-                raise ValueError(f'layer {name}: {err} (pattern {n}:{m})') from err
-            rows.append({'layer': name, 'shape': list(kept.shape),
-                         'pattern': f'{n}:{m}', 'bad_groups': bad, 'groups': total,
-                         'sparsity': float((kept == 0).float().mean())})
-    return rows

@@ -22,13 +22,12 @@ import torch.nn as nn
 from mmengine.model import MMDistributedDataParallel
 from mmengine.registry import MODEL_WRAPPERS
 
-from .layers import sparse_layers
+from .sparse_model import lbc_layers
 
 
 def lbc_scores(module: nn.Module) -> list:
     """The ``scores`` parameters of the sparse LBC layers of ``module``."""
-    return [layer.scores for _, layer in sparse_layers(module)
-            if layer.method == 'lbc']
+    return [layer.scores for _, layer in lbc_layers(module)]
 
 
 @MODEL_WRAPPERS.register_module()

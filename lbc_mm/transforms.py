@@ -28,7 +28,8 @@ from mmengine.logging import print_log
 from mmengine.registry import MODELS
 from torch import nn
 
-from .layers import NMSparseConv, NMSparseLinear, divisibility_problem, set_submodule
+from .layers import NMSparseConv, NMSparseLinear, divisibility_problem
+from .sparse_model import set_submodule
 from .sparsity import validate_pattern
 
 __all__ = ['DEFAULT_EXCLUDE', 'DEFAULT_INCLUDE', 'NMSparsify', 'sparsify']

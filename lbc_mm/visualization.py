@@ -4,30 +4,29 @@
 schedule ``card(t)`` of every N:M pattern with the measured mean alive candidates
 per group, and the measured weight sparsity of the LBC layers against each target.
 """
-from typing import Callable, Sequence, Tuple
+from typing import Sequence, Tuple
 
 from .export.io import atomic_write
 
 __all__ = ['plot_lbc_schedule']
 
 
-def plot_lbc_schedule(path: str, card_of: Callable[[float, int], int], length: float,
-                      patterns: Sequence[Tuple[int, int, int]],
-                      history: Sequence[Sequence[float]], title: str,
-                      unit: str) -> None:
+def plot_lbc_schedule(path: str, schedule, patterns: Sequence[Tuple[int, int, int]],
+                      history: Sequence[Sequence[float]]) -> None:
     """Write the schedule and the measured sparsity as a PNG, atomically.
 
     Args:
         path (str): Destination file.
-        card_of (callable): ``card_of(t, num_candidates)``, the schedule.
-        length (float): Length of the run in ``unit``.
+        schedule (RemovalSchedule): The run's resolved schedule
+            (:mod:`lbc_mm.hooks.lbc_schedule`): ``card(t, C)``, ``length``, ...
         patterns (Sequence[tuple[int, int, int]]): ``(n, m, C)`` per pattern.
         history (Sequence): ``(t, mean alive per group, sparsity)`` rows.
-        title (str): Title of the upper plot.
-        unit (str): ``'epoch'`` or ``'iteration'`` (the x axis).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    unit = 'epoch' if schedule.measure_epochs else 'iteration'
+    length, card_of = schedule.length, schedule.card
 
     fig = Figure(figsize=(7, 6))
     FigureCanvasAgg(fig)
@@ -46,7 +45,9 @@ def plot_lbc_schedule(path: str, card_of: Callable[[float, int], int], length: f
         ax_sparse.plot(hist_t, hist_sparse, 'o-', markersize=3,
                        label='measured weight sparsity')
     ax_card.set_ylabel('alive candidates per group')
-    ax_card.set_title(title)
+    ax_card.set_title(f'LBC removal schedule (t_i={schedule.ti:g}, '
+                      f't_f={schedule.tf:g} {unit}s, p={schedule.power:g}, card per '
+                      f'{schedule.card_update})')
     ax_sparse.set_ylabel('sparsity of LBC layers')
     ax_sparse.set_xlabel(unit + 's')
     for ax in (ax_card, ax_sparse):

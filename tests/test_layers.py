@@ -13,8 +13,8 @@ from mmengine.runner import load_checkpoint, save_checkpoint
 from torch import nn
 
 import lbc_mm  # noqa: F401  (registers the layers)
-from lbc_mm.layers import (NMSparseConv, NMSparseLinear, name_sparse_layers, nm_report,
-                           sparse_layers)
+from lbc_mm.layers import NMSparseConv, NMSparseLinear, sparse_layers
+from lbc_mm.sparse_model import name_sparse_layers, nm_report
 from lbc_mm.sparsity import magnitude_mask, to_groups
 
 
@@ -256,7 +256,8 @@ def test_nm_report_of_stock_layers():
         model.c.weight.zero_()
         model.c.weight[1, :3, 2, 2] = 1.0  # one group with 3 non-zeros
     rows = nm_report(model, {'a': (2, 4), 'b': (2, 4), 'c': (2, 4)})
-    found = [(r['layer'], r['bad_groups'], r['groups']) for r in rows if r['bad_groups']]
+    found = [(r['layer'], r['bad_groups'], r['groups'])
+             for r in rows if r['bad_groups']]
     assert found == [('b', 2, 2), ('c', 1, 18)]
     assert rows[0]['pattern'] == '2:4' and rows[0]['sparsity'] == 0.625
     model.d = nn.Linear(6, 2)

@@ -18,7 +18,8 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope, init_default_scope
 from mmengine.runner import Runner
 
-from lbc_mm.layers import nm_report, sparse_layers
+from lbc_mm.layers import sparse_layers
+from lbc_mm.sparse_model import nm_report
 from lbc_mm.sparsity import magnitude_mask
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

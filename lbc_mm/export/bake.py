@@ -8,8 +8,9 @@ from typing import Dict, List, Tuple
 
 from torch import nn
 
-from ..hooks.finite_check import describe_tensors, non_finite_tensors
-from ..layers import nm_report, set_submodule, sparse_layers
+from ..layers import sparse_layers
+from ..sparse_model import (describe_tensors, nm_report, non_finite_tensors,
+                            set_submodule)
 
 #: State-dict entries that only sparse layers have (dropped on export).
 SPARSE_ONLY_KEYS = ('scores', 'alive', 'asp_mask')

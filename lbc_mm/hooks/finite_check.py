@@ -26,46 +26,11 @@ from typing import List, Optional
 
 import torch
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
-from torch import nn
 
-#: Tensors named in the message (the count names the rest).
-MAX_NAMED = 5
+from ..sparse_model import describe_tensors, non_finite_tensors
 
-
-def non_finite_tensors(model: nn.Module) -> List[str]:
-    """Names of the parameters and floating-point buffers holding NaN or inf.
-
-    Args:
-        model (nn.Module): The model (a DDP wrapper is unwrapped).
-
-    Returns:
-        list[str]: Dotted names (e.g. ``'backbone.layer1.0.conv1.weight'``), in
-        module order; empty when everything is finite.
-    """
-    model = model.module if is_model_wrapper(model) else model
-    tensors = [(name, t) for name, t in model.named_parameters()]
-    tensors += [(name, t) for name, t in model.named_buffers()
-                if t.is_floating_point()]
-    tensors = [(name, t) for name, t in tensors if t.numel()]
-    if not tensors:
-        return []
-    with torch.no_grad():
-        # Fast path: NaN / inf propagate through a sum; one sync for the model.
-        sums = torch.stack([t.detach().sum(dtype=torch.float32).to(tensors[0][1].device)
-                            for _, t in tensors])
-        suspects = (~torch.isfinite(sums)).nonzero().flatten().tolist()
-        # A suspect may only be huge-but-finite (its sum overflowed): look closer.
-        return [tensors[i][0] for i in suspects
-                if not bool(torch.isfinite(tensors[i][1].detach()).all())]
-
-
-def describe_tensors(names: List[str]) -> str:
-    """``'3 tensors: a.weight, b.bias, c.scores'`` (at most ``MAX_NAMED`` named)."""
-    shown = ', '.join(names[:MAX_NAMED])
-    more = f' and {len(names) - MAX_NAMED} more' if len(names) > MAX_NAMED else ''
-    return f'{len(names)} tensor{"s" if len(names) != 1 else ""}: {shown}{more}'
+__all__ = ['FiniteCheckHook', 'describe_tensors', 'non_finite_tensors']
 
 
 def _loss_value(runner, outputs: Optional[dict]) -> Optional[float]:

@@ -13,8 +13,9 @@ from mmengine.hooks import EMAHook
 from mmengine.logging import print_log
 from torch import nn
 
-from ..layers import lbc_layers, nm_report, sparse_layers
+from ..layers import sparse_layers
 from ..optim import SCORES_GROUP_KEY
+from ..sparse_model import lbc_layers, nm_report
 
 Layers = Sequence[Tuple[str, nn.Module]]
 
@@ -23,7 +24,7 @@ def nm_problems(model: nn.Module, prefix: str = '') -> List[str]:
     """Describe every sparse LBC layer that is not exactly N:M.
 
     Exactly N:M means one alive candidate per group, so the mask keeps exactly
-    ``n`` of every ``m`` weights of every group (:func:`lbc_mm.layers.nm_report`).
+    ``n`` of every ``m`` weights of every group (:func:`lbc_mm.sparse_model.nm_report`).
 
     Args:
         model (nn.Module): The model (wrappers are unwrapped).
@@ -74,19 +75,22 @@ def sync_ema(hooks: Iterable) -> int:
     return count
 
 
-def end_of_training_check(model: nn.Module, hooks: Iterable) -> None:
-    """Fail when the model (or an EMA model) is not exactly N:M.
+def end_of_training_check(model: nn.Module, hooks: Iterable, layers: Layers) -> None:
+    """Fail when the model (or an EMA model) is not exactly N:M, else log
+    :func:`passed_line`.
 
     Raises:
         RuntimeError: naming the offending layers.
     """
     problems = nm_problems(model)
-    for hook in ema_hooks(hooks):
+    emas = ema_hooks(hooks)
+    for hook in emas:
         problems += nm_problems(hook.ema_model.module, prefix='EMA model: ')
     if problems:
         raise RuntimeError(
             'LBCHook: training ended but the model is not exactly N:M '
             f'({len(problems)} layers):\n  ' + '\n  '.join(problems))
+    print_log(passed_line(layers, bool(emas)), logger='current')
 
 
 def check_ranks_agree(layers: Layers) -> None:
@@ -204,6 +208,22 @@ def log_dense_fallbacks(model: nn.Module) -> None:
     if dense:
         print_log(f'LBCHook: {len(dense)} layer(s) stay dense, input channels '
                   f'not divisible by M: {", ".join(dense)}', logger='current')
+
+
+def log_frozen_layers(frozen: Sequence[str], mode: str,
+                      relearned: Sequence[str]) -> None:
+    """The lines on LBC layers with frozen weights (``frozen_layers=mode``);
+    ``relearned``: layers that keep learning although ``mode`` is ``'asp'``."""
+    for name in relearned if mode == 'asp' else ():
+        print_log(f'LBCHook: frozen layer {name} has already removed candidates '
+                  f"(resumed from a 'learn' run?); its scores keep learning",
+                  logger='current', level=logging.WARNING)
+    if frozen:
+        what = ('take the magnitude (ASP) mask' if mode == 'asp' else
+                'keep learning their scores')
+        print_log(f'LBCHook: {len(frozen)} LBC layers have frozen weights and '
+                  f"{what} (frozen_layers='{mode}'): " + ', '.join(frozen),
+                  logger='current')
 
 
 def _margin(diag: dict) -> str:

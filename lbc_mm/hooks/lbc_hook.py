@@ -29,13 +29,13 @@ from mmengine.registry import HOOKS
 from mmengine.runner import EpochBasedTrainLoop
 from torch import nn
 
-from ..layers import lbc_layers, name_sparse_layers
+from ..sparse_model import lbc_layers, name_sparse_layers
 from ..sparsity.diagnostics import SettlednessTracker, mask_statistics
 from ..visualization import plot_lbc_schedule
 from .lbc_checks import (check_finished, check_finite, check_optimizer,
-                         check_ranks_agree, ema_hooks, end_of_training_check,
-                         log_card_step, log_dense_fallbacks, log_settledness,
-                         passed_line, sync_ema)
+                         check_ranks_agree, end_of_training_check, log_card_step,
+                         log_dense_fallbacks, log_frozen_layers, log_settledness,
+                         sync_ema)
 from .finite_check import FiniteCheckHook
 from .lbc_schedule import RemovalSchedule
 
@@ -168,20 +168,11 @@ class LBCHook(Hook):
             if self.frozen_layers == 'asp' and bool(layer.alive.all()):
                 layer.keep_magnitude_candidates()
                 self._finish(name, layer)
-                continue
-            if self.frozen_layers == 'asp':
-                print_log(
-                    f'LBCHook: frozen layer {name} has already removed '
-                    f"candidates (resumed from a 'learn' run?); its scores "
-                    f'keep learning', logger='current', level=logging.WARNING)
-            layer.scores.requires_grad_(True)
-            self._relearn.append((name, layer))
-        if frozen:
-            what = ('take the magnitude (ASP) mask' if self.frozen_layers == 'asp'
-                    else 'keep learning their scores')
-            print_log(f'LBCHook: {len(frozen)} LBC layers have frozen weights and '
-                      f"{what} (frozen_layers='{self.frozen_layers}'): "
-                      + ', '.join(name for name, _ in frozen), logger='current')
+            else:
+                layer.scores.requires_grad_(True)
+                self._relearn.append((name, layer))
+        log_frozen_layers([name for name, _ in frozen], self.frozen_layers,
+                          [name for name, _ in self._relearn])
 
     # -- every iteration ------------------------------------------------------
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
@@ -310,18 +301,10 @@ class LBCHook(Hook):
                           f'{exc.strerror or exc}', logger='current',
                           level=logging.WARNING)
         check_ranks_agree(self._layers)  # collective: every rank gets here
-        end_of_training_check(runner.model, runner.hooks)
-        print_log(passed_line(self._layers,
-                                     bool(ema_hooks(runner.hooks))),
-                  logger='current')
+        end_of_training_check(runner.model, runner.hooks, self._layers)
 
     def write_plot(self, path: str) -> None:
         """Write the schedule and the measured sparsity to ``path`` (PNG)."""
-        sched = self.schedule
-        unit = 'epoch' if sched.measure_epochs else 'iteration'
         patterns = sorted({(layer.n, layer.m, layer.scores.shape[1])
                            for _, layer in self._layers})
-        title = (f'LBC removal schedule (t_i={sched.ti:g}, t_f={sched.tf:g} '
-                 f'{unit}s, p={sched.power:g}, card per {sched.card_update})')
-        plot_lbc_schedule(path, sched.card, sched.length, patterns, self.history,
-                          title, unit)
+        plot_lbc_schedule(path, self.schedule, patterns, self.history)

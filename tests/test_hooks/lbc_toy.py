@@ -216,7 +216,7 @@ def ranks_agree_worker(rank: int, port: int, out_dir: str) -> None:
     import torch.distributed as torch_dist
 
     from lbc_mm.hooks.lbc_checks import check_ranks_agree
-    from lbc_mm.layers import lbc_layers
+    from lbc_mm.sparse_model import lbc_layers
     torch_dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}',
                                   rank=rank, world_size=2)
     results = []
