@@ -1,0 +1,83 @@
+"""The package's import structure: no cycles, the pure math stays pure.
+
+Reads the sources (module-level imports only; imports inside functions are lazy by
+design), so it runs in milliseconds and needs no heavy import.
+"""
+import ast
+import os.path as osp
+from pathlib import Path
+from typing import Dict, List, Set
+
+PACKAGE = Path(__file__).resolve().parents[1] / 'lbc_mm'
+
+
+def import_graph(root: Path = PACKAGE) -> Dict[str, Set[str]]:
+    """Module -> the lbc_mm modules its top level imports (importing ``a.b.c`` also
+    runs the ``a.b`` package ``__init__``)."""
+    mods = {}
+    for path in root.rglob('*.py'):
+        name = '.'.join(path.relative_to(root.parent).with_suffix('').parts)
+        mods[name[:-len('.__init__')] if name.endswith('.__init__') else name] = path
+    graph = {}
+    for name, path in mods.items():
+        pkg = name if path.name == '__init__.py' else name.rpartition('.')[0]
+        deps = set()
+        for node in ast.parse(path.read_text()).body:
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                base = pkg.split('.')[:len(pkg.split('.')) - node.level + 1]
+                target = '.'.join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ''
+            subs = {f'{target}.{a.name}' for a in node.names} & mods.keys()
+            deps |= subs or ({target} & mods.keys())
+        for dep in list(deps):
+            parts = dep.split('.')
+            deps |= {'.'.join(parts[:i]) for i in range(2, len(parts))
+                     if not name.startswith('.'.join(parts[:i]) + '.')}
+        deps.discard(name)
+        graph[name] = deps
+    return graph
+
+
+def find_cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
+    cycles, done, stack = [], set(), []
+
+    def visit(node):
+        stack.append(node)
+        for dep in sorted(graph[node]):
+            if dep in stack:
+                cycles.append(stack[stack.index(dep):] + [dep])
+            elif dep not in done:
+                visit(dep)
+        stack.pop()
+        done.add(node)
+
+    for node in sorted(graph):
+        if node not in done:
+            visit(node)
+    return cycles
+
+
+def test_no_import_cycle():
+    assert find_cycles(import_graph()) == []
+
+
+def test_sparsity_is_pure_torch():
+    for path in (PACKAGE / 'sparsity').glob('*.py'):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ''] if isinstance(node, ast.ImportFrom)
+                     and not node.level else [])
+            for name in names:
+                assert not name.startswith(('mm', 'lbc_mm')), (osp.basename(path),
+                                                               name)
+
+
+def test_model_helpers_sit_below_hooks_export_and_deploy():
+    graph = import_graph()
+    assert graph['lbc_mm.sparse_model'] <= {'lbc_mm.layers', 'lbc_mm.sparsity'}
+    assert not any(dep.startswith('lbc_mm.hooks')
+                   for mod, deps in graph.items() if mod.startswith('lbc_mm.export')
+                   for dep in deps)
