@@ -178,6 +178,23 @@ def check_finite(active: Layers, iteration: int, epoch: int) -> None:
         f'diverged (lower the learning rate, clip gradients or check the data)')
 
 
+def check_has_lbc_layers(layers: Layers) -> None:
+    """Fail when the model has no sparse LBC layer for the hook to drive."""
+    if not layers:
+        raise RuntimeError(
+            "LBCHook: the model has no sparse LBC layer (NMSparseConv / "
+            "NMSparseLinear with method='lbc' and in-channels divisible by M); "
+            'check conv_cfg / the NMSparsify transform in the config')
+
+
+def log_start(layers: Layers, schedule, finished: Set[str]) -> None:
+    """The line at ``before_train``: layers, groups and the schedule."""
+    groups = sum(layer.num_alive.numel() for _, layer in layers)
+    print_log(f'LBCHook: {len(layers)} LBC layers ({groups} groups); candidates '
+              f'removed {schedule.describe()}; {len(finished)} layers already N:M',
+              logger='current')
+
+
 def check_finished(layers: Layers, finished: Set[str]) -> None:
     """``require_finished``: every LBC layer loaded at one candidate per group.
 

@@ -32,11 +32,11 @@ from torch import nn
 from ..sparse_model import lbc_layers, name_sparse_layers
 from ..sparsity.diagnostics import SettlednessTracker, mask_statistics
 from ..visualization import plot_lbc_schedule
-from .lbc_checks import (check_finished, check_finite, check_optimizer,
-                         check_ranks_agree, end_of_training_check, log_card_step,
-                         log_dense_fallbacks, log_frozen_layers, log_settledness,
-                         sync_ema)
 from .finite_check import FiniteCheckHook
+from .lbc_checks import (check_finished, check_finite, check_has_lbc_layers,
+                         check_optimizer, check_ranks_agree, end_of_training_check,
+                         log_card_step, log_dense_fallbacks, log_frozen_layers,
+                         log_settledness, log_start, sync_ema)
 from .lbc_schedule import RemovalSchedule
 
 #: File written to the work dir at the end of training.
@@ -124,11 +124,7 @@ class LBCHook(Hook):
         """Find the LBC layers, resolve the schedule, handle frozen layers."""
         name_sparse_layers(runner.model)  # every message of a layer names it
         self._layers = lbc_layers(runner.model)
-        if not self._layers:
-            raise RuntimeError(
-                "LBCHook: the model has no sparse LBC layer (NMSparseConv / "
-                "NMSparseLinear with method='lbc' and in-channels divisible by M); "
-                'check conv_cfg / the NMSparsify transform in the config')
+        check_has_lbc_layers(self._layers)
         log_dense_fallbacks(runner.model)
         self.schedule.resolve(isinstance(runner.train_loop, EpochBasedTrainLoop),
                               len(runner.train_dataloader), runner.max_iters)
@@ -149,11 +145,7 @@ class LBCHook(Hook):
             isinstance(hook, FiniteCheckHook) for hook in runner.hooks)
         if runner.iter == 0 and not self.history:
             self._record(runner, 0.0)
-        groups = sum(layer.num_alive.numel() for _, layer in self._layers)
-        print_log(
-            f'LBCHook: {len(self._layers)} LBC layers ({groups} groups); candidates '
-            f'removed {self.schedule.describe()}; {len(self._finished)} layers '
-            f'already N:M', logger='current')
+        log_start(self._layers, self.schedule, self._finished)
 
     def _finish(self, name: str, layer: nn.Module) -> None:
         layer.freeze_scores()
