@@ -197,7 +197,7 @@ class Benchmark:
                 return
             try:
                 timing = plan.time_unit(
-                    plan.get_module(self.workload.model, row['module']),
+                    self.workload.model.get_submodule(row['module']),
                     self.inputs[row['module']], DTYPES[dtype_name],
                     self.workload.device, modes=self.modes, stand_in=self.dry_run,
                     allowed_variants=self.allowed_variants)

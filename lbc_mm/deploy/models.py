@@ -16,7 +16,7 @@ masks for timing (values do not change the timing): on the layers the config mak
 sparse, or, for a stock config, on the layers ``NMSparsify``'s default rule
 (``lbc_mm.transforms``) would make sparse.
 """
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from torch import nn
 
@@ -31,10 +31,10 @@ from ..apis import (
 from ..export.bake import SPARSE_ONLY_KEYS, NotNMError, densify_model, nm_violations
 from ..export.compressed import FORMAT, decompress_state_dict
 from ..export.convert import parse_pattern
-from ..sparsity.patterns import count_nm_violations
+from ..sparse_model import nm_report
 from ..transforms import sparsify
 
-__all__ = ['NotConvertedError', 'check_nm', 'load_converted', 'magnitude_sparse',
+__all__ = ['NotConvertedError', 'load_converted', 'magnitude_sparse',
            'prepare', 'random_weights', 'read_model_file', 'stock_model']
 
 Patterns = Dict[str, Tuple[int, int]]
@@ -193,18 +193,6 @@ def random_weights(config: str, n: int = 2, m: int = 4,
                 kind='random', meta={}, rule=rule)
 
 
-def check_nm(model: nn.Module, layers: Patterns) -> List[Dict[str, object]]:
-    """Per layer: shape, pattern and groups that break it (dense-with-zeros model)."""
-    rows = []
-    for name, (n, m) in layers.items():
-        w = model.get_submodule(name).weight.detach()
-        bad, total = count_nm_violations(w, n, m)
-        rows.append({'layer': name, 'shape': list(w.shape), 'pattern': f'{n}:{m}',
-                     'bad_groups': int(bad), 'groups': int(total),
-                     'sparsity': float((w == 0).float().mean())})
-    return rows
-
-
 def prepare(config: str, weights: Optional[str], n: int = 2, m: int = 4,
             score_thr: Optional[float] = 0.0, device: str = 'cpu'):
     """Config (+ converted model file) -> the benchmark's model, N:M checked.
@@ -234,6 +222,6 @@ def prepare(config: str, weights: Optional[str], n: int = 2, m: int = 4,
                 'given; timing does not depend on the values)')
     model = got['model'].to(device)
     return dict(model=model, scope=got['scope'], layers=got['patterns'],
-                scope_rule=rule, weights=text, nm_check=check_nm(model,
-                                                                 got['patterns']),
+                scope_rule=rule, weights=text,
+                nm_check=nm_report(model, got['patterns']),
                 cfg=got['cfg'])

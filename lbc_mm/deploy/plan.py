@@ -14,23 +14,12 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
+from ..sparse_model import set_submodule
 from . import modules as dm
 from .timing import rel_error, speedup, time_many
 
 # Output agreement with the dense-with-zeros layer, relative to max |ref|.
 LAYER_TOL = {torch.float16: 1e-2, torch.bfloat16: 4e-2, torch.float32: 1e-4}
-
-
-def get_module(model: nn.Module, name: str) -> nn.Module:
-    """Return the sub-module called ``name`` (dotted path)."""
-    return model.get_submodule(name)
-
-
-def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    """Replace the sub-module called ``name`` by ``new``."""
-    parent_name, _, child = name.rpartition('.')
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
 
 
 def record_inputs(model: nn.Module, names: Sequence[str],
@@ -60,7 +49,7 @@ def record_inputs(model: nn.Module, names: Sequence[str],
         return hook
 
     for name in names:
-        handles.append(get_module(model, name).register_forward_pre_hook(
+        handles.append(model.get_submodule(name).register_forward_pre_hook(
             make_hook(name)))
     try:
         with torch.no_grad():
@@ -277,7 +266,7 @@ def apply_plan(model: nn.Module, units: Dict[str, str],
         variant = choice.get(sig)
         if variant is None:
             continue
-        dense = get_module(model, name)
-        set_module(model, name, build_unit(dense, variant))
+        dense = model.get_submodule(name)
+        set_submodule(model, name, build_unit(dense, variant))
         installed[name] = variant
     return installed

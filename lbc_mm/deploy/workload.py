@@ -125,7 +125,7 @@ def find_units(model: nn.Module, layers: Sequence[str],
     for name in names + list(mlps):
         if name not in inputs:
             continue
-        mod = plan.get_module(model, name)
+        mod = model.get_submodule(name)
         sig = plan.signature(mod, inputs[name])
         kind = plan.unit_kind(mod)
         row = rows.setdefault(sig, {'signature': sig, 'kind': kind,

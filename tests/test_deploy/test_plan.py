@@ -7,8 +7,9 @@ from mmengine.config import Config
 
 from lbc_mm.apis import build_model
 from lbc_mm.deploy import plan as P
-from lbc_mm.deploy.models import check_nm, magnitude_sparse
+from lbc_mm.deploy.models import magnitude_sparse
 from lbc_mm.deploy.workload import find_units as _units
+from lbc_mm.sparse_model import nm_report
 
 TINY_VIT = dict(
     default_scope='mmpretrain',
@@ -48,7 +49,7 @@ def test_vit_scope_is_qkv_proj_fc1_fc2(vit):
     assert len(layers) == 8
     assert kinds == ['1', 'fc1', 'proj', 'qkv']
     assert not any('patch_embed' in n or n.startswith('head') for n in layers)
-    assert all(r['bad_groups'] == 0 for r in check_nm(model, layers))
+    assert all(r['bad_groups'] == 0 for r in nm_report(model, layers))
 
 
 def test_resnet_scope_skips_stem_and_fc():
