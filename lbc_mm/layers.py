@@ -32,9 +32,17 @@ from mmengine.logging import print_log
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
-from .sparsity import (LBCMaskFunction, candidate_matrix, init_scores, lbc_mask,
-                       magnitude_mask, removal_step, srste_masked_weight, to_groups,
-                       validate_pattern)
+from .sparsity import (
+    LBCMaskFunction,
+    candidate_matrix,
+    init_scores,
+    lbc_mask,
+    magnitude_mask,
+    removal_step,
+    srste_masked_weight,
+    to_groups,
+    validate_pattern,
+)
 
 __all__ = [
     'METHODS',

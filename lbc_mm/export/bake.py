@@ -9,8 +9,12 @@ from typing import Dict, List, Tuple
 from torch import nn
 
 from ..layers import sparse_layers
-from ..sparse_model import (describe_tensors, nm_report, non_finite_tensors,
-                            set_submodule)
+from ..sparse_model import (
+    describe_tensors,
+    nm_report,
+    non_finite_tensors,
+    set_submodule,
+)
 
 #: State-dict entries that only sparse layers have (dropped on export).
 SPARSE_ONLY_KEYS = ('scores', 'alive', 'asp_mask')

@@ -22,8 +22,13 @@ from typing import Dict, List, Sequence
 import torch
 from torch import Tensor
 
-from ..sparsity.patterns import (count_nm_violations, from_groups, magnitude_mask,
-                                 to_groups, validate_pattern)
+from ..sparsity.patterns import (
+    count_nm_violations,
+    from_groups,
+    magnitude_mask,
+    to_groups,
+    validate_pattern,
+)
 
 FORMAT = 'lbc_mm.nm_compressed'
 VERSION = 1

@@ -14,9 +14,9 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
+from ..apis import build_model, load_checkpoint_into, load_config, resolve_config
 from ..sparsity.patterns import validate_pattern
 from .bake import SPARSE_ONLY_KEYS, NotNMError, densify_model, nm_violations
-from ..apis import build_model, load_checkpoint_into, load_config, resolve_config
 from .compressed import compress_state_dict, layer_sizes, nbytes
 from .io import atomic_write_all, same_file, torch_writer
 

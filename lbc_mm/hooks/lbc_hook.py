@@ -33,10 +33,20 @@ from ..sparse_model import lbc_layers, name_sparse_layers
 from ..sparsity.diagnostics import SettlednessTracker, mask_statistics
 from ..visualization import plot_lbc_schedule
 from .finite_check import FiniteCheckHook
-from .lbc_checks import (check_finished, check_finite, check_has_lbc_layers,
-                         check_optimizer, check_ranks_agree, end_of_training_check,
-                         log_card_step, log_dense_fallbacks, log_frozen_layers,
-                         log_settledness, log_start, sync_ema)
+from .lbc_checks import (
+    check_finished,
+    check_finite,
+    check_has_lbc_layers,
+    check_optimizer,
+    check_ranks_agree,
+    end_of_training_check,
+    log_card_step,
+    log_dense_fallbacks,
+    log_frozen_layers,
+    log_settledness,
+    log_start,
+    sync_ema,
+)
 from .lbc_schedule import RemovalSchedule
 
 #: File written to the work dir at the end of training.

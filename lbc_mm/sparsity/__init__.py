@@ -1,9 +1,24 @@
 """Pure N:M sparsity math (no OpenMMLab imports): patterns, LBC, SR-STE."""
-from .lbc import (LBCMaskFunction, card, card_at_epoch_start, init_scores, lbc_mask,
-                  lbc_masked_weight, removal_step)
-from .patterns import (candidate_matrix, count_nm_violations, from_groups, group_dim,
-                       grouped_product, magnitude_mask, num_candidates, to_groups,
-                       validate_pattern)
+from .lbc import (
+                  LBCMaskFunction,
+                  card,
+                  card_at_epoch_start,
+                  init_scores,
+                  lbc_mask,
+                  lbc_masked_weight,
+                  removal_step,
+)
+from .patterns import (
+                  candidate_matrix,
+                  count_nm_violations,
+                  from_groups,
+                  group_dim,
+                  grouped_product,
+                  magnitude_mask,
+                  num_candidates,
+                  to_groups,
+                  validate_pattern,
+)
 from .srste import SRSTEFunction, srste_masked_weight
 
 __all__ = [

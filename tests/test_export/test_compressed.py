@@ -4,9 +4,17 @@ import math
 import pytest
 import torch
 
-from lbc_mm.export.compressed import (FORMAT, compress_state_dict, compress_weight,
-                                      decompress_state_dict, decompress_weight,
-                                      index_bits, layer_sizes, pack_bits, unpack_bits)
+from lbc_mm.export.compressed import (
+    FORMAT,
+    compress_state_dict,
+    compress_weight,
+    decompress_state_dict,
+    decompress_weight,
+    index_bits,
+    layer_sizes,
+    pack_bits,
+    unpack_bits,
+)
 from lbc_mm.sparsity.patterns import magnitude_mask, to_groups
 
 

@@ -8,8 +8,13 @@ import torch
 from mmengine.runner import load_checkpoint
 
 from lbc_mm.apis import CheckpointMismatchError, build_model, load_config
-from lbc_mm.export import (NotNMError, export_checkpoint, format_table,
-                           load_compressed, parse_pattern)
+from lbc_mm.export import (
+    NotNMError,
+    export_checkpoint,
+    format_table,
+    load_compressed,
+    parse_pattern,
+)
 from lbc_mm.layers import sparse_layers
 
 from .conftest import make_checkpoint, sparse_cfg_text, write_cfg

@@ -8,8 +8,12 @@ import sys
 import pytest
 import torch
 
-from lbc_mm.export.io import (Terminated, atomic_torch_save, atomic_write,
-                              atomic_write_all)
+from lbc_mm.export.io import (
+    Terminated,
+    atomic_torch_save,
+    atomic_write,
+    atomic_write_all,
+)
 
 
 def _failing_save(exc):

@@ -133,6 +133,7 @@ def test_train_tool_exits_non_zero_naming_the_iteration(tmp_path):
                           timeout=300)
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
-    assert 'FloatingPointError: FiniteCheckHook: non-finite' in last, proc.stderr[-3000:]
+    assert 'FloatingPointError: FiniteCheckHook: non-finite' in last, \
+        proc.stderr[-3000:]
     assert 6 < _failing_iteration(last) <= 9
     assert not (tmp_path / 'work' / 'iter_12.pth').exists()

@@ -4,11 +4,21 @@ import math
 import pytest
 import torch
 
-from lbc_mm.sparsity import (candidate_matrix, init_scores, magnitude_mask,
-                             removal_step, to_groups)
-from lbc_mm.sparsity.diagnostics import (best_candidate, decision_margin,
-                                         magnitude_agreement, score_spread,
-                                         score_step_rms, settledness)
+from lbc_mm.sparsity import (
+    candidate_matrix,
+    init_scores,
+    magnitude_mask,
+    removal_step,
+    to_groups,
+)
+from lbc_mm.sparsity.diagnostics import (
+    best_candidate,
+    decision_margin,
+    magnitude_agreement,
+    score_spread,
+    score_step_rms,
+    settledness,
+)
 
 
 def test_best_candidate_ignores_removed_and_breaks_ties_low():

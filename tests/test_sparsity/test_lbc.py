@@ -4,9 +4,17 @@ import math
 import pytest
 import torch
 
-from lbc_mm.sparsity import (candidate_matrix, card, card_at_epoch_start, from_groups,
-                             init_scores, lbc_mask, lbc_masked_weight, removal_step,
-                             to_groups)
+from lbc_mm.sparsity import (
+    candidate_matrix,
+    card,
+    card_at_epoch_start,
+    from_groups,
+    init_scores,
+    lbc_mask,
+    lbc_masked_weight,
+    removal_step,
+    to_groups,
+)
 
 from .reference import ref_card, ref_grads, ref_mask, ref_remove
 

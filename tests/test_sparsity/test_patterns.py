@@ -5,9 +5,15 @@ import math
 import pytest
 import torch
 
-from lbc_mm.sparsity import (candidate_matrix, count_nm_violations,
-                             from_groups, magnitude_mask, num_candidates, to_groups,
-                             validate_pattern)
+from lbc_mm.sparsity import (
+    candidate_matrix,
+    count_nm_violations,
+    from_groups,
+    magnitude_mask,
+    num_candidates,
+    to_groups,
+    validate_pattern,
+)
 
 from .reference import ref_group_index, ref_magnitude_mask
 

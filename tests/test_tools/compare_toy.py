@@ -9,14 +9,13 @@ import copy
 import uuid
 from typing import Optional
 
+import lbc_toy  # noqa: F401  (registers LBCToyData / LBCToyMSE)
 import torch
+from lbc_toy import IN_CH
 from mmcv.cnn import build_conv_layer
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 from torch import nn
-
-import lbc_toy  # noqa: F401  (registers LBCToyData / LBCToyMSE)
-from lbc_toy import IN_CH
 
 
 @MODELS.register_module(force=True)

@@ -43,7 +43,8 @@ def test_two_cpu_ranks_remove_the_same_candidates(tmp_path, free_port):
     proc = subprocess.run(
         ['bash', osp.join(REPO, 'tools', 'dist_train.sh'), config, '2',
          '--work-dir', str(work)],
-        cwd=str(tmp_path), env=_env(free_port()), capture_output=True, text=True, timeout=400)
+        cwd=str(tmp_path), env=_env(free_port()), capture_output=True, text=True,
+        timeout=400)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     ranks = [torch.load(str(work / f'alive_rank{r}.pth'), map_location='cpu',
                         weights_only=True) for r in (0, 1)]
@@ -65,7 +66,8 @@ def test_two_cpu_ranks_remove_the_same_candidates(tmp_path, free_port):
     proc = subprocess.run(
         ['bash', osp.join(REPO, 'tools', 'dist_test.sh'), config,
          str(work / 'iter_12.pth'), '2', '--work-dir', str(tmp_path / 'test')],
-        cwd=str(tmp_path), env=_env(free_port()), capture_output=True, text=True, timeout=400)
+        cwd=str(tmp_path), env=_env(free_port()), capture_output=True, text=True,
+        timeout=400)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert 'mse:' in proc.stdout + proc.stderr
 

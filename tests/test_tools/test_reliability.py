@@ -13,8 +13,13 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOY_DIR = osp.join(REPO, 'tests', 'test_hooks')
 if TOY_DIR not in sys.path:
     sys.path.insert(0, TOY_DIR)
-from lbc_toy import (LBCToyNet, build_runner, reset_mmengine_globals,  # noqa: E402
-                     toy_cfg, write_config)
+from lbc_toy import (  # noqa: E402
+    LBCToyNet,
+    build_runner,
+    reset_mmengine_globals,
+    toy_cfg,
+    write_config,
+)
 
 from lbc_mm.layers import NMSparseConv  # noqa: E402
 
@@ -174,7 +179,7 @@ def test_load_from_a_malicious_or_corrupted_checkpoint_is_one_line(toy, tmp_path
     assert 'weights_only' not in proc.stdout + proc.stderr
 
 
-# -- --cfg-options ----------------------------------------------------------------------
+# -- --cfg-options ---------------------------------------------------------------------
 @pytest.mark.parametrize('value', ['train_cfg.max_iters', 'a=1 b'])
 def test_cfg_options_without_equals_is_a_usage_error(capsys, value):
     from lbc_mm.cli import add_runner_args
