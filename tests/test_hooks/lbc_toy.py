@@ -4,6 +4,7 @@ Registered (``force=True``) in mmengine's root registries, so configs written by
 tests (also ones run by ``tools/train.py`` in a subprocess with this folder on
 ``PYTHONPATH`` and ``custom_imports=dict(imports=['lbc_toy'])``) can build them.
 """
+import os
 import os.path as osp
 import uuid
 from typing import Optional
@@ -19,6 +20,20 @@ from torch.utils.data import Dataset
 
 import lbc_mm  # noqa: F401  (registers LBCHook & co.)
 from lbc_mm.layers import NMSparseConv, NMSparseLinear
+
+TOY_DIR = osp.dirname(osp.abspath(__file__))
+REPO = osp.dirname(osp.dirname(TOY_DIR))
+
+
+def subprocess_env() -> dict:
+    """Environment for a tool run in a subprocess that builds the toy model: the repo
+    and this folder on ``PYTHONPATH``, headless plots, one thread."""
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(
+        [REPO, TOY_DIR] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
+    env.setdefault('MPLBACKEND', 'Agg')
+    env['OMP_NUM_THREADS'] = '1'
+    return env
 
 IN_CH = 8
 

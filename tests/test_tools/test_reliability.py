@@ -17,6 +17,7 @@ from lbc_toy import (  # noqa: E402
     LBCToyNet,
     build_runner,
     reset_mmengine_globals,
+    subprocess_env,
     toy_cfg,
     write_config,
 )
@@ -24,18 +25,9 @@ from lbc_toy import (  # noqa: E402
 from lbc_mm.layers import NMSparseConv  # noqa: E402
 
 
-def _env() -> dict:
-    env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join(
-        [REPO, TOY_DIR] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
-    env.setdefault('MPLBACKEND', 'Agg')
-    env['OMP_NUM_THREADS'] = '1'
-    return env
-
-
 def _tool(name, *args, cwd):
     return subprocess.run([sys.executable, osp.join(REPO, 'tools', f'{name}.py'),
-                           *map(str, args)], cwd=str(cwd), env=_env(),
+                           *map(str, args)], cwd=str(cwd), env=subprocess_env(),
                           capture_output=True, text=True, timeout=300)
 
 

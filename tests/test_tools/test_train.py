@@ -13,7 +13,7 @@ from mmengine.config import Config
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOY_DIR = osp.join(REPO, 'tests', 'test_hooks')
 sys.path.insert(0, TOY_DIR)
-from lbc_toy import toy_cfg, write_config  # noqa: E402
+from lbc_toy import subprocess_env, toy_cfg, write_config  # noqa: E402
 
 
 def _load_tool(name: str):
@@ -34,13 +34,6 @@ def _restore_local_rank(monkeypatch):
     monkeypatch.delenv('LOCAL_RANK')
 
 
-def _env() -> dict:
-    env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join(
-        [REPO, TOY_DIR] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
-    env.setdefault('MPLBACKEND', 'Agg')
-    env['OMP_NUM_THREADS'] = '1'
-    return env
 
 
 # -- merge_args ------------------------------------------------------------------
@@ -128,7 +121,8 @@ def test_missing_dataset_is_one_line_not_a_traceback(tmp_path):
     path = write_config(str(tmp_path / 'cfg.py'), cfg)
     proc = subprocess.run(
         [sys.executable, osp.join(REPO, 'tools', 'train.py'), path],
-        cwd=str(tmp_path), env=_env(), capture_output=True, text=True, timeout=300)
+        cwd=str(tmp_path), env=subprocess_env(), capture_output=True, text=True,
+        timeout=300)
     assert proc.returncode != 0
     assert 'Traceback' not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if 'Dataset not found' in line]
@@ -150,7 +144,8 @@ def test_train_then_test_tool_on_cpu(tmp_path):
     proc = subprocess.run(
         [sys.executable, osp.join(REPO, 'tools', 'train.py'), path,
          '--work-dir', str(work)],
-        cwd=str(tmp_path), env=_env(), capture_output=True, text=True, timeout=300)
+        cwd=str(tmp_path), env=subprocess_env(), capture_output=True, text=True,
+        timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert osp.isfile(work / 'iter_12.pth')
     assert osp.isfile(work / 'lbc_schedule.png')
@@ -162,12 +157,14 @@ def test_train_then_test_tool_on_cpu(tmp_path):
     proc = subprocess.run(
         test_tool + [str(work / 'iter_12.pth'), '--work-dir', str(tmp_path / 't'),
                      '--out', str(tmp_path / 'preds.pkl')],
-        cwd=str(tmp_path), env=_env(), capture_output=True, text=True, timeout=300)
+        cwd=str(tmp_path), env=subprocess_env(), capture_output=True, text=True,
+        timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert 'mse:' in proc.stdout + proc.stderr
     assert osp.getsize(tmp_path / 'preds.pkl') > 0
     proc = subprocess.run(
-        test_tool + [str(work / 'missing.pth')], cwd=str(tmp_path), env=_env(),
+        test_tool + [str(work / 'missing.pth')], cwd=str(tmp_path),
+        env=subprocess_env(),
         capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and 'Traceback' not in proc.stderr
     assert 'Checkpoint not found' in proc.stderr
@@ -181,7 +178,8 @@ def test_amp_without_gpu_is_one_line(tmp_path):
                         toy_cfg(str(tmp_path / 'w'), hook=dict(t_f=0.5)))
     proc = subprocess.run(
         [sys.executable, osp.join(REPO, 'tools', 'train.py'), path, '--amp'],
-        cwd=str(tmp_path), env=_env(), capture_output=True, text=True, timeout=300)
+        cwd=str(tmp_path), env=subprocess_env(), capture_output=True, text=True,
+        timeout=300)
     assert proc.returncode != 0 and 'Traceback' not in proc.stderr
     assert '--amp needs a CUDA GPU' in proc.stderr
 
