@@ -105,22 +105,33 @@ def initializer_rows(proto, wrapper: nn.Module,
     from onnx import numpy_helper
     inits = {i.name: i for i in proto.graph.initializer}
     modules = dict(wrapper.named_modules())
+    # The exporter keeps one initializer for equal weights (e.g. all-zero folded
+    # Conv+BN) and feeds the other layers through Identity nodes.
+    alias = {n.output[0]: n.input[0] for n in proto.graph.node
+             if n.op_type == 'Identity'}
     rows = []
     for node in proto.graph.node:
-        if node.op_type not in WEIGHT_OPS or len(node.input) < 2 or \
-                node.input[1] not in inits:
+        if node.op_type not in WEIGHT_OPS or len(node.input) < 2:
             continue
-        arr = numpy_helper.to_array(inits[node.input[1]])
-        # A parameter initializer names its layer; a folded one (Conv+BN, transposed
-        # MatMul weight) is found through the node's module scope (a module call
-        # shows in the scopes, a method call such as extract_feat does not).
-        owner = node.input[1][:-len('.weight')]
-        layer = owner if node.input[1].endswith('.weight') and owner in modules else \
-            layer_of(node.name, list(modules)) or layer_of(
-                '/' + prefix.rstrip('.') + node.name, list(modules)) or ''
+        weight = node.input[1]
+        while weight not in inits and weight in alias:
+            weight = alias[weight]
+        if weight not in inits:
+            continue
+        arr = numpy_helper.to_array(inits[weight])
+        # The node's module scope names its layer (a module call shows in the scopes,
+        # a method call such as extract_feat does not). A parameter initializer names
+        # a layer too, but the exporter shares one initializer between layers with
+        # equal weights (e.g. all-zero folded Conv+BN), so its name is used only
+        # where it lies inside the node's scope.
+        scope = layer_of(node.name, list(modules)) or layer_of(
+            '/' + prefix.rstrip('.') + node.name, list(modules)) or ''
+        owner = weight[:-len('.weight')]
+        layer = owner if weight.endswith('.weight') and owner in modules and (
+            not scope or owner == scope or owner.startswith(scope + '.')) else scope
         name = layer[len(prefix):] if layer.startswith(prefix) else layer
         view = gemm_view(node.op_type, arr, node)
-        row = dict(initializer=node.input[1], op=node.op_type, layer=name,
+        row = dict(initializer=weight, op=node.op_type, layer=name,
                    shape=list(arr.shape), dtype=str(arr.dtype), pattern='',
                    nm_ok=None, is_2of4=None, zeros_kept=None,
                    sparsity=float((arr == 0).mean()) if arr.size else 0.0)

@@ -208,6 +208,39 @@ def test_matmul_weights_are_grouped_along_k():
     assert not res['ok']
 
 
+class _ZeroGammaBlocks(nn.Module):
+    """Two conv + BN pairs whose BN starts at gamma 0 (mmdet's zero_init_residual in
+    a frozen stage): folded into the convs, both weights are all zeros."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv_a, self.bn_a = nn.Conv2d(8, 8, 1, bias=False), nn.BatchNorm2d(8)
+        self.conv_b, self.bn_b = nn.Conv2d(8, 8, 1, bias=False), nn.BatchNorm2d(8)
+        for bn in (self.bn_a, self.bn_b):
+            nn.init.zeros_(bn.weight)
+
+    def forward(self, x):
+        return x + self.bn_a(self.conv_a(x)) + self.bn_b(self.conv_b(x))
+
+
+def test_layers_sharing_one_folded_initializer_are_each_checked():
+    # `make demo` failed here: the exporter keeps one initializer for equal folded
+    # weights, whose name belongs to one layer only; the other was reported missing.
+    from lbc_mm.deploy.onnx_export import ExportWrapper, export_onnx
+    model = _ZeroGammaBlocks().eval()
+    with torch.no_grad():
+        for conv in (model.conv_a, model.conv_b):
+            conv.weight.mul_(magnitude_mask(conv.weight, 2, 4))
+    wrapper = ExportWrapper(model, 'blocks')
+    wrapper.forward = lambda x: wrapper.model(x)
+    proto = export_onnx(wrapper, torch.randn(1, 8, 4, 4))
+    patterns = {'conv_a': (2, 4), 'conv_b': (2, 4)}
+    rows = onnx_check.initializer_rows(proto, wrapper, patterns)
+    assert sorted(r['layer'] for r in rows if r['pattern']) == ['conv_a', 'conv_b']
+    assert all(r['nm_ok'] for r in rows if r['pattern'])
+    onnx_check.check_rows(rows, patterns)
+
+
 def test_layer_of_resolves_sequential_scopes():
     names = ['', 'model', 'model.backbone', 'model.backbone.layer1',
              'model.backbone.layer1.0', 'model.backbone.layer1.0.conv1']
