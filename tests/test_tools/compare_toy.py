@@ -10,8 +10,7 @@ import uuid
 from typing import Optional
 
 import lbc_toy  # noqa: F401  (registers LBCToyData / LBCToyMSE)
-import torch
-from lbc_toy import IN_CH
+from lbc_toy import IN_CH, LBCToyNet
 from mmcv.cnn import build_conv_layer
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS
@@ -31,17 +30,8 @@ class CMToyNet(BaseModel):
         self.fc = MODELS.build(cfg)
         self.head = nn.Linear(8, 1)
 
-    def forward(self, inputs, data_samples=None, mode: str = 'tensor'):
-        x = torch.stack(inputs) if isinstance(inputs, list) else inputs
-        x = torch.relu(self.conv(x)).mean(dim=(2, 3))
-        out = self.head(torch.relu(self.fc(x))).squeeze(1)
-        if mode == 'loss':
-            target = (torch.stack(data_samples)
-                      if isinstance(data_samples, list) else data_samples)
-            return dict(loss=((out - target)**2).mean())
-        if mode == 'predict':
-            return [dict(pred=p, target=t) for p, t in zip(out, data_samples)]
-        return out
+    # Same layers and data as LBCToyNet, so the same forward / loss / predict.
+    forward = LBCToyNet.forward
 
 
 def cm_cfg(work_dir: str, iters: int = 8, hook: Optional[dict] = None) -> dict:
