@@ -5,6 +5,7 @@ config, and the check that the datasets a config needs exist (one line naming th
 missing path and the fix, instead of a traceback from deep inside a dataset class).
 """
 import argparse
+import errno
 import os
 import os.path as osp
 import sys
@@ -18,6 +19,11 @@ from mmengine.runner import Runner
 SELF_DOWNLOADING = ('CIFAR10', 'CIFAR100', 'MNIST', 'FashionMNIST')
 #: Keys of a dataset config that hold inner dataset configs.
 INNER_KEYS = ('dataset', 'datasets')
+#: errno of a failed write: disk or quota full, file too large, folder read-only or
+#: not writable.
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES)
+#: Message prefixes of the errors lbc_mm's hooks stop a run with.
+HOOK_PREFIXES = ('LBCHook', 'FiniteCheckHook')
 
 
 class KeyValueAction(DictAction):
@@ -191,3 +197,41 @@ def check_runner_checkpoint(runner: Runner, path: str, allow_partial: bool = Fal
         print(f'error: {exc}{hint if mismatch else ""}', file=sys.stderr)
         raise SystemExit(1) from None
     return problem
+
+
+def run_error_line(exc: BaseException) -> Optional[str]:
+    """The one line a tool prints for an error that stopped a run, or None.
+
+    One line where the message says it all: a divergence (``FloatingPointError``
+    of ``FiniteCheckHook`` / ``LBCHook``, naming the iteration and the tensors), an
+    lbc_mm hook's refusal (e.g. ``t_f`` after the end of training), a refused
+    checkpoint, a failed write (full disk: the file and the reason). None for
+    anything else: an unexpected error keeps its traceback.
+    """
+    from .apis import CheckpointMismatchError
+    if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+        what = f'cannot write {exc.filename}' if exc.filename else 'a write failed'
+        return f'error: {what}: {exc.strerror or exc}'
+    if isinstance(exc, (FloatingPointError, CheckpointMismatchError)) or (
+            isinstance(exc, (ValueError, RuntimeError))
+            and str(exc).startswith(HOOK_PREFIXES)):
+        return f'error: {exc}'
+    return None
+
+
+def exit_on_run_error(exc: BaseException, runner: Runner) -> None:
+    """Print :func:`run_error_line` on stderr and exit 1; return for other errors.
+
+    A write failure also names the last complete checkpoint, which ``--resume``
+    continues from once there is space.
+    """
+    line = run_error_line(exc)
+    if line is None:
+        return
+    if isinstance(exc, OSError):
+        from mmengine.runner import find_latest_checkpoint
+        latest = find_latest_checkpoint(runner.work_dir)
+        line += (f'; training stopped, --resume continues from {latest}' if latest
+                 else '; training stopped before its first checkpoint')
+    print(line, file=sys.stderr)
+    raise SystemExit(1) from None

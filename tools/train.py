@@ -12,7 +12,10 @@ of a missing file is one line up front too. A checkpoint to resume from that doe
 fit the config (another pattern or model: missing, unexpected or mis-shaped keys), is
 corrupted or is refused by weights-only loading stops the run in one line (exit 1)
 before the first iteration; so does a corrupted or refused ``load_from`` (which may
-fit partially). A distributed
+fit partially). An error that stops training with a message that says it all (a
+divergence, an ``LBCHook`` refusal such as ``t_f`` after the end of training, a full
+disk) is one line on stderr, exit 1 (:func:`lbc_mm.cli.run_error_line`); any other
+keeps its traceback. A distributed
 launch without a GPU initialises gloo itself (mmengine 0.10.7 assumes CUDA) and every
 distributed launch uses ``LBCDistributedDataParallel`` (see ``lbc_mm/dist.py``).
 """
@@ -35,6 +38,7 @@ from lbc_mm.cli import (
     apply_runner_args,
     build_runner,
     check_runner_checkpoint,
+    exit_on_run_error,
     find_missing_data,
     parse_runner_args,
 )
@@ -122,7 +126,11 @@ def main(argv: Optional[List[str]] = None) -> None:
             check_runner_checkpoint(runner, resume_from)
     elif cfg.get('load_from', None):  # fine-tuning may fit partially; must be sound
         check_runner_checkpoint(runner, cfg.load_from, allow_partial=True)
-    runner.train()
+    try:
+        runner.train()
+    except Exception as exc:  # a clear message (divergence, full disk) is one line
+        exit_on_run_error(exc, runner)
+        raise
 
 
 if __name__ == '__main__':
