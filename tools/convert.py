@@ -9,8 +9,9 @@ lbc_mm; PATH (default ``<OUT stem>.nm<ext>``) gets the compressed N:M form
 (docs/export_format.md). Refuses when a sparse layer is not N:M, when the
 checkpoint does not fit the config (missing / unexpected / mis-shaped keys) or is
 corrupted (zip CRCs are checked), and when an output path is the checkpoint, the
-config or the other output. Both files are written atomically, both or neither,
-with the umask's mode. Errors (a full disk or a read-only folder included) are one
+config or the other output, or cannot be written (a folder, under a read-only
+folder or a file; checked before loading). Both files are written atomically, both
+or neither, with the umask's mode. Errors (a full disk or a read-only folder included) are one
 line on stderr with exit code 1; Ctrl-C exits 130 and SIGTERM 143, without leaving
 a file behind.
 """
@@ -38,7 +39,12 @@ def main(argv=None) -> int:
     import lbc_mm  # noqa: F401  (compat: weights-only loading of mmengine ckpts)
     from lbc_mm.export import export_checkpoint, format_table, parse_pattern
     from lbc_mm.export.convert import default_compressed_path, refuse_overwrites
-    from lbc_mm.export.io import Terminated, atomic_write, raise_on_sigterm
+    from lbc_mm.export.io import (
+        Terminated,
+        atomic_write,
+        check_writable,
+        raise_on_sigterm,
+    )
     raise_on_sigterm()  # SIGTERM unwinds like Ctrl-C: no temp file stays behind
     written = 'no output file was written'
     outputs = {'OUT': args.out,
@@ -49,6 +55,8 @@ def main(argv=None) -> int:
             parse_pattern(args.pattern)
         refuse_overwrites({'CHECKPOINT': args.checkpoint, 'CONFIG': args.config},
                           outputs)
+        for path in filter(None, outputs.values()):  # before the 10-20 s of loading
+            check_writable(path)
         report = export_checkpoint(args.config, args.checkpoint, args.out,
                                    args.compressed, args.pattern)
         written = (f'{report["out"]} and {report["compressed_out"]} were written, '

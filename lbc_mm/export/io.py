@@ -11,6 +11,7 @@ an ``OSError`` naming the final path (also when ``torch.save`` reports it as a
 so that SIGTERM, like Ctrl-C, unwinds through the cleanup instead of killing the
 process with the temp file still on disk.
 """
+import errno
 import os
 import signal
 import tempfile
@@ -60,6 +61,28 @@ def same_file(a: str, b: str) -> bool:
         return os.path.samefile(a, b)
     except OSError:  # one of them does not exist (yet)
         return False
+
+
+def check_writable(path: str) -> None:
+    """Fail now, before any slow work, when ``path`` cannot be written: it is a
+    folder, or the nearest existing folder above it is not a folder, is read-only
+    or not writable (missing folders are created when writing). A full disk only
+    shows when writing.
+
+    Raises:
+        OSError: ``filename`` is ``path``, as :func:`atomic_write` raises it.
+    """
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, 'Is a directory (give a file name)', path)
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise NotADirectoryError(errno.ENOTDIR, f'{folder} is not a directory', path)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+        code = errno.EROFS if read_only else errno.EACCES
+        raise OSError(code, f'{os.strerror(code)} ({folder})', path)
 
 
 def _remove(path: str) -> None:
