@@ -124,10 +124,11 @@ setup(
     ],
     extras_require={
         'tests': ['pytest>=7', 'pytest-timeout', 'ruff>=0.17,<0.18'],
-        # tools/export_onnx.py: ONNX export, onnx.checker, onnxruntime (CPU) check.
+        # tools/export_onnx.py: ONNX export, onnx.checker, onnxruntime (CPU) check;
+        # polygraphy: NVIDIA's own 2:4 check of the ONNX file (runs on CPU).
         # mmdeploy 1.3.1 is left out: it pins protobuf<=3.20.2 and onnx 1.17
         # (docs/deploy.md).
-        'deploy': ['onnx>=1.14', 'onnxruntime>=1.16'],
+        'deploy': ['onnx>=1.14', 'onnxruntime>=1.16', 'polygraphy'],
     },
     cmdclass=cmdclass,
     zip_safe=False,
