@@ -29,16 +29,18 @@ def write_config_hook_pth(site_dir: str) -> None:
 
 
 def add_mim_extension():
-    """Expose ``configs/`` as ``lbc_mm/.mim/configs`` like OpenMMLab packages.
+    """Expose ``configs/``, ``tools/`` and ``model-index.yml`` as ``lbc_mm/.mim/``
+    like OpenMMLab packages.
 
     mmengine resolves ``_base_ = 'lbc_mm::dir/file.py'`` by reading
-    ``<installed lbc_mm>/.mim/configs/dir/file.py``. Editable installs get a symlink
-    (edits show up at once); regular builds get a copy.
+    ``<installed lbc_mm>/.mim/configs/dir/file.py``; ``mim search`` reads
+    ``.mim/model-index.yml`` (and the metafiles it imports), ``mim train / test``
+    run ``.mim/tools/train.py`` / ``test.py``. Editable installs get symlinks
+    (edits show up at once); regular builds copy the files through them.
     """
     mim_dir = os.path.join(HERE, 'lbc_mm', '.mim')
     os.makedirs(mim_dir, exist_ok=True)
-    # mmengine reads .mim/model-index.yml first, then falls back to .mim/configs/<path>.
-    for name in ('configs', 'model-index.yml'):
+    for name in ('configs', 'tools', 'model-index.yml'):
         src = os.path.join(HERE, name)
         dst = os.path.join(mim_dir, name)
         if os.path.islink(dst) or os.path.isfile(dst):
@@ -109,8 +111,10 @@ setup(
     packages=find_packages(include=['lbc_mm', 'lbc_mm.*']),
     py_modules=['lbc_mm_config_hook'],
     include_package_data=True,
-    package_data={'lbc_mm': ['.mim/model-index.yml', '.mim/configs/**/*.py',
-                            '.mim/configs/*.py']},
+    package_data={'lbc_mm': ['.mim/model-index.yml', '.mim/configs/*.py',
+                            '.mim/configs/**/*.py', '.mim/configs/**/*.yml',
+                            '.mim/configs/**/*.md', '.mim/tools/*.py',
+                            '.mim/tools/*.sh']},
     python_requires='>=3.9',
     install_requires=[
         'torch>=2.1',
@@ -129,6 +133,8 @@ setup(
         # mmdeploy 1.3.1 is left out: it pins protobuf<=3.20.2 and onnx 1.17
         # (docs/deploy.md).
         'deploy': ['onnx>=1.14', 'onnxruntime>=1.16', 'polygraphy'],
+        # `mim search / train / test lbc_mm` (OpenMMLab's package manager).
+        'mim': ['openmim'],
     },
     cmdclass=cmdclass,
     zip_safe=False,

@@ -87,7 +87,7 @@ log "installing mmcv, mmengine, mmdet, mmpretrain, lbc_mm"
   'mmengine==0.10.7' 'mmdet==3.3.0' 'mmpretrain==1.2.0' 'setuptools<81'
 # The editable wheel carries lbc_mm_config_hook.pth (setup.py), so `_base_ =
 # 'lbc_mm::...'` parses before lbc_mm is imported and `pip uninstall lbc_mm` removes it.
-"$PY" -m pip install -q --no-build-isolation -e ".[tests,deploy]"
+"$PY" -m pip install -q --no-build-isolation -e ".[tests,deploy,mim]"
 "$PY" -c "import lbc_mm, mmcv.ops, mmdet.models, mmpretrain.models; print('lbc_mm environment ok')"
 [[ -n "$STAMP" ]] && touch "$STAMP"
 log "done"
