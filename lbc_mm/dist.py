@@ -7,6 +7,13 @@ mmengine 0.10.7 assumes CUDA for distributed training: ``init_dist('pytorch')`` 
 exists (``Runner.setup_env``: ``if self.distributed and not is_distributed()``), so the
 tools initialise gloo here first and pick :class:`~lbc_mm.model_wrappers.
 LBCDistributedDataParallel`, which builds DDP with ``device_ids=None`` on CPU.
+
+After a successful run the tools call :func:`teardown_distributed`: a process group
+left for interpreter exit can abort a finished rank ("terminate called without an
+active exception", exit -6) when gloo's worker threads still hold the tensors of the
+last collective (LBCHook's end-of-training rank agreement is an all_gather right
+before exit) while Python shuts down. It is not called after a failure, where the
+other ranks may never reach it and destroying the group can hang.
 """
 import datetime
 import os
@@ -91,3 +98,18 @@ def setup_distributed(cfg: Any, launcher: str) -> bool:
     created = init_cpu_dist(launcher)
     set_model_wrapper(cfg, launcher)
     return created
+
+
+def teardown_distributed() -> bool:
+    """Destroy the default process group at the end of a successful run.
+
+    Every rank must call it (it ends the group for all). Whoever created the group
+    (:func:`init_cpu_dist`, or mmengine's ``init_dist`` on GPUs) does not matter.
+
+    Returns:
+        bool: True when a process group was destroyed.
+    """
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return False
+    torch_dist.destroy_process_group()
+    return True

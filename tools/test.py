@@ -35,7 +35,7 @@ from lbc_mm.cli import (
     parse_runner_args,
 )
 from lbc_mm.config_check import exit_on_config_error
-from lbc_mm.dist import setup_distributed
+from lbc_mm.dist import setup_distributed, teardown_distributed
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -90,6 +90,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         print_log(f'--allow-partial: {problem}', logger='current',
                   level=logging.WARNING)
     runner.test()
+    teardown_distributed()  # after success only (see lbc_mm/dist.py)
 
 
 if __name__ == '__main__':

@@ -43,7 +43,7 @@ from lbc_mm.cli import (
     parse_runner_args,
 )
 from lbc_mm.config_check import exit_on_config_error
-from lbc_mm.dist import setup_distributed
+from lbc_mm.dist import setup_distributed, teardown_distributed
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -131,6 +131,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     except Exception as exc:  # a clear message (divergence, full disk) is one line
         exit_on_run_error(exc, runner)
         raise
+    teardown_distributed()  # after success only (see lbc_mm/dist.py)
 
 
 if __name__ == '__main__':
