@@ -1,31 +1,41 @@
 #!/bin/bash
 # Usage: bash tools/gpu_check.sh WHEEL_DIR OUT_DIR      (run from the repo root)
+#        bash tools/gpu_check.sh --plan                 (print the steps, run nothing)
 #   e.g. bash tools/gpu_check.sh .device "$OUT"
 #
 # On a GPU machine without a package index: installs the OpenMMLab wheels
-# (WHEEL_DIR/install.sh -> /tmp/site), runs tools/benchmark.py (dense vs 2:4) on
-# DeiT-small, ViT-B/16, ResNet-50 and Mask R-CNN R50-FPN, then the GPU tests.
-# OUT_DIR gets at most 8 files, each as soon as it exists:
-#   gpu_check.log, deit-small.json, vit-base.json, resnet50.json, mask-rcnn.json,
-#   summary.md (paste-ready tables), per_layer_speedups.png, and with TensorRT
-#   installed onnx_trt_resnet50.json (tools/export_onnx.py: dense vs 2:4 engines)
+# (WHEEL_DIR/install.sh -> /tmp/site), then, in the order that tells most first:
+# versions and the 2:4 preflight, the GPU tests, one classifier benchmark
+# (tools/benchmark.py, dense vs 2:4: DeiT-small), then ViT-B/16, ResNet-50, Mask R-CNN
+# R50-FPN, the summary, and ONNX + TensorRT where TensorRT is installed (the lent GPU
+# machine has none). OUT_DIR gets at most 8 files, each as soon as its step ends:
+#   gpu_check.log (every step's start, end, rc and output as it happens),
+#   deit-small.json, vit-base.json, resnet50.json, mask-rcnn.json, summary.md
+#   (paste-ready tables), per_layer_speedups.png, and with TensorRT
+#   onnx_trt_resnet50.json (tools/export_onnx.py: rewritten after each engine)
 # Every step has its own timeout and the whole run stays under ~5.5 minutes.
 # Never calls torch._cslt_sparse_mm_search (it crashed the CUDA context on H200).
 set -u -o pipefail
 
-WHEELS=${1:?usage: bash tools/gpu_check.sh WHEEL_DIR OUT_DIR}
-OUT=${2:?usage: bash tools/gpu_check.sh WHEEL_DIR OUT_DIR}
-mkdir -p "$OUT"
+PLAN=0
+if [ "${1:-}" = --plan ]; then
+  PLAN=1
+  WHEELS=WHEEL_DIR OUT=OUT_DIR
+else
+  WHEELS=${1:?usage: bash tools/gpu_check.sh WHEEL_DIR OUT_DIR (or --plan)}
+  OUT=${2:?usage: bash tools/gpu_check.sh WHEEL_DIR OUT_DIR (or --plan)}
+  mkdir -p "$OUT"
+fi
 WORK=/tmp/lbc_bench
-mkdir -p "$WORK"
 BUDGET=${GPU_CHECK_BUDGET:-345}  # seconds for everything
 PY=$(command -v python3 || command -v python)  # install.sh installs for python3
 START=$(date +%s)
+PLANNED=0  # --plan: seconds the steps so far may take at most
 
 # seconds a step may take: its own cap, but never past the global budget
 cap() {
   local want=$1 left
-  left=$(( BUDGET - ($(date +%s) - START) ))
+  left=$(( BUDGET - ($(date +%s) - START) - PLANNED ))
   (( left < want )) && want=$left
   (( want < 5 )) && want=5
   echo "$want"
@@ -35,6 +45,11 @@ step() {  # step NAME WANT_SECONDS CMD...
   local name=$1 want=$2 t rc
   shift 2
   t=$(cap "$want")
+  if (( PLAN )); then  # print the step and its worst-case time, run nothing
+    echo "[plan] at ${PLANNED}s: $name (timeout ${t}s)"
+    PLANNED=$(( PLANNED + t ))
+    return 0
+  fi
   echo "[gpu_check] $(date +%T) >>> $name (timeout ${t}s)"
   timeout -k 5 "$t" "$@"
   rc=$?
@@ -49,17 +64,22 @@ bench() {  # bench NAME WANT_SECONDS CONFIG ARGS...
   step "benchmark $name" "$t" "$PY" tools/benchmark.py "$cfg" --name "$name" \
     --out-json "$WORK/$name.json" --out-png "$WORK/$name.png" \
     --time-budget $(( t > 40 ? t - 25 : 15 )) --variants "$VARIANTS" "$@"
+  (( PLAN )) && return 0
   [ -f "$WORK/$name.json" ] && cp "$WORK/$name.json" "$OUT/$name.json"
   return 0
 }
 
 main() {
-  echo "[gpu_check] start $(date -Is) in $PWD"
-  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm \
+  echo "[gpu_check] start $(date -Is) in $PWD (budget ${BUDGET}s)"
+  (( PLAN )) || nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm \
     --format=csv 2>&1 | head -5
+  mkdir -p "$WORK"
   step "install wheels" 120 bash "$WHEELS/install.sh"
   export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
   export MPLBACKEND=Agg PYTHONUNBUFFERED=1
+  # 1. preflight: versions, then each 2:4 variant once, in its own process: one
+  # that crashes the CUDA context is left out of the benchmarks instead of taking
+  # a whole model down.
   step "versions" 30 "$PY" - <<'PY'
 import torch
 print('torch', torch.__version__, 'cuda', torch.version.cuda,
@@ -71,18 +91,33 @@ except Exception as exc:
 import lbc_mm, mmcv, mmdet, mmpretrain, mmengine
 print('lbc_mm', lbc_mm.__version__, 'mmcv', mmcv.__version__, 'mmdet', mmdet.__version__,
       'mmpretrain', mmpretrain.__version__, 'mmengine', mmengine.__version__)
+try:
+    import tensorrt
+    print('tensorrt', tensorrt.__version__)
+except Exception as exc:
+    print('tensorrt: not installed', type(exc).__name__)
 PY
-  # Each 2:4 variant once, in its own process: one that crashes the CUDA context
-  # is left out of the benchmarks instead of taking a whole model down.
-  step "preflight (each 2:4 variant once)" 40 "$PY" tools/benchmark.py --preflight \
-    > "$WORK/preflight.txt" 2>&1
-  cat "$WORK/preflight.txt"
-  VARIANTS=$(sed -n 's/^PREFLIGHT_OK //p' "$WORK/preflight.txt" | paste -sd, -)
+  step "preflight (each 2:4 variant once)" 40 bash -c \
+    "'$PY' tools/benchmark.py --preflight > '$WORK/preflight.txt' 2>&1"
+  (( PLAN )) || cat "$WORK/preflight.txt"
+  VARIANTS=$(sed -n 's/^PREFLIGHT_OK //p' "$WORK/preflight.txt" 2>/dev/null | \
+    paste -sd, -)
   [ -z "$VARIANTS" ] && VARIANTS=none
-  echo "[gpu_check] 2:4 variants that passed the preflight: $VARIANTS"
-  # Upstream configs, no trained model: random weights with magnitude 2:4 masks on
-  # the layers NMSparsify's default rule picks (timing does not depend on values).
-  # A trained model is benchmarked from its converted file: CONFIG MODEL.nm.pth.
+  (( PLAN )) || echo "[gpu_check] 2:4 variants that passed the preflight: $VARIANTS"
+  # 2. the GPU tests (every 2:4 path vs dense-with-zeros, and the other
+  # `gpu`-marked tests): pytest when the machine has it, else the deploy file's own
+  # runner; -rA lists every test's outcome in the log
+  if "$PY" -c 'import pytest' 2>/dev/null; then
+    step "gpu tests (pytest -m gpu)" 60 "$PY" -m pytest -q -rA -p no:cacheprovider \
+      -m gpu --continue-on-collection-errors tests
+  else
+    step "gpu tests (no pytest: direct runner)" 60 \
+      "$PY" tests/test_deploy/test_gpu_paths.py
+  fi
+  # 3. one classifier benchmark, then the rest. Upstream configs, no trained model:
+  # random weights with magnitude 2:4 masks on the layers NMSparsify's default rule
+  # picks (timing does not depend on values). A trained model is benchmarked from
+  # its converted file: CONFIG MODEL.nm.pth.
   bench deit-small 60 'mmpretrain::deit/deit-small_4xb256_in1k.py' --batch 256
   bench vit-base 65 'mmpretrain::vision_transformer/vit-base-p16_64xb64_in1k.py' \
     --batch 256
@@ -92,14 +127,17 @@ PY
   for n in deit-small vit-base resnet50 mask-rcnn; do
     [ -f "$WORK/$n.json" ] && jsons+=("$WORK/$n.json")
   done
-  if (( ${#jsons[@]} )); then
+  if (( ${#jsons[@]} || PLAN )); then
     step "summary" 40 "$PY" tools/benchmark.py --combine "${jsons[@]}" \
       --out-md "$OUT/summary.md" --out-png "$OUT/per_layer_speedups.png"
   fi
-  # TensorRT, when installed: ResNet-50 (the LBC 2:4 config's sparse layers, random
-  # weights with magnitude 2:4 masks) to ONNX, verified, then dense vs 2:4 engines.
+  # 4. TensorRT, only where it is installed: ResNet-50 (the LBC 2:4 config's sparse
+  # layers, random weights with magnitude 2:4 masks) to ONNX, verified, then dense
+  # vs 2:4 engines with the flags of the installed version.
   if command -v trtexec >/dev/null 2>&1 || [ -x /usr/src/tensorrt/bin/trtexec ] || \
-      "$PY" -c 'import tensorrt' >/dev/null 2>&1; then
+      "$PY" -c 'import tensorrt' >/dev/null 2>&1 || (( PLAN )); then
+    (( PLAN )) && echo "[plan] (TensorRT step: only where trtexec or the tensorrt" \
+      "module is installed)"
     step "onnx + TensorRT resnet50 (dense vs --sparsity=enable)" 150 "$PY" \
       tools/export_onnx.py configs/mmpretrain/lbc-2of4_resnet50_8xb32_in1k.py \
       --random-weights --batch 16 --out "$WORK/onnx/resnet50.onnx" \
@@ -107,17 +145,16 @@ PY
   else
     echo "[gpu_check] TensorRT not installed (no trtexec, no tensorrt module): ONNX/TensorRT step skipped"
   fi
-  # GPU tests (every 2:4 path vs dense-with-zeros, and the other `gpu`-marked
-  # tests): pytest when the machine has it, else the deploy file's own runner
-  if "$PY" -c 'import pytest' 2>/dev/null; then
-    step "gpu tests (pytest -m gpu)" 60 "$PY" -m pytest -q -p no:cacheprovider \
-      -m gpu --continue-on-collection-errors tests
-  else
-    step "gpu tests (no pytest: direct runner)" 60 \
-      "$PY" tests/test_deploy/test_gpu_paths.py
+  if (( PLAN )); then
+    echo "[plan] worst case ${PLANNED}s of the ${BUDGET}s budget; nothing was run"
+    return 0
   fi
   echo "[gpu_check] done in $(( $(date +%s) - START ))s; files in $OUT:"
   ls -la "$OUT"
 }
 
+if (( PLAN )); then
+  main
+  exit 0
+fi
 main 2>&1 | tee "$OUT/gpu_check.log"

@@ -1,48 +1,201 @@
-"""TensorRT engines with and without sparse kernels, when TensorRT is installed.
+"""TensorRT engines with and without sparse kernels, per TensorRT version.
 
-``trtexec`` is preferred (``trtexec --sparsity=enable`` vs ``--sparsity=disable``,
-same shapes, same precision); the ``tensorrt`` Python module is the fallback
-(``BuilderFlag.SPARSE_WEIGHTS``, timed with CUDA events through torch). Which layers
-TensorRT ran with sparse kernels comes from its build log ("(Sparsity) ... picked
-sparse implementation for layers: ...") and from the engine's layer information
-(tactic names containing ``sparse``).
+What differs between versions is kept as data, built by pure functions that the unit
+tests check for each version without TensorRT:
 
-Written without a GPU to run it on: the parsing is unit-tested on log text, the
-engine building is not (docs/deploy.md).
+- :func:`trtexec_argv`: the ``trtexec`` command line. ``--shapes`` only for an ONNX
+  file with dynamic input axes (trtexec refuses explicit shapes for a static one);
+  ``--fp16`` on 8.x / 10.x; none on 11.x, which is strongly typed (no precision flags
+  at all): there the network is FP16 because the ONNX file is (``fp16_onnx``);
+  ``--explicitBatch`` only before 8.2 (later trtexec parses ONNX with explicit batch
+  by itself and the flag is deprecated), and ``--profilingVerbosity`` /
+  ``--exportLayerInfo`` from 8.2 on (the engine inspector's first release).
+- :func:`python_api_plan`: the ``tensorrt`` Python calls as ``(call, argument)``
+  pairs: ``create_network`` with ``EXPLICIT_BATCH`` on 8.x (``0`` is implicit batch
+  there, which the ONNX parser rejects) and no flag on 10.x / 11.x (explicit batch is
+  the default, the flag deprecated); ``BuilderFlag.FP16`` only before 11; an
+  optimization profile only for dynamic inputs. :func:`run_python_trt` executes it.
+
+Which layers ran with sparse kernels comes from the engine's layer information
+(``--exportLayerInfo`` file or ``IEngineInspector`` JSON: ``HasSparseWeights``, or
+a tactic name containing ``sparse``), with TensorRT's verbose build log
+("(Sparsity) ... picked sparse implementation for layers: ...") as a second signal;
+:func:`layer_verdicts` maps both back to the model's layers and names the ones that
+were 2:4 in the ONNX file but did not get a sparse kernel.
+
+Written without a GPU or TensorRT to run it on (docs/deploy.md).
 """
 import json
 import os
 import re
 import shutil
 import subprocess
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 TRTEXEC_PATHS = ('/usr/src/tensorrt/bin/trtexec', '/opt/tensorrt/bin/trtexec')
 _MEDIAN = re.compile(r'GPU Compute Time:.*?median = ([0-9.eE+-]+) ms')
 _PICKED = re.compile(r'\(Sparsity\)[^\n]*picked sparse implementation for layers:'
-                     r'\s*(.*)')
-_ELIGIBLE = re.compile(r'\(Sparsity\)[^\n]*eligible for sparse math:\s*(.*)')
+                     r'[ \t]*([^\n]*)')
+_ELIGIBLE = re.compile(r'\(Sparsity\)[^\n]*eligible for sparse math:[ \t]*([^\n]*)')
+_TRT_VERSION = re.compile(r'TensorRT[ .v]*(?:version:?\s*)?(\d+)[.](\d+)(?:[.](\d+))?',
+                          re.I)
+# trtexec's banner: ``[TensorRT v8601]`` (8.6.1: 1000 * major + 100 * minor + patch)
+# or ``[TensorRT v100300]`` (10.3.0: 10000 * major + 100 * minor + patch)
+_TRT_NUMBER = re.compile(r'\[TensorRT v(\d{4,6})\]')
+
+
+def version_tuple(version: str) -> Tuple[int, int]:
+    """``'10.3.0.26'`` -> ``(10, 3)``."""
+    parts = re.findall(r'\d+', str(version))
+    if not parts:
+        raise ValueError(f'not a TensorRT version: {version!r}')
+    return int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
+
+
+def trtexec_version(text: str) -> Optional[str]:
+    """The TensorRT version printed by ``trtexec`` (its banner line
+    ``[TensorRT v100300] ...`` or a ``TensorRT version: 10.3.0`` line)."""
+    m = _TRT_NUMBER.search(text)
+    if m:
+        n = int(m.group(1))
+        major, rest = (n // 10000, n % 10000) if n >= 100000 else (n // 1000, n % 1000)
+        return f'{major}.{rest // 100}.{rest % 100}'
+    m = _TRT_VERSION.search(text)
+    if m:
+        return '.'.join(g for g in m.groups() if g is not None)
+    return None
 
 
 def find_tensorrt() -> Dict[str, Optional[str]]:
-    """``{'trtexec': path or None, 'python': tensorrt version or None}``."""
+    """``{'trtexec': path, 'trtexec_version', 'python': tensorrt version}`` (None
+    where absent)."""
     trtexec = shutil.which('trtexec') or next(
         (p for p in TRTEXEC_PATHS if os.access(p, os.X_OK)), None)
+    exe_version = None
+    if trtexec:
+        try:  # trtexec prints its banner (with the version) before any work
+            proc = subprocess.run([trtexec, '--help'], capture_output=True, text=True,
+                                  timeout=60)
+            exe_version = trtexec_version(proc.stdout + proc.stderr)
+        except (OSError, subprocess.SubprocessError):
+            pass
     try:
         import tensorrt
         version = str(tensorrt.__version__)
     except Exception:  # noqa: BLE001  (not installed, or no CUDA driver)
         version = None
-    return {'trtexec': trtexec, 'python': version}
+    return {'trtexec': trtexec, 'trtexec_version': exe_version or version,
+            'python': version}
 
 
-def how_to_run(onnx_path: str, shape: Sequence[int]) -> str:
+def dynamic_inputs(onnx_path: str) -> Dict[str, List[object]]:
+    """``{input name: dims}`` of the graph inputs with a dynamic axis (a named or
+    unset dimension), read from the ONNX file."""
+    import onnx
+    proto = onnx.load(onnx_path, load_external_data=False)
+    inits = {i.name for i in proto.graph.initializer}
+    out = {}
+    for inp in proto.graph.input:
+        if inp.name in inits:
+            continue
+        dims = [d.dim_param or (d.dim_value if d.HasField('dim_value') else '?')
+                for d in inp.type.tensor_type.shape.dim]
+        if any(isinstance(d, str) or d <= 0 for d in dims):
+            out[inp.name] = dims
+    return out
+
+
+def needs_fp16_onnx(version: Optional[str], precision: str) -> bool:
+    """TensorRT 11+ is strongly typed: an FP16 engine needs an FP16 ONNX file."""
+    return precision == 'fp16' and version is not None and \
+        version_tuple(version)[0] >= 11
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    return 'x'.join(str(v) for v in shape)
+
+
+def trtexec_argv(trtexec: str, onnx_path: str, version: str, sparse: bool,
+                 workdir: str, precision: str = 'fp16',
+                 shapes: Optional[Dict[str, Sequence[int]]] = None) -> List[str]:
+    """The ``trtexec`` command for one engine (pure; see the module docstring).
+
+    Args:
+        trtexec (str): the executable.
+        onnx_path (str): the ONNX file (on 11.x with ``precision='fp16'``: the FP16
+            one; see :func:`needs_fp16_onnx`).
+        version (str): TensorRT version of that trtexec.
+        sparse (bool): ``--sparsity=enable`` (else ``disable``).
+        workdir (str): engine and layer-information files go there.
+        precision (str): ``'fp16'`` or ``'fp32'``.
+        shapes (dict, optional): dynamic input name -> shape to build and run at;
+            None or empty for a static ONNX file (no ``--shapes``).
+    """
+    major, minor = version_tuple(version)
+    if major < 8:
+        raise ValueError(f'TensorRT {version} is too old: 8.x or newer is needed '
+                         '(2:4 sparse kernels)')
+    tag = 'sparse' if sparse else 'dense'
+    cmd = [trtexec, f'--onnx={onnx_path}',
+           f'--saveEngine={os.path.join(workdir, tag + ".engine")}',
+           f'--sparsity={"enable" if sparse else "disable"}']
+    if (major, minor) < (8, 2):
+        cmd.append('--explicitBatch')  # deprecated (no effect) from 8.2 on
+    else:
+        cmd += ['--profilingVerbosity=detailed',
+                f'--exportLayerInfo={layer_info_path(workdir, sparse)}']
+    if shapes:
+        cmd.append('--shapes=' + ','.join(f'{name}:{shape_text(s)}'
+                                          for name, s in shapes.items()))
+    if precision == 'fp16' and major < 11:
+        cmd.append('--fp16')
+    cmd += ['--noDataTransfers', '--useCudaGraph', '--duration=10', '--verbose']
+    return cmd
+
+
+def layer_info_path(workdir: str, sparse: bool) -> str:
+    return os.path.join(workdir, f'layers_{"sparse" if sparse else "dense"}.json')
+
+
+def python_api_plan(version: str, sparse: bool, precision: str = 'fp16',
+                    shapes: Optional[Dict[str, Sequence[int]]] = None
+                    ) -> List[Tuple[str, object]]:
+    """The ``tensorrt`` Python calls that build one engine, as data.
+
+    Returns:
+        list[tuple]: ``('create_network', [NetworkDefinitionCreationFlag names])``,
+        ``('profiling_verbosity', 'DETAILED')``, ``('set_flag', BuilderFlag name)``
+        ..., ``('profile', {input: shape})`` (only
+        for dynamic inputs), in that order.
+
+    Raises:
+        ValueError: TensorRT older than 8.5 (no ``set_input_shape`` /
+            ``execute_async_v3``; use trtexec there).
+    """
+    major, minor = version_tuple(version)
+    if (major, minor) < (8, 5):
+        raise ValueError(f'the tensorrt Python path needs TensorRT 8.5 or newer (found '
+                         f'{version}); use trtexec')
+    plan: List[Tuple[str, object]] = [
+        ('create_network', ['EXPLICIT_BATCH'] if major < 10 else [])]
+    plan.append(('profiling_verbosity', 'DETAILED'))
+    if precision == 'fp16' and major < 11:
+        plan.append(('set_flag', 'FP16'))
+    if sparse:
+        plan.append(('set_flag', 'SPARSE_WEIGHTS'))
+    if shapes:
+        plan.append(('profile', {k: list(v) for k, v in shapes.items()}))
+    return plan
+
+
+def how_to_run(onnx_path: str, shape: Sequence[int], dynamic: bool = True) -> str:
     """The one line printed where TensorRT is missing."""
-    s = 'x'.join(str(v) for v in shape)
+    shapes = f' --shapes=input:{shape_text(shape)}' if dynamic else ''
     return (f'TensorRT not found (no trtexec on PATH, no tensorrt module): on a GPU '
-            f'machine with TensorRT run `trtexec --onnx={onnx_path} --fp16 '
-            f'--sparsity=enable --shapes=input:{s} --verbose` (and --sparsity=disable '
-            f'to compare), or rerun this tool there with --trt')
+            f'machine with TensorRT 8/10 run `trtexec --onnx={onnx_path} --fp16 '
+            f'--sparsity=enable{shapes} --verbose` (and --sparsity=disable to '
+            'compare; on TensorRT 11 no --fp16: pass the FP16 ONNX file, '
+            '--fp16-onnx), or rerun this tool there')
 
 
 def _split_layers(text: str) -> List[str]:
@@ -50,7 +203,7 @@ def _split_layers(text: str) -> List[str]:
 
 
 def parse_trtexec_log(log: str) -> Dict[str, object]:
-    """Median GPU compute time (ms) and the sparse layers from a trtexec log."""
+    """Median GPU compute time (ms) and the log's sparse / eligible layer lists."""
     med = _MEDIAN.findall(log)
     picked = [x for m in _PICKED.findall(log) for x in _split_layers(m)]
     eligible = [x for m in _ELIGIBLE.findall(log) for x in _split_layers(m)]
@@ -58,51 +211,111 @@ def parse_trtexec_log(log: str) -> Dict[str, object]:
             'eligible_layers': eligible}
 
 
-def sparse_tactic_layers(layer_info: Dict) -> List[str]:
-    """Layers whose tactic name says sparse, from ``--exportLayerInfo`` JSON."""
+def _truthy(v) -> bool:
+    return v is True or (isinstance(v, (int, float)) and v != 0) or \
+        str(v).strip().lower() in ('1', 'true', 'yes')
+
+
+def engine_layers(layer_info) -> List[Dict[str, object]]:
+    """Engine layers from ``--exportLayerInfo`` / inspector JSON (any version).
+
+    Returns:
+        list[dict]: ``name``, ``sparse`` (``HasSparseWeights`` set or a tactic name
+        containing ``sparse``; None when the JSON has no detail: built without
+        ``--profilingVerbosity=detailed``), ``tactic``.
+    """
+    layers = layer_info.get('Layers', []) if isinstance(layer_info, dict) else \
+        layer_info if isinstance(layer_info, list) else []
     out = []
-    for layer in layer_info.get('Layers', []) if isinstance(layer_info, dict) else []:
-        if isinstance(layer, dict) and 'sparse' in str(layer.get('TacticName', '')
-                                                       ).lower():
-            out.append(str(layer.get('Name', '?')))
+    for layer in layers:
+        if isinstance(layer, str):  # names only (no detailed profiling verbosity)
+            out.append(dict(name=layer, sparse=None, tactic=''))
+            continue
+        if not isinstance(layer, dict):
+            continue
+        tactic = str(layer.get('TacticName', '') or '')
+        flag = layer.get('HasSparseWeights')
+        sparse = (flag is not None and _truthy(flag)) or 'sparse' in tactic.lower()
+        out.append(dict(name=str(layer.get('Name', '?')), sparse=sparse,
+                        tactic=tactic))
     return out
 
 
-def run_trtexec(trtexec: str, onnx_path: str, shape: Sequence[int], sparse: bool,
-                workdir: str, precision: str = 'fp16',
+def sparse_tactic_layers(layer_info) -> List[str]:
+    """Names of the engine layers that run sparse kernels."""
+    return [lay['name'] for lay in engine_layers(layer_info) if lay['sparse']]
+
+
+def _parts(name: str) -> List[str]:
+    """Fused TensorRT layer ``'a + b + c'`` -> its ONNX node names."""
+    return [p.strip() for p in name.split(' + ') if p.strip()]
+
+
+def layer_verdicts(rows: List[Dict[str, object]], layers: List[Dict[str, object]],
+                   log_picked: Sequence[str] = ()) -> List[Dict[str, object]]:
+    """Per 2:4 weight of the ONNX file: did TensorRT run it with a sparse kernel?
+
+    Args:
+        rows: :func:`lbc_mm.deploy.onnx_check.initializer_rows` (``node`` names).
+        layers: :func:`engine_layers` of the sparse engine.
+        log_picked: layer names from the build log's "picked sparse" line.
+
+    Returns:
+        list[dict]: for each row with ``is_2of4``: ``layer``, ``node``,
+        ``engine_layer``, ``verdict`` (``'sparse'``, ``'eligible, not picked'``,
+        ``'not in layer info'``), ``log`` (named in the log's picked line).
+    """
+    by_node = {}
+    for lay in layers:
+        for part in _parts(lay['name']):
+            by_node.setdefault(part, lay)
+    picked = {p for name in log_picked for p in _parts(name)}
+    out = []
+    for r in rows:
+        if not r.get('is_2of4'):
+            continue
+        node = str(r.get('node') or '')
+        lay = by_node.get(node)
+        if lay is None:  # TensorRT may prefix / suffix node names
+            lay = next((x for x in layers if node and node in x['name']), None)
+        verdict = 'not in layer info' if lay is None or lay['sparse'] is None else (
+            'sparse' if lay['sparse'] else 'eligible, not picked')
+        out.append(dict(layer=r.get('layer'), node=node,
+                        engine_layer=lay['name'] if lay else None, verdict=verdict,
+                        log=node in picked or any(node and node in p for p in picked)))
+    return out
+
+
+def run_trtexec(cmd: List[str], workdir: str, sparse: bool,
                 timeout: int = 900) -> Dict[str, object]:
-    """Build and time one engine; returns median ms, sparse layers, the log path."""
+    """Run one :func:`trtexec_argv` command; median ms, sparse layers, the log."""
     tag = 'sparse' if sparse else 'dense'
     os.makedirs(workdir, exist_ok=True)
-    info = os.path.join(workdir, f'layers_{tag}.json')
-    cmd = [trtexec, f'--onnx={onnx_path}', f'--saveEngine={workdir}/{tag}.engine',
-           f'--sparsity={"enable" if sparse else "disable"}',
-           f'--shapes=input:{"x".join(str(v) for v in shape)}',
-           '--profilingVerbosity=detailed', f'--exportLayerInfo={info}',
-           '--noDataTransfers', '--useCudaGraph', '--duration=10', '--verbose']
-    if precision != 'fp32':
-        cmd.append(f'--{precision}')
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     log_path = os.path.join(workdir, f'trtexec_{tag}.log')
     with open(log_path, 'w') as f:
         f.write(' '.join(cmd) + '\n' + proc.stdout + proc.stderr)
     res = parse_trtexec_log(proc.stdout + proc.stderr)
+    res['engine_layers'] = []
+    info = layer_info_path(workdir, sparse)
     if os.path.isfile(info):
         try:
             with open(info) as f:
-                tactic = sparse_tactic_layers(json.load(f))
-            res['sparse_layers'] = sorted(set(res['sparse_layers']) | set(tactic))
+                res['engine_layers'] = engine_layers(json.load(f))
         except (OSError, ValueError):
             pass
-    res.update(rc=proc.returncode, log=log_path, command=' '.join(cmd))
+    res.update(rc=proc.returncode, log=log_path, command=cmd)
     return res
 
 
-def run_python_trt(onnx_path: str, shape: Sequence[int], sparse: bool,
-                   precision: str = 'fp16', iters: int = 200) -> Dict[str, object]:
-    """The same with the tensorrt Python API (needs torch with CUDA for timing)."""
+def run_python_trt(onnx_path: str, version: str, sparse: bool, precision: str,
+                   shapes: Dict[str, Sequence[int]], iters: int = 200
+                   ) -> Dict[str, object]:
+    """Execute :func:`python_api_plan` with the tensorrt module (timing: torch CUDA
+    events). Static inputs take the ONNX file's own shapes."""
     import tensorrt as trt
     import torch
+    plan = python_api_plan(version, sparse, precision, shapes)
     messages: List[str] = []
 
     class _Log(trt.ILogger):
@@ -115,32 +328,42 @@ def run_python_trt(onnx_path: str, shape: Sequence[int], sparse: bool,
 
     logger = _Log()
     builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    with open(onnx_path, 'rb') as f:
-        if not parser.parse(f.read()):
-            raise RuntimeError(f'TensorRT cannot parse {onnx_path}: '
-                               f'{parser.get_error(0)}')
     config = builder.create_builder_config()
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    if precision == 'fp16':
-        config.set_flag(trt.BuilderFlag.FP16)
-    if sparse:
-        config.set_flag(trt.BuilderFlag.SPARSE_WEIGHTS)
-    profile = builder.create_optimization_profile()
-    name = network.get_input(0).name
-    profile.set_shape(name, tuple(shape), tuple(shape), tuple(shape))
-    config.add_optimization_profile(profile)
-    engine = trt.Runtime(logger).deserialize_cuda_engine(
-        builder.build_serialized_network(network, config))
+    network = None
+    for call, arg in plan:
+        if call == 'create_network':
+            flags = 0
+            for name in arg:
+                flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
+            network = builder.create_network(flags)
+            parser = trt.OnnxParser(network, logger)
+            with open(onnx_path, 'rb') as f:
+                if not parser.parse(f.read()):
+                    raise RuntimeError(f'TensorRT cannot parse {onnx_path}: '
+                                       f'{parser.get_error(0)}')
+        elif call == 'profiling_verbosity':
+            config.profiling_verbosity = getattr(trt.ProfilingVerbosity, arg)
+        elif call == 'set_flag':
+            config.set_flag(getattr(trt.BuilderFlag, arg))
+        elif call == 'profile':
+            profile = builder.create_optimization_profile()
+            for name, s in arg.items():
+                profile.set_shape(name, tuple(s), tuple(s), tuple(s))
+            config.add_optimization_profile(profile)
+    blob = builder.build_serialized_network(network, config)
+    if blob is None:
+        raise RuntimeError('TensorRT built no engine: ' + (messages[-1] if messages
+                                                            else 'no message'))
+    engine = trt.Runtime(logger).deserialize_cuda_engine(blob)
     ctx = engine.create_execution_context()
-    ctx.set_input_shape(name, tuple(shape))
+    for name, s in shapes.items():
+        ctx.set_input_shape(name, tuple(s))
+    dtypes = {trt.DataType.HALF: torch.float16, trt.DataType.FLOAT: torch.float32}
     bufs = []
     for i in range(engine.num_io_tensors):
         t = engine.get_tensor_name(i)
         buf = torch.empty(tuple(ctx.get_tensor_shape(t)), device='cuda',
-                          dtype=torch.float16 if engine.get_tensor_dtype(t) ==
-                          trt.DataType.HALF else torch.float32)
+                          dtype=dtypes.get(engine.get_tensor_dtype(t), torch.float32))
         ctx.set_tensor_address(t, buf.data_ptr())
         bufs.append(buf)
     stream = torch.cuda.Stream()
@@ -153,31 +376,57 @@ def run_python_trt(onnx_path: str, shape: Sequence[int], sparse: bool,
         end.synchronize()
         if i >= 20:
             times.append(start.elapsed_time(end))
-    inspector = engine.create_engine_inspector()
-    info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+    info = json.loads(engine.create_engine_inspector().get_engine_information(
+        trt.LayerInformationFormat.JSON))
     res = parse_trtexec_log('\n'.join(messages))
-    res['sparse_layers'] = sorted(set(res['sparse_layers']) |
-                                  set(sparse_tactic_layers(info)))
-    res['median_ms'] = sorted(times)[len(times) // 2]
-    res['command'] = f'tensorrt {trt.__version__} Python API'
+    res.update(engine_layers=engine_layers(info), rc=0,
+               median_ms=sorted(times)[len(times) // 2],
+               command=[f'tensorrt {version} Python API'] + [
+                   f'{c}({a})' for c, a in plan])
     return res
 
 
 def compare_engines(onnx_path: str, shape: Sequence[int], workdir: str,
-                    precision: str = 'fp16') -> Dict[str, object]:
-    """Dense and sparse engines side by side, or ``{'available': False, 'line'}``."""
-    found = find_tensorrt()
+                    precision: str = 'fp16', found: Optional[Dict] = None,
+                    on_step: Optional[Callable[[Dict], None]] = None
+                    ) -> Dict[str, object]:
+    """Dense and sparse engines side by side, or ``{'available': False, 'line'}``.
+
+    ``onnx_path`` must be FP16 where :func:`needs_fp16_onnx` says so (the caller
+    exports it and re-checks its 2:4 weights). ``on_step(result)`` is called after
+    each engine, so a caller can write what is done before a timeout.
+    """
+    found = found or find_tensorrt()
+    dyn = dynamic_inputs(onnx_path)
     if not found['trtexec'] and not found['python']:
-        return {'available': False, 'line': how_to_run(onnx_path, shape)}
-    runs = {}
+        return {'available': False, 'line': how_to_run(onnx_path, shape, bool(dyn))}
+    shapes = {name: list(shape) for name in dyn}
+    tool = 'trtexec' if found['trtexec'] else 'python'
+    version = found['trtexec_version'] if tool == 'trtexec' else found['python']
+    if version is None:
+        return {'available': False, 'line': f'{found["trtexec"]} did not print its '
+                'TensorRT version; cannot pick its flags'}
+    res: Dict[str, object] = {
+        'available': True, 'tensorrt_version': version, 'tool': tool,
+        'precision': precision, 'onnx': onnx_path, 'shape': list(shape),
+        'dynamic_inputs': dyn, 'runs': {}, 'speedup': None}
     for sparse in (False, True):
         key = 'sparse' if sparse else 'dense'
-        runs[key] = run_trtexec(found['trtexec'], onnx_path, shape, sparse, workdir,
-                                precision) if found['trtexec'] else \
-            run_python_trt(onnx_path, shape, sparse, precision)
-    d, s = runs['dense']['median_ms'], runs['sparse']['median_ms']
-    return {'available': True, 'precision': precision, 'shape': list(shape),
-            'runs': runs, 'speedup': d / s if d and s else None}
+        if tool == 'trtexec':
+            cmd = trtexec_argv(found['trtexec'], onnx_path, version, sparse, workdir,
+                               precision, shapes)
+            res['runs'][key] = {'command': cmd, 'status': 'running'}
+            if on_step:
+                on_step(res)
+            res['runs'][key] = run_trtexec(cmd, workdir, sparse)
+        else:
+            res['runs'][key] = run_python_trt(onnx_path, version, sparse, precision,
+                                              shapes)
+        if on_step:
+            on_step(res)
+    d, s = res['runs']['dense']['median_ms'], res['runs']['sparse']['median_ms']
+    res['speedup'] = d / s if d and s else None
+    return res
 
 
 def format_engines(res: Dict[str, object]) -> str:
@@ -191,16 +440,25 @@ def format_engines(res: Dict[str, object]) -> str:
             return f'{run["median_ms"]:.3f}'
         return f'failed (rc {run.get("rc")}, {run.get("log", "no log")})'
 
-    lines = [f'TensorRT, {res["precision"]}, input {"x".join(map(str, res["shape"]))}'
-             ' (median GPU compute time):',
+    sparse_run = r['sparse']
+    picked = sorted(set(sparse_tactic_layers({'Layers': [
+        {'Name': x['name'], 'TacticName': 'sparse' if x['sparse'] else ''}
+        for x in sparse_run.get('engine_layers', [])]})) |
+        set(sparse_run.get('sparse_layers', [])))
+    lines = [f'TensorRT {res.get("tensorrt_version", "?")} ({res.get("tool", "?")}), '
+             f'{res["precision"]}, input {shape_text(res["shape"])} (median GPU '
+             'compute time):',
              '| engine | median ms | layers with sparse kernels |',
              '| --- | --- | --- |',
              f'| dense (--sparsity=disable) | {ms(r["dense"])} | - |',
-             f'| 2:4 (--sparsity=enable) | {ms(r["sparse"])} | '
-             f'{len(r["sparse"]["sparse_layers"])} |']
+             f'| 2:4 (--sparsity=enable) | {ms(sparse_run)} | {len(picked)} |']
     if res.get('speedup'):
         lines.append(f'speed-up dense/sparse: {res["speedup"]:.2f}x')
-    picked = r['sparse']['sparse_layers']
     lines.append('sparse kernels chosen for: ' + (', '.join(picked) if picked else
                                                    'no layer'))
+    missed = [v['layer'] for v in res.get('verdicts', [])
+              if v['verdict'] == 'eligible, not picked']
+    if missed:
+        lines.append(f'2:4 in the ONNX file but run dense by TensorRT ({len(missed)}): '
+                     + ', '.join(missed))
     return '\n'.join(lines)
