@@ -117,7 +117,8 @@ setup(
                             '.mim/tools/*.sh']},
     python_requires='>=3.9',
     install_requires=[
-        'torch>=2.1',
+        # weights-only torch.load by default (lbc_mm also asks for it explicitly).
+        'torch>=2.6',
         'mmengine==0.10.7',
         'mmcv==2.1.0',
         'mmdet==3.3.0',
