@@ -26,9 +26,11 @@ gives the lifetime sum. Either way the scores stop at one candidate per group:
 :class:`~lbc_mm.hooks.LBCHook` then turns their gradient off, so they get no further
 momentum or weight decay.
 """
+import logging
 from typing import Optional
 
 import torch.nn as nn
+from mmengine.logging import MMLogger
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
@@ -36,6 +38,17 @@ from .model_wrappers import lbc_scores
 
 #: Param-group flag set on the scores' groups.
 SCORES_GROUP_KEY = 'lbc_scores'
+#: mmengine's per-parameter warning for frozen parameters, which the per-parameter
+#: build (needed for the scores' groups) prints for every frozen stage's tensor.
+FROZEN_SKIP = 'is skipped since its requires_grad=False'
+
+
+class _DropFrozenSkips(logging.Filter):
+    """Drop :data:`FROZEN_SKIP` records: frozen parameters are left out of the
+    optimizer as in a dense run, where mmengine builds one group and says nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return FROZEN_SKIP not in record.getMessage()
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -69,9 +82,12 @@ class LBCOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         frozen = [p for p in scores if not p.requires_grad]
         for param in frozen:  # the parent skips parameters without grad
             param.requires_grad_(True)
+        logger, quiet = MMLogger.get_current_instance(), _DropFrozenSkips()
+        logger.addFilter(quiet)
         try:
             optim_wrapper = super().__call__(model)
         finally:
+            logger.removeFilter(quiet)
             for param in frozen:
                 param.requires_grad_(False)
         ids = {id(p) for p in scores}

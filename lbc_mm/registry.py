@@ -59,7 +59,11 @@ class LBCScopeRegistry(Registry):
 def _child(name: str) -> Registry:
     parent = getattr(root, name)
     existing = parent.children.get(SCOPE)
-    return existing or LBCScopeRegistry(parent.name, parent=parent, scope=SCOPE)
+    # ``locations``: mmengine imports them before a lookup; without any it falls
+    # back to ``lbc_mm.utils.register_all_modules`` and, finding none, warns that
+    # "lbc_mm is not installed". Importing lbc_mm registers everything.
+    return existing or LBCScopeRegistry(parent.name, parent=parent, scope=SCOPE,
+                                        locations=[SCOPE])
 
 
 globals().update({name: _child(name) for name in _ROOT_NAMES})

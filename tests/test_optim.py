@@ -1,6 +1,9 @@
 """LBCOptimWrapperConstructor: the scores' own lr / weight decay, frozen scores kept."""
+import logging
+
 import pytest
 import torch
+from mmengine.logging import print_log
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from torch import nn
 
@@ -68,6 +71,25 @@ def test_frozen_scores_are_in_the_optimizer_and_stay_frozen():
     assert id(model.backbone.conv.scores) in params
     assert id(model.backbone.conv.weight) not in params  # mmengine's usual skip
     assert not model.backbone.conv.scores.requires_grad  # restored
+
+
+def test_frozen_parameters_are_left_out_without_a_warning_each(log_lines):
+    """mmdet's frozen stem and stage 1: mmengine's per-parameter build (needed for
+    the scores' groups) warned '... is skipped since its requires_grad=False' for
+    every frozen tensor (33 in Mask R-CNN); a dense run says nothing."""
+    model = Net()
+    for p in list(model.backbone.conv.parameters()) + list(
+            model.backbone.bn.parameters()):
+        p.requires_grad = False
+    ow = _build(model)
+    assert not [line for line in log_lines if 'requires_grad=False' in line]
+    params = {id(p) for g in ow.optimizer.param_groups for p in g['params']}
+    assert id(model.backbone.bn.weight) not in params  # still left out
+    log_lines.clear()
+    # the filter is gone after the build
+    print_log('x is skipped since its requires_grad=False', logger='current',
+              level=logging.WARNING)
+    assert log_lines == ['x is skipped since its requires_grad=False']
 
 
 def test_frozen_scores_learn_once_enabled():

@@ -36,3 +36,17 @@ def test_unknown_type_still_fails_clearly():
     init_default_scope('mmpretrain')
     with pytest.raises(KeyError, match='NoSuchModel'):
         MODELS.build(dict(type='NoSuchModel', _scope_='lbc_mm'))
+
+
+def test_no_false_not_installed_warning(log_lines):
+    """An ``_scope_='lbc_mm'`` lookup imports the registries' locations; without
+    any, mmengine fell back to ``lbc_mm.utils`` and warned 'lbc_mm is not
+    installed and its modules will not be registered'."""
+    from lbc_mm import registry as lbc_registry
+    init_default_scope('mmpretrain')
+    for name in ('MODELS', 'HOOKS'):
+        getattr(lbc_registry, name)._imported = False  # as in a fresh process
+    HOOKS.build(dict(type='LBCHook', _scope_='lbc_mm'))
+    MODELS.build(dict(type='ResNet', depth=18, _scope_='lbc_mm'))
+    assert not [line for line in log_lines if 'not installed' in line], log_lines
+
