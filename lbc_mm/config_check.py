@@ -24,7 +24,12 @@ What is checked:
   the optimizer is built before any hook runs, so only the constructor can give the
   scores their settings (:mod:`lbc_mm.optim`). The tools do not add it behind the
   config's back, so a config trains the same under mmdet's and mmpretrain's own
-  ``tools/train.py``.
+  ``tools/train.py``;
+* (training) a config with LBC layers lists an ``LBCHook``: a child config's
+  ``custom_hooks`` replaces its base's list, and without the hook the run would end
+  dense. The layers also refuse to train in a Runner without one
+  (:meth:`lbc_mm.layers.NMSparseConv._check_driven`), for the entry points that
+  never call this check (mmdet's and mmpretrain's own ``tools/train.py``).
 """
 import difflib
 import inspect
@@ -170,11 +175,47 @@ def check_optim_constructor(cfg) -> None:
             f"add constructor='{LBC_CONSTRUCTOR}' to optim_wrapper in the config")
 
 
-def check_config(cfg) -> None:
+def _lbc_layer_key(cfg) -> Optional[str]:
+    """The key of the first ``method='lbc'`` layer / transform dict in ``model``."""
+    for key, item in _walk(cfg.get('model', None), 'model'):
+        name = _type_name(item)
+        if name in LAYERS or name == 'NMSparsify':
+            params = _parameters(LAYERS[name].__init__ if name in LAYERS
+                                 else NMSparsify)
+            if item.get('method', params['method'].default) == 'lbc':
+                return key
+    return None
+
+
+def check_lbc_hook_present(cfg) -> None:
+    """A config with LBC layers must list an ``LBCHook`` in ``custom_hooks``.
+
+    mmengine replaces lists: a child config that sets its own ``custom_hooks``
+    drops its base's ``LBCHook``, and the run would end dense without a word.
+
+    Raises:
+        ConfigError: Naming ``custom_hooks``, the LBC layers' key and the fix.
+    """
+    key = _lbc_layer_key(cfg)
+    hooks = [h for h in cfg.get('custom_hooks', None) or []
+             if isinstance(h, dict) and _type_name(h) == 'LBCHook']
+    if key is None or hooks:
+        return
+    raise ConfigError(
+        'custom_hooks',
+        f"{key} makes LBC layers but no LBCHook removes their candidates, so the "
+        f"run would end dense (a child config's custom_hooks replaces its base's "
+        f'list, dropping the LBCHook)',
+        "add dict(type='LBCHook', ...) to custom_hooks")
+
+
+def check_config(cfg, training: bool = True) -> None:
     """Check the lbc_mm parts of a (merged) config.
 
     Args:
         cfg (Config | dict): The config.
+        training (bool): The config is about to train (LBC layers need an
+            ``LBCHook``). Defaults to True.
 
     Raises:
         ConfigError: The first problem, naming its key and the fix.
@@ -186,20 +227,23 @@ def check_config(cfg) -> None:
         if isinstance(hook, dict) and _type_name(hook) in HOOKS:
             check_hook_cfg(f'custom_hooks.{i}', hook)
     check_optim_constructor(cfg)
+    if training:
+        check_lbc_hook_present(cfg)
 
 
-def find_config_error(cfg) -> Optional[str]:
+def find_config_error(cfg, training: bool = True) -> Optional[str]:
     """The one-line message of :func:`check_config`, or None when all is well."""
     try:
-        check_config(cfg)
+        check_config(cfg, training)
     except ConfigError as err:
         return str(err)
     return None
 
 
-def exit_on_config_error(cfg) -> None:
-    """Print the config's first lbc_mm problem on stderr and exit 2 (tools)."""
-    message = find_config_error(cfg)
+def exit_on_config_error(cfg, training: bool = True) -> None:
+    """Print the config's first lbc_mm problem on stderr and exit 2 (tools;
+    ``training=False`` for testing: no ``LBCHook`` needed)."""
+    message = find_config_error(cfg, training)
     if message is not None:
         print(message, file=sys.stderr)
         raise SystemExit(2)

@@ -24,6 +24,7 @@ from and to stock layers (``from_dense`` / ``to_dense``, torchao's shape).
 :func:`sparse_layers` finds them in a model; the other model-level helpers
 (``lbc_layers``, ``nm_report``, ``set_submodule``, ...) are :mod:`lbc_mm.sparse_model`.
 """
+import sys
 from typing import Any, Iterator, Optional, Sequence, Tuple
 
 import torch
@@ -137,6 +138,11 @@ class _NMSparseMixin:
                 persistent=False)
             self._card_cache: Optional[tuple] = None
             self._mask_cache: Optional[tuple] = None
+            #: Who removes the candidates (``'LBCHook'`` once it attached at
+            #: ``before_train``); see :meth:`_check_driven`.
+            self.lbc_driver: Optional[str] = None
+            #: The last load gave this layer dense weights without LBC state.
+            self.loaded_dense = False
         elif method == 'asp':
             self.register_buffer('asp_mask', torch.ones(self.weight.shape,
                                                         dtype=torch.bool, **factory))
@@ -184,6 +190,8 @@ class _NMSparseMixin:
         # multiplies fastest) until `alive` changes. Any in-place update (removal,
         # load_state_dict, an EMA hook copying it) bumps the tensor's version
         # counter; a device move replaces the tensor.
+        if self.training and self.lbc_driver is None and torch.is_grad_enabled():
+            self._check_driven()
         alive = self.alive
         key = (alive._version, alive.data_ptr(), weight.dtype, weight.device)
         if self._mask_cache is None or self._mask_cache[0] != key:
@@ -195,6 +203,34 @@ class _NMSparseMixin:
         return LBCMaskFunction.apply(weight, self.scores, self.candidates,
                                      None if self._all_alive() else alive,
                                      self._mask_cache[1])
+
+    def _check_driven(self) -> None:
+        """Fail when this LBC layer trains inside an mmengine Runner without an
+        ``LBCHook``: nothing would remove its candidates and the run would end dense.
+
+        Outside a Runner (a hand-written loop, a unit test) the caller drives
+        :meth:`remove_candidates` itself, so the layer trains as told.
+
+        Raises:
+            RuntimeError: One line naming the layer, the cause and the fix.
+        """
+        if self._current_card() == 1:  # already N:M: nothing left to remove
+            return
+        runner = _training_runner()
+        if runner is None:
+            return
+        model = getattr(runner.model, 'module', runner.model)
+        names = [name for name, layer in sparse_layers(model)
+                 if layer.method == 'lbc']
+        name = next((n for n, layer in sparse_layers(model) if layer is self),
+                    self.layer_name or '?')
+        raise RuntimeError(
+            f'LBC layer {name} (1 of {len(names)}) trains in a Runner without an '
+            f'LBCHook, so its candidates would never be removed and the run would '
+            f"end dense; the usual cause: a child config's custom_hooks replaces "
+            f"its base's list (mmengine replaces lists), dropping the base's "
+            f"LBCHook; fix: add dict(type='LBCHook', ...) to the child's "
+            f'custom_hooks too')
 
     def _alive_counts(self) -> Tuple[int, bool]:
         """(max alive candidates per group, every candidate alive), cached per
@@ -312,12 +348,17 @@ class _NMSparseMixin:
             return
         if self.method == 'lbc':
             key = prefix + 'alive'
-            if key not in state_dict and prefix + 'scores' in state_dict:
+            has_scores = prefix + 'scores' in state_dict
+            if key not in state_dict and has_scores:
                 # Scores without `alive` (hand-made checkpoint): removed == 0.
                 with torch.no_grad():
                     self.alive.copy_(self.scores != 0)
                 if key in missing_keys:
                     missing_keys.remove(key)
+            self.loaded_dense = (not has_scores and key not in state_dict
+                                 and prefix + 'weight' in state_dict)
+            if self.loaded_dense:
+                self._init_from_dense(prefix, missing_keys)
             self._alive_changed()
         elif self.method == 'asp':
             key = prefix + 'asp_mask'
@@ -328,6 +369,19 @@ class _NMSparseMixin:
                 self.set_asp_mask()
                 if key in missing_keys:
                     missing_keys.remove(key)
+
+    def _init_from_dense(self, prefix: str, missing_keys: list) -> None:
+        """(LBC) Dense weights without LBC state loaded (a model-zoo checkpoint):
+        the LBC state starts afresh (initial scores, every candidate alive), which
+        is not a missing key; ``LBCHook`` reports these layers in one line."""
+        with torch.no_grad():
+            self.scores.copy_(init_scores(self.scores.shape[0], self.n, self.m,
+                                          dtype=self.scores.dtype,
+                                          device=self.scores.device))
+            self.alive.fill_(True)
+        for key in ('scores', 'alive'):
+            if prefix + key in missing_keys:
+                missing_keys.remove(prefix + key)
 
     def _check_loaded_mask(self, state_dict, prefix: str) -> None:
         """Refuse a checkpoint whose mask this layer would silently drop.
@@ -355,6 +409,13 @@ class _NMSparseMixin:
                 f'{where}: the checkpoint holds an ASP layer (asp_mask); this layer '
                 f"would drop its mask. Load it into method='asp' layers with the "
                 f'same N:M pattern')
+        theirs = state_dict.get(prefix + 'weight')
+        if (self.method == 'lbc' and self.is_sparse and not has_lbc
+                and theirs is not None and tuple(theirs.shape) != tuple(
+                    self.weight.shape)):
+            raise ValueError(
+                f'{where}: dense checkpoint weight has shape {tuple(theirs.shape)}, '
+                f'this layer needs {tuple(self.weight.shape)} (another model?)')
         for key in ('scores', 'alive', 'asp_mask'):
             own = getattr(self, key, None)
             theirs = state_dict.get(prefix + key)
@@ -505,6 +566,20 @@ class NMSparseLinear(_NMSparseMixin, nn.Linear):
 
 
 SparseLayer = (NMSparseConv, NMSparseLinear)
+
+
+def _training_runner():
+    """The mmengine ``Runner`` / ``FlexibleRunner`` whose ``train()`` is on the
+    call stack (subclasses included), or None."""
+    from mmengine.runner import FlexibleRunner, Runner
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == 'train':
+            owner = frame.f_locals.get('self')
+            if isinstance(owner, (Runner, FlexibleRunner)):
+                return owner
+        frame = frame.f_back
+    return None
 
 
 def sparse_layers(model: nn.Module,

@@ -1,22 +1,69 @@
 """Plots of lbc_mm runs (matplotlib's Agg backend, written atomically).
 
-:func:`plot_lbc_schedule` draws ``LBCHook``'s ``lbc_schedule.png``: the removal
+:func:`lbc_schedule_figure` draws ``LBCHook``'s ``lbc_schedule.png``: the removal
 schedule ``card(t)`` of every N:M pattern with the measured mean alive candidates
 per group, and the measured weight sparsity of the LBC layers against each target.
+:func:`write_figure` saves a figure as a PNG file; :func:`add_figure` gives it to
+mmengine's visualizer, i.e. to every configured backend (``LocalVisBackend``'s
+``vis_data/vis_image/``, TensorBoard, W&B).
 """
 from typing import Sequence, Tuple
 
+import numpy as np
+
 from .export.io import atomic_write
 
-__all__ = ['plot_lbc_schedule']
+__all__ = ['add_figure', 'figure_to_rgb', 'lbc_schedule_figure', 'plot_lbc_schedule',
+           'write_figure']
+
+
+def write_figure(fig, path: str) -> None:
+    """Save a matplotlib figure to ``path`` as a PNG, atomically."""
+    atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=100))
+
+
+def figure_to_rgb(fig) -> np.ndarray:
+    """The figure rendered (at its dpi) as an ``(H, W, 3)`` uint8 RGB array."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    canvas = (fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else
+              FigureCanvasAgg(fig))
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def add_figure(name: str, fig, step: int = 0, visualizer=None) -> bool:
+    """Give a figure to mmengine's visualizer backends as the image ``name``.
+
+    Args:
+        name (str): Image name (TensorBoard tag, ``vis_image/<name>_<step>.png``).
+        fig: A matplotlib figure.
+        step (int): Global step (the iteration). Defaults to 0.
+        visualizer (Visualizer, optional): Defaults to None: the current instance
+            (the last Runner's); nothing happens when there is none.
+
+    Returns:
+        bool: Whether a visualizer got the image.
+    """
+    if visualizer is None:
+        from mmengine.visualization import Visualizer
+        if not Visualizer._instance_dict:
+            return False
+        visualizer = Visualizer.get_current_instance()
+    visualizer.add_image(name, figure_to_rgb(fig), step=step)
+    return True
 
 
 def plot_lbc_schedule(path: str, schedule, patterns: Sequence[Tuple[int, int, int]],
                       history: Sequence[Sequence[float]]) -> None:
-    """Write the schedule and the measured sparsity as a PNG, atomically.
+    """Write :func:`lbc_schedule_figure` to ``path`` as a PNG, atomically."""
+    write_figure(lbc_schedule_figure(schedule, patterns, history), path)
+
+
+def lbc_schedule_figure(schedule, patterns: Sequence[Tuple[int, int, int]],
+                        history: Sequence[Sequence[float]]):
+    """The schedule and the measured sparsity of a run (a matplotlib ``Figure``).
 
     Args:
-        path (str): Destination file.
         schedule (RemovalSchedule): The run's resolved schedule
             (:mod:`lbc_mm.hooks.lbc_schedule`): ``card(t, C)``, ``length``, ...
         patterns (Sequence[tuple[int, int, int]]): ``(n, m, C)`` per pattern.
@@ -54,4 +101,4 @@ def plot_lbc_schedule(path: str, schedule, patterns: Sequence[Tuple[int, int, in
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=100))
+    return fig

@@ -76,7 +76,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         raise SystemExit(2)
     cfg = load_config(args.config)
     merge_args(cfg, args)
-    exit_on_config_error(cfg)  # lbc_mm settings: one line, exit 2
+    exit_on_config_error(cfg, training=False)  # lbc_mm settings: one line, exit 2
     missing = find_missing_data(cfg, ('test_dataloader', ))
     if missing is not None:
         print(missing, file=sys.stderr)

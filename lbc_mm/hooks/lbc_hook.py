@@ -11,15 +11,17 @@ plot :mod:`lbc_mm.visualization`. Contract: docs/architecture.md, "Hook contract
   finish layers already at one candidate per group, handle layers with frozen
   weights (``frozen_layers``), audit the optimizer.
 * after every iteration: finite scores, ``remove_candidates(card(t))``, scores frozen
-  at card 1; settledness at every card step; ``lbc/*`` statistics every
-  ``log_interval`` iterations.
+  at card 1; settledness at every card step; ``lbc_*`` statistics every
+  ``log_interval`` iterations (no ``/`` in the keys: mmdet's and mmpretrain's
+  ``analyze_logs.py`` take such keys for val metrics), per-layer scalars to the
+  visualizer backends (:mod:`.lbc_report`).
 * before every validation, checkpoint and the end: the EMA model takes the trained
   model's candidates.
-* ``after_train``: settledness verdict, ``lbc_schedule.png``, equal candidates on
+* ``after_train``: settledness verdict, ``lbc_schedule.png`` (work dir and
+  visualizer backends), equal candidates on
   all DDP ranks, an exactly N:M model (and EMA model).
 """
 import logging
-import os.path as osp
 from typing import Dict, List, Optional, Tuple
 
 from mmengine.dist import is_main_process
@@ -30,8 +32,6 @@ from mmengine.runner import EpochBasedTrainLoop
 from torch import nn
 
 from ..sparse_model import lbc_layers, name_sparse_layers
-from ..sparsity.diagnostics import SettlednessTracker, mask_statistics
-from ..visualization import plot_lbc_schedule
 from .finite_check import FiniteCheckHook
 from .lbc_checks import (
     check_finished,
@@ -47,14 +47,15 @@ from .lbc_checks import (
     log_start,
     sync_ema,
 )
+from .lbc_report import LayerSettledness, Statistics, publish_plot, take_over
 from .lbc_schedule import RemovalSchedule
 
 #: File written to the work dir at the end of training.
 PLOT_NAME = 'lbc_schedule.png'
 #: Checkpoint key of the hook's own state.
 CKPT_KEY = 'lbc_hook'
-#: Message-hub key prefix (the log processor strips ``train/``).
-LOG_PREFIX = 'train/lbc/'
+#: Message-hub key prefix (the log processor strips ``train/``: ``lbc_alive``...).
+LOG_PREFIX = 'train/lbc_'
 FROZEN_MODES = ('learn', 'asp')
 DIAG_KEYS = ('agree_mag', 'margin_steps', 'score_spread', 'tied')
 
@@ -119,12 +120,11 @@ class LBCHook(Hook):
         self._relearn: List[Tuple[str, nn.Module]] = []  # frozen, scores learn
         self._scan_scores = True  # False when a FiniteCheckHook scans them
         self._interval = 50
-        # Last card applied per layer (None: unknown) and the statistics cache.
-        self._applied: Dict[str, Optional[int]] = {}
-        self._stats_cache: Optional[tuple] = None
+        self._applied: Dict[str, Optional[int]] = {}  # last card applied per layer
         # (t, mean alive per group, sparsity); kept across resume for the plot.
         self.history: List[List[float]] = []
-        self._settled = SettlednessTracker(self.DIAG_SAMPLE)
+        self._settled = LayerSettledness(self.DIAG_SAMPLE)
+        self._stats = Statistics()
         #: The last card step's settledness measures (``agree_mag``, ``tied``,
         #: ``score_spread``, ``chance_agree``, ``margin_steps``, ``iter``, ``t``).
         self.diagnostics: Dict[str, float] = {}
@@ -135,13 +135,14 @@ class LBCHook(Hook):
         name_sparse_layers(runner.model)  # every message of a layer names it
         self._layers = lbc_layers(runner.model)
         check_has_lbc_layers(self._layers)
+        take_over(self._layers)  # the layers may train now
         log_dense_fallbacks(runner.model)
         self.schedule.resolve(isinstance(runner.train_loop, EpochBasedTrainLoop),
                               len(runner.train_dataloader), runner.max_iters)
         logger_hooks = [h for h in runner.hooks if isinstance(h, LoggerHook)]
         self._interval = self.log_interval or (
             logger_hooks[0].interval if logger_hooks else 50)
-        self._finished, self._applied, self._stats_cache = set(), {}, None
+        self._finished, self._applied = set(), {}
         for name, layer in self._layers:
             if int(layer.num_alive.max()) == 1:  # finished before a resume
                 self._finish(name, layer)
@@ -232,27 +233,17 @@ class LBCHook(Hook):
 
     # -- statistics and logging -----------------------------------------------
     def statistics(self, t: float) -> Dict[str, float]:
-        """What is logged under ``lbc/``: :func:`mask_statistics` and ``card``
-        at progress ``t`` (``card_{n}of{m}`` per pattern when the model mixes them).
-        """
-        # The masks only change when a removal step lowers some layer's card:
-        # the full pass over the masks runs again only then.
-        key = tuple(self._applied.get(name) for name, _ in self._layers)
-        if self._stats_cache is None or self._stats_cache[0] != key or None in key:
-            self._stats_cache = (key, mask_statistics(self._layers))
-        stats = dict(self._stats_cache[1])
-        patterns = {(layer.n, layer.m): layer.scores.shape[1]
-                    for _, layer in self._layers}
-        for (n, m), num_c in sorted(patterns.items()):
-            key = 'card' if len(patterns) == 1 else f'card_{n}of{m}'
-            stats[key] = float(self.schedule_card(t, num_c))
-        return stats
+        """What is logged as ``lbc_*`` at progress ``t`` (:meth:`Statistics.run`)."""
+        return self._stats.run(self._layers, lambda num_c: self.schedule_card(t, num_c))
 
     def _record(self, runner, t: float) -> None:
         stats = self.statistics(t)
         for key, value in stats.items():
             runner.message_hub.update_scalar(LOG_PREFIX + key, value)
         self.history.append([float(t), stats['alive'], stats['sparsity']])
+        runner.visualizer.add_scalars(  # per layer: the backends only
+            self._stats.per_layer(self._layers, self._settled.layer_margins),
+            step=runner.iter + 1)
 
     def _log_card_step(self, runner, t: float, diag: Dict[str, float]) -> None:
         self.diagnostics = dict(diag, iter=float(runner.iter + 1), t=float(t))
@@ -296,17 +287,6 @@ class LBCHook(Hook):
             self._log_diagnostics(runner)
             log_settledness(self.diagnostics, self.UNSETTLED_STEPS)
         if self.plot and is_main_process():
-            try:
-                self.write_plot(osp.join(runner.work_dir, PLOT_NAME))
-            except OSError as exc:  # full disk, read-only dir: the run still ends
-                print_log(f'LBCHook: could not write {exc.filename}: '
-                          f'{exc.strerror or exc}', logger='current',
-                          level=logging.WARNING)
+            publish_plot(runner, PLOT_NAME, self.schedule, self._layers, self.history)
         check_ranks_agree(self._layers)  # collective: every rank gets here
         end_of_training_check(runner.model, runner.hooks, self._layers)
-
-    def write_plot(self, path: str) -> None:
-        """Write the schedule and the measured sparsity to ``path`` (PNG)."""
-        patterns = sorted({(layer.n, layer.m, layer.scores.shape[1])
-                           for _, layer in self._layers})
-        plot_lbc_schedule(path, self.schedule, patterns, self.history)

@@ -45,12 +45,20 @@ class LBCToyNet(BaseModel):
     Args:
         frozen_conv (bool): Freeze every parameter of ``conv`` (scores included) at
             build time and at every ``train()``, like mmdet's ``frozen_stages``.
+        method (str): The sparse layers' method; ``'dense'``: stock ``nn.Conv2d`` /
+            ``nn.Linear`` with the same state-dict keys (a dense "model zoo" model).
     """
 
-    def __init__(self, frozen_conv: bool = False, data_preprocessor=None):
+    def __init__(self, frozen_conv: bool = False, method: str = 'lbc',
+                 data_preprocessor=None):
         super().__init__(data_preprocessor=data_preprocessor)
-        self.conv = NMSparseConv(IN_CH, 8, 3, padding=1, n=2, m=4)  # 144 groups
-        self.fc = NMSparseLinear(8, 8, n=2, m=4)  # 16 groups
+        if method == 'dense':
+            self.conv = nn.Conv2d(IN_CH, 8, 3, padding=1)
+            self.fc = nn.Linear(8, 8)
+        else:
+            self.conv = NMSparseConv(IN_CH, 8, 3, padding=1, n=2, m=4,
+                                     method=method)  # 144 groups
+            self.fc = NMSparseLinear(8, 8, n=2, m=4, method=method)  # 16 groups
         self.head = nn.Linear(8, 1)
         self.frozen_conv = frozen_conv
         self._freeze()
@@ -127,6 +135,7 @@ def toy_cfg(work_dir: str,
             length: int = 12,
             hook: Optional[dict] = None,
             frozen_conv: bool = False,
+            method: str = 'lbc',
             with_val: bool = False,
             checkpoint_interval: int = 0,
             decay_mult: float = 0.0,
@@ -140,6 +149,7 @@ def toy_cfg(work_dir: str,
             iteration loop of ``length`` iterations.
         hook (dict, optional): LBCHook arguments; None: no LBCHook.
         frozen_conv (bool): See :class:`LBCToyNet`.
+        method (str): See :class:`LBCToyNet`. Defaults to 'lbc'.
         with_val (bool): Add a validation loop (every 4 iterations / every epoch).
         checkpoint_interval (int): CheckpointHook interval; 0: only at the end.
         decay_mult (float): ``scores_decay_mult``.
@@ -154,7 +164,7 @@ def toy_cfg(work_dir: str,
     cfg = dict(
         work_dir=work_dir,
         experiment_name=f'lbc_toy_{uuid.uuid4().hex}',
-        model=dict(type='LBCToyNet', frozen_conv=frozen_conv),
+        model=dict(type='LBCToyNet', frozen_conv=frozen_conv, method=method),
         train_dataloader=loader,
         optim_wrapper=dict(
             optimizer=dict(type='SGD', lr=0.05, momentum=0.9,

@@ -38,6 +38,8 @@ class NaNInjector(Hook):
 
 def _exploding_cfg(tmp_path, hook, at, **kwargs):
     """Toy run (12 iterations) whose lr is multiplied by 1e30 after iteration ``at``."""
+    # Without an LBCHook the toy's layers are SR-STE (LBC layers need the hook).
+    kwargs.setdefault('method', 'lbc' if hook is not None else 'srste')
     cfg = toy_cfg(str(tmp_path), hook=hook, **kwargs)
     cfg['custom_hooks'].append(dict(type='FiniteCheckHook', interval=50))
     cfg['param_scheduler'] = dict(type='MultiStepLR', milestones=[at], gamma=1e30,
@@ -53,7 +55,7 @@ def _failing_iteration(message: str) -> int:
     ('before t_i', dict(t_i=0.75, t_f=1.0), 2),
     ('during removal', dict(t_i=0.0, t_f=0.75), 3),
     ('after t_f', dict(t_i=0.0, t_f=0.25), 6),
-    ('dense run', None, 3),
+    ('no LBCHook (SR-STE)', None, 3),
 ])
 def test_exploding_lr_stops_training(tmp_path, phase, hook, at):
     runner = build_runner(_exploding_cfg(tmp_path, hook, at))

@@ -41,8 +41,8 @@ def test_settledness_logged_at_every_card_step_and_end(tmp_path):
     assert 0.0 <= diag['tied'] <= 1.0
     scalars = runner.message_hub.log_scalars
     for key in ('agree_mag', 'margin_steps', 'score_spread', 'tied'):
-        assert f'train/lbc/{key}' in scalars, key
-    assert scalars['train/lbc/agree_mag'].current() == pytest.approx(
+        assert f'train/lbc_{key}' in scalars, key
+    assert scalars['train/lbc_agree_mag'].current() == pytest.approx(
         diag['agree_mag'])
 
 

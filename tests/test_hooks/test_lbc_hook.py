@@ -239,23 +239,23 @@ def test_logs_and_plot(tmp_path):
     runner = _train(cfg)
     scalars = runner.message_hub.log_scalars
     for key in ('alive', 'card', 'sparsity', 'nm_layers'):
-        assert f'train/lbc/{key}' in scalars, key
-    assert scalars['train/lbc/alive'].current() == 1.0
-    assert scalars['train/lbc/card'].current() == 1.0
-    assert scalars['train/lbc/sparsity'].current() == pytest.approx(0.5)
-    assert scalars['train/lbc/nm_layers'].current() == 2.0
-    alive_log = scalars['train/lbc/alive'].data[0]  # before_train + 12 iterations
+        assert f'train/lbc_{key}' in scalars, key
+    assert scalars['train/lbc_alive'].current() == 1.0
+    assert scalars['train/lbc_card'].current() == 1.0
+    assert scalars['train/lbc_sparsity'].current() == pytest.approx(0.5)
+    assert scalars['train/lbc_nm_layers'].current() == 2.0
+    alive_log = scalars['train/lbc_alive'].data[0]  # before_train + 12 iterations
     want = [C24] + [card(it, C24, 0, 6, 3) for it in range(1, 13)]
     assert alive_log.tolist() == want
-    sparsity_log = scalars['train/lbc/sparsity'].data[0]
+    sparsity_log = scalars['train/lbc_sparsity'].data[0]
     assert sparsity_log[0] == 0 and sparsity_log[-1] == pytest.approx(0.5)
     assert all(a <= b for a, b in zip(sparsity_log, sparsity_log[1:]))
     text = open(glob.glob(osp.join(runner.log_dir, '*.log'))[0]).read()
-    assert 'lbc/alive' in text and 'lbc/sparsity' in text
+    assert 'lbc_alive' in text and 'lbc_sparsity' in text
     # the visualizer backends (LocalVisBackend here, TensorBoard alike) get them too
     last = json.loads(open(osp.join(runner.log_dir, 'vis_data',
                                     'scalars.json')).read().splitlines()[-1])
-    assert last['lbc/alive'] == 1.0 and last['lbc/nm_layers'] == 2.0
+    assert last['lbc_alive'] == 1.0 and last['lbc_nm_layers'] == 2.0
     png = osp.join(str(tmp_path), PLOT_NAME)
     with open(png, 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'

@@ -150,7 +150,7 @@ def test_train_then_test_tool_on_cpu(tmp_path):
     assert osp.isfile(work / 'iter_12.pth')
     assert osp.isfile(work / 'lbc_schedule.png')
     log = open(sorted(glob.glob(str(work / '*' / '*.log')))[0]).read()
-    assert 'lbc/alive: 1.0000' in log and 'lbc/sparsity: 0.5000' in log
+    assert 'lbc_alive: 1.0000' in log and 'lbc_sparsity: 0.5000' in log
     assert 'every LBC layer is N:M after iteration 6' in log
 
     test_tool = [sys.executable, osp.join(REPO, 'tools', 'test.py'), path]
