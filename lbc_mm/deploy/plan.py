@@ -115,13 +115,14 @@ def allowed(variant: str, allowed_variants: Optional[Sequence[str]] = None) -> b
 
 
 def _variants(mod: nn.Module, with_dense_fm: bool, stand_in: bool = False,
-              allowed_variants: Optional[Sequence[str]] = None
-              ) -> Dict[str, Callable[[], nn.Module]]:
+              allowed_variants: Optional[Sequence[str]] = None,
+              channels_last: bool = True) -> Dict[str, Callable[[], nn.Module]]:
     """name -> builder of the sparse (and dense-GEMM) candidates for one unit.
 
     ``stand_in`` (CPU dry run): only the dense feature-major GEMM, standing in for
     the 2:4 kernels so the pipeline around them can run without a GPU.
-    ``allowed_variants``: see :func:`allowed`.
+    ``allowed_variants``: see :func:`allowed`. ``channels_last``: a conv's input
+    is channels-last (token-major), where ``'cslt_t'`` reads it in place.
     """
     kind = unit_kind(mod)
     names = (('dense_fm', ) if with_dense_fm or stand_in else ()) + (
@@ -132,9 +133,10 @@ def _variants(mod: nn.Module, with_dense_fm: bool, stand_in: bool = False,
     if kind == 'conv':
         if dm.conv1x1_unsupported(mod):
             return {}
-        # NCHW input is feature-major already: 'cslt_t' would equal 'cslt'
+        # NCHW input is feature-major already: 'cslt_t' would equal 'cslt' there;
+        # channels-last input is token-major, which 'cslt_t' reads without a copy
         return {v: (lambda v=v: dm.Sparse24Conv1x1(mod, v)) for v in names
-                if v != 'cslt_t'}
+                if v != 'cslt_t' or channels_last}
     if kind == 'mlp':
         fc1, act, fc2 = dm.match_mlp(mod)
         # fc2 reads the feature-major hidden activation: 'cslt' there
@@ -183,7 +185,8 @@ def time_unit(mod: nn.Module, inp: Dict[str, object], dtype: torch.dtype,
     dense = copy.deepcopy(mod).to(device=device, dtype=dtype).eval()
     x = make_input(inp, dtype, device)
     result: Dict[str, object] = {'check': {}, 'timing': {}, 'best': {}}
-    builders = _variants(dense, with_dense_fm, stand_in, allowed_variants)
+    builders = _variants(dense, with_dense_fm, stand_in, allowed_variants,
+                         channels_last=bool(inp.get('channels_last')))
     if not builders:
         why = dm.conv1x1_unsupported(dense) if isinstance(dense, nn.Conv2d) else \
             f'{type(dense).__name__} has no 2:4 path'

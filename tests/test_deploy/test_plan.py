@@ -138,3 +138,20 @@ def test_allowed_variants_filter_candidates():
     assert P._variants(lin, False, allowed_variants=[]) == {} and \
         not P.allowed('mm+dense', [])
     assert P.allowed('dense+dense', [])
+
+
+def test_conv1x1_tries_transposed_cuslt_only_on_channels_last_input():
+    """Channels-last input is token-major: 'cslt_t' reads it without a copy, so a 1x1
+    conv there tries it (it was dropped for every conv); NCHW input still skips it
+    ('cslt_t' would equal 'cslt')."""
+    conv = torch.nn.Conv2d(8, 16, 1)
+    assert set(P._variants(conv, False, channels_last=True)) == {'mm', 'cslt',
+                                                                 'cslt_t'}
+    assert set(P._variants(conv, False, channels_last=False)) == {'mm', 'cslt'}
+    # time_unit passes the recorded memory format on (on CPU every 2:4 variant
+    # fails to build, and says so per variant)
+    for cl, expect in ((True, {'mm', 'cslt', 'cslt_t'}), (False, {'mm', 'cslt'})):
+        res = P.time_unit(conv, {'shape': [2, 8, 4, 4], 'channels_last': cl},
+                          torch.float32, torch.device('cpu'))
+        assert set(res['check']) == expect
+    assert 'cslt_t' in P._variants(conv, True)  # build_unit can build a JSON's pick
