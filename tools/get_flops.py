@@ -1,0 +1,63 @@
+"""Parameters, MACs and size of an N:M model as deployed (CPU only, no data).
+
+Usage:
+    python tools/get_flops.py CONFIG [CHECKPOINT] [--shape H [W]] [--all-layers]
+                              [--json PATH]
+
+CHECKPOINT may be a training checkpoint of CONFIG or what tools/convert.py wrote
+(``OUT.pth`` / ``OUT.nm.pth``); without it the config's random init is counted (the
+counts do not depend on the weights). Prints per N:M layer (``--all-layers``: every
+Conv2d / Linear) and in total: dense and N:M-effective parameters and MACs, the
+share of the model in N:M layers and the compressed size. Unlike mmdet's
+``tools/analysis_tools/get_flops.py``, LBC scores are not counted as parameters
+(they are training state, dropped on export). Errors are one line, exit 1.
+"""
+import argparse
+import json
+import sys
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Dense vs N:M parameters / MACs / size of an lbc_mm model')
+    parser.add_argument('config', help='config (path or pkg::path)')
+    parser.add_argument('checkpoint', nargs='?', default=None,
+                        help='training checkpoint or converted model file '
+                        '(default: the config\'s random init)')
+    parser.add_argument('--shape', type=int, nargs='+', default=None,
+                        help='input H [W] (default 800 1344 for mmdet, 224 for '
+                        'mmpretrain)')
+    parser.add_argument('--all-layers', action='store_true',
+                        help='list the dense Conv2d / Linear layers too')
+    parser.add_argument('--json', default=None, help='also write the report as JSON')
+    args = parser.parse_args(argv)
+    if args.shape is not None:
+        if len(args.shape) not in (1, 2) or min(args.shape) <= 0:
+            parser.error('--shape takes one or two positive sizes: H [W]')
+        args.shape = tuple(args.shape) * (3 - len(args.shape))
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import lbc_mm  # noqa: F401  (registers the layers; weights-only mmengine ckpts)
+    from lbc_mm.cost import cost_report, format_report
+    from lbc_mm.export.io import atomic_write
+    try:
+        report = cost_report(args.config, args.checkpoint, args.shape)
+        print(format_report(report, all_layers=args.all_layers))
+        if args.json:
+            text = json.dumps(report, indent=1).encode()
+            atomic_write(args.json, lambda f: f.write(text))
+    except (OSError, ValueError) as exc:  # missing / mismatched / corrupted files
+        print(f'error: {exc}', file=sys.stderr)
+        return 1
+    except KeyError as exc:  # a registry type the config names is unknown
+        print(f'error: config {args.config}: {exc.args[0] if exc.args else exc}',
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
