@@ -109,7 +109,7 @@ def test_lbc_hook_needs_the_scores_constructor():
         cfg.optim_wrapper.constructor = given
         assert find_config_error(cfg) is None
     # no LBCHook (SR-STE, ASP, dense): the default constructor is fine
-    cfg = _cfg()
+    cfg = _cfg(dict(method='srste'))
     cfg.custom_hooks = [dict(type='EMAHook')]
     cfg.optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.1))
     assert find_config_error(cfg) is None
