@@ -11,12 +11,13 @@ CONFIG is a repo config path or ``mmpretrain::deit/deit-small_4xb256_in1k.py`` /
 wrote: the compressed ``.nm.pth`` (or the stock ``.pth``); the model is the config's
 stock structure with those weights, and the file names the N:M layers and their
 patterns. A training checkpoint is refused on one line (run tools/convert.py
-first). Without MODEL the layers the config makes sparse (for a stock config: those
-of NMSparsify's default rule) get magnitude 2:4 masks of their random-init weights
-(timing does not depend on values). On a machine without an Ampere-or-newer GPU it
-still checks the weights
-are N:M, prints one line saying why no sparse timing is possible and exits with 2.
-Exit codes: 0 done, 1 error / weights not N:M, 2 no sparse timing possible here.
+first). Any trained pattern whose weights are 2:4 runs (1:4, 2:8, 1:16 and 2:4 always
+are); weights that are not 2:4 (a 4:8 model) are refused on one line. Without MODEL
+the layers the config makes sparse (for a stock config: those of NMSparsify's default
+rule) get magnitude 2:4 masks of their random-init weights (timing does not depend on
+values). On a machine without an Ampere-or-newer GPU it still checks the weights are
+N:M, prints one line saying why no sparse timing is possible and exits with 2.
+Exit codes: 0 done, 1 error / weights not N:M or not 2:4, 2 no sparse timing here.
 """
 import argparse
 import json
@@ -116,7 +117,7 @@ def main(argv=None):
         v for v in args.variants.split(',') if v and v != 'none']
     from lbc_mm.apis import CheckpointMismatchError, resolve_config
     from lbc_mm.deploy.bench import Benchmark
-    from lbc_mm.deploy.models import NotConvertedError
+    from lbc_mm.deploy.models import Not2of4Error, NotConvertedError
     try:
         resolve_config(args.config)
     except FileNotFoundError as exc:
@@ -142,8 +143,8 @@ def main(argv=None):
             det_shape=tuple(args.det_shape), channels_last=args.channels_last,
             margin=args.margin, time_budget=args.time_budget,
             allowed_variants=allowed, log=log, dry_run=args.dry_run_cpu).run()
-    except (CheckpointMismatchError, NotConvertedError) as exc:
-        # mismatched, truncated, refused; a training checkpoint
+    except (CheckpointMismatchError, NotConvertedError, Not2of4Error) as exc:
+        # mismatched, truncated, refused; a training checkpoint; 4:8 not 2:4
         print(f'error: {exc}', file=sys.stderr)
         return 1
     except OSError as exc:  # the JSON could not be written (disk full, ...)

@@ -3,7 +3,8 @@
 Usage:
     python tools/export_onnx.py CONFIG MODEL [--out X.onnx] [--shape H W] [--batch B]
         [--dynamic-batch] [--dynamic-shape] [--opset 17] [--images PATH ...]
-        [--json REPORT.json] [--trt-precision fp16|fp32] [--no-trt]
+        [--json REPORT.json] [--trt-precision fp16|fp32] [--no-trt] [--fp16-onnx]
+        [--polygraphy]
 
 MODEL is what tools/convert.py wrote: the stock ``.pth`` or the compressed ``.nm.pth``
 (docs/export_format.md). mmpretrain classifiers are exported whole; mmdet detectors
@@ -11,9 +12,14 @@ as backbone + neck (the heads are left to mmdeploy, docs/deploy.md). After expor
 always: ``onnx.checker``; every sparse layer's initializer checked N:M in TensorRT's
 layout (a table of every Conv/Gemm/MatMul weight: 2:4 or not, and why); onnxruntime
 (CPU) outputs equal PyTorch's within a stated tolerance. The .onnx file is written
-(atomically) only when all of that passes. With TensorRT (trtexec or the tensorrt
-module) dense and 2:4 engines are built and timed side by side; without it one line
-says how, and the exit code is 0. Errors: one line on stderr, exit code 1.
+(atomically) only when all of that passes. Sparse weights must be 2:4 (1:4, 2:8, 1:16
+and 2:4 models are; a 4:8 model is refused). With TensorRT (trtexec or the tensorrt
+module) dense and 2:4 engines are built and timed side by side with the flags of its
+version (on TensorRT 11, strongly typed, from OUT.fp16.onnx), and the JSON says which
+layers got sparse kernels; without it one line says how, and the exit code is 0.
+Errors (an output path that is MODEL, CONFIG or another output; a read-only folder,
+a full disk) are one line on stderr, exit code 1; Ctrl-C exits 130 and SIGTERM 143,
+leaving no temp file.
 
 ``--random-weights`` (no MODEL): magnitude 2:4 masks on the config's random-init
 weights, for timing TensorRT without a trained model.
@@ -48,12 +54,24 @@ def parse_args(argv=None):
     p.add_argument('--trt-dir', help='TensorRT engines and logs (default: next to '
                    'the ONNX file)')
     p.add_argument('--no-trt', action='store_true', help='skip TensorRT')
+    p.add_argument('--polygraphy', action='store_true',
+                   help="also run NVIDIA's `polygraphy inspect sparsity` on the ONNX "
+                   'file; exit 1 unless it finds the same 2:4 weights')
+    p.add_argument('--fp16-onnx', action='store_true',
+                   help='also write OUT.fp16.onnx (FP16 weights and I/O, 2:4 checked '
+                   'again); automatic with TensorRT 11, which is strongly typed')
     return p.parse_args(argv)
 
 
 def default_out(model: str) -> str:
     root = model[:-4] if model.endswith('.pth') else os.path.splitext(model)[0]
     return (root[:-len('.nm')] if root.endswith('.nm') else root) + '.onnx'
+
+
+def _write_json(path, report):
+    from lbc_mm.export.io import atomic_write
+    text = json.dumps(report, indent=1, default=str).encode()
+    atomic_write(path, lambda f: f.write(text))
 
 
 def main(argv=None) -> int:
@@ -73,15 +91,26 @@ def main(argv=None) -> int:
     from lbc_mm.deploy import onnx_check as chk
     from lbc_mm.deploy import onnx_export as exp
     from lbc_mm.deploy import onnx_trt as trt
-    from lbc_mm.deploy.models import load_converted, random_weights
-    from lbc_mm.export.io import atomic_write
+    from lbc_mm.deploy.models import load_converted, random_weights, require_2of4
+    from lbc_mm.export.convert import refuse_overwrites
+    from lbc_mm.export.io import Terminated, atomic_write, raise_on_sigterm
+    raise_on_sigterm()  # SIGTERM unwinds like Ctrl-C: no temp file stays behind
     out = args.out or (default_out(args.model) if args.model else
                        os.path.join('work_dirs', 'onnx', os.path.basename(
                            args.config).replace('.py', '.onnx')))
+    found = None if args.no_trt else trt.find_tensorrt()
+    version = found and (found['trtexec_version'] or found['python'])
+    want_fp16 = args.fp16_onnx or trt.needs_fp16_onnx(version, args.trt_precision)
+    out16 = exp.fp16_path(out) if want_fp16 else None
+    outputs = {'--out': out, '--json': args.json, 'the FP16 ONNX file': out16}
+    written = []
+    report = {}
     try:
+        refuse_overwrites({'MODEL': args.model, 'CONFIG': args.config}, outputs)
         got = random_weights(args.config, score_thr=0.0) if args.random_weights \
             else load_converted(args.config, args.model)
         model, scope, patterns = got['model'], got['scope'], got['patterns']
+        require_2of4(model, patterns)  # 1:4 / 2:8 / 1:16 / 2:4 weights; not 4:8
         shape = tuple(args.shape) if args.shape else \
             exp.default_shape(got['cfg'], scope)
         images = exp.find_images(args.images)
@@ -98,53 +127,115 @@ def main(argv=None) -> int:
             raise chk.OnnxCheckError(
                 f'onnxruntime disagrees with PyTorch on {worst["name"]}: max |diff| '
                 f'{worst["max_abs_diff"]:.3g} (tolerance {ort["tolerance"]})')
+        rows16 = None
+        if out16:  # TensorRT 11 (strongly typed) builds FP16 from an FP16 file
+            proto16, wrapper16 = exp.export_onnx_fp16(
+                wrapper, x, opset, args.dynamic_batch, args.dynamic_shape)
+            rows16 = chk.initializer_rows(proto16, wrapper16, patterns)
+            chk.check_rows(rows16, patterns)  # the 2:4 check on the FP16 weights
         data = proto.SerializeToString()
         atomic_write(out, lambda f: f.write(data))
+        written.append(out)
+        if out16:
+            data16 = proto16.SerializeToString()
+            atomic_write(out16, lambda f: f.write(data16))
+            written.append(out16)
+        part = exp.export_part(scope)
+        dyn = [a for a, on in (('batch', args.dynamic_batch),
+                               ('H/W', args.dynamic_shape)) if on]
+        report = dict(onnx=out, onnx_fp16=out16, scope=scope, part=part, opset=opset,
+                      input=[args.batch, 3, *shape], dynamic=dyn, input_source=source,
+                      initializers=rows, initializers_fp16=rows16, onnxruntime=ort,
+                      tensorrt={'available': False, 'line': 'not run yet'})
+        if args.json:  # written now, rewritten after each TensorRT engine
+            _write_json(args.json, report)
+            written.append(args.json)
+        what = f'the whole {scope} model' if part == 'whole' else \
+            f'{part} of the {scope} model'
+        print(f'wrote {out}: {what}, opset {opset}, input '
+              f'{args.batch}x3x{shape[0]}x{shape[1]} '
+              f'({"dynamic " + ", ".join(dyn) if dyn else "static"}), '
+              f'{len(data) / 2**20:.1f} MiB; onnx.checker passed')
+        if part != 'whole':
+            print('detector: backbone + neck only (all N:M layers are there); export '
+                  'the heads with mmdeploy (docs/deploy.md)')
+        print(chk.format_rows(rows))
+        print(chk.summarize_rows(rows, len(proto.graph.initializer)))
+        print(f'onnxruntime (CPU) vs PyTorch on {source}: ' + '; '.join(
+            f'{o["name"]} max |diff| {o["max_abs_diff"]:.2e} (max |out| '
+            f'{o["max_abs_ref"]:.2f})' for o in ort['outputs']) +
+            (f'; top-1 agreement {ort["top1_agree"]:.0%}' if 'top1_agree' in ort
+             else '') + f'; within {ort["tolerance"]}: yes')
+        if out16:
+            print(f'wrote {out16} (FP16 weights and I/O): ' +
+                  chk.summarize_rows(rows16, len(proto16.graph.initializer)))
+        if args.polygraphy:  # NVIDIA's own checker must name the same weights
+            cmp = chk.compare_polygraphy(rows, chk.polygraphy_sparsity(out))
+            report['polygraphy'] = cmp
+            print(chk.format_polygraphy(cmp))
+            if not cmp['same']:
+                if args.json:
+                    _write_json(args.json, report)
+                print(f'error: Polygraphy and lbc_mm disagree on the 2:4 weights of '
+                      f'{out} (see above)', file=sys.stderr)
+                return 1
+        if not args.no_trt:
+            report['tensorrt'] = run_tensorrt(args, trt, found, out16 or out,
+                                              rows16 or rows, report)
+            print(trt.format_engines(report['tensorrt']))
+        if args.json:
+            _write_json(args.json, report)
+    except Terminated:
+        print(f'error: terminated (SIGTERM); {_done(written)}', file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
-        print('error: interrupted; no ONNX file was written', file=sys.stderr)
+        print(f'error: interrupted; {_done(written)}', file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError) as exc:
+    except OSError as exc:
+        if exc.errno is not None and exc.filename in outputs.values():
+            print(f'error: cannot write {exc.filename}: {exc.strerror}; '
+                  f'{_done(written)}', file=sys.stderr)
+        else:  # e.g. FileNotFoundError('checkpoint not found: ...')
+            print(f'error: {exc}', file=sys.stderr)
+        return 1
+    except (ValueError, RuntimeError) as exc:
+        # same paths, not N:M / not 2:4, mismatch, corrupted; polygraphy failed
         print(f'error: {exc}', file=sys.stderr)
         return 1
     except KeyError as exc:  # a registry type the config names is unknown
         print(f'error: config {args.config}: {exc.args[0] if exc.args else exc}',
               file=sys.stderr)
         return 1
-    part = exp.export_part(scope)
-    dyn = [a for a, on in (('batch', args.dynamic_batch), ('H/W', args.dynamic_shape))
-           if on]
-    what = f'the whole {scope} model' if part == 'whole' else \
-        f'{part} of the {scope} model'
-    print(f'wrote {out}: {what}, opset {opset}, input '
-          f'{args.batch}x3x{shape[0]}x{shape[1]} '
-          f'({"dynamic " + ", ".join(dyn) if dyn else "static"}), '
-          f'{len(data) / 2**20:.1f} MiB; onnx.checker passed')
-    if part != 'whole':
-        print('detector: backbone + neck only (all N:M layers are there); export the '
-              'heads with mmdeploy (docs/deploy.md)')
-    print(chk.format_rows(rows))
-    print(chk.summarize_rows(rows, len(proto.graph.initializer)))
-    print(f'onnxruntime (CPU) vs PyTorch on {source}: ' + '; '.join(
-        f'{o["name"]} max |diff| {o["max_abs_diff"]:.2e} (max |out| '
-        f'{o["max_abs_ref"]:.2f})' for o in ort['outputs']) +
-        (f'; top-1 agreement {ort["top1_agree"]:.0%}' if 'top1_agree' in ort else '') +
-        f'; within {ort["tolerance"]}: yes')
-    engines = {'available': False, 'line': 'skipped (--no-trt)'}
-    if not args.no_trt:
-        trt_shape = (args.batch, 3) + tuple(shape)
-        try:
-            engines = trt.compare_engines(out, trt_shape, args.trt_dir or os.path.join(
-                os.path.dirname(os.path.abspath(out)), 'trt'), args.trt_precision)
-        except Exception as exc:  # noqa: BLE001  (a TensorRT failure: report, go on)
-            engines = {'available': False, 'line': f'TensorRT failed: {exc}'}
-        print(trt.format_engines(engines))
-    if args.json:
-        report = dict(onnx=out, scope=scope, part=part, opset=opset,
-                      input=[args.batch, 3, *shape], dynamic=dyn, input_source=source,
-                      initializers=rows, onnxruntime=ort, tensorrt=engines)
-        text = json.dumps(report, indent=1, default=str).encode()
-        atomic_write(args.json, lambda f: f.write(text))
     return 0
+
+
+def _done(written) -> str:
+    return (', '.join(written) + ' written') if written else 'no file was written'
+
+
+def run_tensorrt(args, trt, found, onnx_path, rows, report):
+    """Dense and 2:4 engines; the JSON is rewritten after each engine."""
+    shape = report['input']
+
+    def on_step(partial):
+        report['tensorrt'] = partial
+        if args.json:
+            _write_json(args.json, report)
+
+    try:
+        engines = trt.compare_engines(
+            onnx_path, shape, args.trt_dir or os.path.join(
+                os.path.dirname(os.path.abspath(onnx_path)), 'trt'),
+            args.trt_precision, found=found, on_step=on_step)
+    except Exception as exc:  # noqa: BLE001  (a TensorRT failure: report, go on)
+        msg = f'{type(exc).__name__}: {exc}'.splitlines()[0]
+        return dict(report.get('tensorrt') or {}, available=False,
+                    line=f'TensorRT failed: {msg}')
+    if engines.get('available'):
+        sparse = engines['runs']['sparse']
+        engines['verdicts'] = trt.layer_verdicts(
+            rows, sparse.get('engine_layers', []), sparse.get('sparse_layers', []))
+    return engines
 
 
 if __name__ == '__main__':

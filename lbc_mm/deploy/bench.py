@@ -24,7 +24,7 @@ import torch
 
 from . import kernels, plan, report
 from .end_to_end import EndToEnd
-from .models import prepare
+from .models import Not2of4Error, prepare, require_2of4
 from .timing import safe_sync
 from .workload import Workload, find_units
 
@@ -110,21 +110,28 @@ class Benchmark:
     # -- stages ----------------------------------------------------------------
     def run(self) -> int:
         """All stages. Returns 0 done, 1 weights not N:M or a stage crashed, 2 no
-        sparse timing possible here (no GPU / pre-Ampere GPU / not 2:4)."""
+        sparse timing possible here (no GPU / pre-Ampere GPU).
+
+        Raises:
+            Not2of4Error: a sparse layer's weights are not 2:4 (e.g. 4:8).
+        """
         t0 = time.time()
         ok, why = kernels.sparse_support()
         prep = prepare(self.config, self.weights,
                        device='cuda' if ok and not self.dry_run else 'cpu')
         if not self.check_weights(prep):
             return 1
+        try:  # 1:4, 2:8 and 1:16 weights are 2:4 too; 4:8 ones mostly not
+            require_2of4(prep['model'], prep['layers'])
+        except Not2of4Error as exc:
+            self.result['not_2of4'] = exc.rows
+            self.write()
+            raise
         if self.dry_run:
             ok, self.dtype, self.layer_dtypes = True, 'fp32', ('fp32', )
             self.result.update(dry_run=True, dtype='fp32', layer_dtypes=['fp32'])
             self.result['notes'].insert(0, 'DRY RUN on CPU: dense GEMMs stand in for '
                                         '2:4 kernels; the numbers mean nothing')
-        if ok and any(nm != (2, 4) for nm in prep['layers'].values()):
-            ok, why = False, ('the GPU kernels run 2:4 only; this model has other '
-                              'N:M patterns')
         if not ok:
             self.result['no_sparse_timing'] = why
             self.write()

@@ -16,7 +16,7 @@ masks for timing (values do not change the timing): on the layers the config mak
 sparse, or, for a stock config, on the layers ``NMSparsify``'s default rule
 (``lbc_mm.transforms``) would make sparse.
 """
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from torch import nn
 
@@ -34,14 +34,48 @@ from ..export.convert import parse_pattern
 from ..sparse_model import nm_report
 from ..transforms import sparsify
 
-__all__ = ['NotConvertedError', 'load_converted', 'magnitude_sparse',
-           'prepare', 'random_weights', 'read_model_file', 'stock_model']
+__all__ = ['Not2of4Error', 'NotConvertedError', 'load_converted', 'magnitude_sparse',
+           'not_2of4', 'prepare', 'random_weights', 'read_model_file',
+           'require_2of4', 'stock_model']
 
 Patterns = Dict[str, Tuple[int, int]]
 
 
 class NotConvertedError(ValueError):
     """The model file is not one that ``tools/convert.py`` wrote."""
+
+
+class Not2of4Error(ValueError):
+    """Sparse weights that are N:M but not 2:4: no GPU 2:4 kernel (cuSPARSELt,
+    TensorRT) can run them. ``rows``: the :func:`not_2of4` rows."""
+
+    def __init__(self, message: str, rows: List[Dict[str, object]]):
+        super().__init__(message)
+        self.rows = rows
+
+
+def not_2of4(model: nn.Module, patterns: Patterns) -> List[Dict[str, object]]:
+    """The sparse layers whose weights break 2:4 (``nm_report`` rows).
+
+    1:4, 2:8 and 1:16 weights are 2:4 too (at most 2 non-zeros in any 4
+    consecutive input channels), 4:8 weights only by chance: the weights decide.
+    """
+    rows = nm_report(model, {name: (2, 4) for name in patterns})
+    return [dict(r, trained='%d:%d' % patterns[r['layer']]) for r in rows
+            if r['bad_groups']]
+
+
+def require_2of4(model: nn.Module, patterns: Patterns) -> None:
+    """Raise :class:`Not2of4Error` (one line) unless every sparse weight is 2:4."""
+    bad = not_2of4(model, patterns)
+    if bad:
+        r = bad[0]
+        raise Not2of4Error(
+            f'{len(bad)} of {len(patterns)} sparse layers are not 2:4, the only '
+            f'pattern GPU sparse kernels run: {r["layer"]} (trained {r["trained"]}) '
+            f'has {r["bad_groups"]}/{r["groups"]} groups of 4 weights with more than '
+            '2 non-zeros (1:4, 2:8, 1:16 and 2:4 models deploy; 4:8 ones do not)',
+            bad)
 
 
 def read_model_file(path: str) -> Tuple[Dict[str, object], Dict, str]:

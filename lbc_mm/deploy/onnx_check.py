@@ -98,7 +98,7 @@ def initializer_rows(proto, wrapper: nn.Module,
         prefix (str): what the wrapper adds in front of the model's names.
 
     Returns:
-        list[dict]: ``initializer, op, layer, shape, dtype, pattern, nm_ok,
+        list[dict]: ``initializer, op, node, layer, shape, dtype, pattern, nm_ok,
         is_2of4, zeros_kept, sparsity, why``. ``zeros_kept`` (sparse layers):
         every zero of the PyTorch weight is zero in the initializer.
     """
@@ -131,7 +131,7 @@ def initializer_rows(proto, wrapper: nn.Module,
             not scope or owner == scope or owner.startswith(scope + '.')) else scope
         name = layer[len(prefix):] if layer.startswith(prefix) else layer
         view = gemm_view(node.op_type, arr, node)
-        row = dict(initializer=weight, op=node.op_type, layer=name,
+        row = dict(initializer=weight, op=node.op_type, node=node.name, layer=name,
                    shape=list(arr.shape), dtype=str(arr.dtype), pattern='',
                    nm_ok=None, is_2of4=None, zeros_kept=None,
                    sparsity=float((arr == 0).mean()) if arr.size else 0.0)
@@ -240,3 +240,77 @@ def compare_onnxruntime(proto, x: torch.Tensor, expected: Sequence[torch.Tensor]
         report['top1_agree'] = float(
             (got[0].argmax(1) == expected[0].numpy().argmax(1)).mean())
     return report
+
+
+def polygraphy_sparsity(onnx_path: str, exe: Optional[str] = None,
+                        timeout: int = 3600) -> Dict[str, object]:
+    """Run NVIDIA's checker, ``polygraphy inspect sparsity ONNX``; read its verdicts.
+
+    Polygraphy (pip ``polygraphy``, CPU) logs ``Found sparse tensor: NAME`` for each
+    Conv / Gemm / MatMul weight that is 2:4 along the input-channel axis and
+    ``Found non-sparse tensor: NAME`` for the others.
+
+    Returns:
+        dict: ``sparse`` and ``non_sparse`` (sorted initializer names), ``command``.
+
+    Raises:
+        FileNotFoundError: polygraphy is not installed.
+        RuntimeError: it failed (one line: its last output line).
+    """
+    import os
+    import shutil
+    import subprocess
+    import sys
+    exe = exe or shutil.which('polygraphy') or next(
+        (p for p in [os.path.join(os.path.dirname(sys.executable), 'polygraphy')]
+         if os.access(p, os.X_OK)), None)
+    if exe is None:
+        raise FileNotFoundError('polygraphy is not installed: pip install polygraphy '
+                                '(or pip install -e ".[deploy]")')
+    cmd = [exe, 'inspect', 'sparsity', onnx_path]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    text = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        last = [ln for ln in text.splitlines() if ln.strip()][-1:] or ['no output']
+        raise RuntimeError(f'{" ".join(cmd)} failed (rc {proc.returncode}): {last[0]}')
+
+    def found(tag):
+        return sorted({ln.split(tag, 1)[1].strip() for ln in text.splitlines()
+                       if tag in ln})
+
+    return {'sparse': found('Found sparse tensor:'),
+            'non_sparse': found('Found non-sparse tensor:'), 'command': cmd}
+
+
+def compare_polygraphy(rows: List[Dict[str, object]],
+                       poly: Dict[str, object]) -> Dict[str, object]:
+    """lbc_mm's 2:4 initializers (``is_2of4``) vs Polygraphy's sparse tensors.
+
+    Compared on the weights lbc_mm can group (``is_2of4`` not None): a grouped conv
+    has no 2:4 kernel in TensorRT, so lbc_mm leaves it out while Polygraphy checks
+    it; those are listed apart (``polygraphy_only_grouped``).
+
+    Returns:
+        dict: ``lbc_mm`` and ``polygraphy`` (counts), ``same`` (bool), and the
+        initializer names each side alone calls 2:4.
+    """
+    ours = {r['initializer'] for r in rows if r['is_2of4']}
+    groupable = {r['initializer'] for r in rows if r['is_2of4'] is not None}
+    theirs_all = set(poly['sparse'])
+    theirs = theirs_all & groupable
+    return {'lbc_mm': len(ours), 'polygraphy': len(theirs),
+            'same': ours == theirs, 'only_lbc_mm': sorted(ours - theirs),
+            'only_polygraphy': sorted(theirs - ours),
+            'polygraphy_only_grouped': sorted(theirs_all - groupable),
+            'command': ' '.join(poly['command'])}
+
+
+def format_polygraphy(cmp: Dict[str, object]) -> str:
+    """One line: both counts and whether they name the same weights."""
+    line = (f'2:4 weight initializers: lbc_mm {cmp["lbc_mm"]}, Polygraphy (`polygraphy '
+            f'inspect sparsity`) {cmp["polygraphy"]}: ')
+    if cmp['same']:
+        return line + 'the same weights'
+    ours = ', '.join(cmp['only_lbc_mm'][:3]) or '-'
+    theirs = ', '.join(cmp['only_polygraphy'][:3]) or '-'
+    return line + f'DIFFERENT: only lbc_mm {ours}; only Polygraphy {theirs}'

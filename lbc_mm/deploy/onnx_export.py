@@ -16,6 +16,7 @@ What is exported:
 The data preprocessor (mean / std, BGR -> RGB) is not part of the graph, as with
 mmdeploy: the caller feeds normalised tensors.
 """
+import copy
 import glob
 import io
 import os
@@ -161,3 +162,22 @@ def export_onnx(wrapper: nn.Module, x: torch.Tensor, opset: int = DEFAULT_OPSET,
     proto = onnx.load_from_string(buf.getvalue())
     onnx.checker.check_model(proto, full_check=True)
     return proto
+
+
+def export_onnx_fp16(wrapper: nn.Module, x: torch.Tensor, opset: int = DEFAULT_OPSET,
+                     dynamic_batch: bool = False, dynamic_hw: bool = False):
+    """The same graph with FP16 weights, input and outputs (TensorRT 11 is strongly
+    typed: an FP16 engine needs an FP16 network). Exported from an FP16 copy of the
+    model, so the 2:4 check runs on the FP16 initializers TensorRT reads.
+
+    Returns:
+        tuple: ``(onnx.ModelProto, the FP16 wrapper)``.
+    """
+    half = copy.deepcopy(wrapper).half().eval()
+    return export_onnx(half, x.half(), opset, dynamic_batch, dynamic_hw), half
+
+
+def fp16_path(out: str) -> str:
+    """``model.onnx`` -> ``model.fp16.onnx``."""
+    root, ext = os.path.splitext(out)
+    return f'{root}.fp16{ext or ".onnx"}'

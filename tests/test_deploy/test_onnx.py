@@ -280,3 +280,128 @@ def test_random_weights_need_no_model_and_format_engines(cls, tmp_path, capsys):
                             'sparse_layers': []}}})
     assert '| dense (--sparsity=disable) | 1.500 | - |' in text
     assert 'failed (rc 1, x.log)' in text
+
+
+# -- output paths, write errors, SIGTERM (the convert.py rules) -----------------------
+@pytest.mark.parametrize('case', ['out_is_model', 'out_is_config', 'json_is_out',
+                                  'json_is_model'])
+def test_output_that_is_an_input_or_the_other_output_is_refused(cls, tmp_path, capsys,
+                                                                case):
+    before = {p: open(p, 'rb').read() for p in (cls['stock'], cls['cfg'])}
+    out, rep = {
+        'out_is_model': (cls['stock'], None), 'out_is_config': (cls['cfg'], None),
+        'json_is_out': (tmp_path / 'a.onnx', tmp_path / 'a.onnx'),
+        'json_is_model': (tmp_path / 'a.onnx', cls['stock'])}[case]
+    argv = [cls['cfg'], cls['stock'], '--out', out] + (['--json', rep] if rep else [])
+    rc, _out, err = _run(capsys, *argv)
+    assert rc == 1 and err.count('\n') == 1 and 'refusing to overwrite it' in err, err
+    assert {p: open(p, 'rb').read() for p in before} == before
+    assert not (tmp_path / 'a.onnx').exists()
+
+
+def test_write_errors_are_one_line(cls, tmp_path, capsys):
+    (tmp_path / 'folder.onnx').mkdir()  # --out is a folder
+    rc, _out, err = _run(capsys, cls['cfg'], cls['stock'], '--out',
+                         tmp_path / 'folder.onnx')
+    assert rc == 1 and err.count('\n') == 1 and err.startswith('error: cannot write')
+    (tmp_path / 'r.json').mkdir()  # the --json write fails after the ONNX file
+    rc, _out, err = _run(capsys, cls['cfg'], cls['stock'], '--out',
+                         tmp_path / 'm.onnx', '--json', tmp_path / 'r.json')
+    assert rc == 1 and err.count('\n') == 1 and 'cannot write' in err and \
+        'r.json' in err and 'm.onnx written' in err, err
+    assert not [p for p in os.listdir(tmp_path) if p.startswith('.')]
+
+
+def test_sigterm_leaves_no_temp_file(cls, tmp_path):
+    """SIGTERM while the ONNX file is being written: exit 143, nothing left."""
+    import subprocess
+    code = (
+        'import os, signal, sys; sys.path.insert(0, "tools"); import export_onnx\n'
+        'from lbc_mm.export import io\n'
+        'real = io.atomic_write\n'
+        'def slow(path, write):\n'
+        '    def w(f):\n'
+        '        f.write(b"partial"); f.flush()\n'
+        '        os.kill(os.getpid(), signal.SIGTERM)\n'
+        '        write(f)\n'
+        '    return real(path, w)\n'
+        'io.atomic_write = slow\n'
+        f'sys.exit(export_onnx.main(["{cls["cfg"]}", "{cls["stock"]}", "--out", '
+        f'"{tmp_path / "m.onnx"}", "--no-trt"]))\n')
+    proc = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [
+        'error: terminated (SIGTERM); no file was written']
+    assert os.listdir(tmp_path) == []
+
+
+# -- every trained pattern whose weights are 2:4 exports; 4:8 is refused --------------
+def _with_pattern(cls, tmp_path, n, m):
+    """The classifier's stock file with n:m weights on its sparse layers."""
+    from lbc_mm.sparsity.patterns import magnitude_mask
+    ckpt = torch.load(cls['stock'], weights_only=True)
+    sd = ckpt['state_dict']
+    layers = ckpt['meta']['lbc_mm_export']['sparse_layers']
+    gen = torch.Generator().manual_seed(0)
+    for name in layers:
+        w = torch.randn(sd[name + '.weight'].shape, generator=gen)
+        sd[name + '.weight'] = w * magnitude_mask(w, n, m)
+        layers[name] = f'{n}:{m}'
+    path = tmp_path / f'm_{n}of{m}.pth'
+    torch.save(ckpt, path)
+    return path
+
+
+def test_1of16_exports_and_4of8_is_refused_in_one_line(cls, tmp_path, capsys):
+    rc, stdout, err = _run(capsys, cls['cfg'], _with_pattern(cls, tmp_path, 1, 16),
+                           '--out', tmp_path / 'a.onnx')
+    assert rc == 0, err
+    assert '20 N:M sparse (20 of them 2:4' in stdout
+    rc, _out, err = _run(capsys, cls['cfg'], _with_pattern(cls, tmp_path, 4, 8),
+                         '--out', tmp_path / 'b.onnx')
+    assert rc == 1 and err.count('\n') == 1, err
+    assert 'sparse layers are not 2:4' in err and 'trained 4:8' in err
+    assert not (tmp_path / 'b.onnx').exists()
+
+
+def test_fp16_onnx_keeps_2of4_on_the_fp16_weights(cls, tmp_path, capsys):
+    """The file TensorRT 11 (strongly typed) builds an FP16 engine from."""
+    import onnx
+    rep = tmp_path / 'r.json'
+    rc, stdout, err = _run(capsys, cls['cfg'], cls['stock'], '--out',
+                           tmp_path / 'm.onnx', '--fp16-onnx', '--json', rep)
+    assert rc == 0, err
+    proto = onnx.load(str(tmp_path / 'm.fp16.onnx'))
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    report = json.loads(rep.read_text())
+    sparse = [r for r in report['initializers_fp16'] if r['pattern']]
+    assert len(sparse) == 20 and all(r['dtype'] == 'float16' and r['is_2of4'] and
+                                     r['zeros_kept'] for r in sparse)
+    assert 'm.fp16.onnx (FP16 weights and I/O)' in stdout
+
+
+# -- NVIDIA's own checker -------------------------------------------------------------
+def test_polygraphy_finds_the_same_2of4_weights(cls, tmp_path, capsys):
+    from lbc_mm.deploy.onnx_check import polygraphy_sparsity
+    try:
+        polygraphy_sparsity(str(tmp_path / 'none.onnx'), timeout=60)
+    except FileNotFoundError:
+        pytest.skip('polygraphy is not installed (pip install -e ".[deploy]")')
+    except RuntimeError:
+        pass  # installed; the missing file fails, as it should
+    rep = tmp_path / 'r.json'
+    rc, stdout, err = _run(capsys, cls['cfg'], cls['stock'], '--out',
+                           tmp_path / 'm.onnx', '--polygraphy', '--json', rep)
+    assert rc == 0, err
+    cmp = json.loads(rep.read_text())['polygraphy']
+    assert cmp['same'] and cmp['lbc_mm'] == cmp['polygraphy'] == 20
+    assert '2:4 weight initializers: lbc_mm 20, Polygraphy' in stdout
+    # a disagreement is an error: a row lbc_mm calls 2:4 that Polygraphy does not
+    from lbc_mm.deploy import onnx_check
+    rows = [{'initializer': 'w', 'is_2of4': True}, {'initializer': 'v',
+                                                     'is_2of4': None}]
+    cmp = onnx_check.compare_polygraphy(rows, {'sparse': ['v'], 'command': ['p']})
+    assert not cmp['same'] and cmp['only_lbc_mm'] == ['w'] and \
+        cmp['polygraphy_only_grouped'] == ['v']
+    assert 'DIFFERENT' in onnx_check.format_polygraphy(cmp)

@@ -211,3 +211,39 @@ def test_unwritable_json_is_one_line(tiny_cfg, tmp_path):
     line = _one_line(_run(tiny_cfg, '--batch', '2', '--img-size', '32',
                           '--out-json', str(tmp_path / 'r.json')))
     assert line.startswith('error: cannot write') and 'r.json' in line
+
+
+def _pattern_file(tiny_cfg, folder, n, m):
+    """A compressed file of the tiny ViT whose sparse layers hold n:m weights."""
+    from lbc_mm.deploy.models import random_weights
+    from lbc_mm.export import compress_state_dict
+    from lbc_mm.sparsity.patterns import magnitude_mask
+    got = random_weights(tiny_cfg)
+    torch.manual_seed(0)
+    patterns = {k: (n, m) for k in got['patterns']}
+    with torch.no_grad():
+        for name in patterns:
+            w = got['model'].get_submodule(name).weight
+            w.copy_(torch.randn_like(w) * magnitude_mask(torch.randn_like(w), n, m))
+    meta = {'lbc_mm_export': {'sparse_layers': {k: f'{n}:{m}' for k in patterns}}}
+    path = folder / f'vit_{n}of{m}.nm.pth'
+    torch.save(compress_state_dict(got['model'].state_dict(), patterns, meta), path)
+    return str(path)
+
+
+def test_trained_patterns_that_are_2of4_run_and_4of8_is_refused(tiny_cfg, tmp_path):
+    # 1:16 weights are 2:4 too: the dry run goes through (was: exit 2, "the GPU
+    # kernels run 2:4 only")
+    out = tmp_path / 'r16.json'
+    proc = _run(tiny_cfg, _pattern_file(tiny_cfg, tmp_path, 1, 16), '--dry-run-cpu',
+                '--batch', '2', '--img-size', '32', '--layer-dtypes', 'fp16',
+                '--out-json', str(out))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert 'layers_fp32' in json.loads(out.read_text())['stages_done']
+    # 4:8 weights break 2:4: one line, exit 1, the JSON says which layers
+    out = tmp_path / 'r48.json'
+    line = _one_line(_run(tiny_cfg, _pattern_file(tiny_cfg, tmp_path, 4, 8),
+                          '--dry-run-cpu', '--out-json', str(out)))
+    assert line.startswith('error: 8 of 8 sparse layers are not 2:4') and \
+        'trained 4:8' in line and '4:8 ones do not' in line
+    assert json.loads(out.read_text())['not_2of4'][0]['trained'] == '4:8'
