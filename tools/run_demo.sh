@@ -93,9 +93,19 @@ if [[ -f tools/export_onnx.py && -f "${stock:-}" ]] && "$PY" -c 'import onnx, on
   images="$DATA/coco/val"
   [[ "$CONFIG" == *rcnn* ]] || images="$DATA/cls/val"
   log "4/5 exporting $stock to ONNX; checking its N:M initializers and onnxruntime vs PyTorch"
+  # NVIDIA's own 2:4 checker (polygraphy inspect sparsity) judges the ONNX file too
+  poly=()
+  "$PY" -c 'import polygraphy' 2>/dev/null && poly=(--polygraphy)
   "$PY" tools/export_onnx.py "$CONFIG" "$stock" --out "$export_dir/model.onnx" \
-    --images "$images" --batch 2 --json "$export_dir/onnx.json" 2>&1 | tee "$WORK/export_onnx.log"
+    --images "$images" --batch 2 --json "$export_dir/onnx.json" "${poly[@]}" 2>&1 | tee "$WORK/export_onnx.log"
   onnx_status="$export_dir/model.onnx verified ($WORK/export_onnx.log)"
+  two_of_four=$("$PY" -c 'import json, sys
+r = json.load(open(sys.argv[1]))
+n = len({i["initializer"] for i in r["initializers"] if i["is_2of4"]})
+p = r.get("polygraphy")
+verdict = "not installed (pip install polygraphy)" if not p else "%d (%s)" % (
+    p["polygraphy"], "the same weights" if p["same"] else "DIFFERENT")
+print("lbc_mm %d weights, Polygraphy %s" % (n, verdict))' "$export_dir/onnx.json")
 fi
 
 bench="skipped (tools/benchmark.py or the converted model not found)"
@@ -133,6 +143,7 @@ segm mAP         ${segm:-n/a} (mAP@0.5 ${segm50:-n/a})
 checkpoint       $ckpt
 converted        $converted
 onnx             $onnx_status
+2:4 in the ONNX  ${two_of_four:-n/a}
 benchmark        $bench
 plots            ${plots:-none}
 logs             $WORK/*.log
