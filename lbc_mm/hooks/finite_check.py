@@ -13,6 +13,11 @@ hook makes that a failure naming the iteration and, for weights, the tensors:
   ``LBCHook`` leaves its own per-iteration scan of the scores to this hook when a
   run has one.
 
+A run with an ``LBCHook`` but no ``FiniteCheckHook`` (a user's own config) is
+guarded all the same: ``LBCHook`` then runs :func:`check_loss` after every iteration
+and :func:`check_weights` before every checkpoint, and its end-of-training check
+fails on non-finite weights.
+
 Non-finite weights always make the next forward pass non-finite, so the loss check
 stops such a run within one iteration; the periodic scan catches tensors that do not
 enter the loss (LBC scores only matter when candidates are removed, and the removal
@@ -22,7 +27,7 @@ It fails with ``FloatingPointError``, in every phase of an LBC run (before ``t_i
 during candidate removal, after ``t_f``) and in dense or SR-STE / ASP runs alike.
 """
 import math
-from typing import List, Optional
+from typing import Optional
 
 import torch
 from mmengine.hooks import Hook
@@ -30,7 +35,8 @@ from mmengine.registry import HOOKS
 
 from ..sparse_model import describe_tensors, non_finite_tensors
 
-__all__ = ['FiniteCheckHook', 'describe_tensors', 'non_finite_tensors']
+__all__ = ['FiniteCheckHook', 'check_loss', 'check_weights', 'describe_tensors',
+           'non_finite_tensors']
 
 
 def _loss_value(runner, outputs: Optional[dict]) -> Optional[float]:
@@ -46,6 +52,57 @@ def _loss_value(runner, outputs: Optional[dict]) -> Optional[float]:
         value = value.float().sum() if value.numel() != 1 else value
         return float(value)
     return float(value)
+
+
+#: The end of every divergence message: what to do about it.
+FIX = 'training diverged (lower the learning rate, clip gradients or check the data)'
+
+
+def where(runner) -> str:
+    """``'iteration 9 (epoch 1)'``: the iteration just done, 1-based."""
+    return f'iteration {runner.iter + 1} (epoch {runner.epoch + 1})'
+
+
+def check_loss(runner, outputs: Optional[dict], owner: str = 'FiniteCheckHook') -> None:
+    """Fail when the iteration's loss is not finite, naming the non-finite weights.
+
+    Args:
+        runner (Runner): The runner.
+        outputs (dict, optional): What ``train_step`` returned (``after_train_iter``).
+        owner (str): The hook named in the message.
+
+    Raises:
+        FloatingPointError: e.g. ``'LBCHook: non-finite loss (nan) at iteration 9
+            (epoch 1); non-finite weights in 1 tensor: head.weight; training ...'``.
+    """
+    loss = _loss_value(runner, outputs)
+    if loss is None or math.isfinite(loss):
+        return
+    names = non_finite_tensors(runner.model)
+    weights = (f'non-finite weights in {describe_tensors(names)}' if names else
+               'all weights finite')
+    raise FloatingPointError(f'{owner}: non-finite loss ({loss}) at {where(runner)}; '
+                             f'{weights}; {FIX}')
+
+
+def check_weights(runner, when: str = '', owner: str = 'FiniteCheckHook') -> None:
+    """Scan the model; fail naming the non-finite tensors.
+
+    Args:
+        runner (Runner): The runner.
+        when (str): What the check precedes, for the message (e.g.
+            ``'before saving a checkpoint'``); empty for none.
+        owner (str): The hook named in the message.
+
+    Raises:
+        FloatingPointError: naming the iteration and the tensors.
+    """
+    names = non_finite_tensors(runner.model)
+    if names:
+        at = f'{when} at' if when else 'at'
+        raise FloatingPointError(
+            f'{owner}: non-finite weights {at} {where(runner)} in '
+            f'{describe_tensors(names)}; {FIX}')
 
 
 @HOOKS.register_module()
@@ -68,50 +125,20 @@ class FiniteCheckHook(Hook):
                              f'{interval!r}')
         self.interval = interval
 
-    @staticmethod
-    def _where(runner) -> str:
-        return f'iteration {runner.iter + 1} (epoch {runner.epoch + 1})'
-
-    def _fail(self, runner, what: str, names: List[str]) -> None:
-        weights = (f'non-finite weights in {describe_tensors(names)}' if names else
-                   'all weights finite')
-        raise FloatingPointError(
-            f'FiniteCheckHook: {what} at {self._where(runner)}; {weights}; training '
-            f'diverged (lower the learning rate, clip gradients or check the data)')
-
-    def check_weights(self, runner, when: str) -> None:
-        """Scan the model; fail naming the non-finite tensors.
-
-        Args:
-            runner (Runner): The runner.
-            when (str): What the check precedes, for the message (e.g.
-                ``'before saving a checkpoint'``); empty for none.
-        """
-        names = non_finite_tensors(runner.model)
-        if names:
-            where = f'{when} at' if when else 'at'
-            raise FloatingPointError(
-                f'FiniteCheckHook: non-finite weights {where} {self._where(runner)} '
-                f'in {describe_tensors(names)}; training diverged (lower the '
-                f'learning rate, clip gradients or check the data)')
-
     def after_train_iter(self,
                          runner,
                          batch_idx: int,
                          data_batch=None,
                          outputs: Optional[dict] = None) -> None:
         """Check the loss; scan the weights when it is bad or every ``interval``."""
-        loss = _loss_value(runner, outputs)
-        if loss is not None and not math.isfinite(loss):
-            self._fail(runner, f'non-finite loss ({loss})',
-                       non_finite_tensors(runner.model))
+        check_loss(runner, outputs)
         if self.every_n_train_iters(runner, self.interval):
-            self.check_weights(runner, '')
+            check_weights(runner, '')
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         """Never write non-finite weights into a checkpoint."""
-        self.check_weights(runner, 'before saving a checkpoint')
+        check_weights(runner, 'before saving a checkpoint')
 
     def after_train(self, runner) -> None:
         """Scan once more: the last update may have broken the weights."""
-        self.check_weights(runner, 'at the end of training')
+        check_weights(runner, 'at the end of training')

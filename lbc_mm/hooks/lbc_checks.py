@@ -15,7 +15,8 @@ from torch import nn
 
 from ..layers import sparse_layers
 from ..optim import SCORES_GROUP_KEY
-from ..sparse_model import lbc_layers, nm_report
+from ..sparse_model import describe_tensors, lbc_layers, nm_report, non_finite_tensors
+from .finite_check import FIX
 
 Layers = Sequence[Tuple[str, nn.Module]]
 
@@ -76,14 +77,23 @@ def sync_ema(hooks: Iterable) -> int:
 
 
 def end_of_training_check(model: nn.Module, hooks: Iterable, layers: Layers) -> None:
-    """Fail when the model (or an EMA model) is not exactly N:M, else log
-    :func:`passed_line`.
+    """Fail when the model (or an EMA model) holds a non-finite tensor or is not
+    exactly N:M, else log :func:`passed_line`.
 
     Raises:
-        RuntimeError: naming the offending layers.
+        FloatingPointError: naming the non-finite tensors (a diverged run: its
+            masks may still be N:M).
+        RuntimeError: naming the layers that are not N:M.
     """
-    problems = nm_problems(model)
     emas = ema_hooks(hooks)
+    bad = non_finite_tensors(model) + [
+        f'EMA model: {name}' for hook in emas
+        for name in non_finite_tensors(hook.ema_model.module)]
+    if bad:
+        raise FloatingPointError(
+            f'LBCHook: training ended with non-finite weights in '
+            f'{describe_tensors(bad)}; {FIX}')
+    problems = nm_problems(model)
     for hook in emas:
         problems += nm_problems(hook.ema_model.module, prefix='EMA model: ')
     if problems:
@@ -174,8 +184,7 @@ def check_finite(active: Layers, iteration: int, epoch: int) -> None:
         return
     raise FloatingPointError(
         f'LBCHook: non-finite LBC scores at iteration {iteration} (epoch '
-        f'{epoch}) in {len(bad)} layers: {", ".join(bad)}; training '
-        f'diverged (lower the learning rate, clip gradients or check the data)')
+        f'{epoch}) in {len(bad)} layers: {", ".join(bad)}; {FIX}')
 
 
 def check_has_lbc_layers(layers: Layers) -> None:

@@ -10,7 +10,8 @@ plot :mod:`lbc_mm.visualization`. Contract: docs/architecture.md, "Hook contract
 * ``before_train``: name the sparse layers, find the LBC ones, resolve the schedule,
   finish layers already at one candidate per group, handle layers with frozen
   weights (``frozen_layers``), audit the optimizer.
-* after every iteration: finite scores, ``remove_candidates(card(t))``, scores frozen
+* after every iteration: finite loss and scores (left to a ``FiniteCheckHook`` when
+  the run has one), ``remove_candidates(card(t))``, scores frozen
   at card 1; settledness at every card step; ``lbc_*`` statistics every
   ``log_interval`` iterations (no ``/`` in the keys: mmdet's and mmpretrain's
   ``analyze_logs.py`` take such keys for val metrics), per-layer scalars to the
@@ -19,7 +20,7 @@ plot :mod:`lbc_mm.visualization`. Contract: docs/architecture.md, "Hook contract
   model's candidates.
 * ``after_train``: settledness verdict, ``lbc_schedule.png`` (work dir and
   visualizer backends), equal candidates on
-  all DDP ranks, an exactly N:M model (and EMA model).
+  all DDP ranks, finite weights and an exactly N:M model (and EMA model).
 """
 import logging
 from typing import Dict, List, Optional, Tuple
@@ -32,7 +33,7 @@ from mmengine.runner import EpochBasedTrainLoop
 from torch import nn
 
 from ..sparse_model import lbc_layers, name_sparse_layers
-from .finite_check import FiniteCheckHook
+from .finite_check import FiniteCheckHook, check_loss, check_weights
 from .lbc_checks import (
     check_finished,
     check_finite,
@@ -118,7 +119,7 @@ class LBCHook(Hook):
         self._layers: List[Tuple[str, nn.Module]] = []
         self._finished: set = set()  # names of layers at one candidate per group
         self._relearn: List[Tuple[str, nn.Module]] = []  # frozen, scores learn
-        self._scan_scores = True  # False when a FiniteCheckHook scans them
+        self._scan_scores = True  # False when a FiniteCheckHook checks the run
         self._interval = 50
         self._applied: Dict[str, Optional[int]] = {}  # last card applied per layer
         # (t, mean alive per group, sparsity); kept across resume for the plot.
@@ -190,6 +191,8 @@ class LBCHook(Hook):
                          data_batch=None,
                          outputs: Optional[dict] = None) -> None:
         """Remove candidates down to ``card(t)``, freeze at 1, log."""
+        if self._scan_scores:  # no FiniteCheckHook: a NaN loss stops the run here
+            check_loss(runner, outputs, 'LBCHook')
         t = self.progress(runner, batch_idx)
         active = [(name, layer) for name, layer in self._layers
                   if name not in self._finished]
@@ -265,6 +268,8 @@ class LBCHook(Hook):
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         """Sync the EMA model and save the hook's history."""
+        if self._scan_scores:  # no FiniteCheckHook: no NaN weights on disk
+            check_weights(runner, 'before saving a checkpoint', 'LBCHook')
         sync_ema(runner.hooks)
         checkpoint[CKPT_KEY] = dict(history=[list(row) for row in self.history])
 

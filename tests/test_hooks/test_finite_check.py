@@ -8,13 +8,15 @@ import sys
 
 import pytest
 import torch
-from lbc_toy import build_runner, toy_cfg, write_config  # noqa: I100
+from lbc_toy import LBCToyNet, build_runner, toy_cfg, write_config  # noqa: I100
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 from torch import nn
 
 from lbc_mm.hooks import FiniteCheckHook, LBCHook
 from lbc_mm.hooks.finite_check import non_finite_tensors
+from lbc_mm.hooks.lbc_checks import end_of_training_check
+from lbc_mm.sparse_model import lbc_layers
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 HERE = osp.dirname(osp.abspath(__file__))
@@ -36,12 +38,13 @@ class NaNInjector(Hook):
                 runner.model.get_parameter(self.tensor).view(-1)[0] = float('nan')
 
 
-def _exploding_cfg(tmp_path, hook, at, **kwargs):
+def _exploding_cfg(tmp_path, hook, at, finite_check=True, **kwargs):
     """Toy run (12 iterations) whose lr is multiplied by 1e30 after iteration ``at``."""
     # Without an LBCHook the toy's layers are SR-STE (LBC layers need the hook).
     kwargs.setdefault('method', 'lbc' if hook is not None else 'srste')
     cfg = toy_cfg(str(tmp_path), hook=hook, **kwargs)
-    cfg['custom_hooks'].append(dict(type='FiniteCheckHook', interval=50))
+    if finite_check:
+        cfg['custom_hooks'].append(dict(type='FiniteCheckHook', interval=50))
     cfg['param_scheduler'] = dict(type='MultiStepLR', milestones=[at], gamma=1e30,
                                   by_epoch=False)
     return cfg
@@ -106,6 +109,41 @@ def test_no_checkpoint_with_nan_weights(tmp_path):
     assert not osp.exists(osp.join(tmp_path, 'iter_12.pth'))
 
 
+# -- LBCHook without FiniteCheckHook (a user's own config) ------------------------
+def test_lbc_hook_alone_stops_a_run_whose_loss_turns_nan_after_t_f(tmp_path):
+    """The masks are fixed at iteration 3, the lr explodes after iteration 6:
+    without the guard the run trained on with loss nan and passed its end checks."""
+    runner = build_runner(_exploding_cfg(tmp_path, dict(t_i=0.0, t_f=0.25), 6,
+                                         finite_check=False))
+    with pytest.raises(FloatingPointError, match='LBCHook: non-finite loss') as info:
+        runner.train()
+    assert 6 < _failing_iteration(str(info.value)) <= 9, str(info.value)
+    assert not osp.exists(osp.join(tmp_path, 'iter_12.pth'))
+
+
+def test_lbc_hook_alone_writes_no_checkpoint_with_nan_weights(tmp_path):
+    """NaN in frozen scores does not enter the loss; the checkpoint is refused."""
+    cfg = toy_cfg(str(tmp_path), hook=dict(t_f=0.5), custom_hooks=[
+        dict(type='NaNInjector', tensor='fc.scores', at=12)])
+    with pytest.raises(FloatingPointError, match=r'LBCHook: non-finite weights before '
+                       r'saving a checkpoint at iteration 12 .*1 tensor: fc\.scores'):
+        build_runner(cfg).train()
+    assert not osp.exists(osp.join(tmp_path, 'iter_12.pth'))
+
+
+def test_end_of_training_check_fails_on_non_finite_weights():
+    """N:M masks over NaN weights are no finished model."""
+    model = LBCToyNet()
+    for _, layer in lbc_layers(model):
+        layer.remove_candidates(1)
+    end_of_training_check(model, [], lbc_layers(model))  # finite, N:M: passes
+    with torch.no_grad():
+        model.head.bias[0] = float('nan')
+    with pytest.raises(FloatingPointError, match='LBCHook: training ended with '
+                       'non-finite weights in 1 tensor: head.bias; training diverged'):
+        end_of_training_check(model, [], lbc_layers(model))
+
+
 def test_non_finite_tensors_fast_path_and_overflow():
     model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
     assert non_finite_tensors(model) == []
@@ -124,7 +162,8 @@ def test_bad_interval(interval):
 
 
 def test_train_tool_exits_non_zero_naming_the_iteration(tmp_path):
-    """The issue's case: lr explodes after t_f; tools/train.py must not exit 0."""
+    """The issue's case: lr explodes after t_f; tools/train.py must not exit 0, and
+    says so in one line, not a traceback."""
     cfg = _exploding_cfg(tmp_path / 'work', dict(t_i=0.0, t_f=0.25), 6)
     config = write_config(str(tmp_path / 'cfg.py'), cfg)
     env = dict(os.environ, MPLBACKEND='Agg', OMP_NUM_THREADS='1')
@@ -133,9 +172,10 @@ def test_train_tool_exits_non_zero_naming_the_iteration(tmp_path):
     proc = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'train.py'), config],
                           cwd=str(tmp_path), env=env, capture_output=True, text=True,
                           timeout=300)
-    assert proc.returncode != 0
+    assert proc.returncode == 1
+    assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert 'FloatingPointError: FiniteCheckHook: non-finite' in last, \
-        proc.stderr[-3000:]
+    assert last.startswith('error: FiniteCheckHook: non-finite'), proc.stderr[-3000:]
+    assert proc.stderr.count('error:') == 1
     assert 6 < _failing_iteration(last) <= 9
     assert not (tmp_path / 'work' / 'iter_12.pth').exists()
