@@ -26,8 +26,16 @@ end-of-training checks), in a subprocess of its own and a work dir of its own,
 
 A run that finished (``result.json`` in its work dir) is not run again, so an
 interrupted study continues where it stopped; a run that fails is reported in the
-table (its log is ``run.log`` in its work dir) and the others go on. One progress
-line per run.
+table (its log is ``run.log`` in its work dir) and the others go on; the study then
+exits 1. One progress line per run. A pattern none of the sparse layers can hold
+(input channels not divisible by M: they would all train dense) fails its runs
+before training; layers that stay dense under a pattern are named in the JSON and
+counted in the progress line.
+
+Faults: a config without sparse layer configs is refused up front, in one line; the
+study folder is locked (``.compare_methods.lock``), so a second study into the same
+``--work-dir`` is refused in one line while the first trains; SIGTERM or Ctrl-C
+stops the running run too (exit 143 / 130), and a rerun trains it again.
 
 Per run: the last validation metrics the config's evaluator reports (``--metric``
 picks the key; default ``accuracy/top1``, then ``coco/bbox_mAP``, then the first),
@@ -47,6 +55,7 @@ import copy
 import json
 import os
 import os.path as osp
+import signal
 import statistics
 import subprocess
 import sys
@@ -65,6 +74,10 @@ RESULT = 'result.json'
 SPEC = 'run.json'
 LOG = 'run.log'
 OUT_NAME = 'compare_methods'
+#: Held (flock) by the study training in a folder; holds its pid.
+LOCK = '.compare_methods.lock'
+#: Seconds a run gets to stop after SIGTERM before it is killed.
+STOP_GRACE_S = 10
 
 
 # -- config rewriting -------------------------------------------------------------
@@ -215,6 +228,14 @@ def _load_train_tool():
     return module
 
 
+def dense_fallbacks(model) -> Tuple[List[str], int]:
+    """Names of the sparse-typed layers that stayed dense (input channels not
+    divisible by M), and the number of sparse-typed layers."""
+    from lbc_mm.layers import sparse_layers
+    layers = list(sparse_layers(model, only_sparse=False))
+    return [name for name, layer in layers if not layer.is_sparse], len(layers)
+
+
 def _nm_exact(model) -> Optional[bool]:
     """Every sparse layer keeps exactly ``n`` of every ``m`` weights (None: none)."""
     import torch
@@ -285,6 +306,14 @@ def run_one(run_dir: str) -> None:
 
     recorder = _Metrics()
     runner = build_runner(cfg)
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    dense, total = dense_fallbacks(model)
+    if pattern is not None and total and len(dense) == total:
+        named = ', '.join(dense[:3]) + (', ...' if len(dense) > 3 else '')
+        raise SystemExit(
+            f'error: no layer can hold {pattern_name(pattern)}: the input channels '
+            f'of all {total} sparse layers are not divisible by {pattern[1]}, they '
+            f'would train dense ({named})')
     runner.register_hook(recorder, priority='LOWEST')
     start = time.perf_counter()
     runner.train()
@@ -292,7 +321,6 @@ def run_one(run_dir: str) -> None:
     metrics = recorder.metrics
     if metrics is None and cfg.get('val_cfg', None) is not None:
         metrics = runner.val()
-    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
     peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda else
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     diag = {}
@@ -303,7 +331,7 @@ def run_one(run_dir: str) -> None:
         status='ok', method=spec['method'], pattern=pattern_name(pattern),
         seed=spec['seed'], metrics={k: float(v) for k, v in (metrics or {}).items()
                                     if isinstance(v, (int, float))},
-        nm_exact=_nm_exact(model), wall_s=wall,
+        nm_exact=_nm_exact(model), dense_layers=dense, wall_s=wall,
         peak_mem_mib=peak, peak_mem_kind='cuda allocated' if cuda else 'RSS',
         diagnostics=diag, iters=runner.iter)
     atomic_write(osp.join(run_dir, RESULT),
@@ -333,9 +361,17 @@ def launch(run_dir: str, spec: dict) -> dict:
                  lambda f: f.write(json.dumps(spec, indent=1).encode()))
     start = time.perf_counter()
     with open(osp.join(run_dir, LOG), 'wb') as log:
-        proc = subprocess.run(
+        # A session of its own: Ctrl-C reaches only this process, which stops the
+        # run (and its data loader workers) itself.
+        proc = subprocess.Popen(
             [sys.executable, osp.abspath(__file__), '--run-one', run_dir],
-            stdout=log, stderr=subprocess.STDOUT, cwd=os.getcwd())
+            stdout=log, stderr=subprocess.STDOUT, cwd=os.getcwd(),
+            start_new_session=True)
+        try:
+            proc.wait()
+        except BaseException:  # SIGTERM (Terminated) or Ctrl-C: no orphan run
+            stop_run(proc)
+            raise
     result_path = osp.join(run_dir, RESULT)
     if proc.returncode == 0 and osp.exists(result_path):
         with open(result_path) as f:
@@ -346,6 +382,62 @@ def launch(run_dir: str, spec: dict) -> dict:
                 seed=spec['seed'], returncode=proc.returncode,
                 error=_last_error(osp.join(run_dir, LOG)),
                 wall_s=time.perf_counter() - start)
+
+
+def stop_run(proc: subprocess.Popen) -> None:
+    """SIGTERM a run's process group; SIGKILL it after :data:`STOP_GRACE_S`."""
+    for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal would orphan it
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=STOP_GRACE_S)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def lock_study(work_dir: str) -> int:
+    """Lock the study folder until this process exits (its descriptor stays open;
+    the kernel releases the lock however the process ends).
+
+    Returns:
+        int: The lock file's descriptor.
+
+    Raises:
+        SystemExit: One line when another study trains in ``work_dir``.
+    """
+    import fcntl
+    os.makedirs(work_dir, exist_ok=True)
+    fd = os.open(osp.join(work_dir, LOCK), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors='replace').strip() or '?'
+        os.close(fd)
+        raise SystemExit(f'error: another compare_methods study (pid {holder}) is '
+                         f'training in {work_dir}; wait for it to end or choose '
+                         f'another --work-dir') from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+def check_config(config: str, cfg_options: Optional[dict],
+                 grid_runs: Sequence[Tuple[str, Optional[Tuple[int, int]], int]]
+                 ) -> None:
+    """Refuse, in one line, a config the runs could not switch (no sparse layer
+    config), before any run starts."""
+    from lbc_mm.apis import load_config
+    method, pattern, seed = grid_runs[0]
+    try:
+        cfg = load_config(config)
+        if cfg_options:
+            cfg.merge_from_dict(cfg_options)
+        rewrite_config(cfg, method, pattern, seed)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f'error: {config}: {exc}') from None
 
 
 def pick_metric(results: Sequence[dict], wanted: Optional[str]) -> Optional[str]:
@@ -437,8 +529,9 @@ def markdown_table(rows: Sequence[dict], metric: Optional[str]) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def write_chart(path: str, rows: Sequence[dict], metric: Optional[str]) -> None:
-    """Metric per method and pattern (bars, std error bars; dense as a line)."""
+def write_chart(path: str, rows: Sequence[dict], metric: Optional[str]):
+    """Metric per method and pattern (bars, std error bars; dense as a line);
+    returns the figure."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -483,10 +576,11 @@ def write_chart(path: str, rows: Sequence[dict], metric: Optional[str]) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=100))
+    return fig
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    from mmengine.config import DictAction
+    from lbc_mm.cli import KeyValueAction
     parser = argparse.ArgumentParser(
         description='Compare dense / LBC / SR-STE / STE / ASP on one config')
     parser.add_argument('config', help='train config (any lbc_mm N:M config)')
@@ -499,7 +593,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         'default work_dirs/compare_methods/<config name>')
     parser.add_argument('--metric', help='metric key to compare (default: '
                         'accuracy/top1, else coco/bbox_mAP, else the first)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+', action=KeyValueAction,
                         help='override config settings for every run')
     parser.add_argument('--report-only', action='store_true',
                         help='train nothing: write the table, JSON and chart of '
@@ -529,11 +623,15 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
         run_one(argv[1])
         return []
     args = parse_args(argv)
-    from lbc_mm.export.io import atomic_write
+    from lbc_mm.export.io import Terminated, atomic_write, raise_on_sigterm
     config = osp.abspath(args.config)
     cfg_options = (None if args.cfg_options is None else
                    {k: v for k, v in args.cfg_options.items()})
     runs = grid(args.methods, args.patterns, args.seeds)
+    if not args.report_only:
+        check_config(config, cfg_options, runs)
+        lock_study(args.work_dir)  # held until this process exits
+        raise_on_sigterm()  # SIGTERM stops the running run too (launch)
     results: List[dict] = []
     start = time.perf_counter()
     done_times: List[float] = []
@@ -555,7 +653,14 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
             continue
         spec = dict(config=config, cfg_options=cfg_options, method=method,
                     pattern=list(pattern) if pattern else None, seed=seed)
-        res = launch(run_dir, spec)
+        try:
+            res = launch(run_dir, spec)
+        except KeyboardInterrupt as exc:
+            what = 'terminated (SIGTERM)' if isinstance(exc, Terminated) else \
+                'interrupted'
+            print(f'error: {what} during {name}, which was stopped too; a rerun '
+                  f'trains it again (finished runs are skipped)', file=sys.stderr)
+            raise SystemExit(143 if isinstance(exc, Terminated) else 130) from None
         results.append(res)
         done_times.append(res['wall_s'])
         left = len(runs) - i
@@ -566,6 +671,9 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
             value = res['metrics'].get(metric) if metric else None
             what = (f'{metric} {value:.4g}' if value is not None else 'no metric')
             nm = {True: 'N:M', False: 'NOT N:M', None: 'dense'}[res['nm_exact']]
+            if res.get('dense_layers'):
+                nm += (f' ({len(res["dense_layers"])} sparse layers stayed dense: '
+                       f'input channels not divisible by M)')
             print(f'{head}: ok in {res["wall_s"]:.0f} s, {what}, {nm}{eta}',
                   flush=True)
         else:
@@ -582,7 +690,14 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     atomic_write(base + '.json', lambda f: f.write(json.dumps(
         dict(command=command, metric=metric, runs=results, summary=rows),
         indent=1).encode()))
-    write_chart(base + '.png', rows, metric)
+    chart = write_chart(base + '.png', rows, metric)
+    if not args.report_only:  # the config's visualizer backends get it too
+        from lbc_mm.apis import load_config
+        from lbc_mm.visualization import add_figure_for_config
+        cfg = load_config(config)
+        cfg.merge_from_dict(cfg_options or {})
+        add_figure_for_config(cfg, osp.join(args.work_dir, 'vis_data'), OUT_NAME,
+                              chart)
     failed = sum(r['status'] != 'ok' for r in results)
     print(f'{len(results) - failed} of {len(results)} runs ok '
           f'({time.perf_counter() - start:.0f} s); table {base}.md, JSON '
@@ -592,4 +707,4 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(1 if any(r['status'] == 'failed' for r in main()) else 0)

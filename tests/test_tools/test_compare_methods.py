@@ -1,11 +1,13 @@
 """tools/compare_methods.py: config rewriting, a real two-method study, resume,
-failing runs."""
+failing runs, faults (signals, a second study, bad configs and options)."""
 import importlib.util
 import json
 import os
 import os.path as osp
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from mmengine.config import Config
@@ -171,17 +173,21 @@ def test_study_writes_table_json_png_and_resumes(tmp_path):
 
 
 def test_failing_run_is_reported_not_fatal(tmp_path):
-    # LBCHook's t_f is after the end of training: the LBC run fails at
-    # before_train; the dense run (no hook, no sparse layers) trains.
+    # LBCHook's t_f is after the end of training: the LBC 2:4 run fails at
+    # before_train; no layer of the toy (8 input channels) can hold 1:16, so that
+    # run fails before training instead of training dense as "ok"; the dense run
+    # (no hook, no sparse layers) trains; the study exits 1.
     cfg = cm_cfg(str(tmp_path / 'x'), iters=4, hook=dict(t_f=10, unit='iter'))
     config = write_cm_config(str(tmp_path / 'toy.py'), cfg)
     work = str(tmp_path / 'study')
-    proc = _study([config, '--methods', 'lbc,dense', '--patterns', '2:4', '--seeds',
-                   '0', '--work-dir', work], str(tmp_path))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert '[1/2] lbc_2of4_seed0: FAILED' in proc.stdout
-    assert '[2/2] dense_seed0: ok' in proc.stdout
+    proc = _study([config, '--methods', 'lbc,dense', '--patterns', '2:4,1:16',
+                   '--seeds', '0', '--work-dir', work], str(tmp_path))
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert '[1/3] lbc_2of4_seed0: FAILED' in proc.stdout
     assert 'after the end of training' in proc.stdout
+    assert ('[2/3] lbc_1of16_seed0: FAILED (error: no layer can hold 1:16: the input '
+            'channels of all 2 sparse layers are not divisible by 16') in proc.stdout
+    assert '[3/3] dense_seed0: ok' in proc.stdout
     with open(osp.join(work, 'compare_methods.json')) as f:
         rows = {row['method']: row for row in json.load(f)['summary']}
     assert rows['lbc']['ok'] == 0 and rows['lbc']['failed'][0]['seed'] == 0
@@ -189,3 +195,98 @@ def test_failing_run_is_reported_not_fatal(tmp_path):
     table = open(osp.join(work, 'compare_methods.md')).read()
     assert 'seed 0 failed' in table
     assert not osp.exists(osp.join(work, 'lbc_2of4_seed0', 'result.json'))
+
+
+# -- faults -------------------------------------------------------------------------
+def _argv(config, work):
+    return [config, '--methods', 'srste', '--patterns', '2:4', '--seeds', '0',
+            '--work-dir', work]
+
+
+def test_config_without_sparse_layers_is_refused_up_front(tmp_path):
+    cfg = cm_cfg(str(tmp_path / 'x'))
+    cfg['model'] = dict(type='CMToyNet')  # plain Conv2d / Linear
+    cfg['custom_hooks'] = []
+    config = write_cm_config(str(tmp_path / 'dense.py'), cfg)
+    work = str(tmp_path / 'study')
+    with pytest.raises(SystemExit) as info:
+        cm.main(_argv(config, work))
+    assert str(info.value.code).startswith(
+        f'error: {config}: the config has no sparse layer config to switch')
+    assert not osp.exists(work)
+
+
+def test_cfg_options_without_equals_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        cm.parse_args(['c.py', '--cfg-options', 'train_cfg.max_iters'])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "expected KEY=VALUE, got 'train_cfg.max_iters'" in err
+    assert 'Traceback' not in err
+
+
+def test_second_study_into_the_same_folder_is_refused(tmp_path):
+    config = write_cm_config(str(tmp_path / 'toy.py'), cm_cfg(str(tmp_path / 'x')))
+    work = str(tmp_path / 'study')
+    fd = cm.lock_study(work)  # a first study is training there
+    try:
+        with pytest.raises(SystemExit) as info:
+            cm.main(_argv(config, work))
+        assert info.value.code == (
+            f'error: another compare_methods study (pid {os.getpid()}) is training '
+            f'in {work}; wait for it to end or choose another --work-dir')
+        assert os.listdir(work) == [cm.LOCK]  # nothing trained
+    finally:
+        os.close(fd)
+    os.close(cm.lock_study(work))  # free again once the first one ended
+
+
+def _children(pid):
+    """Pids of the processes whose parent is ``pid`` (Linux /proc)."""
+    out = []
+    for entry in os.listdir('/proc'):
+        try:
+            with open(f'/proc/{entry}/stat') as f:
+                ppid = int(f.read().rsplit(')', 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            out.append(int(entry))
+    return out
+
+
+def test_sigterm_stops_the_running_run_too(tmp_path):
+    """SIGTERM to the study while a run trains: the run stops too (no orphan that
+    trains on), one line, exit 143, and the run is not recorded as finished."""
+    config = write_cm_config(str(tmp_path / 'toy.py'),
+                             cm_cfg(str(tmp_path / 'x'), iters=10**6))
+    work = str(tmp_path / 'study')
+    study = subprocess.Popen(
+        [sys.executable, osp.join(REPO, 'tools', 'compare_methods.py')]
+        + _argv(config, work), env=_env(), cwd=str(tmp_path), text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    children = []
+    try:
+        deadline = time.monotonic() + 120
+        while not children and time.monotonic() < deadline:
+            time.sleep(0.2)
+            children = _children(study.pid)
+        assert children, 'the run never started'
+        time.sleep(1.0)  # the run is under way
+        study.send_signal(signal.SIGTERM)
+        _out, err = study.communicate(timeout=60)
+        assert study.returncode == 143, err[-3000:]
+        assert err.strip().splitlines()[-1] == (
+            'error: terminated (SIGTERM) during srste_2of4_seed0, which was stopped '
+            'too; a rerun trains it again (finished runs are skipped)')
+        assert not [pid for pid in children if osp.exists(f'/proc/{pid}')]
+        assert not osp.exists(osp.join(work, 'srste_2of4_seed0', cm.RESULT))
+    finally:
+        for pid in children:  # an orphan (the bug) must not outlive the test
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if study.poll() is None:
+            study.kill()
+            study.wait()
