@@ -118,6 +118,19 @@ def test_out_is_a_directory_is_one_line(setup, tmp_path):
     assert os.listdir(tmp_path) == ['model.pth']
 
 
+def test_output_paths_are_checked_before_loading(setup, tmp_path):
+    """An OUT under a file is refused before anything is loaded: with a checkpoint
+    that does not fit its config, the error is still the OUT's."""
+    _folder, _cfg, ckpt = setup
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('')
+    other = tmp_path / 'other.py'
+    other.write_text(SPARSE.replace('num_classes=10', 'num_classes=7'))
+    line = _one_error_line(_run(str(other), ckpt, str(blocker / 'model.pth')))
+    assert line == (f'error: cannot write {blocker}/model.pth: {blocker} is not a '
+                    f'directory; no output file was written')
+
+
 def _limit_file_size():
     import resource
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))

@@ -1,5 +1,6 @@
 """tools/train.py: argument merging, the missing-dataset line, a real CPU run."""
 import argparse
+import errno
 import glob
 import importlib.util
 import os
@@ -13,7 +14,12 @@ from mmengine.config import Config
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOY_DIR = osp.join(REPO, 'tests', 'test_hooks')
 sys.path.insert(0, TOY_DIR)
-from lbc_toy import subprocess_env, toy_cfg, write_config  # noqa: E402
+from lbc_toy import (  # noqa: E402
+    reset_mmengine_globals,
+    subprocess_env,
+    toy_cfg,
+    write_config,
+)
 
 
 def _load_tool(name: str):
@@ -182,6 +188,55 @@ def test_amp_without_gpu_is_one_line(tmp_path):
         timeout=300)
     assert proc.returncode != 0 and 'Traceback' not in proc.stderr
     assert '--amp needs a CUDA GPU' in proc.stderr
+
+
+# -- errors that stop training: one line, exit 1 ------------------------------------
+def _main_error(argv, capsys):
+    """Run tools/train.py's main() here; its exit code and its ``error:`` lines."""
+    try:
+        with pytest.raises(SystemExit) as info:
+            train.main(argv)
+    finally:
+        reset_mmengine_globals()
+    err = capsys.readouterr().err
+    assert 'Traceback' not in err, err[-3000:]
+    return info.value.code, [ln for ln in err.splitlines() if ln.startswith('error:')]
+
+
+def test_t_f_after_the_end_of_training_is_one_line(tmp_path, capsys):
+    path = write_config(str(tmp_path / 'cfg.py'), toy_cfg(
+        str(tmp_path / 'w'), hook=dict(t_f=20, unit='iter')))
+    code, errors = _main_error([path], capsys)
+    assert code == 1
+    assert errors == ['error: LBCHook: t_f=20 (iter) = 20 iterations is after the '
+                      'end of training (12 iterations): the model would not end N:M']
+
+
+def test_full_disk_during_training_is_one_line(tmp_path, capsys, monkeypatch):
+    """The checkpoint of iteration 8 hits a full disk (a write inside the atomic
+    writer fails with ENOSPC): one line naming the file and the checkpoint that
+    --resume continues from; no temp file stays."""
+    from lbc_mm.hooks import checkpoint
+    real = checkpoint.atomic_write
+
+    def full_disk(f):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def atomic_write(path, write):
+        return real(path, full_disk if path.endswith('iter_8.pth') else write)
+
+    monkeypatch.setattr(checkpoint, 'atomic_write', atomic_write)
+    work = tmp_path / 'w'
+    cfg = toy_cfg(str(work), hook=dict(t_f=0.5), checkpoint_interval=4)
+    cfg['default_hooks']['checkpoint']['type'] = 'AtomicCheckpointHook'
+    code, errors = _main_error([write_config(str(tmp_path / 'cfg.py'), cfg)], capsys)
+    assert code == 1
+    assert errors == [f'error: cannot write {work}/iter_8.pth: No space left on '
+                      f'device; training stopped, --resume continues from '
+                      f'{work}/iter_4.pth']
+    assert sorted(p for p in os.listdir(work) if p.endswith('.pth')) == [
+        'iter_4.pth']
+    assert not [p for p in os.listdir(work) if p.endswith('.tmp')]
 
 
 def test_parse_args_sets_local_rank():
