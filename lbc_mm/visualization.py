@@ -5,7 +5,8 @@ schedule ``card(t)`` of every N:M pattern with the measured mean alive candidate
 per group, and the measured weight sparsity of the LBC layers against each target.
 :func:`write_figure` saves a figure as a PNG file; :func:`add_figure` gives it to
 mmengine's visualizer, i.e. to every configured backend (``LocalVisBackend``'s
-``vis_data/vis_image/``, TensorBoard, W&B).
+``vis_data/vis_image/``, TensorBoard, W&B); :func:`add_figure_for_config` does it
+outside a Runner, for the backends a config names.
 """
 from typing import Sequence, Tuple
 
@@ -13,8 +14,8 @@ import numpy as np
 
 from .export.io import atomic_write
 
-__all__ = ['add_figure', 'figure_to_rgb', 'lbc_schedule_figure', 'plot_lbc_schedule',
-           'write_figure']
+__all__ = ['add_figure', 'add_figure_for_config', 'figure_to_rgb',
+           'lbc_schedule_figure', 'plot_lbc_schedule', 'write_figure']
 
 
 def write_figure(fig, path: str) -> None:
@@ -51,6 +52,35 @@ def add_figure(name: str, fig, step: int = 0, visualizer=None) -> bool:
         visualizer = Visualizer.get_current_instance()
     visualizer.add_image(name, figure_to_rgb(fig), step=step)
     return True
+
+
+def add_figure_for_config(cfg, save_dir: str, name: str, fig, step: int = 0) -> None:
+    """Give a figure to the visualizer backends a config names, outside a Runner
+    (``tools/compare_methods.py``'s study chart: its runs ran in other processes).
+
+    Args:
+        cfg (Config): The config; ``cfg.visualizer`` (default: mmengine's
+            ``Visualizer`` with a ``LocalVisBackend``) in ``cfg.default_scope``.
+        save_dir (str): The backends write under ``<save_dir>/vis_data``
+            (``vis_image/<name>_<step>.png``, TensorBoard events, ...), as a
+            Runner's under its log dir.
+        name (str): Image name.
+        fig: A matplotlib figure.
+        step (int): Global step. Defaults to 0.
+    """
+    import uuid
+
+    from mmengine.registry import VISUALIZERS, init_default_scope
+    if cfg.get('default_scope', None):
+        init_default_scope(cfg.default_scope)
+    vis_cfg = dict(cfg.get('visualizer', None) or dict(
+        type='Visualizer', vis_backends=[dict(type='LocalVisBackend')]))
+    vis_cfg.update(name=f'{name}_{uuid.uuid4().hex}', save_dir=save_dir)
+    visualizer = VISUALIZERS.build(vis_cfg)
+    try:
+        add_figure(name, fig, step, visualizer)
+    finally:
+        visualizer.close()
 
 
 def plot_lbc_schedule(path: str, schedule, patterns: Sequence[Tuple[int, int, int]],

@@ -696,8 +696,7 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
         from lbc_mm.visualization import add_figure_for_config
         cfg = load_config(config)
         cfg.merge_from_dict(cfg_options or {})
-        add_figure_for_config(cfg, osp.join(args.work_dir, 'vis_data'), OUT_NAME,
-                              chart)
+        add_figure_for_config(cfg, args.work_dir, OUT_NAME, chart)
     failed = sum(r['status'] != 'ok' for r in results)
     print(f'{len(results) - failed} of {len(results)} runs ok '
           f'({time.perf_counter() - start:.0f} s); table {base}.md, JSON '
