@@ -6,14 +6,16 @@ Usage:
 OUT gets a checkpoint with exactly the stock model's keys (masks baked in, scores /
 alive / asp_mask dropped) that the upstream mmdet / mmpretrain config loads without
 lbc_mm; PATH (default ``<OUT stem>.nm<ext>``) gets the compressed N:M form
-(docs/export_format.md). Refuses when a sparse layer is not N:M, when the
-checkpoint does not fit the config (missing / unexpected / mis-shaped keys) or is
-corrupted (zip CRCs are checked), and when an output path is the checkpoint, the
-config or the other output, or cannot be written (a folder, under a read-only
-folder or a file; checked before loading). Both files are written atomically, both
-or neither, with the umask's mode. Errors (a full disk or a read-only folder included) are one
-line on stderr with exit code 1; Ctrl-C exits 130 and SIGTERM 143, without leaving
-a file behind.
+(docs/export_format.md); ``<OUT stem>.py`` gets the stock config (lbc_mm's layers,
+hooks and settings taken out), so OUT and it work with mmdet's ``init_detector`` /
+``DetInferencer`` and ``tools/test.py`` without lbc_mm. Refuses when a sparse layer
+is not N:M, when the checkpoint does not fit the config (missing / unexpected /
+mis-shaped keys) or is corrupted (zip CRCs are checked), and when an output path is
+the checkpoint, the config or another output, or cannot be written (a folder, under
+a read-only folder or a file; checked before loading). The files are written
+atomically, all or none, with the umask's mode. Errors (a full disk or a read-only
+folder included) are one line on stderr with exit code 1; Ctrl-C exits 130 and
+SIGTERM 143, without leaving a file behind.
 """
 import argparse
 import json
@@ -38,7 +40,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import lbc_mm  # noqa: F401  (compat: weights-only loading of mmengine ckpts)
     from lbc_mm.export import export_checkpoint, format_table, parse_pattern
-    from lbc_mm.export.convert import default_compressed_path, refuse_overwrites
+    from lbc_mm.export.convert import (
+        default_compressed_path,
+        default_config_path,
+        refuse_overwrites,
+    )
     from lbc_mm.export.io import (
         Terminated,
         atomic_write,
@@ -49,7 +55,7 @@ def main(argv=None) -> int:
     written = 'no output file was written'
     outputs = {'OUT': args.out,
                '--compressed': args.compressed or default_compressed_path(args.out),
-               '--json': args.json}
+               'stock config': default_config_path(args.out), '--json': args.json}
     try:
         if args.pattern is not None:
             parse_pattern(args.pattern)
@@ -59,13 +65,14 @@ def main(argv=None) -> int:
             check_writable(path)
         report = export_checkpoint(args.config, args.checkpoint, args.out,
                                    args.compressed, args.pattern)
-        written = (f'{report["out"]} and {report["compressed_out"]} were written, '
-                   f'{args.json} was not')
+        written = (f'{report["out"]}, {report["compressed_out"]} and '
+                   f'{report["config_out"]} were written, {args.json} was not')
         print(format_table(report))
         t = report['totals']
-        print(f'wrote {report["out"]} (stock keys) and {report["compressed_out"]} '
+        print(f'wrote {report["out"]} (stock keys), {report["compressed_out"]} '
               f'(compressed: sparse layers {t["sparse_dense_bytes"]} -> '
-              f'{t["sparse_compressed_bytes"]} bytes)')
+              f'{t["sparse_compressed_bytes"]} bytes) and {report["config_out"]} '
+              '(the stock config: it and OUT load without lbc_mm)')
         if args.json:
             text = json.dumps(report, indent=1).encode()
             atomic_write(args.json, lambda f: f.write(text))

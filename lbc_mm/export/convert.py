@@ -7,18 +7,35 @@ writes both or neither of (atomically)
 1. ``out``: ``{'state_dict', 'meta'}`` with exactly the stock model's keys and
    shapes, loadable by the upstream config without lbc_mm;
 2. ``compressed_out``: the compressed N:M format (``lbc_mm.export.compressed``,
-   ``docs/export_format.md``).
+   ``docs/export_format.md``);
+3. ``config_out`` (``<out stem>.py``): the training config made stock
+   (:func:`stock_config`), so ``out`` and it load with mmdet's ``init_detector`` /
+   ``DetInferencer`` (or mmpretrain's ``get_model``) without lbc_mm.
 """
+import copy
 import os
 from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from ..apis import build_model, load_checkpoint_into, load_config, resolve_config
+from ..apis import (
+    build_model,
+    checkpoint_mismatch,
+    load_checkpoint_into,
+    load_config,
+    resolve_config,
+)
 from ..sparsity.patterns import validate_pattern
 from .bake import SPARSE_ONLY_KEYS, NotNMError, densify_model, nm_violations
 from .compressed import compress_state_dict, layer_sizes, nbytes
 from .io import atomic_write_all, same_file, torch_writer
+
+#: lbc_mm layer types; a stock config has the library default (None) instead.
+SPARSE_LAYER_TYPES = ('NMSparseConv', 'NMSparseLinear')
+#: The scores' optimizer settings (``LBCOptimWrapperConstructor``).
+SCORE_KEYS = ('scores_lr_mult', 'scores_decay_mult')
+#: Registries whose lbc_mm items a stock config just leaves out (training only).
+OPTIONAL_REGISTRIES = ('HOOKS', 'VISBACKENDS')
 
 _PLAIN = (str, int, float, bool, type(None))
 
@@ -97,9 +114,119 @@ def refuse_overwrites(inputs: Dict[str, str], outputs: Dict[str, str]) -> None:
         seen.append((label, path))
 
 
+def default_config_path(out: str) -> str:
+    """``model.pth`` -> ``model.py`` (the stock config written next to it)."""
+    return f'{os.path.splitext(out)[0]}.py'
+
+
+def lbc_mm_types() -> Dict[str, str]:
+    """Type name -> registry name of everything lbc_mm registers in mmengine's
+    root registries (a stock config may name none of them)."""
+    from mmengine import registry as root
+    found = {}
+    for reg_name in dir(root):
+        reg = getattr(root, reg_name)
+        if isinstance(reg, root.Registry):
+            for name, obj in reg.module_dict.items():
+                if getattr(obj, '__module__', '').split('.')[0] == 'lbc_mm':
+                    found[name] = reg_name
+    return found
+
+
+def _strip_lbc(node, lbc_types, path: str):
+    """Copy of a config node without lbc_mm: sparse layer cfgs -> None, list items
+    of lbc_mm hook / visualizer-backend types and the ``_scope_='lbc_mm'`` that
+    ``lbc_mm::`` bases add dropped; raises on any other lbc_mm type (naming its
+    key)."""
+    if isinstance(node, dict):
+        if node.get('type') in SPARSE_LAYER_TYPES:
+            return None
+        if node.get('type') == 'NMSparsify':  # the model it wraps, as it was
+            inner = dict(node['model'])
+            if node.get('data_preprocessor') is not None:
+                inner.setdefault('data_preprocessor', node['data_preprocessor'])
+            return _strip_lbc(inner, lbc_types, f'{path}.model')
+        if node.get('type') in lbc_types:
+            raise ValueError(
+                f'cannot write a stock config: {path}.type={node["type"]!r} is an '
+                f'lbc_mm {lbc_types[node["type"]]} type with no stock equivalent')
+        return {k: _strip_lbc(v, lbc_types, f'{path}.{k}') for k, v in node.items()
+                if not (k == '_scope_' and v == 'lbc_mm')}
+    if isinstance(node, (list, tuple)):
+        return type(node)(_strip_lbc(v, lbc_types, f'{path}[{i}]')
+                          for i, v in enumerate(node) if not (
+                              isinstance(v, dict) and
+                              lbc_types.get(v.get('type')) in OPTIONAL_REGISTRIES))
+    return node
+
+
+def stock_config(cfg) -> Dict:
+    """The training config as a stock mmdet / mmpretrain config (a plain dict).
+
+    The model keeps the upstream layers (``conv_cfg`` / ``linear_cfg`` of lbc_mm
+    types -> None, ``NMSparsify`` -> its inner model), training-only lbc_mm parts
+    go (hooks and visualizer backends of lbc_mm types; ``AtomicCheckpointHook``
+    -> ``CheckpointHook``; the scores' optimizer constructor and settings;
+    ``LBCDistributedDataParallel``; ``lbc_mm`` in ``custom_imports``) and
+    ``load_from`` / ``resume`` are cleared. Everything else (data pipelines,
+    test_cfg, metainfo) stays as trained.
+
+    Raises:
+        ValueError: the config names another lbc_mm type (naming its key).
+    """
+    data = copy.deepcopy(cfg.to_dict())
+    lbc_types = lbc_mm_types()
+    for hook in (data.get('default_hooks') or {}).values():
+        if isinstance(hook, dict) and hook.get('type') == 'AtomicCheckpointHook':
+            hook['type'] = 'CheckpointHook'  # same arguments, non-atomic writes
+    optim = data.get('optim_wrapper')
+    if isinstance(optim, dict):
+        if optim.get('constructor') in lbc_types:
+            optim.pop('constructor')
+        paramwise = optim.get('paramwise_cfg')
+        if isinstance(paramwise, dict):
+            for key in SCORE_KEYS:
+                paramwise.pop(key, None)
+            if not paramwise:
+                optim.pop('paramwise_cfg')
+    wrapper = data.get('model_wrapper_cfg')
+    if isinstance(wrapper, dict) and wrapper.get('type') in lbc_types:
+        data.pop('model_wrapper_cfg')
+    imports = data.get('custom_imports')
+    if isinstance(imports, dict):
+        names = imports.get('imports') or []
+        names = [names] if isinstance(names, str) else names
+        kept = [i for i in names if i.split('.')[0] != 'lbc_mm']
+        if kept:
+            imports['imports'] = kept
+        else:
+            data.pop('custom_imports')
+    data.update(load_from=None, resume=False)
+    return _strip_lbc(data, lbc_types, 'cfg')
+
+
+def checked_stock_config(cfg, state_dict: Dict[str, torch.Tensor]) -> str:
+    """:func:`stock_config` as the text of a ``.py`` config (mmengine's format),
+    after checking that the model it builds takes ``state_dict`` strictly.
+
+    Raises:
+        ValueError: it does not (naming the first keys), or see
+            :func:`stock_config`.
+    """
+    from mmengine.config import Config
+    stock = Config(stock_config(cfg))
+    model, _ = build_model(stock)
+    problem = checkpoint_mismatch(model, state_dict)
+    if problem is not None:
+        raise ValueError(f'the stock config written from {cfg.filename} does not '
+                         f'load the exported weights: {problem}')
+    return stock.pretty_text
+
+
 def export_checkpoint(config: str, checkpoint: str, out: str,
                       compressed_out: Optional[str] = None,
-                      pattern: Optional[str] = None) -> Dict:
+                      pattern: Optional[str] = None,
+                      config_out: Optional[str] = None) -> Dict:
     """Convert an lbc_mm checkpoint into a stock checkpoint + compressed file.
 
     Args:
@@ -110,10 +237,13 @@ def export_checkpoint(config: str, checkpoint: str, out: str,
             ``<out stem>.nm<ext>``.
         pattern (str, optional): require every sparse layer to have this N:M
             pattern (e.g. ``'2:4'``).
+        config_out (str, optional): the stock config (:func:`stock_config`),
+            checked to load ``out`` strictly. Defaults to ``<out stem>.py``.
 
     Returns:
         dict: ``rows`` (per sparse layer: layer, pattern, shape, sparsity,
-        dense_bytes, compressed_bytes), ``totals``, ``out``, ``compressed_out``.
+        dense_bytes, compressed_bytes), ``totals``, ``out``, ``compressed_out``,
+        ``config_out``.
 
     Raises:
         FileNotFoundError: config or checkpoint missing.
@@ -124,8 +254,10 @@ def export_checkpoint(config: str, checkpoint: str, out: str,
     """
     want = parse_pattern(pattern) if pattern is not None else None
     compressed_out = compressed_out or default_compressed_path(out)
+    config_out = config_out or default_config_path(out)
     refuse_overwrites({'CHECKPOINT': checkpoint, 'CONFIG': resolve_config(config)},
-                      {'OUT': out, '--compressed': compressed_out})
+                      {'OUT': out, '--compressed': compressed_out,
+                       'stock config': config_out})
     cfg = load_config(config)
     model, _scope = build_model(cfg)
     ckpt = load_checkpoint_into(model, checkpoint)
@@ -166,11 +298,13 @@ def export_checkpoint(config: str, checkpoint: str, out: str,
         'other_bytes': other_bytes}
     totals['model_dense_bytes'] = totals['sparse_dense_bytes'] + other_bytes
     totals['model_compressed_bytes'] = totals['sparse_compressed_bytes'] + other_bytes
-    # both files or neither (a failure or Ctrl-C in the second leaves no first)
+    config_text = checked_stock_config(cfg, state_dict).encode()
+    # all files or none (a failure or Ctrl-C in a later one leaves no earlier one)
     atomic_write_all([(out, torch_writer({'state_dict': state_dict, 'meta': meta})),
-                      (compressed_out, torch_writer(comp))])
+                      (compressed_out, torch_writer(comp)),
+                      (config_out, lambda f: f.write(config_text))])
     return {'rows': rows, 'totals': totals, 'out': out,
-            'compressed_out': compressed_out}
+            'compressed_out': compressed_out, 'config_out': config_out}
 
 
 def format_table(report: Dict) -> str:

@@ -47,7 +47,10 @@ def test_converts_and_prints_the_table(setup):
     assert '| layer | pattern | shape | sparsity | dense bytes | compressed bytes |' \
         in proc.stdout
     assert '| **whole model** |' in proc.stdout
-    assert sorted(os.listdir(folder / 'out')) == ['model.nm.pth', 'model.pth']
+    # the stock config next to the stock checkpoint: the pair needs no lbc_mm
+    assert sorted(os.listdir(folder / 'out')) == ['model.nm.pth', 'model.pth',
+                                                  'model.py']
+    assert f'and {out.with_suffix(".py")} (the stock config' in proc.stdout
 
 
 @pytest.mark.parametrize('case,expect', [
@@ -210,7 +213,8 @@ def test_exported_files_follow_the_umask(setup, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     modes = {name: os.stat(tmp_path / name).st_mode & 0o777
              for name in os.listdir(tmp_path)}
-    assert modes == {'model.pth': 0o644, 'model.nm.pth': 0o644, 'table.json': 0o644}
+    assert modes == {'model.pth': 0o644, 'model.nm.pth': 0o644, 'model.py': 0o644,
+                     'table.json': 0o644}
 
 
 def _largest_entry(path):
