@@ -6,10 +6,15 @@ pkg_resources, which points at site-packages for an editable install. ``lbc_mm.c
 fixes both when lbc_mm is imported; this module does the same for scripts that parse a
 config *before* importing lbc_mm (mmdet's and mmpretrain's own ``tools/train.py``).
 
+OpenMMLab's ``mim`` (``mim search / train / test lbc_mm``) has the same blind spot:
+it reads ``<site-packages>/lbc_mm/.mim/`` (model-index.yml, configs, tools), which
+an editable install does not have; :func:`register_mim` points it at the imported
+package, whose ``.mim/`` links to the repository (``setup.py``).
+
 It lives outside the ``lbc_mm`` package so that it imports nothing heavy: the
 ``lbc_mm_config_hook.pth`` file installed next to it calls :func:`install` at
-interpreter start, which only adds a meta-path finder; the patch itself runs when
-``mmengine.config.config`` is first imported.
+interpreter start, which only adds a meta-path finder; the patches themselves run
+when ``mmengine.config.config`` / ``mim.utils.utils`` are first imported.
 
 The ``.pth`` file is part of the installed distribution (``setup.py`` puts it into
 the wheel, the editable one included), so ``pip uninstall lbc_mm`` removes it. Set
@@ -25,6 +30,7 @@ from types import ModuleType
 
 PACKAGE = 'lbc_mm'
 TARGET = 'mmengine.config.config'
+MIM_TARGET = 'mim.utils.utils'
 PTH_NAME = 'lbc_mm_config_hook.pth'
 #: ``LBC_MM_NO_CONFIG_HOOK=1`` turns the start-up hook off.
 DISABLE_ENV = 'LBC_MM_NO_CONFIG_HOOK'
@@ -61,38 +67,77 @@ def register(config_module: ModuleType) -> None:
     config_module.get_installed_path = get_installed_path
 
 
+def register_mim(utils_module: ModuleType) -> None:
+    """Point mim's ``get_installed_path('lbc_mm')`` at the imported package.
+
+    mim joins the distribution's location with the package name, which is
+    site-packages for an editable install; the package found by import is the same
+    directory for a regular install and the repository's ``lbc_mm/`` (with its
+    ``.mim`` links) for an editable one. Runs before ``mim.utils`` re-exports it.
+
+    Args:
+        utils_module (ModuleType): ``mim.utils.utils`` (executed).
+    """
+    original = utils_module.get_installed_path
+    if getattr(original, '_lbc_mm_patched', False):
+        return
+
+    def get_installed_path(package: str) -> str:
+        return package_dir() if package == PACKAGE else original(package)
+
+    get_installed_path._lbc_mm_patched = True
+    utils_module.get_installed_path = get_installed_path
+
+
+#: module -> what runs right after it executes.
+PATCHES = {TARGET: register, MIM_TARGET: register_mim}
+
+
 class _ConfigImportFinder(importlib.abc.MetaPathFinder):
-    """Runs :func:`register` right after ``mmengine.config.config`` executes."""
+    """Runs the :data:`PATCHES` right after their modules execute."""
+
+    def __init__(self):
+        self.pending = set(PATCHES)
 
     def find_spec(self, name, path=None, target=None):
-        if name != TARGET:
+        if name not in self.pending:
             return None
-        sys.meta_path.remove(self)  # one shot; also avoids finding ourselves
-        spec = importlib.util.find_spec(name)
+        self.pending.discard(name)  # one shot per module
+        sys.meta_path.remove(self)  # also avoids finding ourselves
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            if self.pending:
+                sys.meta_path.insert(0, self)
         if spec is None or spec.loader is None:
             return spec
         exec_module = spec.loader.exec_module
 
         def exec_and_register(module: ModuleType) -> None:
             exec_module(module)
-            register(module)
+            PATCHES[name](module)
 
         spec.loader.exec_module = exec_and_register
         return spec
 
 
 def install() -> None:
-    """Register now if mmengine's config module is loaded, else when it is.
+    """Patch mmengine's config module (and mim's utils) now if loaded, else when
+    they are.
 
     Does nothing when the environment variable ``LBC_MM_NO_CONFIG_HOOK`` is set to
     anything but ``''`` / ``'0'``.
     """
     if os.environ.get(DISABLE_ENV, '') not in ('', '0'):
         return
-    if TARGET in sys.modules:
-        register(sys.modules[TARGET])
-    elif not any(isinstance(f, _ConfigImportFinder) for f in sys.meta_path):
-        sys.meta_path.insert(0, _ConfigImportFinder())
+    loaded = [name for name in PATCHES if name in sys.modules]
+    for name in loaded:
+        PATCHES[name](sys.modules[name])
+    if len(loaded) < len(PATCHES) and not any(
+            isinstance(f, _ConfigImportFinder) for f in sys.meta_path):
+        finder = _ConfigImportFinder()
+        finder.pending -= set(loaded)
+        sys.meta_path.insert(0, finder)
 
 
 def write_pth(site_dir: str) -> str:
