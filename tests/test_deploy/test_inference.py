@@ -84,3 +84,21 @@ def test_benchmark_json_plan(vit, tmp_path):
     with pytest.raises(AccelerateError, match='not 2:4 units of this model'):
         accelerate(copy.deepcopy(model), {'head.layers.head': 'cslt'},
                    stand_in=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not sparse_support()[0], reason=sparse_support()[1] or 'sm80+')
+def test_gpu_auto_matches_dense_within_fp16_tolerance(vit):
+    """On a 2:4-capable GPU: every unit forced sparse (margin -1), fp32 model around
+    fp16 2:4 units, outputs equal to the dense model within fp16 tolerance."""
+    model = copy.deepcopy(vit[0]).cuda()
+    x = torch.randn(4, 3, 32, 32, device='cuda')
+    with torch.no_grad():
+        ref = model(x, mode='tensor')
+    installed = accelerate(model, 'auto', run=lambda: model(x, mode='tensor'),
+                           margin=-1.0)
+    assert installed and all(v not in ('dense_fm', 'dense+dense')
+                             for v in installed.values())
+    with torch.no_grad():
+        got = model(x, mode='tensor')
+    assert (got - ref).abs().max() <= 2e-2 * ref.abs().max()
