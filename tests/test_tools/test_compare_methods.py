@@ -157,6 +157,8 @@ def test_study_writes_table_json_png_and_resumes(tmp_path):
     assert '| lbc | 2:4 |' in table and '| srste | 2:4 |' in table
     with open(osp.join(work, 'compare_methods.png'), 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    # the config's visualizer backends got the chart (LocalVisBackend here)
+    assert osp.isfile(osp.join(work, 'vis_data', 'vis_image', 'compare_methods_0.png'))
     # A rerun skips both finished runs (no training, same table).
     proc = _study(argv, str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
