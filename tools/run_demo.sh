@@ -8,7 +8,8 @@
 #   3. tools/test.py   <demo config> <ckpt>       bbox / segm mAP (mmdet COCO metric)
 #   4. tools/convert.py <demo config> <ckpt> OUT  baked 2:4 stock checkpoint + compressed
 #      tools/export_onnx.py <demo config> OUT     ONNX (detector: backbone + neck), its
-#                                                 2:4 initializers and onnxruntime checked
+#                                                 2:4 initializers (lbc_mm and Polygraphy)
+#                                                 and onnxruntime checked
 #   5. tools/benchmark.py <demo config> OUT.nm.pth  GPU benchmark of the converted model
 #                                                 (exit 2 = no GPU: fine)
 #
