@@ -124,3 +124,17 @@ def test_tool_prints_and_writes_json(tiny, tmp_path, capsys):  # noqa: F811
     assert tool['main']([tiny['sparse'], str(tmp_path / 'missing.pth')]) == 1
     err = capsys.readouterr().err
     assert err.startswith('error: checkpoint not found') and err.count('\n') == 1
+
+
+def test_detector_runs_rpn_and_roi_heads_on_one_data_sample(tmp_path):
+    from test_export.test_stock_config import TINY_DET
+    cfg = tmp_path / 'tiny_det.py'
+    cfg.write_text(TINY_DET)
+    report = cost_report(str(cfg), shape=(64, 96))
+    rows = {r['layer']: r for r in report['rows']}
+    assert report['scope'] == 'mmdet' and report['shape'] == [64, 96]
+    # 16 block convs + 3 downsamples of the ResNet-18 backbone; stem, neck, heads dense
+    assert report['totals']['nm_layers'] == 19
+    assert rows['backbone.layer1.0.conv1']['macs'] == 16 * 16 * 24 * 16 * 9
+    assert rows['roi_head.bbox_head.shared_fcs.0']['macs'] > 0  # on the proposals
+    assert rows['rpn_head.rpn_conv']['pattern'] == 'dense'
