@@ -26,8 +26,9 @@ def _load(path):
 
 def _env(**extra):
     env = dict(os.environ, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='',
-               MPLBACKEND='Agg', **extra)
+               MPLBACKEND='Agg')
     env.pop('LBC_MM_NO_CONFIG_HOOK', None)
+    env.update(extra)
     return env
 
 
@@ -102,7 +103,8 @@ def test_mim_train_and_test_find_the_config_and_tools(tmp_path):
 
 def test_wheel_ships_model_index_configs_and_tools(tmp_path):
     """A regular (non-editable) build copies ``.mim/`` into the wheel: what mim
-    reads from site-packages."""
+    reads from site-packages (installed from the wheel, without the start-up hook,
+    ``mim search`` works)."""
     src = tmp_path / 'src'
     files = subprocess.run(['git', 'ls-files'], cwd=REPO, capture_output=True,
                            text=True, check=True).stdout.split()
@@ -128,3 +130,16 @@ def test_wheel_ships_model_index_configs_and_tools(tmp_path):
                  'lbc_mm/.mim/configs/mmpretrain/_base_/lbc_resnet50_recipe.py',
                  'lbc_mm/.mim/configs/demo/metafile.yml'):
         assert want in names, want
+    if importlib.util.find_spec('mim') is None:
+        return
+    # installed as a regular package (first on the path), mim reads its .mim/ as is
+    target = str(tmp_path / 'site')
+    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps',
+                    '--target', target, wheel], check=True, capture_output=True,
+                   timeout=300)
+    proc = subprocess.run([sys.executable, '-m', 'mim', 'search', 'lbc_mm', '--field',
+                           'config'], capture_output=True, text=True, timeout=300,
+                          env=_env(PYTHONPATH=target, LBC_MM_NO_CONFIG_HOOK='1'),
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'config id: lbc-2of4_resnet50_8xb32_in1k' in proc.stdout
