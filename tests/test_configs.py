@@ -150,7 +150,8 @@ def _lbc_hook(cfg):
 
 
 @pytest.mark.parametrize(
-    'rel', [c for c in CONFIGS if c.startswith('mmpretrain') and 'resnet50' in c])
+    'rel', [c for c in CONFIGS if c.startswith('mmpretrain') and 'resnet50' in c
+            and 'from-dense' not in c])
 def test_resnet50_configs_follow_the_paper_recipe(rel):
     """docs/method.md §9: 120 epochs, SGD 0.9, lr 0.1 / 256, 5 warm-up epochs + cosine,
     explicit weight decay, label smoothing 0.1, t_i=0, t_f=60."""
@@ -204,7 +205,8 @@ def test_deit_config_keeps_the_deit_recipe():
 
 
 @pytest.mark.parametrize(
-    'rel', [c for c in CONFIGS if c.startswith('mmdet') or c.startswith('mask_rcnn')])
+    'rel', [c for c in CONFIGS if (c.startswith('mmdet') or c.startswith('mask_rcnn'))
+            and 'from-dense' not in c])
 def test_mmdet_removal_window_inside_the_1x_schedule(rel):
     cfg = _load(rel)
     assert cfg.train_cfg.max_epochs == 12
@@ -223,3 +225,25 @@ def test_mmdet_removal_window_inside_the_1x_schedule(rel):
         assert (hook.t_i, hook.t_f, hook.unit, hook.frozen_layers) == (0, 6, 'epoch',
                                                                        'learn')
         assert hook.card_update == 'iter'
+
+
+@pytest.mark.parametrize('rel, epochs, t_f, lr', [
+    (os.path.join('mmdet', 'mask-rcnn_r50-lbc-2of4-from-dense_fpn_1x_coco.py'), 6, 3,
+     0.01),
+    (os.path.join('mmpretrain', 'lbc-2of4_resnet50-from-dense_8xb32_in1k.py'), 30, 15,
+     0.01),
+])
+def test_from_dense_configs_fine_tune_a_model_zoo_checkpoint(rel, epochs, t_f, lr):
+    """A short fine-tune of a dense model-zoo model: load_from its weights, removal
+    over the first half, the lr lower than from scratch; every choice in the header."""
+    cfg = _load(rel)
+    assert cfg.load_from.startswith('https://download.openmmlab.com/')
+    assert cfg.train_cfg.max_epochs == epochs
+    hook = _lbc_hook(cfg)
+    assert (hook.t_i, hook.t_f, hook.unit) == (0, t_f, 'epoch')
+    assert cfg.optim_wrapper.optimizer.lr == lr
+    assert cfg.optim_wrapper.constructor == 'LBCOptimWrapperConstructor'
+    assert any(h['type'] == 'FiniteCheckHook' for h in cfg.custom_hooks)
+    header = _header_chain(rel)
+    for choice in ('load_from', f'max_epochs={epochs}', f't_f={t_f}', 'lr 0.01'):
+        assert choice in header, choice
