@@ -104,6 +104,9 @@ def test_checkpoint_and_converted_file_give_the_same_report(tiny, tmp_path):  # 
     ckpt = cost_report(tiny['sparse'], tiny['ckpt'], shape=(32, 32))
     conv = cost_report(tiny['sparse'], str(tmp_path / 'model.nm.pth'), shape=(32, 32))
     assert ckpt['rows'] == conv['rows'] and ckpt['nm_exact'] == conv['nm_exact'] == 20
+    # the stock config convert wrote next to the file serves as well
+    stock = cost_report(str(tmp_path / 'model.py'), out, shape=(32, 32))
+    assert stock['rows'] == conv['rows']
     assert conv['source'].startswith('converted model file')
     assert ckpt['totals']['training_params'] > 0 == conv['totals']['training_params']
     # the compressed size is what convert wrote (tensor bytes)
