@@ -169,11 +169,13 @@ def check_runner_checkpoint(runner: Runner, path: str, allow_partial: bool = Fal
     mmengine loads with ``strict=False`` and only logs mismatches, so a checkpoint of
     another config would be evaluated (or resumed) silently wrong. This is the same
     check ``tools/convert.py`` and ``tools/benchmark.py`` run
-    (:func:`lbc_mm.apis.check_checkpoint`).
+    (:func:`lbc_mm.apis.check_checkpoint`), for local files and addresses alike
+    (``http(s)://``, ``torchvision://`` ...: downloaded into the torch hub cache
+    once and read weights-only like a local file).
 
     Args:
         runner (Runner): built runner (its model, unwrapped, is the reference).
-        path (str): checkpoint file; remote (``s3://``...) paths are not checked.
+        path (str): checkpoint file or address.
         allow_partial (bool): report a key mismatch instead of refusing.
         hint (str): appended to the refusal of a key mismatch (e.g. the flag that
             allows a partial load).
@@ -184,13 +186,14 @@ def check_runner_checkpoint(runner: Runner, path: str, allow_partial: bool = Fal
     from mmengine.model import is_model_wrapper
 
     from .apis import CheckpointMismatchError, check_checkpoint
-    if '://' in path:
-        return None
     model = runner.model.module if is_model_wrapper(runner.model) else runner.model
     try:
         _ckpt, problem = check_checkpoint(model, path, allow_partial=allow_partial)
     except FileNotFoundError as exc:
         print(f'error: {exc}', file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyError as exc:  # torchvision:// / open-mmlab:// name mmengine lacks
+        print(f'error: checkpoint {path}: no checkpoint named {exc}', file=sys.stderr)
         raise SystemExit(1) from None
     except CheckpointMismatchError as exc:
         mismatch = 'does not match the config' in str(exc)

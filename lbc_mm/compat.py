@@ -25,11 +25,26 @@ idempotent.
    objects in configs inherited through ``lbc_mm::`` still build.
 4. setuptools' "pkg_resources is deprecated" warning, raised by mmengine's imports on
    every run, is filtered (that message only).
+5. mmengine 0.10.7 loads every URL checkpoint (``http(s)://``, and ``torchvision://``,
+   ``modelzoo://``, ``open-mmlab://``, ``mmcls://``, which resolve to URLs) with
+   ``torch.hub.load_state_dict_from_url``, whose default is ``weights_only=False``:
+   a file in the hub cache (``$TORCH_HOME/hub/checkpoints``) or behind a URL could
+   run code when a config's ``init_cfg``, ``load_from`` or ``resume`` names it. Its
+   ``load_url`` becomes :func:`lbc_mm.apis.read_url_checkpoint` (weights-only), local
+   files go through :func:`lbc_mm.apis.read_checkpoint` (CRC-checked), a refusal by
+   any other scheme (``s3://``, ``pavi://``: torch's weights-only default) is one
+   line naming the global, and an ``init_cfg`` ``Pretrained`` checkpoint that cannot
+   be loaded into its module (missing, unreadable, refused, or holding another N:M
+   pattern / method) raises ``CheckpointMismatchError``, which the tools print in
+   one line.
 """
+import functools
 import importlib.metadata
 import importlib.util
+import os.path as osp
+import pickle
 import sys
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 # The first transformers major version that breaks mmpretrain 1.2.0's multimodal models.
 TRANSFORMERS_BREAKING_MAJOR = 5
@@ -153,7 +168,78 @@ def silence_pkg_resources_deprecation() -> None:
         'ignore', message='pkg_resources is deprecated', category=UserWarning)
 
 
+def _one_line_refusal(loader: Callable) -> Callable:
+    """A mmengine scheme loader whose weights-only refusal is one line."""
+    from .apis import CheckpointMismatchError, refusal_line
+
+    @functools.wraps(loader)  # keeps ``load_from_<scheme>``: mmengine logs the name
+    def load(filename, map_location=None, *args, **kwargs):
+        try:
+            return loader(filename, map_location, *args, **kwargs)
+        except pickle.UnpicklingError as exc:
+            raise CheckpointMismatchError(refusal_line(filename, exc)) from None
+
+    load.lbc_mm_weights_only = True
+    return load
+
+
+def load_from_local(filename: str, map_location=None) -> dict:
+    """mmengine's local scheme, as :func:`lbc_mm.apis.read_checkpoint`."""
+    from .apis import read_checkpoint
+    return read_checkpoint(osp.expanduser(filename), map_location=map_location)
+
+
+def _pretrained_call(call: Callable) -> Callable:
+    """``PretrainedInit.__call__`` whose failures are one
+    ``CheckpointMismatchError`` line naming the checkpoint and the module."""
+    from .apis import CheckpointMismatchError
+
+    @functools.wraps(call)
+    def init(self, module):
+        try:
+            return call(self, module)
+        except CheckpointMismatchError:
+            raise  # names the file and the problem already
+        except (OSError, ValueError, RuntimeError, KeyError, AssertionError) as exc:
+            detail = (f'no checkpoint named {exc.args[0]!r}' if isinstance(
+                exc, KeyError) and exc.args else str(exc).strip().splitlines()[0]
+                if str(exc).strip() else type(exc).__name__)
+            prefix = f" (prefix '{self.prefix}')" if self.prefix else ''
+            raise CheckpointMismatchError(
+                f'init_cfg Pretrained checkpoint {self.checkpoint}{prefix} into '
+                f'{type(module).__name__}: {detail}') from exc
+
+    init.lbc_mm_weights_only = True
+    return init
+
+
+def weights_only_mmengine_loading() -> bool:
+    """Make every checkpoint mmengine loads weights-only, refusals one line.
+
+    Returns:
+        bool: False when already done (idempotent).
+    """
+    from mmengine.model.weight_init import PretrainedInit
+    from mmengine.runner import checkpoint as mm_checkpoint
+    from mmengine.utils import dl_utils
+
+    from .apis import read_url_checkpoint
+    loaders = mm_checkpoint.CheckpointLoader
+    if getattr(loaders._schemes.get(''), 'lbc_mm_weights_only', False):
+        return False
+    # ``load_from_http`` (which torchvision://, open-mmlab://, mmcls:// call by its
+    # module-level name) downloads with this ``load_url``.
+    mm_checkpoint.load_url = read_url_checkpoint
+    dl_utils.load_url = dl_utils.hub.load_url = read_url_checkpoint
+    for prefix, loader in list(loaders._schemes.items()):
+        new = load_from_local if prefix == '' else loader
+        loaders.register_scheme(prefix, _one_line_refusal(new), force=True)
+    PretrainedInit.__call__ = _pretrained_call(PretrainedInit.__call__)
+    return True
+
+
 silence_pkg_resources_deprecation()
 disable_mmpretrain_multimodal_if_needed()
 allow_mmengine_checkpoints()
 register_config_prefix()
+weights_only_mmengine_loading()

@@ -10,6 +10,7 @@ Every mask must come out as it went in.
 """
 import importlib.util
 import os
+import sys
 import uuid
 
 import pytest
@@ -23,6 +24,9 @@ from lbc_mm.sparse_model import nm_report
 from lbc_mm.sparsity import magnitude_mask
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, 'tests'))
+from checkpoint_poison import poison  # noqa: E402
+
 TWO_STAGE = os.path.join(REPO, 'configs', 'mmdet',
                          'faster-rcnn_r50-lbc-2of4-in1k-pre_fpn_1x_coco.py')
 CLASSES = ('circle', 'rectangle', 'triangle')
@@ -245,3 +249,69 @@ def test_resnet50_keys_line_up_between_mmpretrain_and_mmdet():
     for key, value in cls_state.items():
         assert value.shape == det_state[key].shape, key
     assert sum(k.endswith('.alive') for k in det_state) == 52
+
+
+# -- the backbone's init_cfg checkpoint cannot be used: one line from tools/train.py --
+def _load_train_tool():
+    spec = importlib.util.spec_from_file_location(
+        'lbc_tools_train', os.path.join(REPO, 'tools', 'train.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _bad_backbone(ckpt, case, folder, marker):
+    """``case``'s stage-1 checkpoint made unusable; returns its path."""
+    path = str(folder / f'{case}.pth')
+    if case == 'missing':
+        return path
+    if case == 'truncated':
+        data = open(ckpt, 'rb').read()
+        with open(path, 'wb') as f:
+            f.write(data[:len(data) // 2])
+        return path
+    state = torch.load(ckpt, map_location='cpu', weights_only=True)['state_dict']
+    if case == 'malicious':
+        return poison(path, marker, state)
+    if case == 'dense':  # a dense ImageNet backbone: no LBC mask state
+        state = {k: v for k, v in state.items() if not k.endswith(MASK_KEYS)}
+    elif case == 'unfinished':  # one layer stopped before t_f: all candidates alive
+        key = 'backbone.layer1.0.conv1.alive'
+        state[key] = torch.ones_like(state[key])
+    torch.save({'state_dict': state, 'meta': {}}, path)
+    return path
+
+
+@pytest.mark.parametrize('case, expected', [
+    ('missing', 'checkpoint not found'),
+    ('truncated', 'is corrupted (truncated or damaged zip archive'),
+    ('malicious', 'GLOBAL posix.mkdir'),
+    ('dense', 'LBCHook(require_finished=True): 19 of 19 LBC layers are not at one'),
+    ('unfinished', 'LBCHook(require_finished=True): 1 of 19 LBC layers'),
+    ('other_pattern', 'another N:M pattern'),
+])
+def test_unusable_backbone_is_one_line(tmp_path, data, stage1, capsys, monkeypatch,
+                                       case, expected):
+    """tools/train.py on the two-stage config: exit 1 with one ``error:`` line (was a
+    17-40 line traceback) before the first iteration, and no code from the file."""
+    train = _load_train_tool()
+    monkeypatch.setenv('LOCAL_RANK', '0')  # parse_args() sets it: keep it here
+    marker = tmp_path / 'ran'
+    ckpt = (stage1('lbc') if case == 'other_pattern' else
+            _bad_backbone(stage1('lbc'), case, tmp_path, marker))
+    cfg = _detector_cfg(str(tmp_path / 'det'), f'{data}/coco/', ckpt, 'lbc')
+    if case == 'other_pattern':
+        cfg.model.backbone.conv_cfg.m = 8
+    config = str(tmp_path / 'det.py')
+    cfg.dump(config)
+    with pytest.raises(SystemExit) as exit_:
+        train.main([config])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith('error')]
+    assert len(errors) == 1 and 'Traceback' not in err, err[-3000:]
+    assert expected in errors[0], errors[0]
+    if case not in ('dense', 'unfinished'):  # the hook's line names no file
+        assert ckpt in errors[0] or os.path.basename(ckpt) in errors[0], errors[0]
+    assert not os.path.exists(marker)
+    assert not list((tmp_path / 'det').rglob('*.pth'))  # nothing trained

@@ -10,7 +10,9 @@ the fix) and sets up CPU (gloo) or GPU distributed evaluation. Before testing it
 refuses (one line, exit 1) a checkpoint that does not fit the config (missing,
 unexpected or mis-shaped keys: e.g. a 2:4 checkpoint under a 2:8 config would
 otherwise be evaluated with fresh layers), a corrupted one (zip CRCs) or one whose
-pickle is refused; ``--allow-partial`` evaluates a partial fit on purpose.
+pickle is refused; ``--allow-partial`` evaluates a partial fit on purpose. CHECKPOINT
+may be a URL (or ``torchvision://`` ...): it is downloaded into the torch hub cache
+and read weights-only like a local file.
 """
 # isort: off
 # lbc_mm first: compat shims, the ``lbc_mm::`` config prefix, registries.
@@ -71,7 +73,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 def main(argv: Optional[List[str]] = None) -> None:
     """Parse, merge, check checkpoint and data, set up distributed, test."""
     args = parse_args(argv)
-    if not osp.isfile(args.checkpoint):
+    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
         print(f'Checkpoint not found: {args.checkpoint}', file=sys.stderr)
         raise SystemExit(2)
     cfg = load_config(args.config)

@@ -12,12 +12,16 @@ of a missing file is one line up front too. A checkpoint to resume from that doe
 fit the config (another pattern or model: missing, unexpected or mis-shaped keys), is
 corrupted or is refused by weights-only loading stops the run in one line (exit 1)
 before the first iteration; so does a corrupted or refused ``load_from`` (which may
-fit partially). An error that stops training with a message that says it all (a
-divergence, an ``LBCHook`` refusal such as ``t_f`` after the end of training, a full
-disk) is one line on stderr, exit 1 (:func:`lbc_mm.cli.run_error_line`); any other
-keeps its traceback. A distributed
+fit partially). Both may be URLs (or ``torchvision://`` ...), downloaded into the
+torch hub cache and checked the same way; ``init_cfg`` checkpoints load weights-only
+too, and one that cannot be loaded into its module (missing, corrupted, refused,
+another N:M pattern or method) stops the run in one line. An error that stops
+training with a message that says it all (a divergence, an ``LBCHook`` refusal
+such as ``t_f`` after the end of training, a full disk) is one line on stderr, exit
+1 (:func:`lbc_mm.cli.run_error_line`); any other keeps its traceback. A distributed
 launch without a GPU initialises gloo itself (mmengine 0.10.7 assumes CUDA) and every
-distributed launch uses ``LBCDistributedDataParallel`` (see ``lbc_mm/dist.py``).
+distributed launch uses ``LBCDistributedDataParallel`` (see ``lbc_mm/dist.py``); a
+finished run destroys its process group before it exits.
 """
 # isort: off
 # lbc_mm first: compat shims, the ``lbc_mm::`` config prefix, registries.

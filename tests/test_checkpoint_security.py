@@ -1,0 +1,188 @@
+"""No code from a checkpoint, whatever its address (issue 14, item 2).
+
+A poisoned checkpoint (its pickle calls ``os.mkdir(marker)``: harmless, but the
+marker folder shows that the file's code ran) is refused, in one line naming the
+global, on every path a checkpoint takes into lbc_mm and mmengine: a local file, an
+``http://`` URL (served by a local HTTP server), the torch hub cache behind
+``torchvision://`` / ``open-mmlab://`` / ``mmcls://`` names, ``load_from``,
+``--resume`` and ``init_cfg`` ``Pretrained``. The two-stage backbone's init errors
+are in tests/test_two_stage.py.
+"""
+import functools
+import http.server
+import importlib.util
+import os.path as osp
+import sys
+import threading
+
+import pytest
+import torch
+from mmengine.runner.checkpoint import (
+    CheckpointLoader,
+    get_external_models,
+    get_mmcls_models,
+    get_torchvision_models,
+)
+
+from lbc_mm.apis import CheckpointMismatchError, read_any_checkpoint
+
+TESTS = osp.dirname(osp.abspath(__file__))
+if TESTS not in sys.path:
+    sys.path.insert(0, TESTS)
+from checkpoint_poison import assert_refused, poison  # noqa: E402
+
+REPO = osp.dirname(TESTS)
+TOY_DIR = osp.join(REPO, 'tests', 'test_hooks')
+if TOY_DIR not in sys.path:
+    sys.path.insert(0, TOY_DIR)
+from lbc_toy import (  # noqa: E402
+    LBCToyNet,
+    reset_mmengine_globals,
+    toy_cfg,
+    write_config,
+)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def www(tmp_path):
+    """``(folder, base URL)`` of an HTTP server on 127.0.0.1 serving ``folder``."""
+    root = tmp_path / 'www'
+    root.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f'http://127.0.0.1:{server.server_address[1]}'
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """An empty torch hub cache (``$TORCH_HOME/hub/checkpoints``)."""
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    return tmp_path / 'torch_home' / 'hub' / 'checkpoints'
+
+
+def _first_http(urls: dict) -> str:
+    return next(name for name, url in sorted(urls.items())
+                if isinstance(url, str) and url.startswith('http'))
+
+
+def _hub_name(address: str) -> str:
+    """The hub-cache file name an mmengine checkpoint name downloads to."""
+    scheme, name = address.split('://', 1)
+    urls = {'torchvision': get_torchvision_models, 'open-mmlab': get_external_models,
+            'mmcls': get_mmcls_models}[scheme]()
+    return osp.basename(urls[name])
+
+
+def test_the_poison_runs_when_loaded_unsafely(tmp_path):
+    """Control: the test file does run code under ``weights_only=False`` (what
+    ``torch.hub.load_state_dict_from_url`` does by default)."""
+    marker = tmp_path / 'ran'
+    path = poison(tmp_path / 'evil.pth', marker)
+    torch.load(path, weights_only=False)
+    assert osp.isdir(marker)
+
+
+def test_local_file(tmp_path):
+    marker = tmp_path / 'ran'
+    path = poison(tmp_path / 'evil.pth', marker)
+    for load in (read_any_checkpoint, CheckpointLoader.load_checkpoint):
+        with pytest.raises(CheckpointMismatchError) as err:
+            load(path)
+        assert_refused(err.value, marker)
+
+
+def test_http_url(www, hub, tmp_path):
+    root, base = www
+    marker = tmp_path / 'ran'
+    poison(root / 'evil.pth', marker)
+    with pytest.raises(CheckpointMismatchError) as err:
+        CheckpointLoader.load_checkpoint(f'{base}/evil.pth')
+    assert_refused(err.value, marker)
+    assert f'{base}/evil.pth (cached as {hub}' in str(err.value)
+    # a clean file behind a URL still loads (weights-only allows tensors)
+    torch.save({'state_dict': {'w': torch.ones(2)}}, str(root / 'good.pth'))
+    ckpt = CheckpointLoader.load_checkpoint(f'{base}/good.pth')
+    assert torch.equal(ckpt['state_dict']['w'], torch.ones(2))
+    # a URL that is not there: one line with the reason
+    with pytest.raises(CheckpointMismatchError, match='cannot download .*404'):
+        CheckpointLoader.load_checkpoint(f'{base}/missing.pth')
+
+
+@pytest.mark.parametrize('address', ['torchvision://resnet50', 'modelzoo://resnet50',
+                                     'open-mmlab://', 'mmcls://'])
+def test_hub_cache_of_mmengine_names(address, hub, tmp_path):
+    """A poisoned file already in the hub cache, where ``torchvision://resnet50``
+    and the other mmengine names look first (no network)."""
+    if address.endswith('://'):
+        urls = (get_external_models if address == 'open-mmlab://' else
+                get_mmcls_models)()
+        address += _first_http(urls)
+    marker = tmp_path / 'ran'
+    poison(hub / _hub_name(address.replace('modelzoo', 'torchvision')), marker)
+    with pytest.raises(CheckpointMismatchError) as err:
+        CheckpointLoader.load_checkpoint(address)
+    assert_refused(err.value, marker)
+
+
+def test_init_cfg_pretrained_torchvision(hub, tmp_path):
+    """The shipped configs' ``init_cfg=dict(type='Pretrained',
+    checkpoint='torchvision://resnet50')``, on a small mmdet ResNet."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    marker = tmp_path / 'ran'
+    poison(hub / _hub_name('torchvision://resnet50'), marker)
+    backbone = MODELS.build(dict(
+        type='ResNet', depth=18, base_channels=16, init_cfg=dict(
+            type='Pretrained', checkpoint='torchvision://resnet50')))
+    with pytest.raises(CheckpointMismatchError) as err:
+        backbone.init_weights()
+    assert_refused(err.value, marker)
+
+
+# -- through tools/train.py: load_from and --resume, local and URL --------------------
+def _load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(
+        f'lbc_tools_{name}', osp.join(REPO, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def train_tool(monkeypatch):
+    monkeypatch.setenv('LOCAL_RANK', '0')  # parse_args() sets it: keep it here
+    yield _load_tool('train')
+    reset_mmengine_globals()
+
+
+@pytest.mark.parametrize('where', ['local', 'url'])
+@pytest.mark.parametrize('how', ['--resume', 'load_from'])
+def test_train_tool_refuses_in_one_line(train_tool, www, hub, tmp_path, capsys,
+                                        where, how):
+    root, base = www
+    marker = tmp_path / 'ran'
+    torch.manual_seed(0)
+    path = poison(root / 'evil.pth', marker, LBCToyNet().state_dict())
+    address = path if where == 'local' else f'{base}/evil.pth'
+    config = write_config(str(tmp_path / 'cfg.py'),
+                          toy_cfg(str(tmp_path / 'work'), hook=dict(t_f=0.5)))
+    extra = (['--resume', address] if how == '--resume' else
+             ['--cfg-options', f'load_from={address}'])
+    with pytest.raises(SystemExit) as exit_:
+        train_tool.main([config, '--work-dir', str(tmp_path / 'work')] + extra)
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith('error: '), err
+    assert_refused(err, marker)
+    assert not list((tmp_path / 'work').rglob('*.pth'))  # nothing trained
