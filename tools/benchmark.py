@@ -84,7 +84,7 @@ def combine(paths, out_png, out_md):
     text = combined_markdown(results, unreadable)
     print(text)
     if out_md:
-        from lbc_mm.export.io import atomic_write
+        from lbc_mm.io import atomic_write
         try:
             atomic_write(out_md, lambda f: f.write(text.encode()))
         except OSError as exc:
@@ -133,7 +133,7 @@ def main(argv=None):
     def log(line):
         print(line, flush=True)
 
-    from lbc_mm.export.io import Terminated, raise_on_sigterm
+    from lbc_mm.io import Terminated, raise_on_sigterm
     raise_on_sigterm()  # SIGTERM unwinds like Ctrl-C: no temp file stays behind
     try:
         code = Benchmark(

@@ -69,7 +69,7 @@ def default_out(model: str) -> str:
 
 
 def _write_json(path, report):
-    from lbc_mm.export.io import atomic_write
+    from lbc_mm.io import atomic_write
     text = json.dumps(report, indent=1, default=str).encode()
     atomic_write(path, lambda f: f.write(text))
 
@@ -88,12 +88,12 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 1
     import lbc_mm  # noqa: F401  (compat shims, registries)
-    from lbc_mm.deploy import onnx_check as chk
-    from lbc_mm.deploy import onnx_export as exp
-    from lbc_mm.deploy import onnx_trt as trt
     from lbc_mm.deploy.models import load_converted, random_weights, require_2of4
+    from lbc_mm.deploy.onnx import check as chk
+    from lbc_mm.deploy.onnx import export as exp
+    from lbc_mm.deploy.onnx import trt
     from lbc_mm.export.convert import refuse_overwrites
-    from lbc_mm.export.io import Terminated, atomic_write, raise_on_sigterm
+    from lbc_mm.io import Terminated, atomic_write, raise_on_sigterm
     raise_on_sigterm()  # SIGTERM unwinds like Ctrl-C: no temp file stays behind
     out = args.out or (default_out(args.model) if args.model else
                        os.path.join('work_dirs', 'onnx', os.path.basename(
@@ -215,6 +215,7 @@ def _done(written) -> str:
 
 def run_tensorrt(args, trt, found, onnx_path, rows, report):
     """Dense and 2:4 engines; the JSON is rewritten after each engine."""
+    from lbc_mm.deploy.onnx.trt_layers import layer_verdicts
     shape = report['input']
 
     def on_step(partial):
@@ -233,7 +234,7 @@ def run_tensorrt(args, trt, found, onnx_path, rows, report):
                     line=f'TensorRT failed: {msg}')
     if engines.get('available'):
         sparse = engines['runs']['sparse']
-        engines['verdicts'] = trt.layer_verdicts(
+        engines['verdicts'] = layer_verdicts(
             rows, sparse.get('engine_layers', []), sparse.get('sparse_layers', []))
     return engines
 

@@ -6,8 +6,9 @@ model with its N:M layers, or random weights with magnitude masks), ``kernels``
 (shapes, per-layer timing, auto choice), ``workload`` (model, input, timed
 functions, units), ``end_to_end`` and ``bench`` (the :class:`Benchmark` behind
 ``tools/benchmark.py``), ``report`` (JSON, markdown, PNG), ``preflight``, and
-``onnx_*`` (``tools/export_onnx.py``), ``inference`` (:func:`accelerate`: 2:4 units
-swapped into a loaded converted model). Nothing here needs a GPU to import.
+``onnx`` (``tools/export_onnx.py``: export, check, TensorRT), ``inference``
+(:func:`accelerate`: 2:4 units swapped into a loaded converted model). Nothing
+here needs a GPU to import.
 """
 from .inference import AccelerateError, accelerate
 

@@ -30,8 +30,8 @@ from ..apis import (
 )
 from ..export.bake import SPARSE_ONLY_KEYS, NotNMError, densify_model, nm_violations
 from ..export.compressed import FORMAT, decompress_state_dict
-from ..export.convert import parse_pattern
 from ..sparse_model import nm_report
+from ..sparsity.patterns import parse_pattern
 from ..transforms import sparsify
 
 __all__ = ['Not2of4Error', 'NotConvertedError', 'load_converted', 'magnitude_sparse',

@@ -1,6 +1,6 @@
 """What a benchmark writes: its JSON, markdown tables, the per-layer chart.
 
-Every file goes through :func:`lbc_mm.export.io.atomic_write` (the umask's mode, no
+Every file goes through :func:`lbc_mm.io.atomic_write` (the umask's mode, no
 temp file left behind). ``tools/benchmark.py --combine`` merges several JSON files
 with :func:`combined_markdown` and :func:`plot_layers`.
 """
@@ -10,7 +10,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ..export.io import atomic_write
+from ..io import atomic_write
 from . import kernels
 
 __all__ = ['combined_markdown', 'e2e_markdown', 'environment', 'layer_markdown',

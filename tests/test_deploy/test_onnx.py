@@ -1,4 +1,4 @@
-"""tools/export_onnx.py and lbc_mm.deploy.onnx_*: export, N:M of initializers,
+"""tools/export_onnx.py and lbc_mm.deploy.onnx: export, N:M of initializers,
 onnxruntime equality, refusals (CPU, tiny models)."""
 import json
 import os
@@ -12,7 +12,9 @@ pytest.importorskip('onnx')
 pytest.importorskip('onnxruntime')
 
 from lbc_mm.apis import build_model, load_config  # noqa: E402
-from lbc_mm.deploy import onnx_check, onnx_trt  # noqa: E402
+from lbc_mm.deploy.onnx import check as onnx_check  # noqa: E402
+from lbc_mm.deploy.onnx import trt as onnx_trt  # noqa: E402
+from lbc_mm.deploy.onnx import trt_layers  # noqa: E402
 from lbc_mm.export import export_checkpoint  # noqa: E402
 from lbc_mm.layers import sparse_layers  # noqa: E402
 from lbc_mm.sparsity.patterns import magnitude_mask  # noqa: E402
@@ -188,7 +190,7 @@ class _Tokens(nn.Module):
 
 
 def test_matmul_weights_are_grouped_along_k():
-    from lbc_mm.deploy.onnx_export import ExportWrapper, export_onnx
+    from lbc_mm.deploy.onnx.export import ExportWrapper, export_onnx
     model = _Tokens().eval()
     with torch.no_grad():
         model.fc1.weight.mul_(magnitude_mask(model.fc1.weight, 2, 4))
@@ -226,7 +228,7 @@ class _ZeroGammaBlocks(nn.Module):
 def test_layers_sharing_one_folded_initializer_are_each_checked():
     # `make demo` failed here: the exporter keeps one initializer for equal folded
     # weights, whose name belongs to one layer only; the other was reported missing.
-    from lbc_mm.deploy.onnx_export import ExportWrapper, export_onnx
+    from lbc_mm.deploy.onnx.export import ExportWrapper, export_onnx
     model = _ZeroGammaBlocks().eval()
     with torch.no_grad():
         for conv in (model.conv_a, model.conv_b):
@@ -255,10 +257,10 @@ def test_trtexec_log_parsing_and_missing_tensorrt_line():
            'layers: Conv_2\n'
            '[I] GPU Compute Time: min = 0.5 ms, max = 0.9 ms, mean = 0.61 ms, '
            'median = 0.6 ms, percentile(90%) = 0.7 ms\n')
-    got = onnx_trt.parse_trtexec_log(log)
+    got = trt_layers.parse_trtexec_log(log)
     assert got == {'median_ms': 0.6, 'sparse_layers': ['Conv_2'],
                    'eligible_layers': ['Conv_1', 'Conv_2']}
-    assert onnx_trt.sparse_tactic_layers({'Layers': [
+    assert trt_layers.sparse_tactic_layers({'Layers': [
         {'Name': 'a', 'TacticName': 'sm80_xmma_fprop_sparse_conv'},
         {'Name': 'b', 'TacticName': 'sm80_xmma_fprop_implicit_gemm'}]}) == ['a']
     line = onnx_trt.how_to_run('m.onnx', (1, 3, 224, 224))
@@ -317,7 +319,7 @@ def test_sigterm_leaves_no_temp_file(cls, tmp_path):
     import subprocess
     code = (
         'import os, signal, sys; sys.path.insert(0, "tools"); import export_onnx\n'
-        'from lbc_mm.export import io\n'
+        'from lbc_mm import io\n'
         'real = io.atomic_write\n'
         'def slow(path, write):\n'
         '    def w(f):\n'
@@ -383,7 +385,7 @@ def test_fp16_onnx_keeps_2of4_on_the_fp16_weights(cls, tmp_path, capsys):
 
 # -- NVIDIA's own checker -------------------------------------------------------------
 def test_polygraphy_finds_the_same_2of4_weights(cls, tmp_path, capsys):
-    from lbc_mm.deploy.onnx_check import polygraphy_sparsity
+    from lbc_mm.deploy.onnx.check import polygraphy_sparsity
     try:
         polygraphy_sparsity(str(tmp_path / 'none.onnx'), timeout=60)
     except FileNotFoundError:
@@ -398,7 +400,7 @@ def test_polygraphy_finds_the_same_2of4_weights(cls, tmp_path, capsys):
     assert cmp['same'] and cmp['lbc_mm'] == cmp['polygraphy'] == 20
     assert '2:4 weight initializers: lbc_mm 20, Polygraphy' in stdout
     # a disagreement is an error: a row lbc_mm calls 2:4 that Polygraphy does not
-    from lbc_mm.deploy import onnx_check
+    from lbc_mm.deploy.onnx import check as onnx_check
     rows = [{'initializer': 'w', 'is_2of4': True}, {'initializer': 'v',
                                                      'is_2of4': None}]
     cmp = onnx_check.compare_polygraphy(rows, {'sparse': ['v'], 'command': ['p']})

@@ -11,7 +11,7 @@ detailed verbosity ``Layers`` is a list of names; 11.x replaced ``Bindings`` by
 """
 import pytest
 
-from lbc_mm.deploy import onnx_trt as trt
+from lbc_mm.deploy.onnx import trt, trt_layers
 
 STATIC = None
 DYNAMIC = {'input': [16, 3, 224, 224]}
@@ -140,18 +140,18 @@ ROWS = [
 
 
 def test_engine_layers_read_sparse_flag_and_tactic_names():
-    layers = trt.engine_layers(LAYER_INFO_DETAILED)
+    layers = trt_layers.engine_layers(LAYER_INFO_DETAILED)
     assert [x['sparse'] for x in layers] == [True, False, True, False]
-    assert trt.sparse_tactic_layers(LAYER_INFO_DETAILED) == [
+    assert trt_layers.sparse_tactic_layers(LAYER_INFO_DETAILED) == [
         layers[0]['name'], '/model/head/fc/Gemm']
-    assert trt.engine_layers(LAYER_INFO_NAMES)[0]['sparse'] is None
+    assert trt_layers.engine_layers(LAYER_INFO_NAMES)[0]['sparse'] is None
 
 
 def test_verdicts_name_eligible_layers_that_were_not_picked():
-    log = trt.parse_trtexec_log(LOG)
+    log = trt_layers.parse_trtexec_log(LOG)
     assert log['median_ms'] == 0.6 and len(log['eligible_layers']) == 2
-    got = {v['layer']: v for v in trt.layer_verdicts(
-        ROWS, trt.engine_layers(LAYER_INFO_DETAILED), log['sparse_layers'])}
+    got = {v['layer']: v for v in trt_layers.layer_verdicts(
+        ROWS, trt_layers.engine_layers(LAYER_INFO_DETAILED), log['sparse_layers'])}
     assert set(got) == {'backbone.layer1.0.conv1', 'backbone.layer1.0.conv2',
                         'head.fc'}  # only 2:4 weights are judged
     assert got['backbone.layer1.0.conv1']['verdict'] == 'sparse'
@@ -160,7 +160,7 @@ def test_verdicts_name_eligible_layers_that_were_not_picked():
     assert not got['backbone.layer1.0.conv2']['log']
     assert got['head.fc']['verdict'] == 'sparse' and not got['head.fc']['log']
     # no detail in the layer information: no verdict invented
-    v = trt.layer_verdicts(ROWS[1:2], trt.engine_layers(LAYER_INFO_NAMES))
+    v = trt_layers.layer_verdicts(ROWS[1:2], trt_layers.engine_layers(LAYER_INFO_NAMES))
     assert v[0]['verdict'] == 'not in layer info'
     text = trt.format_engines({
         'available': True, 'tensorrt_version': '10.3.0', 'tool': 'trtexec',
@@ -168,6 +168,7 @@ def test_verdicts_name_eligible_layers_that_were_not_picked():
         'verdicts': list(got.values()),
         'runs': {'dense': {'median_ms': 0.72, 'sparse_layers': []},
                  'sparse': {'median_ms': 0.6, 'sparse_layers': log['sparse_layers'],
-                            'engine_layers': trt.engine_layers(LAYER_INFO_DETAILED)}}})
+                            'engine_layers':
+                                trt_layers.engine_layers(LAYER_INFO_DETAILED)}}})
     assert 'TensorRT 10.3.0 (trtexec)' in text and '| 2 |' in text
     assert 'run dense by TensorRT (1): backbone.layer1.0.conv2' in text

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..sparsity.patterns import count_nm_violations
+from ...sparsity.patterns import count_nm_violations
 
 #: onnxruntime vs PyTorch: ``|ort - torch| <= ATOL + RTOL * |torch|`` element-wise.
 RTOL = 1e-3

@@ -133,7 +133,7 @@ def export_onnx(wrapper: nn.Module, x: torch.Tensor, opset: int = DEFAULT_OPSET,
     The TorchScript exporter keeps each node's module scope in its name (which maps
     initializers back to layers) and takes ``dynamic_axes``. In eval mode it folds
     BatchNorm into the preceding conv (``W * s`` per output channel): zeros stay
-    zeros, which :mod:`lbc_mm.deploy.onnx_check` verifies.
+    zeros, which :mod:`lbc_mm.deploy.onnx.check` verifies.
 
     Returns:
         onnx.ModelProto: passed ``onnx.checker.check_model(full_check=True)``.
