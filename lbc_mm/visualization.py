@@ -12,7 +12,7 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
-from .export.io import atomic_write
+from .io import atomic_write
 
 __all__ = ['add_figure', 'add_figure_for_config', 'figure_to_rgb',
            'lbc_schedule_figure', 'plot_lbc_schedule', 'write_figure']

@@ -6,7 +6,7 @@ design), so it runs in milliseconds and needs no heavy import.
 import ast
 import os.path as osp
 from pathlib import Path
-from typing import Dict, List, Set
+from typing import Dict, List, Set, Tuple
 
 PACKAGE = Path(__file__).resolve().parents[1] / 'lbc_mm'
 
@@ -81,3 +81,34 @@ def test_model_helpers_sit_below_hooks_export_and_deploy():
     assert not any(dep.startswith('lbc_mm.hooks')
                    for mod, deps in graph.items() if mod.startswith('lbc_mm.export')
                    for dep in deps)
+
+
+#: Modules that run while training; they import nothing from export or deploy.
+TRAINING = ('lbc_mm.hooks', 'lbc_mm.layers', 'lbc_mm.methods', 'lbc_mm.optim',
+            'lbc_mm.transforms', 'lbc_mm.visualization', 'lbc_mm.sparse_model',
+            'lbc_mm.model_wrappers', 'lbc_mm.config_check', 'lbc_mm.sparsity',
+            'lbc_mm.io')
+
+
+def training_imports_of_export(graph: Dict[str, Set[str]]) -> List[Tuple[str, str]]:
+    """``(training module, export / deploy module it imports)`` pairs."""
+    return sorted((mod, dep) for mod, deps in graph.items()
+                  if mod.startswith(TRAINING) for dep in deps
+                  if dep.startswith(('lbc_mm.export', 'lbc_mm.deploy')))
+
+
+def test_training_imports_nothing_from_export_or_deploy():
+    assert training_imports_of_export(import_graph()) == []
+
+
+def test_the_rule_catches_a_training_module_importing_export(tmp_path):
+    pkg = tmp_path / 'lbc_mm'
+    (pkg / 'export').mkdir(parents=True)
+    (pkg / 'hooks').mkdir()
+    for init in (pkg, pkg / 'export', pkg / 'hooks'):
+        (init / '__init__.py').write_text('')
+    (pkg / 'export' / 'io.py').write_text('')
+    (pkg / 'hooks' / 'checkpoint.py').write_text('from ..export.io import x\n')
+    assert training_imports_of_export(import_graph(pkg)) == [
+        ('lbc_mm.hooks.checkpoint', 'lbc_mm.export'),
+        ('lbc_mm.hooks.checkpoint', 'lbc_mm.export.io')]

@@ -39,64 +39,59 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     import lbc_mm  # noqa: F401  (compat: weights-only loading of mmengine ckpts)
-    from lbc_mm.export import export_checkpoint, format_table, parse_pattern
+    from lbc_mm.export import export_checkpoint, format_table
     from lbc_mm.export.convert import (
         default_compressed_path,
         default_config_path,
         refuse_overwrites,
     )
-    from lbc_mm.export.io import (
-        Terminated,
-        atomic_write,
-        check_writable,
-        raise_on_sigterm,
-    )
-    raise_on_sigterm()  # SIGTERM unwinds like Ctrl-C: no temp file stays behind
+    from lbc_mm.io import atomic_write, check_writable, run_tool
+    from lbc_mm.sparsity.patterns import parse_pattern
     written = 'no output file was written'
     outputs = {'OUT': args.out,
                '--compressed': args.compressed or default_compressed_path(args.out),
                'stock config': default_config_path(args.out), '--json': args.json}
-    try:
-        if args.pattern is not None:
-            parse_pattern(args.pattern)
-        refuse_overwrites({'CHECKPOINT': args.checkpoint, 'CONFIG': args.config},
-                          outputs)
-        for path in filter(None, outputs.values()):  # before the 10-20 s of loading
-            check_writable(path)
-        report = export_checkpoint(args.config, args.checkpoint, args.out,
-                                   args.compressed, args.pattern)
-        written = (f'{report["out"]}, {report["compressed_out"]} and '
-                   f'{report["config_out"]} were written, {args.json} was not')
-        print(format_table(report))
-        t = report['totals']
-        print(f'wrote {report["out"]} (stock keys), {report["compressed_out"]} '
-              f'(compressed: sparse layers {t["sparse_dense_bytes"]} -> '
-              f'{t["sparse_compressed_bytes"]} bytes) and {report["config_out"]} '
-              '(the stock config: it and OUT load without lbc_mm)')
-        if args.json:
-            text = json.dumps(report, indent=1).encode()
-            atomic_write(args.json, lambda f: f.write(text))
-    except Terminated:
-        print(f'error: terminated (SIGTERM); {written}', file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
-        print(f'error: interrupted; {written}', file=sys.stderr)
-        return 130
-    except OSError as exc:
-        if exc.errno is not None and exc.filename in outputs.values():
-            print(f'error: cannot write {exc.filename}: {exc.strerror}; {written}',
-                  file=sys.stderr)
-        else:  # e.g. FileNotFoundError('checkpoint not found: ...')
+
+    def convert() -> int:
+        nonlocal written
+        try:
+            if args.pattern is not None:
+                parse_pattern(args.pattern)
+            refuse_overwrites({'CHECKPOINT': args.checkpoint, 'CONFIG': args.config},
+                              outputs)
+            # before the 10-20 s of loading
+            for path in filter(None, outputs.values()):
+                check_writable(path)
+            report = export_checkpoint(args.config, args.checkpoint, args.out,
+                                       args.compressed, args.pattern)
+            written = (f'{report["out"]}, {report["compressed_out"]} and '
+                       f'{report["config_out"]} were written, {args.json} was not')
+            print(format_table(report))
+            t = report['totals']
+            print(f'wrote {report["out"]} (stock keys), {report["compressed_out"]} '
+                  f'(compressed: sparse layers {t["sparse_dense_bytes"]} -> '
+                  f'{t["sparse_compressed_bytes"]} bytes) and {report["config_out"]} '
+                  '(the stock config: it and OUT load without lbc_mm)')
+            if args.json:
+                text = json.dumps(report, indent=1).encode()
+                atomic_write(args.json, lambda f: f.write(text))
+        except OSError as exc:
+            if exc.errno is not None and exc.filename in outputs.values():
+                print(f'error: cannot write {exc.filename}: {exc.strerror}; {written}',
+                      file=sys.stderr)
+            else:  # e.g. FileNotFoundError('checkpoint not found: ...')
+                print(f'error: {exc}', file=sys.stderr)
+            return 1
+        except ValueError as exc:  # bad pattern / paths, mismatch, corrupted, not N:M
             print(f'error: {exc}', file=sys.stderr)
-        return 1
-    except ValueError as exc:  # bad pattern / paths, mismatch, corrupted, not N:M
-        print(f'error: {exc}', file=sys.stderr)
-        return 1
-    except KeyError as exc:  # a registry type the config names is unknown
-        print(f'error: config {args.config}: {exc.args[0] if exc.args else exc}',
-              file=sys.stderr)
-        return 1
-    return 0
+            return 1
+        except KeyError as exc:  # a registry type the config names is unknown
+            print(f'error: config {args.config}: {exc.args[0] if exc.args else exc}',
+                  file=sys.stderr)
+            return 1
+        return 0
+
+    return run_tool(convert, lambda: written)
 
 
 if __name__ == '__main__':

@@ -42,21 +42,25 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import lbc_mm  # noqa: F401  (registers the layers; weights-only mmengine ckpts)
     from lbc_mm.cost import cost_report, format_report
-    from lbc_mm.export.io import atomic_write
-    try:
-        report = cost_report(args.config, args.checkpoint, args.shape)
-        print(format_report(report, all_layers=args.all_layers))
-        if args.json:
-            text = json.dumps(report, indent=1).encode()
-            atomic_write(args.json, lambda f: f.write(text))
-    except (OSError, ValueError) as exc:  # missing / mismatched / corrupted files
-        print(f'error: {exc}', file=sys.stderr)
-        return 1
-    except KeyError as exc:  # a registry type the config names is unknown
-        print(f'error: config {args.config}: {exc.args[0] if exc.args else exc}',
-              file=sys.stderr)
-        return 1
-    return 0
+    from lbc_mm.io import atomic_write, run_tool
+
+    def report_cost() -> int:
+        try:
+            report = cost_report(args.config, args.checkpoint, args.shape)
+            print(format_report(report, all_layers=args.all_layers))
+            if args.json:
+                text = json.dumps(report, indent=1).encode()
+                atomic_write(args.json, lambda f: f.write(text))
+        except (OSError, ValueError) as exc:  # missing / mismatched / corrupted files
+            print(f'error: {exc}', file=sys.stderr)
+            return 1
+        except KeyError as exc:  # a registry type the config names is unknown
+            print(f'error: config {args.config}: {exc.args[0] if exc.args else exc}',
+                  file=sys.stderr)
+            return 1
+        return 0
+
+    return run_tool(report_cost)
 
 
 if __name__ == '__main__':

@@ -13,15 +13,13 @@ from .compressed import (
     pack_bits,
     unpack_bits,
 )
-from .convert import export_checkpoint, format_table, parse_pattern
-from .io import atomic_torch_save, atomic_write, atomic_write_all
+from .convert import export_checkpoint, format_table
 
 __all__ = [
-    'NotNMError', 'SPARSE_ONLY_KEYS', 'atomic_torch_save',
-    'atomic_write', 'atomic_write_all',
+    'NotNMError', 'SPARSE_ONLY_KEYS',
     'compress_state_dict', 'compress_weight',
     'decompress_state_dict', 'decompress_weight', 'densify_model', 'export_checkpoint',
     'format_table', 'index_bits', 'load_compressed',
-    'nm_violations', 'pack_bits', 'parse_pattern',
+    'nm_violations', 'pack_bits',
     'unpack_bits'
 ]

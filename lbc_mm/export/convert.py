@@ -14,7 +14,7 @@ writes both or neither of (atomically)
 """
 import copy
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import torch
 
@@ -25,10 +25,10 @@ from ..apis import (
     load_config,
     resolve_config,
 )
-from ..sparsity.patterns import validate_pattern
+from ..io import atomic_write_all, same_file, torch_writer
+from ..sparsity.patterns import parse_pattern
 from .bake import SPARSE_ONLY_KEYS, NotNMError, densify_model, nm_violations
 from .compressed import compress_state_dict, layer_sizes, nbytes
-from .io import atomic_write_all, same_file, torch_writer
 
 #: lbc_mm layer types; a stock config has the library default (None) instead.
 SPARSE_LAYER_TYPES = ('NMSparseConv', 'NMSparseLinear')
@@ -38,21 +38,6 @@ SCORE_KEYS = ('scores_lr_mult', 'scores_decay_mult')
 OPTIONAL_REGISTRIES = ('HOOKS', 'VISBACKENDS')
 
 _PLAIN = (str, int, float, bool, type(None))
-
-
-def parse_pattern(text: str) -> Tuple[int, int]:
-    """``'2:4'`` -> ``(2, 4)``; ``ValueError`` for anything that is not N:M."""
-    parts = str(text).split(':')
-    try:
-        n, m = (int(p) for p in parts)
-    except ValueError:
-        raise ValueError(f'pattern {text!r} is not N:M (expected e.g. 2:4)') from None
-    try:
-        validate_pattern(n, m)
-    except ValueError as err:
-        raise ValueError(
-            f'pattern {text!r} is not a valid N:M pattern: {err}') from None
-    return n, m
 
 
 def plain_meta(obj, depth: int = 0):

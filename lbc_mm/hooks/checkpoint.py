@@ -39,7 +39,7 @@ from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook
 from mmengine.registry import HOOKS
 
-from ..export.io import atomic_write
+from ..io import atomic_write
 
 #: mmengine file backend name of :class:`AtomicLocalBackend`.
 BACKEND_NAME = 'lbc_mm_atomic_local'
@@ -47,25 +47,10 @@ BACKEND_NAME = 'lbc_mm_atomic_local'
 LAST_CHECKPOINT = 'last_checkpoint'
 
 
-def fsync_dir(folder: str) -> None:
-    """``fsync`` a folder so a rename inside it survives a power loss (POSIX)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. a platform that cannot open folders
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_put(data: bytes, path: Union[str, Path]) -> None:
-    """Write ``data`` to ``path`` through a fsync-ed temporary file and a rename."""
-    path = str(path)
-    atomic_write(path, lambda f: f.write(data))
-    fsync_dir(osp.dirname(osp.abspath(path)))
+    """Write ``data`` to ``path`` with :func:`lbc_mm.io.atomic_write` (temp file,
+    fsync, rename, folder fsync)."""
+    atomic_write(str(path), lambda f: f.write(data))
 
 
 class AtomicLocalBackend(LocalBackend):

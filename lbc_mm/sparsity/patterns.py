@@ -25,6 +25,7 @@ __all__ = [
     'grouped_product',
     'magnitude_mask',
     'num_candidates',
+    'parse_pattern',
     'to_groups',
     'validate_pattern',
 ]
@@ -49,6 +50,21 @@ def validate_pattern(n: int, m: int) -> None:
         raise ValueError(f'N:M pattern {n}:{m}: N and M must be positive')
     if n >= m:
         raise ValueError(f'N:M pattern {n}:{m}: N must be smaller than M')
+
+
+def parse_pattern(text: str) -> Tuple[int, int]:
+    """``'2:4'`` -> ``(2, 4)``; ``ValueError`` for anything that is not N:M."""
+    parts = str(text).split(':')
+    try:
+        n, m = (int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f'pattern {text!r} is not N:M (expected e.g. 2:4)') from None
+    try:
+        validate_pattern(n, m)
+    except ValueError as err:
+        raise ValueError(
+            f'pattern {text!r} is not a valid N:M pattern: {err}') from None
+    return n, m
 
 
 def num_candidates(n: int, m: int) -> int:

@@ -8,14 +8,9 @@ import torch
 from mmengine.runner import load_checkpoint
 
 from lbc_mm.apis import CheckpointMismatchError, build_model, load_config
-from lbc_mm.export import (
-    NotNMError,
-    export_checkpoint,
-    format_table,
-    load_compressed,
-    parse_pattern,
-)
+from lbc_mm.export import NotNMError, export_checkpoint, format_table, load_compressed
 from lbc_mm.layers import sparse_layers
+from lbc_mm.sparsity.patterns import parse_pattern
 
 from .conftest import make_checkpoint, sparse_cfg_text, write_cfg
 

@@ -1,19 +1,22 @@
-"""Atomic file writes: a crash, Ctrl-C, SIGTERM or a full disk never leaves a
-half-written final file, nor a temp file behind.
+"""Atomic file writes and the way every tool stops: a crash, Ctrl-C, SIGTERM or a
+full disk never leaves a half-written final file, nor a temp file behind.
 
-Every file lbc_mm's tools write goes through :func:`atomic_write` (or
-:func:`atomic_write_all` for files that belong together, such as the stock and the
-compressed export): the bytes go to a hidden temp file next to the destination, are
-flushed and fsync'ed, and only then renamed over the final name. The file gets the
-mode a plain ``open()`` would give it (``0o666`` minus the umask). A write failure is
-an ``OSError`` naming the final path (also when ``torch.save`` reports it as a
-``RuntimeError``); tools print it as one line. Tools call :func:`raise_on_sigterm`
-so that SIGTERM, like Ctrl-C, unwinds through the cleanup instead of killing the
-process with the temp file still on disk.
+Every file lbc_mm writes (tools, training checkpoints, plots) goes through
+:func:`atomic_write` (or :func:`atomic_write_all` for files that belong together,
+such as the stock and the compressed export), with one durability policy: the bytes
+go to a hidden temp file next to the destination, are flushed and fsync'ed, renamed
+over the final name, and the folder is fsync'ed so that the rename survives a power
+loss. The file gets the mode a plain ``open()`` would give it (``0o666`` minus the
+umask). A write failure is an ``OSError`` naming the final path (also when
+``torch.save`` reports it as a ``RuntimeError``); tools print it as one line.
+Every tool runs its work through :func:`run_tool`: SIGTERM, like Ctrl-C, unwinds
+through the cleanup instead of killing the process with the temp file still on disk,
+and either stop is one line and exit code 143 / 130.
 """
 import errno
 import os
 import signal
+import sys
 import tempfile
 from typing import Callable, List, Sequence, Tuple
 
@@ -35,6 +38,30 @@ def _raise_terminated(signum, frame) -> None:
 def raise_on_sigterm() -> None:
     """Make SIGTERM raise :class:`Terminated` in the main thread."""
     signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def run_tool(body: Callable[[], int], done: Callable[[], str] = lambda: '') -> int:
+    """Run a tool's work, ``body()``, the one way every lbc_mm tool stops.
+
+    SIGTERM raises :class:`Terminated` (so temp files are removed on the way out,
+    and a child the body waits on can be stopped by its own cleanup); a stop by
+    SIGTERM or Ctrl-C prints one line on stderr, ``error: terminated (SIGTERM)`` /
+    ``error: interrupted``, followed by ``; done()`` (e.g. which files were written)
+    when it is not empty, and returns 143 / 130 (128 + the signal number, the
+    shell's convention).
+
+    Returns:
+        int: ``body()``'s exit code, or 143 / 130 on a stop.
+    """
+    raise_on_sigterm()
+    try:
+        return body()
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        note = done()
+        print(('error: terminated (SIGTERM)' if terminated else 'error: interrupted')
+              + (f'; {note}' if note else ''), file=sys.stderr)
+        return 143 if terminated else 130
 
 
 def current_umask() -> int:
@@ -99,13 +126,28 @@ def _named(exc: OSError, path: str) -> OSError:
     return OSError(exc.errno, exc.strerror or str(exc), path)
 
 
+def fsync_dir(folder: str) -> None:
+    """``fsync`` a folder so a rename inside it survives a power loss (POSIX; a
+    platform that cannot open or sync folders skips it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _write_temp(path: str, write: Writer) -> str:
     """Write to a temp file next to ``path`` (fsync'ed, umask mode); its name.
 
     The temp file is removed on any exception (``KeyboardInterrupt`` included).
     """
     if os.path.isdir(path):
-        raise IsADirectoryError(21, 'Is a directory (give a file name)', path)
+        raise IsADirectoryError(errno.EISDIR, 'Is a directory (give a file name)', path)
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)
@@ -131,7 +173,7 @@ def _write_temp(path: str, write: Writer) -> str:
 def atomic_write_all(items: Sequence[Tuple[str, Writer]]) -> List[str]:
     """Write several files all or none: ``write(fileobj)`` for each ``(path, write)``
     into a temp file next to ``path``; only when every one is complete are they
-    renamed to their final names.
+    renamed to their final names, and their folders fsync'ed.
 
     On any exception (``KeyboardInterrupt`` / :class:`Terminated` included) the temp
     files are removed and no new file is left under a final name: a failure while
@@ -156,6 +198,9 @@ def atomic_write_all(items: Sequence[Tuple[str, Writer]]) -> List[str]:
             except OSError as exc:
                 raise _named(exc, path) from None
             renamed.append(path)
+        for folder in dict.fromkeys(os.path.dirname(os.path.abspath(path))
+                                    for _tmp, path in temps):
+            fsync_dir(folder)
     except BaseException:
         for tmp, _path in temps:
             _remove(tmp)
@@ -167,7 +212,8 @@ def atomic_write_all(items: Sequence[Tuple[str, Writer]]) -> List[str]:
 
 
 def atomic_write(path: str, write: Writer) -> str:
-    """Call ``write(fileobj)`` on a temp file next to ``path``, then rename it.
+    """Call ``write(fileobj)`` on a temp file next to ``path``, then rename it
+    (the file and its folder fsync'ed).
 
     The temp file is removed on any exception (``KeyboardInterrupt`` included) and
     the final name only ever holds a complete file (``os.replace`` is atomic).

@@ -1,4 +1,5 @@
-"""Atomic writes: a failure mid-write leaves neither the final file nor a temp."""
+"""lbc_mm.io: atomic writes (a failure mid-write leaves neither the final file nor
+a temp; the file and its folder are fsync'ed) and the one way tools stop."""
 import errno
 import os
 import signal
@@ -8,11 +9,13 @@ import sys
 import pytest
 import torch
 
-from lbc_mm.export.io import (
+from lbc_mm import io
+from lbc_mm.io import (
     Terminated,
     atomic_torch_save,
     atomic_write,
     atomic_write_all,
+    run_tool,
 )
 
 
@@ -111,7 +114,7 @@ def test_a_directory_in_place_of_the_file_is_refused_before_writing(tmp_path):
 _FULL_DISK = r'''
 import resource, sys
 import torch
-from lbc_mm.export.io import atomic_torch_save
+from lbc_mm.io import atomic_torch_save
 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # writes past 4 KiB fail
 try:
     atomic_torch_save({'w': torch.zeros(100000)}, sys.argv[1])
@@ -134,7 +137,7 @@ def test_torch_save_failing_on_a_full_disk_is_an_oserror(tmp_path):
 
 _SIGTERM = r'''
 import sys, time
-from lbc_mm.export.io import Terminated, atomic_write, raise_on_sigterm
+from lbc_mm.io import Terminated, atomic_write, raise_on_sigterm
 raise_on_sigterm()
 
 def slow(f):
@@ -158,3 +161,40 @@ def test_sigterm_mid_write_leaves_no_temp_file(tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 143
     assert os.listdir(tmp_path) == []
+
+
+def test_the_file_then_its_folder_are_fsynced(tmp_path, monkeypatch):
+    """One durability policy for every writer: the rename survives a power loss."""
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f'/proc/self/fd/{fd}'))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, 'fsync', fsync)
+    atomic_write(str(tmp_path / 'a.json'), lambda f: f.write(b'{}'))
+    assert len(synced) == 2 and '.a.json.' in synced[0]
+    assert synced[1] == str(tmp_path)
+
+
+@pytest.mark.parametrize('exc,code,line', [
+    (KeyboardInterrupt(), 130, 'error: interrupted; a.pth was written'),
+    (Terminated(), 143, 'error: terminated (SIGTERM); a.pth was written')])
+def test_run_tool_turns_a_stop_into_one_line_and_its_code(capsys, exc, code, line):
+    def body():
+        raise exc
+
+    try:
+        assert run_tool(body, lambda: 'a.pth was written') == code
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    assert capsys.readouterr().err == line + '\n'
+
+
+def test_run_tool_passes_the_exit_code_and_installs_the_sigterm_handler():
+    try:
+        assert run_tool(lambda: 3) == 3
+        assert signal.getsignal(signal.SIGTERM) is io._raise_terminated
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
