@@ -198,8 +198,8 @@ def cost_report(config: str, checkpoint: Optional[str] = None,
     if checkpoint is not None and _is_converted(read_checkpoint(checkpoint)):
         from .deploy.models import load_converted  # converted: deploy's loader
         loaded = load_converted(config, checkpoint, check=False)
-        model, scope, patterns = loaded['model'], loaded['scope'], loaded['patterns']
-        cfg, source = loaded['cfg'], f'converted model file {checkpoint}'
+        model, scope, patterns = loaded.model, loaded.scope, loaded.patterns
+        cfg, source = loaded.cfg, f'converted model file {checkpoint}'
     else:
         cfg = load_config(config)
         model, scope = build_model(cfg)

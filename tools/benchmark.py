@@ -29,7 +29,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Dense vs 2:4 (cuSPARSELt) latency, per layer and end to end')
     parser.add_argument('config', nargs='?', help='config path or pkg::path')
-    parser.add_argument('model', nargs='?', default=None,
+    parser.add_argument('model_file', nargs='?', default=None, metavar='MODEL',
                         help='converted model file from tools/convert.py: MODEL.nm.pth '
                         'or the stock MODEL.pth (default: random weights, magnitude '
                         'masks)')
@@ -123,8 +123,8 @@ def main(argv=None):
     except FileNotFoundError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
-    if args.model is not None and not os.path.isfile(args.model):
-        print(f'error: model file not found: {args.model}', file=sys.stderr)
+    if args.model_file is not None and not os.path.isfile(args.model_file):
+        print(f'error: model file not found: {args.model_file}', file=sys.stderr)
         return 1
     name = args.name or os.path.splitext(
         os.path.basename(args.config.split('::')[-1]))[0]
@@ -137,7 +137,7 @@ def main(argv=None):
     raise_on_sigterm()  # SIGTERM unwinds like Ctrl-C: no temp file stays behind
     try:
         code = Benchmark(
-            args.config, args.model, out_json=out_json, out_png=args.out_png,
+            args.config, args.model_file, out_json=out_json, out_png=args.out_png,
             model_name=name, batch=args.batch, dtype=args.dtype,
             layer_dtypes=tuple(args.layer_dtypes), img_size=args.img_size,
             det_shape=tuple(args.det_shape), channels_last=args.channels_last,

@@ -34,7 +34,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description='Export a converted N:M model to ONNX and verify it')
     p.add_argument('config', help='the training config or the stock config')
-    p.add_argument('model', nargs='?',
+    p.add_argument('model_file', nargs='?', metavar='MODEL',
                    help='converted model (.pth or .nm.pth from tools/convert.py)')
     p.add_argument('--out', help='ONNX file (default: MODEL with .onnx)')
     p.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
@@ -76,7 +76,7 @@ def _write_json(path, report):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if not args.model and not args.random_weights:
+    if not args.model_file and not args.random_weights:
         print('error: MODEL is required (the file tools/convert.py wrote), or pass '
               '--random-weights', file=sys.stderr)
         return 1
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     from lbc_mm.export.convert import refuse_overwrites
     from lbc_mm.io import Terminated, atomic_write, raise_on_sigterm
     raise_on_sigterm()  # SIGTERM unwinds like Ctrl-C: no temp file stays behind
-    out = args.out or (default_out(args.model) if args.model else
+    out = args.out or (default_out(args.model_file) if args.model_file else
                        os.path.join('work_dirs', 'onnx', os.path.basename(
                            args.config).replace('.py', '.onnx')))
     found = None if args.no_trt else trt.find_tensorrt()
@@ -106,13 +106,13 @@ def main(argv=None) -> int:
     written = []
     report = {}
     try:
-        refuse_overwrites({'MODEL': args.model, 'CONFIG': args.config}, outputs)
+        refuse_overwrites({'MODEL': args.model_file, 'CONFIG': args.config}, outputs)
         got = random_weights(args.config, score_thr=0.0) if args.random_weights \
-            else load_converted(args.config, args.model)
-        model, scope, patterns = got['model'], got['scope'], got['patterns']
+            else load_converted(args.config, args.model_file)
+        model, scope, patterns = got.model, got.scope, got.patterns
         require_2of4(model, patterns)  # 1:4 / 2:8 / 1:16 / 2:4 weights; not 4:8
         shape = tuple(args.shape) if args.shape else \
-            exp.default_shape(got['cfg'], scope)
+            exp.default_shape(got.cfg, scope)
         images = exp.find_images(args.images)
         x, source = exp.example_input(model, shape, args.batch, images)
         wrapper = exp.ExportWrapper(model, exp.export_part(scope))
@@ -143,7 +143,8 @@ def main(argv=None) -> int:
         part = exp.export_part(scope)
         dyn = [a for a, on in (('batch', args.dynamic_batch),
                                ('H/W', args.dynamic_shape)) if on]
-        report = dict(onnx=out, onnx_fp16=out16, scope=scope, part=part, opset=opset,
+        report = dict(model_file=got.model_file, onnx=out, onnx_fp16=out16,
+                      scope=scope, part=part, opset=opset,
                       input=[args.batch, 3, *shape], dynamic=dyn, input_source=source,
                       initializers=rows, initializers_fp16=rows16, onnxruntime=ort,
                       tensorrt={'available': False, 'line': 'not run yet'})

@@ -4,7 +4,8 @@
 :mod:`lbc_mm.deploy.report`), so a timeout still leaves results:
 
 1. ``weights``: the model from the config and the converted model file
-   (:func:`lbc_mm.deploy.models.prepare`), every sparse layer checked N:M (also
+   (:func:`lbc_mm.deploy.models.prepare`: a
+   :class:`~lbc_mm.deploy.models.LoadedModel`), every sparse layer checked N:M (also
    on machines without a GPU, which then stop with exit code 2);
 2. ``layers_<dtype>``: every sparse unit timed dense vs each 2:4 variant at the input
    shape it sees in the model (forward hooks), eager and under CUDA graphs;
@@ -22,9 +23,10 @@ from typing import Callable, Dict, Optional, Sequence
 
 import torch
 
+from ..sparse_model import nm_report
 from . import kernels, plan, report
 from .end_to_end import EndToEnd
-from .models import Not2of4Error, prepare, require_2of4
+from .models import LoadedModel, Not2of4Error, prepare, require_2of4
 from .timing import safe_sync
 from .workload import Workload, find_units
 
@@ -51,8 +53,8 @@ class Benchmark:
 
     Args:
         config (str): config path or ``pkg::path``.
-        weights (str, optional): what ``tools/convert.py`` wrote (``.nm.pth`` or
-            the stock ``.pth``); None -> random weights with magnitude masks.
+        model_file (str, optional): what ``tools/convert.py`` wrote (``.nm.pth``
+            or the stock ``.pth``); None -> random weights with magnitude masks.
         out_json (str): JSON path (rewritten after every stage).
         out_png (str, optional): per-layer speedup bar chart.
         model_name (str, optional): label in tables. Defaults to the config stem.
@@ -72,7 +74,8 @@ class Benchmark:
             its numbers mean nothing and the JSON says so).
     """
 
-    def __init__(self, config: str, weights: Optional[str] = None, *, out_json: str,
+    def __init__(self, config: str, model_file: Optional[str] = None, *,
+                 out_json: str,
                  out_png: Optional[str] = None, model_name: Optional[str] = None,
                  batch: Optional[int] = None, dtype: str = 'fp16',
                  layer_dtypes: Sequence[str] = ('fp16', 'bf16'),
@@ -81,7 +84,7 @@ class Benchmark:
                  time_budget: float = 80.0,
                  allowed_variants: Optional[Sequence[str]] = None,
                  log: Callable[[str], None] = print, dry_run: bool = False):
-        self.config, self.weights = config, weights
+        self.config, self.model_file = config, model_file
         self.out_json, self.out_png = out_json, out_png
         self.name = model_name or os.path.splitext(
             os.path.basename(config.split('::')[-1]))[0]
@@ -99,9 +102,11 @@ class Benchmark:
         self.units: Dict[str, str] = {}  # unit name -> signature
         self.rows: Dict[str, dict] = {}  # signature -> per-layer table row
         self.inputs: Dict[str, dict] = {}  # module name -> recorded input
-        self.unit_results: Dict[str, dict] = {}  # signature -> main dtype timing
+        # signature -> main dtype timing
+        self.unit_results: Dict[str, plan.UnitTiming] = {}
         self.result: Dict[str, object] = {
-            'model_name': self.name, 'config': config, 'checkpoint': weights,
+            'model_name': self.name, 'config': config,
+            'model_file': model_file,
             'batch': batch, 'dtype': dtype, 'layer_dtypes': list(layer_dtypes),
             'channels_last': channels_last, 'margin': margin,
             'env': report.environment(), 'stages_done': [], 'truncated': [],
@@ -117,12 +122,12 @@ class Benchmark:
         """
         t0 = time.time()
         ok, why = kernels.sparse_support()
-        prep = prepare(self.config, self.weights,
-                       device='cuda' if ok and not self.dry_run else 'cpu')
-        if not self.check_weights(prep):
+        loaded = prepare(self.config, self.model_file,
+                         device='cuda' if ok and not self.dry_run else 'cpu')
+        if not self.check_weights(loaded):
             return 1
         try:  # 1:4, 2:8 and 1:16 weights are 2:4 too; 4:8 ones mostly not
-            require_2of4(prep['model'], prep['layers'])
+            require_2of4(loaded.model, loaded.patterns)
         except Not2of4Error as exc:
             self.result['not_2of4'] = exc.rows
             self.write()
@@ -137,7 +142,7 @@ class Benchmark:
             self.write()
             self.log(f'no 2:4 sparse timing possible: {why}')
             return 2
-        self.setup(prep)
+        self.setup(loaded)
         order = [self.dtype] + [d for d in self.layer_dtypes if d != self.dtype]
         for i, dtype_name in enumerate(order):
             if i == 1:  # end to end right after the main dtype's per-layer table
@@ -154,34 +159,35 @@ class Benchmark:
         self.finish(order, final=True)
         return self.status
 
-    def check_weights(self, prep: dict) -> bool:
+    def check_weights(self, loaded: LoadedModel) -> bool:
         """Stage 1: record the weights and their N:M check; False when a sparse
         layer is not N:M."""
         res = self.result
-        self.batch = self.batch or (1 if prep['scope'] == 'mmdet' else 64)
-        bad = [r for r in prep['nm_check'] if r['bad_groups']]
-        res.update(batch=self.batch, weights=prep['weights'],
-                   scope_rule=prep['scope_rule'], scope=prep['scope'],
-                   nm_check={'layers': len(prep['nm_check']),
-                             'layers_not_nm': len(bad), 'rows': prep['nm_check']})
+        self.batch = self.batch or (1 if loaded.scope == 'mmdet' else 64)
+        rows = nm_report(loaded.model, loaded.patterns)
+        bad = [r for r in rows if r['bad_groups']]
+        res.update(batch=self.batch, weights=loaded.source, scope_rule=loaded.rule,
+                   scope=loaded.scope, nm_check={'layers': len(rows),
+                                                 'layers_not_nm': len(bad),
+                                                 'rows': rows})
         res['stages_done'].append('weights')
-        self.log(f'[bench] {self.name}: {len(prep["nm_check"])} sparse layers, '
-                 f'{len(bad)} not N:M; {prep["weights"]}')
+        self.log(f'[bench] {self.name}: {len(rows)} sparse layers, '
+                 f'{len(bad)} not N:M; {loaded.source}')
         self.write()
         if bad:
             self.log('[bench] refusing to time: layers not N:M: ' + ', '.join(
                 f'{r["layer"]} ({r["bad_groups"]}/{r["groups"]} groups)' for r in bad))
         return not bad
 
-    def setup(self, prep: dict) -> None:
+    def setup(self, loaded: LoadedModel) -> None:
         """The workload on its device, the recorded inputs and the units."""
         device = torch.device('cpu' if self.dry_run else 'cuda')
         torch.backends.cudnn.benchmark = True
-        work = Workload(prep['model'], prep['scope'], self.batch, DTYPES[self.dtype],
+        work = Workload(loaded.model, loaded.scope, self.batch, DTYPES[self.dtype],
                         device, self.img_size, self.det_shape, self.channels_last)
         self.workload = work
         self.result['input_shape'] = list(work.x.shape)
-        names = list(prep['layers'])
+        names = list(loaded.patterns)
         mlps = plan.find_mlps(work.model, names)
         self.inputs = plan.record_inputs(work.model, names + list(mlps),
                                          lambda: work.main_fn()(work.model))
@@ -209,15 +215,16 @@ class Benchmark:
                     self.workload.device, modes=self.modes, stand_in=self.dry_run,
                     allowed_variants=self.allowed_variants)
             except Exception as exc:  # noqa: BLE001  (one layer must not stop the rest)
-                timing = {'error': f'{type(exc).__name__}: {exc}'.splitlines()[0]}
+                timing = plan.UnitTiming(
+                    error=f'{type(exc).__name__}: {exc}'.splitlines()[0])
                 safe_sync()
-            rows_out.append({**row, **timing})
+            rows_out.append({**row, **timing.to_dict()})
             if dtype_name == self.dtype:
                 self.unit_results[sig] = timing
-            best = timing.get('best', {}).get(self.modes[0]) or [None, None]
-            speed = ('%.2fx' % best[1]) if best[1] else timing.get('unsupported', '-')
+            variant, sp = timing.best_in(self.modes[0])
+            speed = ('%.2fx' % sp) if sp else (timing.unsupported or '-')
             self.log(f'[bench] {dtype_name} {report.short_names(row["layers"])} '
-                     f'{row["kind"]} in={row["input_shape"]}: best {best[0]} {speed}')
+                     f'{row["kind"]} in={row["input_shape"]}: best {variant} {speed}')
             self.write()
 
     def end_to_end(self, order) -> None:

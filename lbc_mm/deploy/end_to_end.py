@@ -42,7 +42,7 @@ class EndToEnd:
         self.result, self.entries = result, result['end_to_end']
         self.write, self.log = write, log
 
-    def deploy_plans(self, unit_results: Dict[str, dict],
+    def deploy_plans(self, unit_results: Dict[str, plan.UnitTiming],
                      margin: float) -> Dict[str, tuple]:
         """``auto_cuda_graph``, ``auto_eager`` and ``all_sparse`` models:
         key -> (model, {unit: variant installed})."""
@@ -50,8 +50,7 @@ class EndToEnd:
                    for mode in ('cuda_graph', 'eager')}
         # every unit on its fastest 2:4 variant, win or lose
         choices['all_sparse'] = {
-            sig: (r.get('best', {}).get(self.modes[0]) or [None, None])[0]
-            for sig, r in unit_results.items()}
+            sig: r.best_in(self.modes[0])[0] for sig, r in unit_results.items()}
         deployed = {}
         for key, choice in choices.items():
             model = copy.deepcopy(self.work.model)
@@ -81,7 +80,7 @@ class EndToEnd:
                 'error': f'{err}; fallback: {_error_line(exc2)}'}
             return None
 
-    def run(self, unit_results: Dict[str, dict], margin: float) -> None:
+    def run(self, unit_results: Dict[str, plan.UnitTiming], margin: float) -> None:
         """Deploy the plans, check every function's outputs, time them."""
         deployed = self.deploy_plans(unit_results, margin)
         tensor_checks: Dict[str, object] = {}

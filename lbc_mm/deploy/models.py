@@ -15,7 +15,10 @@ Without a file, :func:`random_weights` gives random-init weights with magnitude 
 masks for timing (values do not change the timing): on the layers the config makes
 sparse, or, for a stock config, on the layers ``NMSparsify``'s default rule
 (``lbc_mm.transforms``) would make sparse.
+
+Either way the result is a :class:`LoadedModel`.
 """
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from torch import nn
@@ -34,11 +37,38 @@ from ..sparse_model import nm_report
 from ..sparsity.patterns import parse_pattern
 from ..transforms import sparsify
 
-__all__ = ['Not2of4Error', 'NotConvertedError', 'load_converted', 'magnitude_sparse',
+__all__ = ['LoadedModel', 'Not2of4Error', 'NotConvertedError', 'load_converted',
+           'magnitude_sparse',
            'not_2of4', 'prepare', 'random_weights', 'read_model_file',
            'require_2of4', 'stock_model']
 
 Patterns = Dict[str, Tuple[int, int]]
+
+
+@dataclass
+class LoadedModel:
+    """The model deploy runs and where its weights came from.
+
+    Attributes:
+        model: eval model with plain Conv2d / Linear layers (N:M zeros in them).
+        scope: ``'mmpretrain'`` or ``'mmdet'``.
+        cfg: the loaded mmengine ``Config``.
+        patterns: N:M layer name -> ``(n, m)``.
+        kind: ``'stock'`` / ``'compressed'`` (the model file's kind) or ``'random'``.
+        rule: how the N:M layers were picked (a sentence).
+        source: what the weights are (a sentence, for logs and reports).
+        model_file: the converted model file; None for random weights.
+        meta: the file's ``meta`` (empty for random weights).
+    """
+    model: nn.Module
+    scope: str
+    cfg: object
+    patterns: Patterns
+    kind: str
+    rule: str
+    source: str
+    model_file: Optional[str] = None
+    meta: Dict = field(default_factory=dict)
 
 
 class NotConvertedError(ValueError):
@@ -134,8 +164,8 @@ def _override_score_thr(cfg, score_thr: Optional[float]) -> None:
         cfg.model.test_cfg.rcnn.score_thr = score_thr
 
 
-def load_converted(config: str, path: str, check: bool = True,
-                   score_thr: Optional[float] = None) -> Dict[str, object]:
+def load_converted(config: str, model_file: str, check: bool = True,
+                   score_thr: Optional[float] = None) -> LoadedModel:
     """Config + converted model file -> eval model with plain layers.
 
     CONFIG may be the lbc_mm training config (its sparse layers are turned into
@@ -143,13 +173,12 @@ def load_converted(config: str, path: str, check: bool = True,
 
     Args:
         config (str): config path or ``pkg::path``.
-        path (str): what ``tools/convert.py`` wrote (``.pth`` or ``.nm.pth``).
+        model_file (str): what ``tools/convert.py`` wrote (``.pth`` or ``.nm.pth``).
         check (bool): raise :class:`NotNMError` when a named layer is not N:M.
         score_thr (float, optional): detector score threshold override.
 
     Returns:
-        dict: ``model``, ``scope``, ``cfg``, ``patterns`` (layer -> ``(n, m)``),
-        ``kind`` (file kind), ``meta``.
+        LoadedModel: ``kind`` is the file's kind.
 
     Raises:
         NotNMError: (``check``) a layer the file names is not N:M.
@@ -157,6 +186,7 @@ def load_converted(config: str, path: str, check: bool = True,
         CheckpointMismatchError: the file does not fit the config, or names a
             layer that is not a Conv2d / Linear of the model.
     """
+    path = model_file
     sd, meta, kind = read_model_file(path)
     cfg = load_config(config)
     _override_score_thr(cfg, score_thr)
@@ -181,8 +211,11 @@ def load_converted(config: str, path: str, check: bool = True,
         bad = nm_violations(model, patterns)
         if bad:
             raise NotNMError(bad)
-    return dict(model=model.eval(), scope=scope, cfg=cfg, patterns=patterns,
-                kind=kind, meta=meta)
+    return LoadedModel(
+        model=model.eval(), scope=scope, cfg=cfg, patterns=patterns, kind=kind,
+        rule=f'layers the {kind} model file names as N:M',
+        source=f'trained weights from {path} ({kind} file written by tools/convert.py)',
+        model_file=path, meta=meta)
 
 
 def magnitude_sparse(model: nn.Module, patterns: Optional[Patterns] = None,
@@ -212,50 +245,38 @@ def magnitude_sparse(model: nn.Module, patterns: Optional[Patterns] = None,
 
 
 def random_weights(config: str, n: int = 2, m: int = 4,
-                   score_thr: Optional[float] = None) -> Dict[str, object]:
+                   score_thr: Optional[float] = None) -> LoadedModel:
     """Random-init model with magnitude ``n:m`` masks (timing does not need
     trained values): on the layers the config makes sparse, else on those of
-    ``NMSparsify``'s default rule. Returns the dict of :func:`load_converted` plus
-    ``rule``."""
+    ``NMSparsify``'s default rule (``kind='random'``, no model file)."""
     cfg = load_config(config)
     _override_score_thr(cfg, score_thr)
     model, scope, config_patterns = stock_model(cfg)
     # the config's sparse layers get the timed pattern (the GPU kernels run 2:4)
     patterns, rule = magnitude_sparse(
         model, {name: (n, m) for name in config_patterns}, n, m)
-    return dict(model=model.eval(), scope=scope, cfg=cfg, patterns=patterns,
-                kind='random', meta={}, rule=rule)
+    return LoadedModel(
+        model=model.eval(), scope=scope, cfg=cfg, patterns=patterns, kind='random',
+        rule=rule, source=(f'random-init weights with magnitude {n}:{m} masks (no '
+                           'model file given; timing does not depend on the values)'))
 
 
-def prepare(config: str, weights: Optional[str], n: int = 2, m: int = 4,
-            score_thr: Optional[float] = 0.0, device: str = 'cpu'):
-    """Config (+ converted model file) -> the benchmark's model, N:M checked.
+def prepare(config: str, model_file: Optional[str], n: int = 2, m: int = 4,
+            score_thr: Optional[float] = 0.0, device: str = 'cpu') -> LoadedModel:
+    """Config (+ converted model file) -> the benchmark's model on ``device``.
 
     Args:
         config (str): config path or ``pkg::path``.
-        weights (str, optional): what ``tools/convert.py`` wrote (``.nm.pth`` or
-            the stock ``.pth``); None -> random weights with magnitude masks.
+        model_file (str, optional): what ``tools/convert.py`` wrote (``.nm.pth`` or
+            the stock ``.pth``), N:M checked by the caller (``nm_report``); None ->
+            random weights with magnitude ``n:m`` masks.
         n, m (int): pattern of the magnitude masks. Defaults to 2:4.
         score_thr (float, optional): detector ``test_cfg.rcnn.score_thr`` override.
         device (str): where the model ends up.
-
-    Returns:
-        dict: ``model`` (on ``device``, eval, plain Conv2d/Linear), ``scope``,
-        ``layers`` (name -> ``(n, m)``), ``scope_rule``, ``weights`` (a sentence),
-        ``nm_check`` rows, ``cfg``.
     """
-    if weights is not None:
-        got = load_converted(config, weights, check=False, score_thr=score_thr)
-        rule = f'layers the {got["kind"]} model file names as N:M'
-        text = (f'trained weights from {weights} ({got["kind"]} file written by '
-                'tools/convert.py)')
+    if model_file is not None:
+        got = load_converted(config, model_file, check=False, score_thr=score_thr)
     else:
         got = random_weights(config, n, m, score_thr)
-        rule = got['rule']
-        text = (f'random-init weights with magnitude {n}:{m} masks (no model file '
-                'given; timing does not depend on the values)')
-    model = got['model'].to(device)
-    return dict(model=model, scope=got['scope'], layers=got['patterns'],
-                scope_rule=rule, weights=text,
-                nm_check=nm_report(model, got['patterns']),
-                cfg=got['cfg'])
+    got.model = got.model.to(device)
+    return got

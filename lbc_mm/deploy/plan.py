@@ -9,7 +9,8 @@ deployed model is built never to be slower than dense (the end-to-end timing che
 this, see ``lbc_mm.deploy.bench``).
 """
 import copy
-from typing import Callable, Dict, List, Optional, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -20,6 +21,34 @@ from .timing import rel_error, speedup, time_many
 
 # Output agreement with the dense-with-zeros layer, relative to max |ref|.
 LAYER_TOL = {torch.float16: 1e-2, torch.bfloat16: 4e-2, torch.float32: 1e-4}
+
+
+@dataclass
+class UnitTiming:
+    """One unit timed dense vs its 2:4 variants (:func:`time_unit`).
+
+    Attributes:
+        check: variant -> relative output error vs dense, or the error line.
+        timing: mode -> :func:`~lbc_mm.deploy.timing.time_many` result
+            (``{variant: {'ms': ...}}``, ``'dense'`` included).
+        best: mode -> ``[variant, speedup]`` (``[None, None]``: none faster).
+        unsupported: why no 2:4 variant could run (None when some did).
+        error: the timing itself crashed (one line).
+    """
+    check: Dict[str, object] = field(default_factory=dict)
+    timing: Dict[str, Dict[str, dict]] = field(default_factory=dict)
+    best: Dict[str, list] = field(default_factory=dict)
+    unsupported: Optional[str] = None
+    error: Optional[str] = None
+
+    def best_in(self, mode: str) -> Tuple[Optional[str], Optional[float]]:
+        """``(variant, speedup)`` of the fastest 2:4 variant in ``mode``."""
+        variant, sp = self.best.get(mode) or (None, None)
+        return variant, sp
+
+    def to_dict(self) -> Dict[str, object]:
+        """JSON row fields (the per-layer table reads them back as a dict)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def record_inputs(model: nn.Module, names: Sequence[str],
@@ -163,7 +192,7 @@ def make_input(inp: Dict[str, object], dtype: torch.dtype,
 def time_unit(mod: nn.Module, inp: Dict[str, object], dtype: torch.dtype,
               device: torch.device, modes: Sequence[str] = ('cuda_graph', 'eager'),
               with_dense_fm: bool = False, stand_in: bool = False,
-              allowed_variants: Optional[Sequence[str]] = None) -> Dict[str, object]:
+              allowed_variants: Optional[Sequence[str]] = None) -> UnitTiming:
     """Time one unit dense vs each 2:4 variant at its real input shape.
 
     Args:
@@ -179,18 +208,17 @@ def time_unit(mod: nn.Module, inp: Dict[str, object], dtype: torch.dtype,
             (None: all).
 
     Returns:
-        dict: ``{'check': {variant: rel_err | error}, 'timing': {mode: {variant:
-        timing}}, 'best': {mode: (variant, speedup)}, 'unsupported': reason}``.
+        UnitTiming: ``unsupported`` set when no 2:4 variant ran and matched dense.
     """
     dense = copy.deepcopy(mod).to(device=device, dtype=dtype).eval()
     x = make_input(inp, dtype, device)
-    result: Dict[str, object] = {'check': {}, 'timing': {}, 'best': {}}
+    result = UnitTiming()
     builders = _variants(dense, with_dense_fm, stand_in, allowed_variants,
                          channels_last=bool(inp.get('channels_last')))
     if not builders:
         why = dm.conv1x1_unsupported(dense) if isinstance(dense, nn.Conv2d) else \
             f'{type(dense).__name__} has no 2:4 path'
-        result['unsupported'] = why
+        result.unsupported = why
         return result
     with torch.no_grad():
         ref = dense(x)
@@ -200,19 +228,19 @@ def time_unit(mod: nn.Module, inp: Dict[str, object], dtype: torch.dtype,
                 cand = build()
                 err = rel_error(cand(x), ref)
             except Exception as exc:  # noqa: BLE001  (a variant may be unsupported)
-                result['check'][name] = f'{type(exc).__name__}: {exc}'.splitlines()[0]
+                result.check[name] = f'{type(exc).__name__}: {exc}'.splitlines()[0]
                 continue
-            result['check'][name] = err
+            result.check[name] = err
             if err <= LAYER_TOL.get(dtype, 1e-2):
                 cands[name] = cand
         if not cands:
-            result['unsupported'] = 'no 2:4 variant ran and matched dense'
+            result.unsupported = 'no 2:4 variant ran and matched dense'
             return result
         fns = {'dense': lambda: dense(x)}
         fns.update({k: (lambda c=c: c(x)) for k, c in cands.items()})
         for mode in modes:
             timing = time_many(fns, graph=(mode == 'cuda_graph'), target_ms=10.0)
-            result['timing'][mode] = timing
+            result.timing[mode] = timing
             best, best_sp = None, None
             for k in cands:
                 if k in ('dense_fm', 'dense+dense') and not stand_in:
@@ -220,16 +248,16 @@ def time_unit(mod: nn.Module, inp: Dict[str, object], dtype: torch.dtype,
                 sp = speedup(timing.get('dense'), timing.get(k))
                 if sp is not None and (best_sp is None or sp > best_sp):
                     best, best_sp = k, sp
-            result['best'][mode] = [best, best_sp]
+            result.best[mode] = [best, best_sp]
     return result
 
 
-def choose(unit_results: Dict[str, Dict[str, object]], mode: str,
+def choose(unit_results: Dict[str, UnitTiming], mode: str,
            margin: float = 0.03) -> Dict[str, Optional[str]]:
     """Auto choice: per signature, the fastest sparse variant if it wins by margin.
 
     Args:
-        unit_results (dict): signature -> ``time_unit`` result.
+        unit_results (dict): signature -> :func:`time_unit` result.
         mode (str): ``'cuda_graph'`` or ``'eager'``.
         margin (float): a sparse variant must be at least ``1 + margin`` times faster.
 
@@ -238,10 +266,9 @@ def choose(unit_results: Dict[str, Dict[str, object]], mode: str,
     """
     plan = {}
     for sig, res in unit_results.items():
-        best = res.get('best', {}).get(mode)
-        if best and best[0] is not None and best[1] is not None and \
-                best[1] >= 1.0 + margin:
-            plan[sig] = best[0]
+        variant, sp = res.best_in(mode)
+        if variant is not None and sp is not None and sp >= 1.0 + margin:
+            plan[sig] = variant
         else:
             plan[sig] = None
     return plan

@@ -121,11 +121,11 @@ def test_time_unit_and_auto_choice():
     lin = _prune(nn.Linear(1024, 1024))
     res = time_unit(lin, {'shape': [4096, 1024], 'channels_last': False},
                     torch.float16, torch.device('cuda'), modes=('cuda_graph', ))
-    assert all(isinstance(v, float) and v < FP16_TOL for v in res['check'].values()), \
-        res['check']
-    assert 'dense' in res['timing']['cuda_graph']
+    assert all(isinstance(v, float) and v < FP16_TOL for v in res.check.values()), \
+        res.check
+    assert 'dense' in res.timing['cuda_graph']
     plan = choose({'sig': res}, 'cuda_graph', margin=0.0)
-    best, sp = res['best']['cuda_graph']
+    best, sp = res.best_in('cuda_graph')
     assert plan['sig'] == (best if sp >= 1.0 else None)
 
 

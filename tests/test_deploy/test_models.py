@@ -8,6 +8,7 @@ from lbc_mm.apis import resolve_config
 from lbc_mm.deploy.models import prepare
 from lbc_mm.deploy.report import e2e_markdown, layer_markdown, plot_layers, write_json
 from lbc_mm.layers import NMSparseConv, NMSparseLinear
+from lbc_mm.sparse_model import nm_report
 
 TINY_CFG = """
 default_scope = 'mmpretrain'
@@ -34,13 +35,14 @@ def test_prepare_magnitude_masks_are_2of4(tmp_path):
     cfg = tmp_path / 'tiny.py'
     cfg.write_text(TINY_CFG)
     prep = prepare(str(cfg), None)
-    rows = prep['nm_check']
+    rows = nm_report(prep.model, prep.patterns)
     assert len(rows) == 19  # ResNet-18 convs minus the stem
     assert all(r['bad_groups'] == 0 and r['pattern'] == '2:4' for r in rows)
     assert all(abs(r['sparsity'] - 0.5) < 0.01 for r in rows)
-    stem = prep['model'].backbone.conv1.weight
+    stem = prep.model.backbone.conv1.weight
     assert (stem == 0).float().mean() < 0.01  # the stem stays dense
-    assert 'magnitude 2:4' in prep['weights']
+    assert 'magnitude 2:4' in prep.source
+    assert prep.kind == 'random' and prep.model_file is None
 
 
 def test_prepare_densifies_config_sparse_layers(tmp_path):
@@ -51,10 +53,10 @@ def test_prepare_densifies_config_sparse_layers(tmp_path):
         "conv_cfg=dict(type='NMSparseConv', n=2, m=4),"))
     prep = prepare(str(cfg), None)
     assert not any(isinstance(m, (NMSparseConv, NMSparseLinear))
-                   for m in prep['model'].modules())
-    assert prep['scope_rule'].startswith('layers the config made sparse')
-    assert len(prep['layers']) == 19
-    assert all(r['bad_groups'] == 0 for r in prep['nm_check'])
+                   for m in prep.model.modules())
+    assert prep.rule.startswith('layers the config made sparse')
+    assert len(prep.patterns) == 19
+    assert all(r['bad_groups'] == 0 for r in nm_report(prep.model, prep.patterns))
 
 
 def test_write_json_atomic_and_tables(tmp_path):
@@ -94,5 +96,5 @@ def test_write_json_atomic_and_tables(tmp_path):
 def test_magnitude_prep_keeps_weights_finite(tmp_path):
     cfg = tmp_path / 'tiny.py'
     cfg.write_text(TINY_CFG)
-    model = prepare(str(cfg), None)['model']
+    model = prepare(str(cfg), None).model
     assert all(torch.isfinite(p).all() for p in model.parameters())

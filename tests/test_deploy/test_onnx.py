@@ -110,6 +110,7 @@ def test_classifier_export_keeps_2of4_and_matches_onnxruntime(cls, tmp_path, cap
     assert rc == 0, err
     onnx.checker.check_model(onnx.load(str(out)), full_check=True)
     report = json.loads(rep.read_text())
+    assert report['model_file'] == str(cls[which])
     assert report['input'] == [2, 3, 32, 32] and report['part'] == 'whole'
     rows = {r['layer']: r for r in report['initializers']}
     sparse = [r for r in rows.values() if r['pattern']]

@@ -105,9 +105,9 @@ def test_apply_plan_dense_fm_is_the_same_model(vit):
 
 def test_choose_uses_margin_and_mode():
     results = {
-        'a': {'best': {'cuda_graph': ['cslt', 1.20], 'eager': ['mm', 0.4]}},
-        'b': {'best': {'cuda_graph': ['mm', 1.01], 'eager': [None, None]}},
-        'c': {'unsupported': '3x3 conv', 'best': {}},
+        'a': P.UnitTiming(best={'cuda_graph': ['cslt', 1.20], 'eager': ['mm', 0.4]}),
+        'b': P.UnitTiming(best={'cuda_graph': ['mm', 1.01], 'eager': [None, None]}),
+        'c': P.UnitTiming(unsupported='3x3 conv'),
     }
     assert P.choose(results, 'cuda_graph', 0.03) == {'a': 'cslt', 'b': None, 'c': None}
     assert P.choose(results, 'cuda_graph', 0.0) == {'a': 'cslt', 'b': 'mm', 'c': None}
@@ -153,5 +153,5 @@ def test_conv1x1_tries_transposed_cuslt_only_on_channels_last_input():
     for cl, expect in ((True, {'mm', 'cslt', 'cslt_t'}), (False, {'mm', 'cslt'})):
         res = P.time_unit(conv, {'shape': [2, 8, 4, 4], 'channels_last': cl},
                           torch.float32, torch.device('cpu'))
-        assert set(res['check']) == expect
+        assert set(res.check) == expect
     assert 'cslt_t' in P._variants(conv, True)  # build_unit can build a JSON's pick

@@ -141,6 +141,7 @@ def test_checkpoint_weights_are_checked_before_the_gpu_question(tmp_path, finish
     res = json.loads(out.read_text())
     assert res['nm_check']['layers'] == 20
     assert res['weights'].startswith('trained weights from')
+    assert res['model_file'] == str(model_file) and 'checkpoint' not in res
     if finished:
         assert code == (0 if torch.cuda.is_available() else 2)
         assert res['nm_check']['layers_not_nm'] == 0
@@ -158,9 +159,9 @@ def vit_ckpt(tiny_cfg, tmp_path_factory):
     from lbc_mm.export import compress_state_dict
     got = random_weights(tiny_cfg)
     meta = {'lbc_mm_export': {'sparse_layers': {
-        k: f'{n}:{m}' for k, (n, m) in got['patterns'].items()}}}
+        k: f'{n}:{m}' for k, (n, m) in got.patterns.items()}}}
     path = tmp_path_factory.mktemp('ckpt') / 'vit.nm.pth'
-    torch.save(compress_state_dict(got['model'].state_dict(), got['patterns'], meta),
+    torch.save(compress_state_dict(got.model.state_dict(), got.patterns, meta),
                path)
     return str(path)
 
@@ -220,14 +221,14 @@ def _pattern_file(tiny_cfg, folder, n, m):
     from lbc_mm.sparsity.patterns import magnitude_mask
     got = random_weights(tiny_cfg)
     torch.manual_seed(0)
-    patterns = {k: (n, m) for k in got['patterns']}
+    patterns = {k: (n, m) for k in got.patterns}
     with torch.no_grad():
         for name in patterns:
-            w = got['model'].get_submodule(name).weight
+            w = got.model.get_submodule(name).weight
             w.copy_(torch.randn_like(w) * magnitude_mask(torch.randn_like(w), n, m))
     meta = {'lbc_mm_export': {'sparse_layers': {k: f'{n}:{m}' for k in patterns}}}
     path = folder / f'vit_{n}of{m}.nm.pth'
-    torch.save(compress_state_dict(got['model'].state_dict(), patterns, meta), path)
+    torch.save(compress_state_dict(got.model.state_dict(), patterns, meta), path)
     return str(path)
 
 
