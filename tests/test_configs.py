@@ -202,6 +202,49 @@ def test_deit_config_keeps_the_deit_recipe():
                  'scores_decay_mult=1.0'):
         assert fact in header, fact
     assert '80.1' not in header  # unverified, not claimed
+    # The rest of the authors' DeiT recipe (mixed precision: --amp, CUDA only).
+    assert cfg.model.model.backbone.drop_path_rate == 0.1
+    assert cfg.optim_wrapper.clip_grad is None
+    assert cfg.param_scheduler[0].end == 5 and cfg.param_scheduler[1].begin == 5
+    assert cfg.train_dataloader.sampler.type == 'RepeatAugSampler'
+    assert '--amp' in header
+
+
+def _residual_bn_weights(rel):
+    """The last BatchNorm weight of every residual block of the built, initialised
+    ResNet (pretrained init dropped: no downloads)."""
+    cfg = _load(rel)
+    init_default_scope(cfg.default_scope)
+    _drop_pretrained(cfg.model)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return [block.norm3.weight if hasattr(block, 'norm3') else block.norm2.weight
+            for name in model.backbone.res_layers
+            for block in getattr(model.backbone, name)]
+
+
+@pytest.mark.parametrize('rel', [
+    os.path.join('mmpretrain', 'lbc-2of4_resnet50_8xb32_in1k.py'),
+    os.path.join('mmpretrain', 'srste-2of4_resnet50_8xb32_in1k.py'),
+])
+def test_imagenet_resnet_residual_bn_not_zero_init(rel):
+    """The authors' ResNet starts every BatchNorm at weight 1 (no zero_init_residual),
+    so the last conv of each block gets gradient (and LBC score gradient) at once."""
+    weights = _residual_bn_weights(rel)
+    assert len(weights) == 16
+    assert all(bool((w == 1).all()) for w in weights)
+
+
+@pytest.mark.parametrize('rel', [
+    os.path.join('demo', 'lbc-2of4_resnet50_1xb8_demo-shapes.py'),
+    os.path.join('demo', 'lbc-2of4_resnet18_1xb16_demo-shapes-study.py'),
+])
+def test_demo_resnet_keeps_zero_init_residual(rel):
+    """The demo and study keep mmpretrain's zero_init_residual (their measured numbers
+    use it; configs/demo/README.md)."""
+    weights = _residual_bn_weights(rel)
+    assert len(weights) == (8 if 'resnet18' in rel else 16)
+    assert all(bool((w == 0).all()) for w in weights)
 
 
 @pytest.mark.parametrize(

@@ -1,17 +1,6 @@
-# Method-study recipe: the demo classification recipe
-# (./lbc-2of4_resnet50_1xb8_demo-shapes.py) made cheap enough to train 39 times on a
-# 2-core CPU (tools/compare_methods.py: dense, LBC, SR-STE, STE, ASP x 2:4, 1:4, 2:8 x
-# 3 seeds). Differences from that recipe:
-#   model        ResNet-18 at a quarter width (stem and base channels 16: 16-128 ch.,
-#                0.7 M parameters, 128-d head) instead of ResNet-50
-#   data         data/demo_study/cls: the same generator with 100 train / 40 val images
-#                per class at 32 px (tools/make_demo_data.py data/demo_study
-#                --cls-train-per-class 100 --cls-val-per-class 40 --cls-image-size 32)
-#   schedule     6 epochs, batch 16 (19 iterations per epoch), lr 0.1 x 16/256
-#   LBCHook      unchanged: t_i=0 -> t_f=0.5 of training (a 57-iteration removal
-#                window), p=3, card lowered after every iteration
-# Everything else (SGD momentum 0.9, weight decay 1e-4 with the scores decayed like
-# the weights, no BatchNorm decay, label smoothing, grad clipping) is inherited.
+# Method study (tools/compare_methods.py): the demo recipe of its _base_ with a
+# quarter-width ResNet-18, 32 px images (data/demo_study/cls), 6 epochs, batch 16,
+# lr 0.1 x 16/256; LBCHook unchanged (./README.md).
 _base_ = './lbc-2of4_resnet50_1xb8_demo-shapes.py'
 
 data_root = 'data/demo_study/cls'

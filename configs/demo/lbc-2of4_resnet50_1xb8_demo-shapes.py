@@ -1,20 +1,7 @@
-# Demo: the real LBC 2:4 ResNet-50 recipe
-# (../mmpretrain/lbc-2of4_resnet50_8xb32_in1k.py) on the embedded shapes classification
-# set (tools/make_demo_data.py -> data/demo/cls: circle / rectangle / triangle, 64 px).
-# Only data, image size and schedule change:
-#   data_root            data/demo/cls (CustomDataset layout train/<class>/*.png)
-#   image size           64 px, no crop
-#   schedule             4 epochs, batch 8, lr 0.1 x 8/256 (linear scaling),
-#                        1 warm-up epoch then cosine; grad clipping max_norm 5
-#   LBCHook              removal window t_i=0 -> t_f=0.5 of training (unit='fraction',
-#                        the paper's "half of training"), so any max_epochs works;
-#                        card lowered after every iteration (card_update='iter':
-#                        the ImageNet recipe's once-per-epoch stepping would remove
-#                        candidates in two big steps in a 2-epoch window).
-# Kept from the ImageNet recipe: the scores get the weights' lr, momentum and weight
-# decay (scores_decay_mult=1.0), no weight decay on BatchNorm.
-# Used by the downstream test (a config outside the repo with
-# _base_ = 'lbc_mm::demo/lbc-2of4_resnet50_1xb8_demo-shapes.py').
+# Demo: ../mmpretrain/lbc-2of4_resnet50_8xb32_in1k.py on generated shapes (64 px,
+# data/demo/cls); data, image size, schedule (4 epochs, batch 8, grad clip 5) and
+# LBCHook t_f=0.5 of training with card_update='iter' change; zero_init_residual=True
+# (mmpretrain's) is kept (./README.md). Used as a base by the downstream test.
 _base_ = '../mmpretrain/lbc-2of4_resnet50_8xb32_in1k.py'
 
 data_root = 'data/demo/cls'
@@ -23,7 +10,9 @@ image_size = 64
 batch_size = 8
 max_epochs = 4
 
-model = dict(head=dict(num_classes=num_classes, topk=(1, )))
+model = dict(
+    backbone=dict(zero_init_residual=True),
+    head=dict(num_classes=num_classes, topk=(1, )))
 data_preprocessor = dict(num_classes=num_classes)
 
 train_pipeline = [

@@ -1,26 +1,6 @@
-# Demo: the headline config (../mask_rcnn_r50_lbc_2of4.py: Mask R-CNN R50-FPN, 2:4
-# LBC backbone) trained from scratch on CPU on the embedded shapes set
-# (tools/make_demo_data.py -> data/demo/coco: circle / rectangle / triangle, 128 px,
-# 48 train + 16 val images). `make demo` (tools/run_demo.sh) runs it. The model and the
-# method are the real config's; only data, image size and schedule change:
-#   data                 data/demo/coco, 3 classes (heads' num_classes=3), no
-#                        ImageNet weights (init_cfg=None: nothing can be downloaded)
-#   image size           128 px (Resize keep_ratio, flip)
-#   schedule             16 epochs (192 iterations), batch 4, SGD lr 0.02 x 4/16 = 0.005
-#                        (linear scaling; 0.02 at batch 4 diverged from scratch),
-#                        warm-up 50 iters, lr x0.1 at 75 % and 90 % of training,
-#                        grad clipping max_norm 10
-#   sampler sizes        RoI head samples 64 RoIs per image instead of 512 (CPU time;
-#                        the images hold 1-3 objects)
-#   LBCHook              removal window t_i=0 -> t_f=0.5 of training (unit='fraction',
-#                        the real config's "first half"), frozen_layers='learn'
-#                        as in the real config; the model ends exactly 2:4
-#                        (LBCHook checks it after training).
-# Measured (tools/run_demo.sh, 2-core CPU VM shared with other jobs, torch 2.14.1,
-# one thread): 13.5 min of training, val bbox mAP 0.724 / segm mAP 0.833 (mAP@0.5 1.0);
-# after 6 of 24 epochs a run had already reached 0.327 / 0.397. Measured with the
-# scores' earlier default (no weight decay, scores_decay_mult=0.0); not re-measured
-# with the weights' decay the scores get now.
+# Demo: ../mask_rcnn_r50_lbc_2of4.py trained from scratch on generated shapes (128 px,
+# data/demo/coco, 3 classes, init_cfg=None), 16 epochs, batch 4, lr 0.005, RoI sampler
+# 64, LBCHook t_f=0.5 of training; `make demo` runs it (./README.md).
 _base_ = '../mask_rcnn_r50_lbc_2of4.py'
 
 data_root = 'data/demo/coco/'
