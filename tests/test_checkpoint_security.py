@@ -12,7 +12,6 @@ import functools
 import http.server
 import importlib.util
 import os.path as osp
-import sys
 import threading
 
 import pytest
@@ -27,14 +26,9 @@ from mmengine.runner.checkpoint import (
 from lbc_mm.apis import CheckpointMismatchError, read_any_checkpoint
 
 TESTS = osp.dirname(osp.abspath(__file__))
-if TESTS not in sys.path:
-    sys.path.insert(0, TESTS)
 from checkpoint_poison import assert_refused, poison  # noqa: E402
 
 REPO = osp.dirname(TESTS)
-TOY_DIR = osp.join(REPO, 'tests', 'test_hooks')
-if TOY_DIR not in sys.path:
-    sys.path.insert(0, TOY_DIR)
 from lbc_toy import (  # noqa: E402
     LBCToyNet,
     reset_mmengine_globals,

@@ -7,14 +7,13 @@ import subprocess
 import sys
 
 import pytest
+from lbc_toy import toy_cfg, write_config
 from mmengine.config import Config
 
 from lbc_mm.config_check import check_config, find_config_error
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TOY_DIR = osp.join(REPO, 'tests', 'test_hooks')
-sys.path.insert(0, TOY_DIR)
-from lbc_toy import toy_cfg, write_config  # noqa: E402
+TOY_DIR = osp.join(REPO, 'tests', 'test_hooks')  # on subprocesses' PYTHONPATH
 
 
 def _cfg(conv_cfg=None, hooks=None, model=None):

@@ -1,18 +1,14 @@
 """LBCDistributedDataParallel on CPU: device_ids, frozen scores, freezing mid-run."""
-import os.path as osp
-import sys
 
 import pytest
 import torch
 import torch.distributed as torch_dist
+from lbc_toy import LBCToyData, LBCToyNet
 from mmengine.optim import OptimWrapper
 from mmengine.registry import MODEL_WRAPPERS
 from torch import nn
 
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), 'test_hooks'))
-from lbc_toy import LBCToyData, LBCToyNet  # noqa: E402
-
-from lbc_mm.model_wrappers import LBCDistributedDataParallel  # noqa: E402
+from lbc_mm.model_wrappers import LBCDistributedDataParallel
 
 
 @pytest.fixture

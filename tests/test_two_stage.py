@@ -10,7 +10,6 @@ Every mask must come out as it went in.
 """
 import importlib.util
 import os
-import sys
 import uuid
 
 import pytest
@@ -24,7 +23,6 @@ from lbc_mm.sparse_model import nm_report
 from lbc_mm.sparsity import magnitude_mask
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, 'tests'))
 from checkpoint_poison import poison  # noqa: E402
 
 TWO_STAGE = os.path.join(REPO, 'configs', 'mmdet',

@@ -1,14 +1,7 @@
-"""Shared fixtures of the hook tests: the toy module on sys.path, clean globals."""
-import os.path as osp
-import sys
-
-import pytest
-
-HERE = osp.dirname(osp.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+"""Shared fixtures of the hook tests: clean globals (lbc_toy: setup.cfg pythonpath)."""
 
 import lbc_toy  # noqa: E402
+import pytest
 
 
 @pytest.fixture(autouse=True)

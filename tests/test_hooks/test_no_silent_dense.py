@@ -5,6 +5,7 @@ The usual cause: a child config sets its own ``custom_hooks``, which replaces th
 base's list (mmengine replaces lists), so the base's LBCHook is gone.
 """
 import glob
+import importlib.util
 import os.path as osp
 import runpy
 import sys
@@ -76,11 +77,10 @@ def test_upstream_train_tool_fails(tmp_path, monkeypatch, package):
 
 def test_lbc_mm_train_tool_refuses_the_config_before_the_runner(tmp_path, capsys):
     """lbc_mm's tools/train.py: one line, exit 2, nothing built (no work dir)."""
-    sys.path.insert(0, osp.join(REPO, 'tools'))
-    try:
-        import train
-    finally:
-        sys.path.pop(0)
+    spec = importlib.util.spec_from_file_location(
+        'lbc_tools_train', osp.join(REPO, 'tools', 'train.py'))
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
     cfg_path = tmp_path / 'child.py'
     cfg_path.write_text(textwrap.dedent(f"""
         _base_ = '{REPO}/configs/mmpretrain/lbc-2of4_resnet50_8xb32_in1k.py'

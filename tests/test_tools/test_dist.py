@@ -20,8 +20,7 @@ from mmengine.config import Config
 from lbc_mm.dist import WRAPPER_TYPE, init_cpu_dist, set_model_wrapper
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TOY_DIR = osp.join(REPO, 'tests', 'test_hooks')
-sys.path.insert(0, TOY_DIR)
+TOY_DIR = osp.join(REPO, 'tests', 'test_hooks')  # on subprocesses' PYTHONPATH
 from lbc_toy import toy_cfg, write_config  # noqa: E402
 
 

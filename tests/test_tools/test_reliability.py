@@ -10,9 +10,6 @@ import pytest
 import torch
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TOY_DIR = osp.join(REPO, 'tests', 'test_hooks')
-if TOY_DIR not in sys.path:
-    sys.path.insert(0, TOY_DIR)
 from lbc_toy import (  # noqa: E402
     LBCToyNet,
     build_runner,
