@@ -108,7 +108,7 @@ def require_2of4(model: nn.Module, patterns: Patterns) -> None:
             bad)
 
 
-def read_model_file(path: str) -> Tuple[Dict[str, object], Dict, str]:
+def read_model_file(model_file: str) -> Tuple[Dict[str, object], Dict, str]:
     """Read a converted model file (stock ``.pth`` or compressed ``.nm.pth``).
 
     Returns:
@@ -121,27 +121,28 @@ def read_model_file(path: str) -> Tuple[Dict[str, object], Dict, str]:
         NotConvertedError: a training checkpoint, or a file without the export
             record ``meta['lbc_mm_export']``.
     """
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(model_file)
     if ckpt.get('format') == FORMAT:
         try:
             sd, kind = decompress_state_dict(ckpt), 'compressed'
         except (ValueError, KeyError, TypeError, RuntimeError) as exc:
             raise CheckpointMismatchError(
-                f'compressed model file {path} is malformed: {exc}') from None
+                f'compressed model file {model_file} is malformed: {exc}') from None
     else:
         sd, kind = state_dict_of(ckpt), 'stock'
     meta = ckpt.get('meta') if isinstance(ckpt.get('meta'), dict) else {}
     training = [k for k in sd if k.rsplit('.', 1)[-1] in SPARSE_ONLY_KEYS]
     if training:
         raise NotConvertedError(
-            f'{path} is a training checkpoint (it holds {training[0]}), not a '
-            f'converted model: run tools/convert.py CONFIG {path} OUT first and '
+            f'{model_file} is a training checkpoint (it holds {training[0]}), not a '
+            f'converted model: run tools/convert.py CONFIG {model_file} OUT first and '
             'pass OUT.nm.pth (or OUT)')
     if not isinstance(meta.get('lbc_mm_export'), dict):
         raise NotConvertedError(
-            f'{path} has no lbc_mm export record (meta.lbc_mm_export), so nothing '
-            'says which layers are N:M: run tools/convert.py CONFIG CHECKPOINT OUT '
-            'on the trained checkpoint first and pass OUT.nm.pth (or OUT)')
+            f'{model_file} has no lbc_mm export record (meta.lbc_mm_export), so '
+            'nothing says which layers are N:M: run tools/convert.py CONFIG '
+            'CHECKPOINT OUT on the trained checkpoint first and pass OUT.nm.pth '
+            '(or OUT)')
     return sd, meta, kind
 
 
@@ -186,26 +187,25 @@ def load_converted(config: str, model_file: str, check: bool = True,
         CheckpointMismatchError: the file does not fit the config, or names a
             layer that is not a Conv2d / Linear of the model.
     """
-    path = model_file
-    sd, meta, kind = read_model_file(path)
+    sd, meta, kind = read_model_file(model_file)
     cfg = load_config(config)
     _override_score_thr(cfg, score_thr)
     model, scope, _ = stock_model(cfg)
     problem = checkpoint_mismatch(model, sd)
     if problem is not None:
         raise CheckpointMismatchError(
-            f'model file {path} does not match the config: {problem}')
+            f'model file {model_file} does not match the config: {problem}')
     model.load_state_dict(sd, strict=True)
     listed = meta['lbc_mm_export'].get('sparse_layers') or {}
     patterns = {name: parse_pattern(p) for name, p in listed.items()}
     if not patterns:
-        raise NotConvertedError(f'{path}: its export record lists no N:M sparse '
+        raise NotConvertedError(f'{model_file}: its export record lists no N:M sparse '
                                 'layers, so there is nothing sparse to deploy')
     modules = dict(model.named_modules())
     for name in patterns:
         if not isinstance(modules.get(name), (nn.Conv2d, nn.Linear)):
             raise CheckpointMismatchError(
-                f'model file {path} lists sparse layer {name}, which is not a '
+                f'model file {model_file} lists sparse layer {name}, which is not a '
                 f'Conv2d / Linear of the model built from {config}')
     if check:
         bad = nm_violations(model, patterns)
@@ -214,8 +214,9 @@ def load_converted(config: str, model_file: str, check: bool = True,
     return LoadedModel(
         model=model.eval(), scope=scope, cfg=cfg, patterns=patterns, kind=kind,
         rule=f'layers the {kind} model file names as N:M',
-        source=f'trained weights from {path} ({kind} file written by tools/convert.py)',
-        model_file=path, meta=meta)
+        source=(f'trained weights from {model_file} ({kind} file written by '
+                'tools/convert.py)'),
+        model_file=model_file, meta=meta)
 
 
 def magnitude_sparse(model: nn.Module, patterns: Optional[Patterns] = None,
