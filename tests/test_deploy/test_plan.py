@@ -155,3 +155,13 @@ def test_conv1x1_tries_transposed_cuslt_only_on_channels_last_input():
                           torch.float32, torch.device('cpu'))
         assert set(res.check) == expect
     assert 'cslt_t' in P._variants(conv, True)  # build_unit can build a JSON's pick
+
+
+def test_unit_timing_json_row_and_best():
+    # a crashed timing is a row with its error line; no best variant
+    crashed = P.UnitTiming(error='RuntimeError: boom')
+    assert crashed.to_dict() == {'check': {}, 'timing': {}, 'best': {},
+                                 'error': 'RuntimeError: boom'}
+    assert crashed.best_in('eager') == (None, None)
+    ok = P.UnitTiming(best={'eager': ['mm', 1.5]})
+    assert ok.best_in('eager') == ('mm', 1.5) and 'unsupported' not in ok.to_dict()
