@@ -1,4 +1,5 @@
-"""Command-line plumbing shared by ``tools/train.py`` and ``tools/test.py``.
+"""Command-line plumbing of the tools (``tools/train.py``, ``tools/test.py``, the
+method study).
 
 The arguments both tools take (mmdet / mmpretrain style), how they merge into the
 config, and the check that the datasets a config needs exist (one line naming the
@@ -6,12 +7,14 @@ missing path and the fix, instead of a traceback from deep inside a dataset clas
 """
 import argparse
 import errno
+import logging
 import os
 import os.path as osp
 import sys
 from typing import Iterator, List, Optional, Tuple
 
 from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
@@ -80,6 +83,52 @@ def apply_runner_args(cfg: Config, args: argparse.Namespace) -> None:
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
+
+
+def parse_train_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """``tools/train.py``'s arguments (mmdet / mmpretrain style)."""
+    parser = argparse.ArgumentParser(description='Train a model with lbc_mm')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument(
+        '--amp', action='store_true',
+        help='mixed precision training (AmpOptimWrapper, needs a CUDA GPU)')
+    parser.add_argument(
+        '--auto-scale-lr', action='store_true',
+        help='scale the lr by the total batch size (config auto_scale_lr)')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume from PATH, or from the latest checkpoint in the work dir '
+        'when no path is given')
+    add_runner_args(parser, 'train_dataloader')
+    return parse_runner_args(parser, argv)
+
+
+def merge_train_args(cfg: Config, args: argparse.Namespace) -> Config:
+    """Apply ``tools/train.py``'s command line to the config (in place); return it."""
+    apply_runner_args(cfg, args)
+    if args.amp:
+        wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if wrapper_type == 'AmpOptimWrapper':
+            print_log('AMP training is already enabled in the config.',
+                      logger='current', level=logging.WARNING)
+        else:
+            if wrapper_type != 'OptimWrapper':
+                raise SystemExit(f'--amp needs optim_wrapper.type OptimWrapper, the '
+                                 f'config has {wrapper_type}')
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
+            raise SystemExit('--auto-scale-lr needs auto_scale_lr.base_batch_size '
+                             'in the config')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+    return cfg
 
 
 def build_runner(cfg: Config) -> Runner:

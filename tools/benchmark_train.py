@@ -3,7 +3,8 @@
 Builds the config's model once dense and once per (method, pattern) with
 :func:`lbc_mm.transforms.sparsify` (docs/method.md §8 scope: backbone sparse,
 stem / neck / heads dense), then times full training steps (forward, backward,
-SGD-momentum step and, for LBC, the hook's per-iteration ``remove_candidates``)
+SGD-momentum step built by the training constructor ``LBCOptimWrapperConstructor``
+with its defaults and, for LBC, the hook's per-iteration ``remove_candidates``)
 alternating between the models, and reports the median step time and memory with
 ratios to dense.
 
@@ -30,6 +31,7 @@ Example::
 import argparse
 import copy
 import statistics
+import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -37,12 +39,16 @@ import torch
 from torch import nn
 
 import lbc_mm  # noqa: F401  (registers layers, compat shims)
-from lbc_mm.apis import load_config
+from lbc_mm.apis import build_model, load_config
 from lbc_mm.layers import sparse_layers
+from lbc_mm.optim import LBCOptimWrapperConstructor
 from lbc_mm.sparsity import card
 from lbc_mm.transforms import sparsify
 
 MB = 1024.0**2
+#: Every variant's optimizer: SGD with momentum, built like a training config's.
+OPTIM_WRAPPER = dict(type='OptimWrapper', optimizer=dict(
+    type='SGD', lr=1e-4, momentum=0.9, weight_decay=1e-4))
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -93,19 +99,18 @@ def _is_pretrained(init_cfg: Any) -> bool:
 
 
 def build_dense(config: str) -> Tuple[nn.Module, str]:
-    """Build the config's model dense and without pretrained weights."""
-    from mmengine.registry import MODELS, DefaultScope
+    """Build the config's model dense and without pretrained weights
+    (:func:`lbc_mm.apis.build_model`; default PyTorch init: timing does not need
+    ``init_cfg``)."""
     cfg = load_config(config)
-    scope = cfg.get('default_scope', 'mmpretrain')
     model_cfg = cfg.model
     if model_cfg.get('type') == 'NMSparsify':
         model_cfg = model_cfg['model']
     model_cfg = _strip(model_cfg)
     if cfg.get('data_preprocessor') is not None:
         model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
-    with DefaultScope.overwrite_default_scope(scope):
-        model = MODELS.build(model_cfg)
-    return model, scope  # default PyTorch init: timing does not need init_cfg
+    cfg.model = model_cfg
+    return build_model(cfg)
 
 
 def make_batch(model: nn.Module, scope: str, batch_size: int, img_size: int,
@@ -143,14 +148,8 @@ class Variant:
         self.name = name
         self.model = model
         self.keep = keep  # LBC: card per layer held during timing
-        # As LBCOptimWrapperConstructor's defaults: scores without weight decay.
-        scores = [p for n, p in model.named_parameters() if n.endswith('.scores')]
-        ids = {id(p) for p in scores}
-        others = [p for p in model.parameters() if id(p) not in ids]
-        groups = [dict(params=others)]
-        if scores:
-            groups.append(dict(params=scores, weight_decay=0.0))
-        self.optim = torch.optim.SGD(groups, lr=1e-4, momentum=0.9, weight_decay=1e-4)
+        # The training constructor with its defaults (scores as the weights).
+        self.optim = LBCOptimWrapperConstructor(OPTIM_WRAPPER)(model).optimizer
         self.times: List[float] = []  # wall seconds per step
         self.cpu_times: List[float] = []  # process CPU seconds per step
         self.peak_step = 0.0
@@ -339,5 +338,12 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     return rows
 
 
-if __name__ == '__main__':
+def cli() -> int:
+    """The command: 0 once the table is printed."""
     main()
+    return 0
+
+
+if __name__ == '__main__':
+    from lbc_mm.io import run_tool
+    sys.exit(run_tool(cli))

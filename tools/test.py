@@ -96,4 +96,5 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    from lbc_mm.io import run_tool
+    sys.exit(run_tool(lambda: main() or 0))  # SIGTERM: one line, exit 143

@@ -27,84 +27,34 @@ finished run destroys its process group before it exits.
 # lbc_mm first: compat shims, the ``lbc_mm::`` config prefix, registries.
 import lbc_mm  # noqa: F401
 # isort: on
-import argparse
-import logging
 import os.path as osp
 import sys
 from typing import List, Optional
 
 from mmengine.config import Config
-from mmengine.logging import print_log
 from mmengine.runner import find_latest_checkpoint
 
 from lbc_mm.cli import (
-    add_runner_args,
-    apply_runner_args,
     build_runner,
     check_runner_checkpoint,
     exit_on_run_error,
     find_missing_data,
-    parse_runner_args,
+    merge_train_args,
+    parse_train_args,
 )
 from lbc_mm.config_check import exit_on_config_error
 from lbc_mm.dist import setup_distributed, teardown_distributed
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    """Command-line arguments (mmdet / mmpretrain ``tools/train.py`` style)."""
-    parser = argparse.ArgumentParser(description='Train a model with lbc_mm')
-    parser.add_argument('config', help='train config file path')
-    parser.add_argument(
-        '--amp', action='store_true',
-        help='mixed precision training (AmpOptimWrapper, needs a CUDA GPU)')
-    parser.add_argument(
-        '--auto-scale-lr', action='store_true',
-        help='scale the lr by the total batch size (config auto_scale_lr)')
-    parser.add_argument(
-        '--resume', nargs='?', type=str, const='auto',
-        help='resume from PATH, or from the latest checkpoint in the work dir '
-        'when no path is given')
-    add_runner_args(parser, 'train_dataloader')
-    return parse_runner_args(parser, argv)
-
-
-def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
-    """Apply the command line to the config (in place) and return it."""
-    apply_runner_args(cfg, args)
-    if args.amp:
-        wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if wrapper_type == 'AmpOptimWrapper':
-            print_log('AMP training is already enabled in the config.',
-                      logger='current', level=logging.WARNING)
-        else:
-            if wrapper_type != 'OptimWrapper':
-                raise SystemExit(f'--amp needs optim_wrapper.type OptimWrapper, the '
-                                 f'config has {wrapper_type}')
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            cfg.optim_wrapper.loss_scale = 'dynamic'
-    if args.auto_scale_lr:
-        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
-            raise SystemExit('--auto-scale-lr needs auto_scale_lr.base_batch_size '
-                             'in the config')
-        cfg.auto_scale_lr.enable = True
-    if args.resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = None
-    elif args.resume is not None:
-        cfg.resume = True
-        cfg.load_from = args.resume
-    return cfg
-
-
 def main(argv: Optional[List[str]] = None) -> None:
     """Parse, merge, check the data, set up distributed, train."""
-    args = parse_args(argv)
+    args = parse_train_args(argv)
     if args.resume not in (None, 'auto') and '://' not in args.resume and \
             not osp.isfile(args.resume):
         print(f'Checkpoint not found: {args.resume} (--resume)', file=sys.stderr)
         raise SystemExit(2)
     cfg = Config.fromfile(args.config)
-    merge_args(cfg, args)
+    merge_train_args(cfg, args)
     # lbc_mm settings, e.g. an LBCHook without optim_wrapper.constructor=
     # 'LBCOptimWrapperConstructor' (the config says it; nothing adds it):
     # one line, exit 2
@@ -139,4 +89,5 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    from lbc_mm.io import run_tool
+    sys.exit(run_tool(lambda: main() or 0))  # SIGTERM: one line, exit 143

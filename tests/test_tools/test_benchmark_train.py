@@ -1,7 +1,12 @@
 """tools/benchmark_train.py: dense vs sparse training steps side by side."""
+import importlib.util
 import os
 import subprocess
 import sys
+
+from torch import nn
+
+from lbc_mm.layers import NMSparseLinear
 
 
 def test_prints_dense_and_sparse_rows_with_ratios(repo_root):
@@ -27,3 +32,17 @@ def test_prints_dense_and_sparse_rows_with_ratios(repo_root):
     # candidates per group (C(4,1)=4) than 2:4 (C(4,2)=6).
     assert rows['lbc 2:4'][7] > rows['lbc 1:4'][7] > 0
     assert rows['lbc 2:4'][5] > rows['dense'][5]  # peak memory grows
+
+
+def test_optimizer_is_the_training_constructor_with_its_defaults(repo_root):
+    """The scores decay like the weights (``scores_decay_mult=1.0``), as in training."""
+    spec = importlib.util.spec_from_file_location(
+        'lbc_tools_benchmark_train', os.path.join(repo_root, 'tools',
+                                                  'benchmark_train.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    model = nn.Sequential(NMSparseLinear(8, 4, n=2, m=4, method='lbc'))
+    optim = tool.Variant('lbc 2:4', model, {}).optim
+    decay = {id(p): group['weight_decay'] for group in optim.param_groups
+             for p in group['params']}
+    assert decay[id(model[0].scores)] == decay[id(model[0].weight)] == 1e-4

@@ -1,5 +1,6 @@
-"""tools/compare_methods.py: config rewriting, a real two-method study, resume,
-failing runs, faults (signals, a second study, bad configs and options)."""
+"""tools/compare_methods.py and lbc_mm.study: config rewriting, a real two-method
+study, resume, failing runs, faults (signals, a second study, bad configs and
+options)."""
 import importlib.util
 import json
 import os
@@ -11,6 +12,8 @@ import time
 
 import pytest
 from mmengine.config import Config
+
+from lbc_mm import study as study_pkg
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOLS_TEST_DIR = osp.dirname(osp.abspath(__file__))
@@ -53,21 +56,21 @@ def _study(argv, cwd):
 def test_rewrite_classifier_config(tmp_path):
     path = osp.join(REPO, 'configs', 'demo', 'lbc-2of4_resnet50_1xb8_demo-shapes.py')
     cfg = Config.fromfile(path)
-    found = cm.rewrite_config(cfg, 'srste', (1, 4), seed=3)
+    found = study_pkg.rewrite_config(cfg, 'srste', (1, 4), seed=3)
     assert found == ['model.backbone.conv_cfg']
     conv_cfg = cfg.model.backbone.conv_cfg
     assert (conv_cfg.n, conv_cfg.m, conv_cfg.method) == (1, 4, 'srste')
     assert not any(h['type'] == 'LBCHook' for h in cfg.custom_hooks)
     assert cfg.randomness.seed == 3
     cfg = Config.fromfile(path)
-    cm.rewrite_config(cfg, 'ste', (2, 8), seed=0)
+    study_pkg.rewrite_config(cfg, 'ste', (2, 8), seed=0)
     assert cfg.model.backbone.conv_cfg.srste_lambda == 0.0
     cfg = Config.fromfile(path)
-    cm.rewrite_config(cfg, 'lbc', (2, 8), seed=0)
+    study_pkg.rewrite_config(cfg, 'lbc', (2, 8), seed=0)
     assert cfg.model.backbone.conv_cfg.m == 8
     assert sum(h['type'] == 'LBCHook' for h in cfg.custom_hooks) == 1
     cfg = Config.fromfile(path)
-    cm.rewrite_config(cfg, 'dense', None, seed=0)
+    study_pkg.rewrite_config(cfg, 'dense', None, seed=0)
     assert cfg.model.backbone.conv_cfg is None
     assert not any(h['type'] == 'LBCHook' for h in cfg.custom_hooks)
 
@@ -76,16 +79,17 @@ def test_rewrite_detector_config():
     path = osp.join(REPO, 'configs', 'demo',
                     'mask-rcnn_r50-lbc-2of4_fpn_demo-shapes.py')
     cfg = Config.fromfile(path)
-    assert cm.rewrite_config(cfg, 'asp', (2, 8), seed=1) == ['model.backbone.conv_cfg']
+    assert study_pkg.rewrite_config(cfg, 'asp', (2, 8), seed=1) == [
+        'model.backbone.conv_cfg']
     conv_cfg = cfg.model.backbone.conv_cfg
     assert (conv_cfg.n, conv_cfg.m, conv_cfg.method) == (2, 8, 'asp')
     assert cfg.model.neck.get('conv_cfg') is None  # neck stays dense
     assert not any(h['type'] == 'LBCHook' for h in cfg.custom_hooks)
     cfg = Config.fromfile(path)
-    cm.rewrite_config(cfg, 'dense', None, seed=1)
+    study_pkg.rewrite_config(cfg, 'dense', None, seed=1)
     assert cfg.model.backbone.conv_cfg is None
     cfg = Config.fromfile(path)
-    cm.rewrite_config(cfg, 'lbc', (1, 4), seed=1)
+    study_pkg.rewrite_config(cfg, 'lbc', (1, 4), seed=1)
     hooks = [h for h in cfg.custom_hooks if h['type'] == 'LBCHook']
     assert len(hooks) == 1 and hooks[0]['frozen_layers'] == 'learn'
 
@@ -96,15 +100,15 @@ def test_rewrite_transform_and_layer_configs():
         model=dict(type='Net', fc=dict(type='NMSparseLinear', in_features=8,
                                        out_features=8, n=2, m=4, method='lbc'))),
         custom_hooks=[dict(type='LBCHook')]))
-    found = cm.rewrite_config(cfg, 'srste', (1, 4), seed=0)
+    found = study_pkg.rewrite_config(cfg, 'srste', (1, 4), seed=0)
     assert found == ['model', 'model.model.fc']
     assert (cfg.model.n, cfg.model.m, cfg.model.method) == (1, 4, 'srste')
     assert cfg.model.model.fc.method == 'srste' and cfg.custom_hooks == []
-    cm.rewrite_config(cfg, 'dense', None, seed=0)
+    study_pkg.rewrite_config(cfg, 'dense', None, seed=0)
     assert cfg.model.type == 'Net'
     assert cfg.model.fc == dict(type='Linear', in_features=8, out_features=8)
     with pytest.raises(ValueError, match='no sparse layer config'):
-        cm.rewrite_config(Config(dict(model=dict(type='Net'))), 'lbc', (2, 4), 0)
+        study_pkg.rewrite_config(Config(dict(model=dict(type='Net'))), 'lbc', (2, 4), 0)
 
 
 def test_switch_to_lbc_names_the_scores_constructor():
@@ -116,17 +120,17 @@ def test_switch_to_lbc_names_the_scores_constructor():
         model=dict(type='Net', fc=dict(type='NMSparseLinear', in_features=8,
                                        out_features=8, n=2, m=4, method='srste')),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1))))
-    cm.rewrite_config(cfg, 'lbc', (2, 4), seed=0)
+    study_pkg.rewrite_config(cfg, 'lbc', (2, 4), seed=0)
     assert cfg.optim_wrapper.constructor == 'LBCOptimWrapperConstructor'
     assert find_config_error(cfg) is None
 
 
 def test_grid_and_patterns():
-    assert cm.parse_patterns('2:4, 1:4') == [(2, 4), (1, 4)]
-    with pytest.raises(SystemExit):
-        cm.parse_patterns('4:2')
-    runs = cm.grid(['dense', 'lbc'], [(2, 4), (1, 4)], [0, 1])
-    assert [cm.run_name(*r) for r in runs] == [
+    assert study_pkg.parse_patterns('2:4, 1:4') == [(2, 4), (1, 4)]
+    with pytest.raises(ValueError, match="pattern '4:2' is not a valid N:M"):
+        study_pkg.parse_patterns('4:2')
+    runs = study_pkg.grid(['dense', 'lbc'], [(2, 4), (1, 4)], [0, 1])
+    assert [study_pkg.run_name(*r) for r in runs] == [
         'dense_seed0', 'lbc_2of4_seed0', 'lbc_1of4_seed0', 'dense_seed1',
         'lbc_2of4_seed1', 'lbc_1of4_seed1']
 
@@ -230,17 +234,17 @@ def test_cfg_options_without_equals_is_a_usage_error(tmp_path, capsys):
 def test_second_study_into_the_same_folder_is_refused(tmp_path):
     config = write_cm_config(str(tmp_path / 'toy.py'), cm_cfg(str(tmp_path / 'x')))
     work = str(tmp_path / 'study')
-    fd = cm.lock_study(work)  # a first study is training there
+    fd = study_pkg.lock_study(work)  # a first study is training there
     try:
         with pytest.raises(SystemExit) as info:
             cm.main(_argv(config, work))
         assert info.value.code == (
             f'error: another compare_methods study (pid {os.getpid()}) is training '
             f'in {work}; wait for it to end or choose another --work-dir')
-        assert os.listdir(work) == [cm.LOCK]  # nothing trained
+        assert os.listdir(work) == [study_pkg.LOCK]  # nothing trained
     finally:
         os.close(fd)
-    os.close(cm.lock_study(work))  # free again once the first one ended
+    os.close(study_pkg.lock_study(work))  # free again once the first one ended
 
 
 def _children(pid):
@@ -279,10 +283,10 @@ def test_sigterm_stops_the_running_run_too(tmp_path):
         _out, err = study.communicate(timeout=60)
         assert study.returncode == 143, err[-3000:]
         assert err.strip().splitlines()[-1] == (
-            'error: terminated (SIGTERM) during srste_2of4_seed0, which was stopped '
-            'too; a rerun trains it again (finished runs are skipped)')
+            'error: terminated (SIGTERM); srste_2of4_seed0 was stopped too; a rerun '
+            'trains it again (finished runs are skipped)')
         assert not [pid for pid in children if osp.exists(f'/proc/{pid}')]
-        assert not osp.exists(osp.join(work, 'srste_2of4_seed0', cm.RESULT))
+        assert not osp.exists(osp.join(work, 'srste_2of4_seed0', study_pkg.RESULT))
     finally:
         for pid in children:  # an orphan (the bug) must not outlive the test
             try:

@@ -5,11 +5,14 @@ import glob
 import importlib.util
 import os
 import os.path as osp
+import signal
 import subprocess
 import sys
 
 import pytest
 from mmengine.config import Config
+
+from lbc_mm.cli import merge_train_args, parse_train_args
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOY_DIR = osp.join(REPO, 'tests', 'test_hooks')
@@ -45,8 +48,8 @@ def _restore_local_rank(monkeypatch):
 # -- merge_args ------------------------------------------------------------------
 def _merged(tmp_path, argv, cfg=None):
     cfg = Config(cfg or toy_cfg(str(tmp_path), hook=dict(t_f=0.5)))
-    args = train.parse_args(['config.py'] + argv)
-    return train.merge_args(cfg, args)
+    args = parse_train_args(['config.py'] + argv)
+    return merge_train_args(cfg, args)
 
 
 def test_merge_args_amp_resume_work_dir(tmp_path):
@@ -64,7 +67,7 @@ def test_merge_args_amp_resume_work_dir(tmp_path):
 def test_default_work_dir(tmp_path):
     raw = toy_cfg(str(tmp_path), hook=dict())
     raw.pop('work_dir')
-    cfg = train.merge_args(Config(raw), train.parse_args(['configs/x/my_cfg.py']))
+    cfg = merge_train_args(Config(raw), parse_train_args(['configs/x/my_cfg.py']))
     assert cfg.work_dir == osp.join('./work_dirs', 'my_cfg')
 
 
@@ -239,7 +242,42 @@ def test_full_disk_during_training_is_one_line(tmp_path, capsys, monkeypatch):
     assert not [p for p in os.listdir(work) if p.endswith('.tmp')]
 
 
+def test_sigterm_during_training_is_one_line_and_leaves_no_temp_file(
+        tmp_path, capsys, monkeypatch):
+    """SIGTERM while the checkpoint of iteration 8 is written (what tools/train.py
+    runs under ``lbc_mm.io.run_tool``): exit 143, one line, the temp file removed,
+    iter_4.pth left for --resume."""
+    from lbc_mm.hooks import checkpoint
+    from lbc_mm.io import run_tool
+    real = checkpoint.atomic_write
+
+    def atomic_write(path, write):
+        def killed(f):
+            f.write(b'partial')
+            os.kill(os.getpid(), signal.SIGTERM)
+            write(f)
+        return real(path, killed if path.endswith('iter_8.pth') else write)
+
+    monkeypatch.setattr(checkpoint, 'atomic_write', atomic_write)
+    work = tmp_path / 'w'
+    cfg = toy_cfg(str(work), hook=dict(t_f=0.5), checkpoint_interval=4)
+    cfg['default_hooks']['checkpoint']['type'] = 'AtomicCheckpointHook'
+    path = write_config(str(tmp_path / 'cfg.py'), cfg)
+    try:
+        code = run_tool(lambda: train.main([path]) or 0)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        reset_mmengine_globals()
+    err = capsys.readouterr().err
+    assert code == 143
+    assert [ln for ln in err.splitlines() if ln.startswith('error:')] == [
+        'error: terminated (SIGTERM)']
+    assert sorted(p for p in os.listdir(work) if p.endswith('.pth')) == [
+        'iter_4.pth']
+    assert not [p for p in os.listdir(work) if p.endswith('.tmp')]
+
+
 def test_parse_args_sets_local_rank():
-    args = train.parse_args(['c.py', '--local-rank', '1'])
+    args = parse_train_args(['c.py', '--local-rank', '1'])
     assert isinstance(args, argparse.Namespace)
     assert os.environ['LOCAL_RANK'] == '1'

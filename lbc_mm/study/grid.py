@@ -1,0 +1,145 @@
+"""The method study's runs: the grid and the config of each run.
+
+Each run is the user's config with only the sparse layers' ``method`` / ``n`` /
+``m``, the ``LBCHook`` and the seed changed (:func:`rewrite_config`).
+"""
+import copy
+from typing import Any, List, Optional, Sequence, Tuple
+
+from ..layers import METHODS as SPARSE_METHODS
+from ..sparsity.patterns import parse_pattern
+
+#: The study's methods: dense and every sparse method.
+METHODS = ('dense', ) + tuple(SPARSE_METHODS)
+SPARSE_TYPES = {'NMSparseConv': 'Conv2d', 'NMSparseLinear': 'Linear'}
+TRANSFORM_TYPE = 'NMSparsify'
+SPARSE_KEYS = ('n', 'm', 'method', 'strict', 'srste_lambda')
+HOOK_TYPES = ('LBCHook', 'lbc_mm.LBCHook')
+
+
+def _base_type(node: dict) -> str:
+    value = node.get('type', '')
+    return value.split('.')[-1] if isinstance(value, str) else ''
+
+
+def _set_sparse(node: dict, method: str, n: int, m: int) -> None:
+    node['n'], node['m'], node['method'] = n, m, method
+    if method in ('lbc', 'asp', 'ste'):
+        node.pop('srste_lambda', None)
+    if method == 'ste':
+        node['srste_lambda'] = 0.0
+
+
+def _rewrite_node(node: Any, method: str, n: int, m: int, found: List[str],
+                  where: str) -> Any:
+    """Rewrite the sparse layer configs under ``node``; return the new node."""
+    if isinstance(node, (list, tuple)):
+        return type(node)(_rewrite_node(v, method, n, m, found, f'{where}.{i}')
+                          for i, v in enumerate(node))
+    if not isinstance(node, dict):
+        return node
+    kind = _base_type(node)
+    if kind == TRANSFORM_TYPE:
+        found.append(where)
+        inner = _rewrite_node(node['model'], method, n, m, found, f'{where}.model')
+        if method == 'dense':
+            return inner
+        node['model'] = inner
+        _set_sparse(node, method, n, m)
+        return node
+    if kind in SPARSE_TYPES:
+        found.append(where)
+        if method == 'dense':
+            if where.endswith('conv_cfg'):
+                return None
+            node = {k: v for k, v in node.items() if k not in SPARSE_KEYS}
+            node['type'] = SPARSE_TYPES[kind]
+            return node
+        _set_sparse(node, method, n, m)
+        return node
+    for key in list(node.keys()):
+        node[key] = _rewrite_node(node[key], method, n, m, found, f'{where}.{key}')
+    return node
+
+
+def rewrite_config(cfg, method: str, pattern: Optional[Tuple[int, int]],
+                   seed: int) -> List[str]:
+    """Make ``cfg`` (an mmengine ``Config``, in place) one run of the study.
+
+    Args:
+        cfg (Config): The loaded config (``--cfg-options`` already merged).
+        method (str): One of :data:`METHODS`.
+        pattern (tuple, optional): ``(n, m)``; ignored for ``'dense'``.
+        seed (int): ``randomness.seed``.
+
+    Returns:
+        list[str]: Config paths of the sparse layer configs that were rewritten.
+
+    Raises:
+        ValueError: Unknown method, or no sparse layer config in ``cfg.model``.
+    """
+    if method not in METHODS:
+        raise ValueError(f'unknown method {method!r}, expected one of {METHODS}')
+    n, m = pattern if pattern is not None else (0, 0)
+    if method != 'dense' and pattern is None:
+        raise ValueError(f'method {method!r} needs a pattern')
+    model = cfg.model.to_dict() if hasattr(cfg.model, 'to_dict') else copy.deepcopy(
+        dict(cfg.model))
+    found: List[str] = []
+    model = _rewrite_node(model, method, n, m, found, 'model')
+    if not found:
+        raise ValueError(
+            'the config has no sparse layer config to switch: expected '
+            "conv_cfg=dict(type='NMSparseConv', ...), an NMSparseLinear layer or "
+            "model=dict(type='NMSparsify', ...)")
+    cfg.model = model
+    hooks = [h.to_dict() if hasattr(h, 'to_dict') else dict(h)
+             for h in (cfg.get('custom_hooks', None) or [])]
+    has_hook = any(h.get('type') in HOOK_TYPES for h in hooks)
+    if method == 'lbc':
+        if not has_hook:
+            hooks.append(dict(type='LBCHook'))
+        # An LBCHook needs the scores' optimizer constructor (lbc_mm.config_check);
+        # a dense / SR-STE config switched to LBC does not name it yet.
+        optim_wrapper = cfg.get('optim_wrapper', None)
+        if optim_wrapper is not None and optim_wrapper.get('constructor', None) in (
+                None, 'DefaultOptimWrapperConstructor'):
+            optim_wrapper['constructor'] = 'LBCOptimWrapperConstructor'
+    else:
+        hooks = [h for h in hooks if h.get('type') not in HOOK_TYPES]
+    cfg.custom_hooks = hooks
+    randomness = dict(cfg.get('randomness', None) or {})
+    randomness['seed'] = seed
+    cfg.randomness = randomness
+    return found
+
+
+def parse_patterns(text: str) -> List[Tuple[int, int]]:
+    """``'2:4,1:4'`` -> ``[(2, 4), (1, 4)]``; ``ValueError`` naming a bad item."""
+    return [parse_pattern(item)
+            for item in filter(None, (s.strip() for s in text.split(',')))]
+
+
+def pattern_name(pattern: Optional[Tuple[int, int]]) -> str:
+    return 'dense' if pattern is None else f'{pattern[0]}:{pattern[1]}'
+
+
+def run_name(method: str, pattern: Optional[Tuple[int, int]], seed: int) -> str:
+    if method == 'dense':
+        return f'dense_seed{seed}'
+    return f'{method}_{pattern[0]}of{pattern[1]}_seed{seed}'
+
+
+def grid(methods: Sequence[str], patterns: Sequence[Tuple[int, int]],
+         seeds: Sequence[int]) -> List[Tuple[str, Optional[Tuple[int, int]], int]]:
+    """Every run: dense once per seed, the sparse methods per pattern and seed.
+
+    Seed-major: the first seed of every (method, pattern) comes first, so a
+    partial study already compares every cell.
+    """
+    runs = []
+    for seed in seeds:
+        for method in methods:
+            for pattern in ([None] if method == 'dense' else patterns):
+                runs.append((method, pattern, seed))
+    return runs

@@ -1,0 +1,314 @@
+"""The method study's driver: each run trains in a subprocess of its own
+(``python -m lbc_mm.study RUN_DIR``), the study folder is locked, a stop stops the
+running run too, and the table, JSON and chart are written at the end.
+"""
+import json
+import os
+import os.path as osp
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable, List, Optional, Sequence, Tuple
+
+from ..io import atomic_write
+from .grid import grid, pattern_name, rewrite_config, run_name
+from .report import OUT_NAME, markdown_table, pick_metric, summarize, write_chart
+
+RESULT = 'result.json'
+SPEC = 'run.json'
+LOG = 'run.log'
+#: Held (flock) by the study training in a folder; holds its pid.
+LOCK = '.compare_methods.lock'
+#: Seconds a run gets to stop after SIGTERM before it is killed.
+STOP_GRACE_S = 10
+
+
+def dense_fallbacks(model) -> Tuple[List[str], int]:
+    """Names of the sparse-typed layers that stayed dense (input channels not
+    divisible by M), and the number of sparse-typed layers."""
+    from ..layers import sparse_layers
+    layers = list(sparse_layers(model, only_sparse=False))
+    return [name for name, layer in layers if not layer.is_sparse], len(layers)
+
+
+def _nm_exact(model) -> Optional[bool]:
+    """Every sparse layer keeps at most ``n`` of every ``m`` weights
+    (:func:`lbc_mm.sparse_model.nm_report`); None: the model has no sparse layer."""
+    from ..sparse_model import nm_report
+    rows = nm_report(model)
+    return None if not rows else not any(row['bad_groups'] for row in rows)
+
+
+def run_one(run_dir: str) -> None:
+    """Train the run described by ``<run_dir>/run.json``; write ``result.json``."""
+    import resource
+
+    import torch
+    from mmengine.hooks import Hook
+    from mmengine.model import is_model_wrapper
+    from mmengine.registry import MODELS
+    from torch import nn
+
+    from ..apis import load_config
+    from ..cli import (
+        build_runner,
+        find_missing_data,
+        merge_train_args,
+        parse_train_args,
+    )
+    from ..dist import setup_distributed
+    from ..hooks.lbc_hook import LBCHook
+
+    # A dense run turns NMSparseLinear layer configs into type='Linear'; mmcv
+    # registers 'Conv2d' but not 'Linear'.
+    if MODELS.get('Linear') is None:
+        MODELS.register_module('Linear', module=nn.Linear)
+    with open(osp.join(run_dir, SPEC)) as f:
+        spec = json.load(f)
+    cfg = load_config(spec['config'])
+    if spec.get('cfg_options'):
+        cfg.merge_from_dict(spec['cfg_options'])
+    pattern = tuple(spec['pattern']) if spec['pattern'] else None
+    rewrite_config(cfg, spec['method'], pattern, spec['seed'])
+    merge_train_args(cfg, parse_train_args([spec['config'], '--work-dir', run_dir]))
+    loaders = ('train_dataloader', ) + (
+        ('val_dataloader', ) if cfg.get('val_cfg', None) is not None else ())
+    missing = find_missing_data(cfg, loaders)
+    if missing is not None:
+        raise SystemExit(missing)
+    setup_distributed(cfg, 'none')
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+
+    class _Metrics(Hook):
+        priority = 'LOWEST'
+        metrics: Optional[dict] = None
+
+        def after_val_epoch(self, runner, metrics=None) -> None:
+            if metrics:
+                self.metrics = dict(metrics)
+
+    recorder = _Metrics()
+    runner = build_runner(cfg)
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    dense, total = dense_fallbacks(model)
+    if pattern is not None and total and len(dense) == total:
+        named = ', '.join(dense[:3]) + (', ...' if len(dense) > 3 else '')
+        raise SystemExit(
+            f'error: no layer can hold {pattern_name(pattern)}: the input channels '
+            f'of all {total} sparse layers are not divisible by {pattern[1]}, they '
+            f'would train dense ({named})')
+    runner.register_hook(recorder, priority='LOWEST')
+    start = time.perf_counter()
+    runner.train()
+    wall = time.perf_counter() - start
+    metrics = recorder.metrics
+    if metrics is None and cfg.get('val_cfg', None) is not None:
+        metrics = runner.val()
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda else
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    diag = {}
+    for hook in runner.hooks:
+        if isinstance(hook, LBCHook):
+            diag = dict(hook.diagnostics)
+    result = dict(
+        status='ok', method=spec['method'], pattern=pattern_name(pattern),
+        seed=spec['seed'], metrics={k: float(v) for k, v in (metrics or {}).items()
+                                    if isinstance(v, (int, float))},
+        nm_exact=_nm_exact(model), dense_layers=dense, wall_s=wall,
+        peak_mem_mib=peak, peak_mem_kind='cuda allocated' if cuda else 'RSS',
+        diagnostics=diag, iters=runner.iter)
+    atomic_write(osp.join(run_dir, RESULT),
+                 lambda f: f.write(json.dumps(result, indent=1).encode()))
+
+
+def _last_error(log_path: str) -> str:
+    """The last line of a failed run's log that names an error."""
+    try:
+        with open(log_path, errors='replace') as f:
+            lines = [line.strip() for line in f if line.strip()]
+    except OSError:
+        return 'no log'
+    for line in reversed(lines):
+        if ('Error' in line or 'error' in line or 'SystemExit' in line
+                or 'not found' in line):
+            return line[:300]
+    return lines[-1][:300] if lines else 'empty log'
+
+
+def launch(run_dir: str, spec: dict) -> dict:
+    """Run one spec in a subprocess (log in ``run.log``); its result dict."""
+    os.makedirs(run_dir, exist_ok=True)
+    atomic_write(osp.join(run_dir, SPEC),
+                 lambda f: f.write(json.dumps(spec, indent=1).encode()))
+    start = time.perf_counter()
+    with open(osp.join(run_dir, LOG), 'wb') as log:
+        # A session of its own: Ctrl-C reaches only this process, which stops the
+        # run (and its data loader workers) itself.
+        proc = subprocess.Popen(
+            [sys.executable, '-m', 'lbc_mm.study', run_dir],
+            stdout=log, stderr=subprocess.STDOUT, cwd=os.getcwd(),
+            start_new_session=True)
+        try:
+            proc.wait()
+        except BaseException:  # SIGTERM (Terminated) or Ctrl-C: no orphan run
+            stop_run(proc)
+            raise
+    result_path = osp.join(run_dir, RESULT)
+    if proc.returncode == 0 and osp.exists(result_path):
+        with open(result_path) as f:
+            return json.load(f)
+    return dict(status='failed', method=spec['method'],
+                pattern=pattern_name(tuple(spec['pattern']) if spec['pattern']
+                                     else None),
+                seed=spec['seed'], returncode=proc.returncode,
+                error=_last_error(osp.join(run_dir, LOG)),
+                wall_s=time.perf_counter() - start)
+
+
+def stop_run(proc: subprocess.Popen) -> None:
+    """SIGTERM a run's process group; SIGKILL it after :data:`STOP_GRACE_S`."""
+    for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal would orphan it
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=STOP_GRACE_S)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def lock_study(work_dir: str) -> int:
+    """Lock the study folder until this process exits (its descriptor stays open;
+    the kernel releases the lock however the process ends).
+
+    Returns:
+        int: The lock file's descriptor.
+
+    Raises:
+        SystemExit: One line when another study trains in ``work_dir``.
+    """
+    import fcntl
+    os.makedirs(work_dir, exist_ok=True)
+    fd = os.open(osp.join(work_dir, LOCK), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors='replace').strip() or '?'
+        os.close(fd)
+        raise SystemExit(f'error: another compare_methods study (pid {holder}) is '
+                         f'training in {work_dir}; wait for it to end or choose '
+                         f'another --work-dir') from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+def check_config(config: str, cfg_options: Optional[dict],
+                 grid_runs: Sequence[Tuple[str, Optional[Tuple[int, int]], int]]
+                 ) -> None:
+    """Refuse, in one line, a config the runs could not switch (no sparse layer
+    config), before any run starts."""
+    from ..apis import load_config
+    method, pattern, seed = grid_runs[0]
+    try:
+        cfg = load_config(config)
+        if cfg_options:
+            cfg.merge_from_dict(cfg_options)
+        rewrite_config(cfg, method, pattern, seed)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f'error: {config}: {exc}') from None
+
+
+def run_study(args, command: str,
+              on_run: Callable[[Optional[str]], None] = lambda name: None
+              ) -> List[dict]:
+    """Run (or skip) every run of the grid, then write the table, JSON and chart.
+
+    Args:
+        args (Namespace): ``config``, ``methods``, ``patterns`` (``(n, m)`` pairs),
+            ``seeds``, ``work_dir``, ``metric``, ``cfg_options``, ``report_only``
+            (``tools/compare_methods.py``'s arguments).
+        command (str): The command line, recorded in the table and the JSON.
+        on_run (callable): Called with a run's name when it starts training, with
+            None when it ended (a stop in between names the run).
+
+    Returns:
+        list[dict]: Every run's result (``status`` ok / failed / not run).
+    """
+    config = osp.abspath(args.config)
+    cfg_options = (None if args.cfg_options is None else
+                   {k: v for k, v in args.cfg_options.items()})
+    runs = grid(args.methods, args.patterns, args.seeds)
+    if not args.report_only:
+        check_config(config, cfg_options, runs)
+        lock_study(args.work_dir)  # held until this process exits
+    results: List[dict] = []
+    start = time.perf_counter()
+    done_times: List[float] = []
+    for i, (method, pattern, seed) in enumerate(runs, 1):
+        name = run_name(method, pattern, seed)
+        run_dir = osp.join(args.work_dir, name)
+        result_path = osp.join(run_dir, RESULT)
+        head = f'[{i}/{len(runs)}] {name}'
+        if osp.exists(result_path):
+            with open(result_path) as f:
+                res = json.load(f)
+            results.append(res)
+            print(f'{head}: finished before, skipped', flush=True)
+            continue
+        if args.report_only:
+            results.append(dict(status='not run', method=method,
+                                pattern=pattern_name(pattern), seed=seed))
+            print(f'{head}: not run yet', flush=True)
+            continue
+        spec = dict(config=config, cfg_options=cfg_options, method=method,
+                    pattern=list(pattern) if pattern else None, seed=seed)
+        on_run(name)
+        res = launch(run_dir, spec)
+        on_run(None)
+        results.append(res)
+        done_times.append(res['wall_s'])
+        left = len(runs) - i
+        eta = (f'; about {statistics.fmean(done_times) * left / 60:.0f} min left'
+               if left else '')
+        if res['status'] == 'ok':
+            metric = pick_metric([res], args.metric)
+            value = res['metrics'].get(metric) if metric else None
+            what = (f'{metric} {value:.4g}' if value is not None else 'no metric')
+            nm = {True: 'N:M', False: 'NOT N:M', None: 'dense'}[res['nm_exact']]
+            if res.get('dense_layers'):
+                nm += (f' ({len(res["dense_layers"])} sparse layers stayed dense: '
+                       f'input channels not divisible by M)')
+            print(f'{head}: ok in {res["wall_s"]:.0f} s, {what}, {nm}{eta}',
+                  flush=True)
+        else:
+            print(f'{head}: FAILED ({res["error"]}); log {osp.join(run_dir, LOG)}'
+                  f'{eta}', flush=True)
+    metric = pick_metric(results, args.metric)
+    rows = summarize(results, metric)
+    table = markdown_table(rows, metric)
+    base = osp.join(args.work_dir, OUT_NAME)
+    atomic_write(base + '.md', lambda f: f.write(
+        (f'Command: `{command}`\n\n' + table).encode()))
+    atomic_write(base + '.json', lambda f: f.write(json.dumps(
+        dict(command=command, metric=metric, runs=results, summary=rows),
+        indent=1).encode()))
+    chart = write_chart(base + '.png', rows, metric)
+    if not args.report_only:  # the config's visualizer backends get it too
+        from ..apis import load_config
+        from ..visualization import add_figure_for_config
+        cfg = load_config(config)
+        cfg.merge_from_dict(cfg_options or {})
+        add_figure_for_config(cfg, args.work_dir, OUT_NAME, chart)
+    failed = sum(r['status'] != 'ok' for r in results)
+    print(f'{len(results) - failed} of {len(results)} runs ok '
+          f'({time.perf_counter() - start:.0f} s); table {base}.md, JSON '
+          f'{base}.json, chart {base}.png', flush=True)
+    print(table, flush=True)
+    return results
