@@ -175,6 +175,8 @@ def test_no_space_left_on_a_real_tiny_filesystem(setup, tmp_path):
 _SIGNAL_MID_WRITE = r'''
 import os, runpy, signal, sys
 sig = getattr(signal, sys.argv[1])
+# A shell starts background jobs with SIGINT ignored; a user's Ctrl-C is the default.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 real_fsync = os.fsync
 
 def fsync(fd):
