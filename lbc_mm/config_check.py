@@ -38,6 +38,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from .hooks import FiniteCheckHook, LBCHook
 from .layers import METHODS, NMSparseConv, NMSparseLinear, check_sparsity_args
+from .sparsity import TIE_BREAKS
 from .transforms import NMSparsify
 
 #: Layer types (config ``type`` names) whose arguments are checked.
@@ -109,13 +110,14 @@ def _layer_options() -> List[str]:
 def _check_sparse_args(key: str, cfg: dict, defaults: Dict[str, Any],
                        what: str) -> None:
     args = {name: cfg.get(name, defaults[name])
-            for name in ('n', 'm', 'method', 'srste_lambda')}
+            for name in ('n', 'm', 'method', 'srste_lambda', 'tie_break')}
     try:
         check_sparsity_args(**args)
     except ValueError as err:
         raise ConfigError(key, f'{what}: {err}',
                           f'set valid values there (0 < N < M; method one of '
-                          f'{", ".join(METHODS)})') from None
+                          f'{", ".join(METHODS)}; tie_break one of '
+                          f'{", ".join(TIE_BREAKS)})') from None
 
 
 def check_layer_cfg(key: str, cfg: dict) -> None:

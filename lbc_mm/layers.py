@@ -34,7 +34,9 @@ from mmengine.registry import MODELS
 from torch import Tensor, nn
 
 from .sparsity import (
+    TIE_BREAKS,
     LBCMaskFunction,
+    candidate_magnitude,
     candidate_matrix,
     init_scores,
     lbc_mask,
@@ -60,7 +62,8 @@ _SRSTE_DEFAULT_LAMBDA = 2e-4
 
 
 def check_sparsity_args(n: int, m: int, method: str,
-                        srste_lambda: Optional[float] = None) -> None:
+                        srste_lambda: Optional[float] = None,
+                        tie_break: str = 'magnitude') -> None:
     """The rules for a sparse layer's N:M arguments (the layers and
     :mod:`lbc_mm.config_check` both use them).
 
@@ -77,6 +80,9 @@ def check_sparsity_args(n: int, m: int, method: str,
         raise ValueError(f'STE is SR-STE with srste_lambda=0, got {srste_lambda}')
     if srste_lambda is not None and srste_lambda < 0:
         raise ValueError(f'srste_lambda must be >= 0, got {srste_lambda}')
+    if tie_break not in TIE_BREAKS:
+        raise ValueError(f'unknown tie_break {tie_break!r}, expected one of '
+                         f'{TIE_BREAKS}')
 
 
 def divisibility_problem(shape: Sequence[int], n: int, m: int) -> Optional[str]:
@@ -99,13 +105,15 @@ class _NMSparseMixin:
     weight: nn.Parameter
 
     def _init_sparsity(self, n: int, m: int, method: str, strict: bool,
-                       srste_lambda: Optional[float]) -> None:
+                       srste_lambda: Optional[float],
+                       tie_break: str = 'magnitude') -> None:
         where = (f'{type(self).__name__} weight {tuple(self.weight.shape)} '
                  f'pattern {n}:{m}')
         try:
-            check_sparsity_args(n, m, method, srste_lambda)
+            check_sparsity_args(n, m, method, srste_lambda, tie_break)
         except ValueError as err:
             raise ValueError(f'{where}: {err}') from err
+        self.tie_break = tie_break  # (LBC) removal_step ties; not in checkpoints
         self.n = n
         self.m = m
         self.method = method
@@ -289,8 +297,11 @@ class _NMSparseMixin:
         keep = max(1, min(int(keep), num_c))
         card_now = self._current_card()
         if keep < card_now:
+            magnitude = (candidate_magnitude(to_groups(self.weight, self.m),
+                                             self.candidates)
+                         if self.tie_break == 'magnitude' else None)  # (G, C)
             try:
-                removal_step(self.scores.data, self.alive, keep)
+                removal_step(self.scores.data, self.alive, keep, magnitude)
             except FloatingPointError as err:
                 raise FloatingPointError(f'{self.describe()}: {err}') from err
             self._alive_changed()
@@ -487,6 +498,10 @@ class NMSparseConv(_NMSparseMixin, nn.Conv2d):
         srste_lambda (float, optional): SR-STE ``lambda_w``; 2e-4 for
             ``'srste'``, 0 for ``'ste'``; not allowed for other methods.
             Defaults to None.
+        tie_break (str): (LBC) Which alive candidates with exactly equal scores
+            a removal step keeps: ``'magnitude'`` (larger summed ``|w|``, then
+            the lower index) or ``'index'`` (the lower index). Defaults to
+            'magnitude'.
     """
 
     def __init__(self,
@@ -506,10 +521,11 @@ class NMSparseConv(_NMSparseMixin, nn.Conv2d):
                  m: int = 4,
                  method: str = 'lbc',
                  strict: bool = False,
-                 srste_lambda: Optional[float] = None) -> None:
+                 srste_lambda: Optional[float] = None,
+                 tie_break: str = 'magnitude') -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding,
                          dilation, groups, bias, padding_mode, device, dtype)
-        self._init_sparsity(n, m, method, strict, srste_lambda)
+        self._init_sparsity(n, m, method, strict, srste_lambda, tie_break)
 
     _dense_type = nn.Conv2d
 
@@ -533,7 +549,7 @@ class NMSparseLinear(_NMSparseMixin, nn.Linear):
 
     Args:
         in_features, out_features, bias, device, dtype: As ``nn.Linear``.
-        n, m, method, strict, srste_lambda: As :class:`NMSparseConv`.
+        n, m, method, strict, srste_lambda, tie_break: As :class:`NMSparseConv`.
     """
 
     def __init__(self,
@@ -547,9 +563,10 @@ class NMSparseLinear(_NMSparseMixin, nn.Linear):
                  m: int = 4,
                  method: str = 'lbc',
                  strict: bool = False,
-                 srste_lambda: Optional[float] = None) -> None:
+                 srste_lambda: Optional[float] = None,
+                 tie_break: str = 'magnitude') -> None:
         super().__init__(in_features, out_features, bias, device, dtype)
-        self._init_sparsity(n, m, method, strict, srste_lambda)
+        self._init_sparsity(n, m, method, strict, srste_lambda, tie_break)
 
     _dense_type = nn.Linear
 

@@ -90,7 +90,8 @@ def sparsify(model: nn.Module,
         strict (bool): Raise a ``ValueError`` for a matching layer whose input
             channels are not a multiple of ``m``; otherwise it stays dense (the
             original module is kept) and one log line names it. Defaults to False.
-        **opts: Method options of the layers (e.g. ``srste_lambda``).
+        **opts: Method options of the layers (e.g. ``srste_lambda``,
+            ``tie_break``).
 
     Returns:
         nn.Module: ``model`` itself, with the swapped layers.

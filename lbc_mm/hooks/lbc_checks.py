@@ -264,27 +264,43 @@ def log_card_step(diag: dict, cards: Sequence[int]) -> None:
         f'card {"/".join(str(c) for c in cards)}: decision margin {_margin(diag)}'
         f' score steps (median gap kept-vs-removed / RMS per-iteration score '
         f'change), {diag["tied"]:.1%} of the decisions on exactly equal scores '
-        f'(lower candidate index wins); best candidate = magnitude choice in '
+        f'({diag["unmoved"]:.1%} in groups whose scores never moved; tie_break '
+        f'decides); best candidate = magnitude choice in '
         f'{diag["agree_mag"]:.1%} of groups (chance {diag["chance_agree"]:.1%}); '
         f'score spread {diag["score_spread"]:.3g} x init', logger='current')
 
 
-def log_settledness(diag: dict, unsettled_steps: float) -> None:
-    """The end-of-training line on the last card step (a warning when the
-    choice was unsettled: margin below ``unsettled_steps`` or half on ties)."""
+def _tie_breaks(layers: Layers) -> str:
+    return '/'.join(sorted({getattr(layer, 'tie_break', 'index')
+                            for _, layer in layers})) or 'index'
+
+
+def log_settledness(diag: dict, unsettled_steps: float, layers: Layers = ()) -> None:
+    """The end-of-training line on the last card step; a warning when half the
+    decisions had no gradient evidence (scores never moved) or when the moved
+    groups' median margin is below ``unsettled_steps`` (a short window)."""
     margin: Optional[float] = diag.get('margin_steps')
+    unmoved = diag.get('unmoved', 0.0)
+    short = margin is not None and margin < unsettled_steps
     verdict = ''
-    if (margin is not None and margin < unsettled_steps) or diag['tied'] >= 0.5:
-        verdict = (f'; a margin below {unsettled_steps:g} or half the '
-                   f'decisions on ties: the final choice rests on a few '
-                   f'iterations of score movement; a longer removal window (t_f) '
-                   f'or a larger score lr (scores_lr_mult) gives the scores more '
-                   f'gradient to decide on')
+    if unmoved >= 0.5:
+        verdict += (f'; {unmoved:.1%} of the decisions were in groups whose '
+                    f'scores never moved (no gradient: frozen or zero-initialised '
+                    f'weights, taps that only see padding), decided by '
+                    f"tie_break='{_tie_breaks(layers)}', not learned")
+    if short:
+        verdict += (f'; the groups that learned have a margin below '
+                    f'{unsettled_steps:g} score steps '
+                    f'({diag["tied"] - unmoved:.1%} of the decisions tied): the '
+                    f'final choice rests on a few iterations of score movement; a '
+                    f'longer removal window (t_f) or a larger score lr '
+                    f'(scores_lr_mult) gives the scores more gradient to decide on')
     print_log(
         f'LBCHook: settledness of the last card step (iteration '
         f'{int(diag["iter"])}): decision margin {_margin(diag)} score steps '
-        f'({diag["tied"]:.1%} of the decisions on exactly equal '
-        f'scores), kept = magnitude choice in {diag["agree_mag"]:.1%} '
-        f'of groups (chance {diag["chance_agree"]:.1%}), score spread '
+        f'({diag["tied"]:.1%} of the decisions on exactly equal scores, '
+        f'{unmoved:.1%} in groups whose scores never moved), kept = magnitude '
+        f'choice in {diag["agree_mag"]:.1%} of groups (chance '
+        f'{diag["chance_agree"]:.1%}), score spread '
         f'{diag["score_spread"]:.3g} x init' + verdict, logger='current',
         level=logging.WARNING if verdict else logging.INFO)

@@ -58,7 +58,7 @@ CKPT_KEY = 'lbc_hook'
 #: Message-hub key prefix (the log processor strips ``train/``: ``lbc_alive``...).
 LOG_PREFIX = 'train/lbc_'
 FROZEN_MODES = ('learn', 'asp')
-DIAG_KEYS = ('agree_mag', 'margin_steps', 'score_spread', 'tied')
+DIAG_KEYS = ('agree_mag', 'margin_steps', 'score_spread', 'tied', 'unmoved')
 
 
 @HOOKS.register_module()
@@ -126,7 +126,7 @@ class LBCHook(Hook):
         self.history: List[List[float]] = []
         self._settled = LayerSettledness(self.DIAG_SAMPLE)
         self._stats = Statistics()
-        #: The last card step's settledness measures (``agree_mag``, ``tied``,
+        #: The last card step's measures (``agree_mag``, ``tied``, ``unmoved``,
         #: ``score_spread``, ``chance_agree``, ``margin_steps``, ``iter``, ``t``).
         self.diagnostics: Dict[str, float] = {}
 
@@ -290,7 +290,7 @@ class LBCHook(Hook):
         sync_ema(runner.hooks)
         if self.diagnostics:
             self._log_diagnostics(runner)
-            log_settledness(self.diagnostics, self.UNSETTLED_STEPS)
+            log_settledness(self.diagnostics, self.UNSETTLED_STEPS, self._layers)
         if self.plot and is_main_process():
             publish_plot(runner, PLOT_NAME, self.schedule, self._layers, self.history)
         check_ranks_agree(self._layers)  # collective: every rank gets here

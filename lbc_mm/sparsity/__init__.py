@@ -1,6 +1,8 @@
 """Pure N:M sparsity math (no OpenMMLab imports): patterns, LBC, SR-STE."""
 from .lbc import (
+                  TIE_BREAKS,
                   LBCMaskFunction,
+                  candidate_magnitude,
                   card,
                   card_at_epoch_start,
                   init_scores,
@@ -24,6 +26,8 @@ from .srste import SRSTEFunction, srste_masked_weight
 __all__ = [
     'LBCMaskFunction',
     'SRSTEFunction',
+    'TIE_BREAKS',
+    'candidate_magnitude',
     'candidate_matrix',
     'card',
     'card_at_epoch_start',

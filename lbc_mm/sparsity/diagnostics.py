@@ -18,6 +18,9 @@ the end of training.
   for random choices; 1 means LBC chose what one-shot magnitude pruning (ASP)
   would have.
 * :func:`score_spread`: the RMS deviation of alive scores from their group mean.
+* :func:`unmoved_groups`: groups whose alive scores are all exactly equal, i.e.
+  never got gradient (frozen or zero-gradient weights): there the choice rests on
+  the layer's ``tie_break``, not on a margin, so they are counted apart.
 * :class:`SettlednessTracker`: the above over a run, on a sample of groups per
   layer; :func:`mask_statistics`: alive candidates and sparsity of the layers.
 
@@ -39,6 +42,7 @@ __all__ = [
     'score_spread',
     'score_step_rms',
     'settledness',
+    'unmoved_groups',
 ]
 
 
@@ -51,8 +55,8 @@ def _check(scores: Tensor, alive: Tensor) -> None:
 def best_candidate(scores: Tensor, alive: Tensor) -> Tensor:
     """Index of the best alive candidate of every group.
 
-    Ties go to the lower candidate index, as in ``removal_step``, so at card 1
-    this is the one alive candidate.
+    Ties go to the lower candidate index (``removal_step`` with
+    ``tie_break='index'``); at card 1 this is the one alive candidate.
 
     Returns:
         Tensor: ``(G,)`` long.
@@ -87,6 +91,22 @@ def decision_margin(scores: Tensor, alive: Tensor, keep: int) -> Tensor:
     keys = scores.detach()[affected].masked_fill(~alive[affected], float('-inf'))
     top = torch.topk(keys, keep + 1, dim=1).values  # (G', keep+1), descending
     return top[:, keep - 1] - top[:, keep]
+
+
+def unmoved_groups(scores: Tensor, alive: Tensor) -> Tensor:
+    """Groups whose alive scores are all exactly equal (no gradient evidence).
+
+    Scores that never got gradient move together (same init, same decay and
+    momentum), so they stay bit-equal; one alive candidate counts as unmoved.
+
+    Returns:
+        Tensor: ``(G,)`` bool.
+    """
+    _check(scores, alive)
+    s = scores.detach()
+    high = s.masked_fill(~alive, float('-inf')).amax(dim=1)  # (G,)
+    low = s.masked_fill(~alive, float('inf')).amin(dim=1)  # (G,)
+    return high == low
 
 
 def score_step_rms(before: Tensor, after: Tensor, alive: Tensor) -> Tensor:
@@ -216,7 +236,8 @@ class SettlednessTracker:
         self._idx: Dict[str, Tensor] = {}  # sampled rows per layer
         self._steps: Dict[str, list] = {}  # sum of squared steps, count
         self._pending: List[Tensor] = []  # margins / step of this card step
-        self._ties = [0, 0]  # decisions on exactly equal scores, decisions
+        # Decisions on exactly equal scores, of them in unmoved groups, decisions.
+        self._ties = [0, 0, 0]
         self._spread: List[Tuple[float, int]] = []
 
     def rows(self, name: str, layer) -> Tensor:
@@ -252,11 +273,13 @@ class SettlednessTracker:
             scores, alive = layer.scores[idx], layer.alive[idx]
             acc = self._steps.get(name)
             step = float(acc[0] / acc[1])**0.5 if acc and acc[1] else 0.0
-            margins = decision_margin(scores, alive, keep)
+            margins = decision_margin(scores, alive, keep)  # (G',)
+            unmoved = unmoved_groups(scores, alive)[alive.sum(dim=1) > keep]
             self._ties[0] += int((margins == 0).sum())
-            self._ties[1] += margins.numel()
-            if step > 0:
-                self._pending.append((margins / step).float().cpu())
+            self._ties[1] += int(unmoved.sum())
+            self._ties[2] += margins.numel()
+            if step > 0:  # the margin of groups that got gradient
+                self._pending.append((margins[~unmoved] / step).float().cpu())
             init = 1.0 / float(layer.scores.shape[1] * layer.n / layer.m)
             self._spread.append((score_spread(scores, alive) / init,
                                  layer.scores.shape[0]))
@@ -271,8 +294,10 @@ class SettlednessTracker:
             layers: Every LBC layer (for the magnitude agreement).
 
         Returns:
-            dict or None: ``agree_mag``, ``score_spread``, ``tied``,
-            ``chance_agree`` and (when the scores moved) ``margin_steps``.
+            dict or None: ``agree_mag``, ``score_spread``, ``tied`` (share of
+            the decisions on exactly equal scores), ``unmoved`` (of them, in
+            groups whose alive scores never moved), ``chance_agree`` and (when
+            the scores moved) ``margin_steps`` (median over the moved groups).
         """
         with torch.no_grad():
             summary = self._summary(layers) if self._spread else None
@@ -297,11 +322,11 @@ class SettlednessTracker:
                   sum(g for _, g in self._spread))
         margin = (settledness(torch.cat(self._pending), 1.0)
                   if self._pending else None)
-        tied = self._ties[0] / max(1, self._ties[1])
-        self._pending, self._spread, self._ties = [], [], [0, 0]
+        tied, unmoved = (k / max(1, self._ties[2]) for k in self._ties[:2])
+        self._pending, self._spread, self._ties = [], [], [0, 0, 0]
         chance = min(1.0 / layer.scores.shape[1] for _, layer in layers)
         out = dict(agree_mag=agree / total, score_spread=spread, tied=tied,
-                   chance_agree=chance)
+                   unmoved=unmoved, chance_agree=chance)
         if margin is not None:
             out['margin_steps'] = margin
         return out

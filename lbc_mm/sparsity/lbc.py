@@ -17,8 +17,15 @@ from torch import Tensor
 
 from .patterns import from_groups, grouped_product, validate_pattern
 
+#: How :func:`removal_step` ranks alive candidates with exactly equal scores:
+#: ``'magnitude'`` (larger summed ``|w|`` first, then the lower index) or
+#: ``'index'`` (the lower candidate index first).
+TIE_BREAKS = ('magnitude', 'index')
+
 __all__ = [
     'LBCMaskFunction',
+    'TIE_BREAKS',
+    'candidate_magnitude',
     'card',
     'card_at_epoch_start',
     'init_scores',
@@ -239,18 +246,45 @@ def card_at_epoch_start(epochs_done: int,
     return card(int(epochs_done) * epoch_length, num_candidates, t_i, t_f, power)
 
 
-def removal_step(scores: Tensor, alive: Tensor, keep: int) -> None:
+def candidate_magnitude(weight_groups: Tensor, candidates: Tensor) -> Tensor:
+    """Summed ``|w|`` over each candidate's ``n`` positions (the magnitude evidence).
+
+    Args:
+        weight_groups (Tensor): ``(G, m)`` weights in the grouped view
+            (``to_groups(weight, m)``).
+        candidates (Tensor): ``(C, m)`` 0/1 candidate matrix.
+
+    Returns:
+        Tensor: ``(G, C)`` float64 (exact sums of a few float32 values, no TF32,
+        so every rank ranks equal weights the same way).
+    """
+    if weight_groups.dim() != 2 or weight_groups.shape[1] != candidates.shape[1]:
+        raise ValueError(f'candidate_magnitude(): weight groups '
+                         f'{tuple(weight_groups.shape)} do not match candidates '
+                         f'{tuple(candidates.shape)}')
+    with torch.no_grad(), torch.autocast(weight_groups.device.type, enabled=False):
+        mag = weight_groups.detach().abs().to(torch.float64)  # (G, m)
+        return mag @ candidates.t().to(torch.float64)  # (G, C)
+
+
+def removal_step(scores: Tensor, alive: Tensor, keep: int,
+                 magnitude: Optional[Tensor] = None) -> None:
     """Remove the lowest-scoring candidates of every group, in place (step 6).
 
     Afterwards exactly ``min(keep, alive_before)`` candidates per group are alive,
     and every removed score (old or new) is exactly 0. Removed candidates rank
-    lowest; ties are broken towards the lower candidate index (stable sort), so
-    every DDP rank removes the same candidates.
+    lowest. Alive candidates with exactly equal scores (scores that got no
+    gradient) rank by ``magnitude`` (larger first) when it is given, then by the
+    lower candidate index, so every DDP rank removes the same candidates. Where
+    the scores differ the result does not depend on ``magnitude``.
 
     Args:
         scores (Tensor): ``(G, C)`` float scores (a Parameter is fine).
         alive (Tensor): ``(G, C)`` bool, updated in place.
         keep (int): Candidates to keep per group, ``card(t)``.
+        magnitude (Tensor, optional): ``(G, C)`` tie-break key, e.g.
+            :func:`candidate_magnitude` (``tie_break='magnitude'``). Defaults to
+            None: ties go to the lower index (``tie_break='index'``).
 
     Raises:
         ValueError: If the shapes differ or ``keep < 1``.
@@ -259,6 +293,9 @@ def removal_step(scores: Tensor, alive: Tensor, keep: int) -> None:
     if scores.shape != alive.shape or scores.dim() != 2:
         raise ValueError(f'removal_step(): scores {tuple(scores.shape)} and alive '
                          f'{tuple(alive.shape)} must both be (G, C)')
+    if magnitude is not None and magnitude.shape != scores.shape:
+        raise ValueError(f'removal_step(): magnitude {tuple(magnitude.shape)} must '
+                         f'match scores {tuple(scores.shape)}')
     if keep < 1:
         raise ValueError(f'removal_step(): keep must be >= 1, got {keep}')
     with torch.no_grad():
@@ -271,7 +308,16 @@ def removal_step(scores: Tensor, alive: Tensor, keep: int) -> None:
                     f'{groups.numel()} of {scores.shape[0]} groups (first group '
                     f'{int(groups[0])}); refusing to rank them')
             keys = scores.masked_fill(~alive, float('-inf'))  # removed rank lowest
-            order = torch.sort(keys, dim=1, descending=True, stable=True).indices
-            kept = torch.zeros_like(alive).scatter_(1, order[:, :keep], True)
+            order = None
+            if magnitude is not None:
+                # Two stable sorts: by magnitude (index breaks its ties), then by
+                # score; the second keeps the first's order among equal scores.
+                order = torch.sort(magnitude, dim=1, descending=True,
+                                   stable=True).indices  # (G, C)
+                keys = keys.gather(1, order)
+            rank = torch.sort(keys, dim=1, descending=True, stable=True).indices
+            if order is not None:
+                rank = order.gather(1, rank)  # back to candidate indices
+            kept = torch.zeros_like(alive).scatter_(1, rank[:, :keep], True)
             alive &= kept
         scores.masked_fill_(~alive, 0.0)

@@ -66,13 +66,15 @@ def ref_card(t, num_c, t_i, t_f, p):
     return 1 + math.ceil((num_c - 1) * (1 - (t - t_i) / (t_f - t_i))**p)
 
 
-def ref_remove(scores, alive, keep):
+def ref_remove(scores, alive, keep, magnitude=None):
     """In place on python lists: keep the `keep` best alive candidates per group,
-    ties -> lower candidate index; removed scores are set to 0."""
+    ties -> larger magnitude (when given, (G, C) lists), then lower candidate
+    index; removed scores are set to 0."""
     for g in range(len(scores)):
         alive_idx = [c for c in range(len(scores[g])) if alive[g][c]]
-        # sort by (-score, index): highest score first, lower index on ties
-        ranked = sorted(alive_idx, key=lambda c: (-scores[g][c], c))
+        mag = magnitude[g] if magnitude is not None else [0.0] * len(scores[g])
+        # sort by (-score, -magnitude, index): highest score first
+        ranked = sorted(alive_idx, key=lambda c: (-scores[g][c], -mag[c], c))
         kept = set(ranked[:keep])
         for c in range(len(scores[g])):
             if c not in kept:
