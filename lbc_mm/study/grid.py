@@ -13,7 +13,7 @@ from ..sparsity.patterns import parse_pattern
 METHODS = ('dense', ) + tuple(SPARSE_METHODS)
 SPARSE_TYPES = {'NMSparseConv': 'Conv2d', 'NMSparseLinear': 'Linear'}
 TRANSFORM_TYPE = 'NMSparsify'
-SPARSE_KEYS = ('n', 'm', 'method', 'strict', 'srste_lambda')
+SPARSE_KEYS = ('n', 'm', 'method', 'strict', 'srste_lambda', 'tie_break')
 HOOK_TYPES = ('LBCHook', 'lbc_mm.LBCHook')
 
 
