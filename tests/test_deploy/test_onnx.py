@@ -1,5 +1,6 @@
 """tools/export_onnx.py and lbc_mm.deploy.onnx: export, N:M of initializers,
 onnxruntime equality, refusals (CPU, tiny models)."""
+import importlib.util
 import json
 import os
 import sys
@@ -20,8 +21,10 @@ from lbc_mm.layers import sparse_layers  # noqa: E402
 from lbc_mm.sparsity.patterns import magnitude_mask  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, 'tools'))
-import export_onnx  # noqa: E402
+_SPEC = importlib.util.spec_from_file_location(
+    'export_onnx', os.path.join(REPO, 'tools', 'export_onnx.py'))
+export_onnx = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(export_onnx)
 
 SPARSE_CONV = "conv_cfg=dict(type='NMSparseConv', n=2, m=4, method='lbc')"
 CLASSIFIER = f"""
