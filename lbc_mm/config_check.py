@@ -7,8 +7,9 @@ deep inside the model or hook construction. The tools call
 one line naming the config key (in ``--cfg-options`` form) and the fix, exit 2.
 
 The rules are not written twice: the sparse layers' argument rules are
-:func:`lbc_mm.layers.check_sparsity_args` (the layers call it too), the option names
-come from the layers', the transform's and the hooks' signatures, and a hook's
+:func:`lbc_mm.methods.check_sparsity_args` (the layers call it too), the option names
+come from the method registry and the layers', the transform's and the hooks'
+signatures, and a hook's
 argument values are checked by its own constructor (which only validates and
 stores them).
 
@@ -28,7 +29,7 @@ What is checked:
 * (training) a config with LBC layers lists an ``LBCHook``: a child config's
   ``custom_hooks`` replaces its base's list, and without the hook the run would end
   dense. The layers also refuse to train in a Runner without one
-  (:meth:`lbc_mm.layers.NMSparseConv._check_driven`), for the entry points that
+  (:meth:`lbc_mm.methods.LBC.check_driven`), for the entry points that
   never call this check (mmdet's and mmpretrain's own ``tools/train.py``).
 """
 import difflib
@@ -37,8 +38,8 @@ import sys
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from .hooks import FiniteCheckHook, LBCHook
-from .layers import METHODS, NMSparseConv, NMSparseLinear, check_sparsity_args
-from .sparsity import TIE_BREAKS
+from .layers import NMSparseConv, NMSparseLinear
+from .methods import METHODS, check_sparsity_args, option_names
 from .transforms import NMSparsify
 
 #: Layer types (config ``type`` names) whose arguments are checked.
@@ -102,22 +103,24 @@ def _unknown(key: str, cfg: dict, allowed: List[str], meta: Tuple[str, ...],
 
 
 def _layer_options() -> List[str]:
-    """Keyword options of the sparse layers (``n``, ``m``, ``method`` ...)."""
+    """Keyword options of the sparse layers: ``n``, ``m``, ``method``, ``strict``
+    and every registered method's options (``srste_lambda``, ``tie_break`` ...)."""
     params = _parameters(NMSparseConv.__init__)
-    return [name for name, p in params.items() if p.kind == p.KEYWORD_ONLY]
+    return [name for name, p in params.items() if p.kind == p.KEYWORD_ONLY
+            ] + list(option_names())
 
 
 def _check_sparse_args(key: str, cfg: dict, defaults: Dict[str, Any],
                        what: str) -> None:
-    args = {name: cfg.get(name, defaults[name])
-            for name in ('n', 'm', 'method', 'srste_lambda', 'tie_break')}
+    args = {name: cfg.get(name, defaults[name]) for name in ('n', 'm', 'method')}
+    options = {name: cfg[name] for name in option_names() if name in cfg}
     try:
-        check_sparsity_args(**args)
+        check_sparsity_args(**args, **options)
     except ValueError as err:
         raise ConfigError(key, f'{what}: {err}',
                           f'set valid values there (0 < N < M; method one of '
-                          f'{", ".join(METHODS)}; tie_break one of '
-                          f'{", ".join(TIE_BREAKS)})') from None
+                          f'{", ".join(METHODS)}, each with its own options: '
+                          f'lbc_mm.methods)') from None
 
 
 def check_layer_cfg(key: str, cfg: dict) -> None:
@@ -129,7 +132,7 @@ def check_layer_cfg(key: str, cfg: dict) -> None:
     name = _type_name(cfg)
     if name in LAYERS:
         params = _parameters(LAYERS[name].__init__)
-        _unknown(key, cfg, list(params), META_KEYS, name)
+        _unknown(key, cfg, list(params) + list(option_names()), META_KEYS, name)
     else:
         params = _parameters(NMSparsify)
         # NMSparsify passes its other keyword options on to the layers.

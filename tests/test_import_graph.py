@@ -112,3 +112,24 @@ def test_the_rule_catches_a_training_module_importing_export(tmp_path):
     assert training_imports_of_export(import_graph(pkg)) == [
         ('lbc_mm.hooks.checkpoint', 'lbc_mm.export'),
         ('lbc_mm.hooks.checkpoint', 'lbc_mm.export.io')]
+
+
+def test_methods_sit_between_the_math_and_the_layers():
+    """A method module knows the pure math and the method interface, not the
+    layers, hooks or tools that use it (and imports no OpenMMLab at top level)."""
+    graph = import_graph()
+    methods = {mod: deps for mod, deps in graph.items()
+               if mod.startswith('lbc_mm.methods')}
+    assert {'lbc_mm.methods.lbc', 'lbc_mm.methods.srste', 'lbc_mm.methods.asp',
+            'lbc_mm.methods.base'} <= methods.keys()
+    for mod, deps in methods.items():
+        assert all(dep.startswith(('lbc_mm.sparsity', 'lbc_mm.methods'))
+                   for dep in deps), (mod, deps)
+        path = PACKAGE.parent / (mod.replace('.', '/') + (
+            '/__init__.py' if mod == 'lbc_mm.methods' else '.py'))
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and not getattr(
+                    node, 'level', 0):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ''])
+                assert not any(n.startswith('mm') for n in names), (mod, names)

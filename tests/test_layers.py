@@ -43,7 +43,7 @@ def test_build_conv_layer_positional_args():
     assert set(conv.state_dict()) == {'weight', 'scores', 'alive'}
     linear = MODELS.build(dict(type='NMSparseLinear', in_features=8, out_features=3,
                                n=1, m=4, method='srste'))
-    assert type(linear) is NMSparseLinear and linear.srste_lambda == 2e-4
+    assert type(linear) is NMSparseLinear and linear.sparsity.srste_lambda == 2e-4
     assert set(linear.state_dict()) == {'weight', 'bias'}
 
 
@@ -133,7 +133,7 @@ def test_srste_gradient_in_layer():
     expected = d_eff + 0.1 * (~mask) * lin.weight.detach()
     torch.testing.assert_close(lin.weight.grad, expected)
     ste = NMSparseLinear(8, 2, n=2, m=4, method='ste')
-    assert ste.srste_lambda == 0.0
+    assert ste.sparsity.srste_lambda == 0.0
 
 
 def test_asp_mask_fixed_at_first_training_step():
@@ -403,7 +403,7 @@ def test_score_gradient_with_groups_at_different_cards(kind):
             layer.alive[g] = False
             layer.alive[g, order[:keep]] = True
         layer.scores.mul_(layer.alive)
-    assert layer._current_card() == num_c and not layer.alive.all()
+    assert layer.current_card() == num_c and not layer.alive.all()
     x = (torch.randn(2, 8, 4, 4) if kind == 'conv' else torch.randn(3, 8)).double()
     weight_eff = layer.sparse_weight()
     weight_eff.retain_grad()

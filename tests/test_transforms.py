@@ -53,7 +53,8 @@ def test_sparsify_include_exclude_and_options():
                      srste_lambda=0.5)
     layers = dict(sparse_layers(model))
     assert set(layers) == {'backbone.layer1.0', 'backbone.layer1.1', 'head.fc'}
-    assert all(layer.method == 'srste' and layer.srste_lambda == 0.5 and layer.n == 1
+    assert all(layer.method == 'srste' and layer.sparsity.srste_lambda == 0.5
+               and layer.n == 1
                for layer in layers.values())
     model = sparsify(_Toy(), 2, 4, 'asp', include='backbone.layer1.1', exclude=[])
     assert list(dict(sparse_layers(model))) == ['backbone.layer1.1']
@@ -115,7 +116,7 @@ def test_resnet_transform_loads_dense_checkpoint(tmp_path):
     model.init_weights()
     conv = model.backbone.layer2[0].conv1
     assert torch.equal(conv.weight, dense.backbone.layer2[0].conv1.weight)
-    assert conv._asp_ready and torch.equal(conv.get_mask(), conv.asp_mask)
+    assert conv.sparsity.mask_fixed and torch.equal(conv.get_mask(), conv.asp_mask)
 
 
 def test_deit_small_transform_forward_backward():

@@ -43,6 +43,7 @@ from lbc_mm.apis import build_model, load_config
 from lbc_mm.layers import sparse_layers
 from lbc_mm.optim import LBCOptimWrapperConstructor
 from lbc_mm.sparsity import card
+from lbc_mm.sparsity.patterns import parse_pattern
 from lbc_mm.transforms import sparsify
 
 MB = 1024.0**2
@@ -267,7 +268,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     dense.to(device)
     variants = [Variant('dense', dense, {})]
     for pattern in args.patterns.split(','):
-        n, m = (int(v) for v in pattern.split(':'))
+        n, m = parse_pattern(pattern)
         for method in args.methods.split(','):
             model = sparsify(copy.deepcopy(dense), n, m, method)
             keep = {}
@@ -275,7 +276,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
                 if method == 'lbc':
                     # Mid-run state: some candidates removed, scores still learning,
                     # so forward, score gradients and re-zeroing all run.
-                    num_c = layer.scores.shape[1]
+                    num_c = layer.num_candidates
                     keep[name] = card(0.5, num_c, 0.0, 1.0)
                     with torch.no_grad():
                         layer.scores.add_(torch.rand_like(layer.scores) * 1e-3)

@@ -9,6 +9,7 @@ from typing import Dict, List, Tuple
 from torch import nn
 
 from ..layers import sparse_layers
+from ..methods import state_keys
 from ..sparse_model import (
     describe_tensors,
     nm_report,
@@ -16,8 +17,9 @@ from ..sparse_model import (
     set_submodule,
 )
 
-#: State-dict entries that only sparse layers have (dropped on export).
-SPARSE_ONLY_KEYS = ('scores', 'alive', 'asp_mask')
+#: State-dict entries that only sparse layers have (dropped on export): every
+#: method's state (``scores``, ``alive``, ``asp_mask``).
+SPARSE_ONLY_KEYS = state_keys()
 
 
 class NotNMError(ValueError):

@@ -211,7 +211,7 @@ def check_finished(layers: Layers, finished: Set[str]) -> None:
         RuntimeError: naming the unfinished layers.
     """
     unfinished = [f'{name} (up to {int(layer.num_alive.max())} of '
-                  f'{layer.scores.shape[1]} candidates alive)'
+                  f'{layer.num_candidates} candidates alive)'
                   for name, layer in layers if name not in finished]
     if unfinished:
         raise RuntimeError(
@@ -271,7 +271,7 @@ def log_card_step(diag: dict, cards: Sequence[int]) -> None:
 
 
 def _tie_breaks(layers: Layers) -> str:
-    return '/'.join(sorted({getattr(layer, 'tie_break', 'index')
+    return '/'.join(sorted({layer.sparsity.tie_break
                             for _, layer in layers})) or 'index'
 
 

@@ -48,8 +48,9 @@ from .lbc_checks import (
     log_start,
     sync_ema,
 )
-from .lbc_report import LayerSettledness, Statistics, publish_plot, take_over
+from .lbc_report import Statistics, publish_plot, take_over
 from .lbc_schedule import RemovalSchedule
+from .lbc_settledness import SettlednessTracker
 
 #: File written to the work dir at the end of training.
 PLOT_NAME = 'lbc_schedule.png'
@@ -124,7 +125,7 @@ class LBCHook(Hook):
         self._applied: Dict[str, Optional[int]] = {}  # last card applied per layer
         # (t, mean alive per group, sparsity); kept across resume for the plot.
         self.history: List[List[float]] = []
-        self._settled = LayerSettledness(self.DIAG_SAMPLE)
+        self._settled = SettlednessTracker(self.DIAG_SAMPLE)
         self._stats = Statistics()
         #: The last card step's measures (``agree_mag``, ``tied``, ``unmoved``,
         #: ``score_spread``, ``chance_agree``, ``margin_steps``, ``iter``, ``t``).
@@ -145,7 +146,7 @@ class LBCHook(Hook):
             logger_hooks[0].interval if logger_hooks else 50)
         self._finished, self._applied = set(), {}
         for name, layer in self._layers:
-            if int(layer.num_alive.max()) == 1:  # finished before a resume
+            if layer.current_card() == 1:  # finished before a resume
                 self._finish(name, layer)
         if self.require_finished:
             check_finished(self._layers, self._finished)
@@ -169,11 +170,12 @@ class LBCHook(Hook):
                   if not layer.weight.requires_grad and name not in self._finished]
         self._relearn = []
         for name, layer in frozen:
-            if self.frozen_layers == 'asp' and bool(layer.alive.all()):
+            if self.frozen_layers == 'asp' and bool(
+                    (layer.num_alive == layer.num_candidates).all()):
                 layer.keep_magnitude_candidates()
                 self._finish(name, layer)
             else:
-                layer.scores.requires_grad_(True)
+                layer.unfreeze_scores()
                 self._relearn.append((name, layer))
         log_frozen_layers([name for name, _ in frozen], self.frozen_layers,
                           [name for name, _ in self._relearn])
@@ -183,7 +185,7 @@ class LBCHook(Hook):
         """Switch frozen layers' scores back on (``model.train()`` re-freezes)."""
         for name, layer in self._relearn:
             if name not in self._finished:
-                layer.scores.requires_grad_(True)
+                layer.unfreeze_scores()
 
     def after_train_iter(self,
                          runner,
@@ -201,7 +203,7 @@ class LBCHook(Hook):
                 check_finite(active, runner.iter + 1, runner.epoch + 1)
             self._settled.measure_steps(active)
             for name, layer in active:
-                keep = self.schedule_card(t, layer.scores.shape[1])
+                keep = self.schedule_card(t, layer.num_candidates)
                 self._settled.before_removal(name, layer, keep)
                 try:
                     layer.remove_candidates(keep)

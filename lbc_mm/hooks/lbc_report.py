@@ -2,13 +2,12 @@
 takes over.
 
 * :func:`take_over`: mark the LBC layers as driven by the hook (an LBC layer refuses
-  to train in a Runner without one: :meth:`lbc_mm.layers.NMSparseConv._check_driven`)
+  to train in a Runner without one: :meth:`lbc_mm.methods.LBC.check_driven`)
   and say in one line how many a dense checkpoint initialised;
 * :class:`Statistics`: the ``lbc_*`` numbers of the training log, and per-layer
   alive candidates, sparsity and settledness as scalars for mmengine's visualizer
   backends (TensorBoard, W&B, ``vis_data/scalars.json``) only: 52 layers would
   drown the text / JSON training log;
-* :class:`LayerSettledness`: the settledness tracker, per layer too;
 * :func:`publish_plot`: ``lbc_schedule.png`` in the work dir and, as an image, in
   every visualizer backend.
 """
@@ -20,8 +19,8 @@ import torch
 from mmengine.logging import print_log
 from torch import nn
 
-from ..sparsity.diagnostics import SettlednessTracker, mask_statistics, settledness
 from ..visualization import add_figure, lbc_schedule_figure, write_figure
+from .lbc_settledness import mask_statistics
 
 Layers = Sequence[Tuple[str, nn.Module]]
 
@@ -29,7 +28,7 @@ Layers = Sequence[Tuple[str, nn.Module]]
 LAYER_PREFIX = 'lbc_layers/'
 #: Image name of the schedule plot in the visualizer backends.
 PLOT_TAG = 'lbc_schedule'
-#: Who drives the layers (``layer.lbc_driver``).
+#: Who drives the layers (``layer.sparsity.driver``, :class:`lbc_mm.methods.LBC`).
 DRIVER = 'LBCHook'
 
 
@@ -41,8 +40,8 @@ def take_over(layers: Layers) -> int:
         int: That number (no line when 0).
     """
     for _, layer in layers:
-        layer.lbc_driver = DRIVER
-    count = sum(1 for _, layer in layers if getattr(layer, 'loaded_dense', False))
+        layer.sparsity.driver = DRIVER
+    count = sum(1 for _, layer in layers if layer.sparsity.loaded_dense)
     if count:
         print_log(f'LBCHook: initialised the LBC state of {count} layers from dense '
                   f'weights (initial scores, every candidate alive)',
@@ -58,7 +57,7 @@ class Statistics:
     ``lbc_layers/<layer>/{alive,sparsity,margin_steps}`` for the visualizer
     backends only: mean alive candidates per group, fraction of masked weights,
     and the median decision margin of the layer's last card step in score steps
-    (:class:`LayerSettledness`).
+    (:class:`~.lbc_settledness.SettlednessTracker`).
     """
 
     def __init__(self) -> None:
@@ -76,7 +75,7 @@ class Statistics:
         """``alive``, ``sparsity``, ``nm_layers`` and ``card`` (``card_{n}of{m}``
         per pattern when the model mixes them; ``card_of(C)``: the schedule's)."""
         stats = self._cached('run', layers, lambda: mask_statistics(layers))
-        patterns = {(layer.n, layer.m): layer.scores.shape[1] for _, layer in layers}
+        patterns = {(layer.n, layer.m): layer.num_candidates for _, layer in layers}
         for (n, m), num_c in sorted(patterns.items()):
             key = 'card' if len(patterns) == 1 else f'card_{n}of{m}'
             stats[key] = float(card_of(num_c))
@@ -102,21 +101,6 @@ class Statistics:
         return out
 
 
-class LayerSettledness(SettlednessTracker):
-    """:class:`SettlednessTracker` that also keeps, per layer, the median decision
-    margin (score steps) of its last card step: ``layer_margins``."""
-
-    def __init__(self, sample: int = 4096) -> None:
-        super().__init__(sample)
-        self.layer_margins: Dict[str, Optional[float]] = {}
-
-    def before_removal(self, name: str, layer, keep: int) -> None:
-        pending = len(self._pending)  # one entry per measured layer decision
-        super().before_removal(name, layer, keep)
-        if len(self._pending) > pending:
-            self.layer_margins[name] = settledness(self._pending[-1], 1.0)
-
-
 def publish_plot(runner, file_name: str, schedule, layers: Layers,
                  history: Sequence[Sequence[float]]) -> None:
     """Write the schedule plot to the work dir and give it to the visualizer.
@@ -124,7 +108,7 @@ def publish_plot(runner, file_name: str, schedule, layers: Layers,
     A file that cannot be written (full disk, read-only dir) is a warning: the
     run still ends.
     """
-    patterns = sorted({(layer.n, layer.m, layer.scores.shape[1])
+    patterns = sorted({(layer.n, layer.m, layer.num_candidates)
                        for _, layer in layers})
     fig = lbc_schedule_figure(schedule, patterns, history)
     try:

@@ -6,14 +6,16 @@ Each run is the user's config with only the sparse layers' ``method`` / ``n`` /
 import copy
 from typing import Any, List, Optional, Sequence, Tuple
 
-from ..layers import METHODS as SPARSE_METHODS
+from ..methods import METHODS as SPARSE_METHODS
+from ..methods import option_names
 from ..sparsity.patterns import parse_pattern
 
-#: The study's methods: dense and every sparse method.
+#: The study's methods: dense and every registered sparse method.
 METHODS = ('dense', ) + tuple(SPARSE_METHODS)
 SPARSE_TYPES = {'NMSparseConv': 'Conv2d', 'NMSparseLinear': 'Linear'}
 TRANSFORM_TYPE = 'NMSparsify'
-SPARSE_KEYS = ('n', 'm', 'method', 'strict', 'srste_lambda', 'tie_break')
+#: What the dense switch drops from a sparse layer config.
+SPARSE_KEYS = ('n', 'm', 'method', 'strict') + option_names()
 HOOK_TYPES = ('LBCHook', 'lbc_mm.LBCHook')
 
 
@@ -23,11 +25,15 @@ def _base_type(node: dict) -> str:
 
 
 def _set_sparse(node: dict, method: str, n: int, m: int) -> None:
+    """Switch a sparse layer / transform config to ``method``: the config's values
+    of that method's options stay, other methods' options go, fixed ones are set
+    (STE: ``srste_lambda=0``)."""
     node['n'], node['m'], node['method'] = n, m, method
-    if method in ('lbc', 'asp', 'ste'):
-        node.pop('srste_lambda', None)
-    if method == 'ste':
-        node['srste_lambda'] = 0.0
+    cls = SPARSE_METHODS[method]
+    for key in option_names():
+        if key not in cls.options:
+            node.pop(key, None)
+    node.update(cls.fixed_options)
 
 
 def _rewrite_node(node: Any, method: str, n: int, m: int, found: List[str],

@@ -80,12 +80,12 @@ def test_dense_resnet_loads_into_lbc_layers_without_missing_keys():
     warnings = _load_warnings(lbc, dense.state_dict())
     assert 'missing keys' not in warnings, warnings
     for name, layer in layers:
-        assert layer.loaded_dense and bool(layer.alive.all()), name
+        assert layer.sparsity.loaded_dense and bool(layer.alive.all()), name
         torch.testing.assert_close(layer.weight, dense.get_submodule(name).weight)
         assert torch.equal(layer.scores, init_scores(layer.scores.shape[0], 2, 4))
     # An LBC checkpoint is no dense load.
     _load_warnings(lbc, lbc.state_dict())
-    assert not any(layer.loaded_dense for _, layer in layers)
+    assert not any(layer.sparsity.loaded_dense for _, layer in layers)
 
 
 def test_a_real_mismatch_still_fails():

@@ -13,6 +13,7 @@ from mmengine.registry import HOOKS
 from lbc_mm.hooks import LBCHook
 from lbc_mm.hooks.lbc_checks import log_dense_fallbacks, nm_problems
 from lbc_mm.hooks.lbc_hook import PLOT_NAME
+from lbc_mm.methods import build_method
 from lbc_mm.sparsity import card, card_at_epoch_start, magnitude_mask
 
 C24 = 6  # candidates of 2:4
@@ -69,7 +70,7 @@ def test_model_without_lbc_layers(tmp_path):
     cfg['model'] = dict(type='LBCToyNet')
     runner = build_runner(cfg)
     for layer in (runner.model.conv, runner.model.fc):
-        layer.method = 'srste'  # no LBC layer left
+        layer.sparsity = build_method('srste')  # no LBC layer left
     with pytest.raises(RuntimeError, match='no sparse LBC layer'):
         runner.train()
 

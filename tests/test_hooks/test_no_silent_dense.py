@@ -116,7 +116,7 @@ def test_layers_outside_a_runner_train_as_told():
     out = model(torch.randn(2, 8, 4, 4))
     out.sum().backward()
     assert model.conv.scores.grad is not None
-    assert model.conv.lbc_driver is None
+    assert model.conv.sparsity.driver is None
 
 
 def test_finished_layers_and_other_methods_need_no_hook(tmp_path):

@@ -8,6 +8,7 @@ import torch
 from mmengine.logging import MMLogger
 
 from lbc_mm.hooks.lbc_checks import log_settledness
+from lbc_mm.hooks.lbc_settledness import SettlednessTracker
 from lbc_mm.layers import NMSparseLinear
 from lbc_mm.sparsity import (
     TIE_BREAKS,

@@ -1,0 +1,184 @@
+"""The interface of a sparsity method and the registry of methods.
+
+A sparse layer (:mod:`lbc_mm.layers`) keeps the ``nn`` plumbing (conv / linear, the
+weight, ``from_dense`` / ``to_dense``, the divisibility rule) and holds one method
+object, ``layer.sparsity``, built here by name. The method object owns:
+
+* its options (``options``: name -> default) and their rules
+  (:meth:`SparsityMethod.check_options`);
+* the layer's extra state, registered on the layer under fixed names
+  (``state_keys``: the checkpoint keys, e.g. LBC's ``scores`` / ``alive``);
+* the mask and the masked weight with its gradient rule;
+* what a checkpoint load means for that state;
+* its own operations (``operations``, e.g. LBC's ``remove_candidates``). The layer
+  asks for one by name (:meth:`SparsityMethod.operation`); on a layer of another
+  method it fails one way: :class:`UnsupportedOperation`, one line naming the layer
+  and the methods that have it.
+
+The method object is per layer (it also holds the layer's caches) and takes the layer
+as the first argument of every call; ``n`` / ``m`` are read from the layer.
+"""
+from typing import Any, Callable, ClassVar, Dict, Tuple, Type
+
+from torch import Tensor, nn
+
+from ..sparsity import validate_pattern
+
+__all__ = ['METHODS', 'SparsityMethod', 'UnsupportedOperation', 'build_method',
+           'check_sparsity_args', 'method_class', 'option_names', 'register_method',
+           'state_keys']
+
+#: name -> method class, in registration order (``tuple(METHODS)``: the names).
+METHODS: Dict[str, Type['SparsityMethod']] = {}
+
+
+class UnsupportedOperation(TypeError):
+    """An operation of one sparsity method called on a layer of another."""
+
+
+def register_method(cls: Type['SparsityMethod']) -> Type['SparsityMethod']:
+    """Class decorator: add ``cls`` to :data:`METHODS` under ``cls.name``."""
+    if cls.name in METHODS:
+        raise KeyError(f'sparsity method {cls.name!r} is already registered')
+    METHODS[cls.name] = cls
+    return cls
+
+
+def method_class(name: str) -> Type['SparsityMethod']:
+    """The registered class of ``name``; ``ValueError`` naming the choices."""
+    if name not in METHODS:
+        raise ValueError(f'unknown method {name!r}, expected one of {tuple(METHODS)}')
+    return METHODS[name]
+
+
+def option_names() -> Tuple[str, ...]:
+    """Every method option a sparse layer config may carry (the methods' union)."""
+    names: Dict[str, None] = {}
+    for cls in METHODS.values():
+        names.update(dict.fromkeys(cls.options))
+    return tuple(names)
+
+
+def state_keys() -> Tuple[str, ...]:
+    """Every method's layer state names (the checkpoint keys only sparse layers
+    have: ``scores``, ``alive``, ``asp_mask``)."""
+    return tuple(key for cls in METHODS.values() for key in cls.state_keys)
+
+
+def check_sparsity_args(n: int, m: int, method: str, **options: Any) -> Dict[str, Any]:
+    """The rules for a sparse layer's N:M arguments (the layers and
+    :mod:`lbc_mm.config_check` both use them).
+
+    Args:
+        n, m (int): The pattern.
+        method (str): A registered method name.
+        **options: The method's options; ``None`` means its default.
+
+    Returns:
+        dict: The method's options, defaults filled in.
+
+    Raises:
+        ValueError: An invalid pattern, an unknown method, an option the method
+            does not take or a value it refuses; the message names the argument.
+    """
+    validate_pattern(n, m)
+    return method_class(method).resolve_options(**options)
+
+
+def build_method(method: str, **options: Any) -> 'SparsityMethod':
+    """A new method object for one layer (options checked)."""
+    return method_class(method)(**options)
+
+
+class SparsityMethod:
+    """What one sparsity method does to a layer (subclass per method).
+
+    Subclasses set the class attributes and implement :meth:`mask` and
+    :meth:`masked_weight`; the rest has a neutral default.
+    """
+
+    #: Registry name (``method='...'`` in configs).
+    name: ClassVar[str] = ''
+    #: Name in messages.
+    label: ClassVar[str] = ''
+    #: Layer options the method takes -> their defaults.
+    options: ClassVar[Dict[str, Any]] = {}
+    #: Options whose one allowed value the method fixes (a study run sets them).
+    fixed_options: ClassVar[Dict[str, Any]] = {}
+    #: Names of the state it registers on the layer (also its checkpoint keys).
+    state_keys: ClassVar[Tuple[str, ...]] = ()
+    #: Its own operations, called through the layer (:meth:`operation`).
+    operations: ClassVar[Tuple[str, ...]] = ()
+
+    def __init__(self, **options: Any) -> None:
+        for key, value in self.resolve_options(**options).items():
+            setattr(self, key, value)
+
+    # -- options ----------------------------------------------------------------
+    @classmethod
+    def resolve_options(cls, **given: Any) -> Dict[str, Any]:
+        """``given`` checked, defaults filled in (``None`` = default)."""
+        given = {k: v for k, v in given.items() if v is not None}
+        for key in given:
+            if key not in cls.options:
+                takes = (f'; it takes {", ".join(cls.options)}' if cls.options else
+                         '; it takes no option')
+                raise ValueError(f'{key} does not apply to method {cls.name!r}{takes}')
+        resolved = dict(cls.options, **given)
+        cls.check_options(resolved)
+        return resolved
+
+    @classmethod
+    def check_options(cls, options: Dict[str, Any]) -> None:
+        """Refuse bad option values (``ValueError`` naming the option)."""
+
+    def option_values(self) -> Dict[str, Any]:
+        """This layer's option values."""
+        return {key: getattr(self, key) for key in self.options}
+
+    # -- state and forward ----------------------------------------------------
+    def init_state(self, layer: nn.Module) -> None:
+        """Register the method's state on a sparse layer (``state_keys``)."""
+
+    def mask(self, layer: nn.Module) -> Tensor:
+        """The current binary mask (bool, ``weight.shape``) of a sparse layer."""
+        raise NotImplementedError
+
+    def masked_weight(self, layer: nn.Module) -> Tensor:
+        """The weight ``forward`` uses, with the method's gradient rule."""
+        raise NotImplementedError
+
+    # -- checkpoints ----------------------------------------------------------
+    def check_load(self, layer: nn.Module, state_dict: dict, prefix: str,
+                   where: str) -> None:
+        """Refuse a checkpoint whose state for this method has other shapes.
+
+        Raises:
+            ValueError: ``where``, the key and both shapes.
+        """
+        for key in self.state_keys:
+            own, theirs = getattr(layer, key), state_dict.get(prefix + key)
+            if theirs is not None and tuple(theirs.shape) != tuple(own.shape):
+                raise ValueError(
+                    f'{where}: checkpoint {key} has shape {tuple(theirs.shape)}, this '
+                    f'layer needs {tuple(own.shape)} (another N:M pattern?)')
+
+    def after_load(self, layer: nn.Module, state_dict: dict, prefix: str,
+                   missing_keys: list) -> None:
+        """Bring the method's state in line with what a load gave the layer."""
+
+    # -- method-specific operations ----------------------------------------------
+    def operation(self, name: str, layer: nn.Module) -> Callable:
+        """The bound operation ``name`` of this method.
+
+        Raises:
+            UnsupportedOperation: The method has no such operation (one line
+                naming the layer and the methods that have it).
+        """
+        if name not in self.operations:
+            owners = [repr(cls.name) for cls in METHODS.values()
+                      if name in cls.operations]
+            raise UnsupportedOperation(
+                f'{layer.describe()}: {name} is an operation of method '
+                f'{" / ".join(owners) or "(none)"}, not of {self.name!r}')
+        return getattr(self, name)
