@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 import tempfile
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, Iterable, List, Sequence, Tuple
 
 import torch
 
@@ -62,6 +62,28 @@ def run_tool(body: Callable[[], int], done: Callable[[], str] = lambda: '') -> i
         print(('error: terminated (SIGTERM)' if terminated else 'error: interrupted')
               + (f'; {note}' if note else ''), file=sys.stderr)
         return 143 if terminated else 130
+
+
+def tool_error_line(exc: Exception, config: str, outputs: Iterable = (),
+                    done: str = '') -> str:
+    """The one line a file tool (convert, export_onnx, get_flops) prints for an
+    error it stops on.
+
+    Args:
+        exc: The error: an ``OSError`` writing one of ``outputs`` (the file and
+            the reason, then ``; done``), a ``KeyError`` (a registry type that
+            ``config`` names is unknown) or any other (its message).
+        config (str): The config path (for the ``KeyError`` line).
+        outputs: The paths the tool writes.
+        done (str): What was written so far (e.g. ``'no file was written'``).
+    """
+    if isinstance(exc, OSError) and exc.errno is not None and (
+            exc.filename in set(filter(None, outputs))):
+        return (f'error: cannot write {exc.filename}: {exc.strerror}'
+                + (f'; {done}' if done else ''))
+    if isinstance(exc, KeyError):
+        return f'error: config {config}: {exc.args[0] if exc.args else exc}'
+    return f'error: {exc}'
 
 
 def current_umask() -> int:

@@ -16,6 +16,7 @@ from lbc_mm.io import (
     atomic_write,
     atomic_write_all,
     run_tool,
+    tool_error_line,
 )
 
 
@@ -198,3 +199,17 @@ def test_run_tool_passes_the_exit_code_and_installs_the_sigterm_handler():
         assert signal.getsignal(signal.SIGTERM) is io._raise_terminated
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize('exc, line', [
+    (OSError(28, 'No space left on device', 'out.pth'),
+     'error: cannot write out.pth: No space left on device; nothing written'),
+    (FileNotFoundError(2, 'No such file', 'ckpt.pth'), 'error: [Errno 2] No such file: '
+     "'ckpt.pth'"),  # not an output: the message as it is
+    (KeyError("'Foo is not in the mmdet::model registry'"),
+     "error: config cfg.py: 'Foo is not in the mmdet::model registry'"),
+    (ValueError('2 sparse layers are not N:M'), 'error: 2 sparse layers are not N:M'),
+])
+def test_tool_error_line(exc, line):
+    assert tool_error_line(exc, 'cfg.py', ['out.pth', None],
+                           'nothing written') == line

@@ -133,34 +133,31 @@ def main(argv=None):
     def log(line):
         print(line, flush=True)
 
-    from lbc_mm.io import Terminated, raise_on_sigterm
-    raise_on_sigterm()  # SIGTERM unwinds like Ctrl-C: no temp file stays behind
-    try:
-        code = Benchmark(
-            args.config, args.model_file, out_json=out_json, out_png=args.out_png,
-            model_name=name, batch=args.batch, dtype=args.dtype,
-            layer_dtypes=tuple(args.layer_dtypes), img_size=args.img_size,
-            det_shape=tuple(args.det_shape), channels_last=args.channels_last,
-            margin=args.margin, time_budget=args.time_budget,
-            allowed_variants=allowed, log=log, dry_run=args.dry_run_cpu).run()
-    except (CheckpointMismatchError, NotConvertedError, Not2of4Error) as exc:
-        # mismatched, truncated, refused; a training checkpoint; 4:8 not 2:4
-        print(f'error: {exc}', file=sys.stderr)
-        return 1
-    except OSError as exc:  # the JSON could not be written (disk full, ...)
-        print(f'error: cannot write {exc.filename}: {exc.strerror or exc}',
-              file=sys.stderr)
-        return 1
-    except Terminated:
-        print(f'error: terminated (SIGTERM); {out_json} holds the stages done',
-              file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
-        print(f'error: interrupted; {out_json} holds the stages done',
-              file=sys.stderr)
-        return 130
-    print(f'[bench] wrote {out_json}', flush=True)
-    return code
+    from lbc_mm.io import run_tool
+
+    def bench() -> int:
+        try:
+            code = Benchmark(
+                args.config, args.model_file, out_json=out_json,
+                out_png=args.out_png, model_name=name, batch=args.batch,
+                dtype=args.dtype, layer_dtypes=tuple(args.layer_dtypes),
+                img_size=args.img_size, det_shape=tuple(args.det_shape),
+                channels_last=args.channels_last, margin=args.margin,
+                time_budget=args.time_budget, allowed_variants=allowed, log=log,
+                dry_run=args.dry_run_cpu).run()
+        except (CheckpointMismatchError, NotConvertedError, Not2of4Error) as exc:
+            # mismatched, truncated, refused; a training checkpoint; 4:8 not 2:4
+            print(f'error: {exc}', file=sys.stderr)
+            return 1
+        except OSError as exc:  # the JSON could not be written (disk full, ...)
+            print(f'error: cannot write {exc.filename}: {exc.strerror or exc}',
+                  file=sys.stderr)
+            return 1
+        print(f'[bench] wrote {out_json}', flush=True)
+        return code
+
+    # SIGTERM unwinds like Ctrl-C: no temp file stays behind.
+    return run_tool(bench, lambda: f'{out_json} holds the stages done')
 
 
 if __name__ == '__main__':

@@ -45,7 +45,7 @@ def main(argv=None) -> int:
         default_config_path,
         refuse_overwrites,
     )
-    from lbc_mm.io import atomic_write, check_writable, run_tool
+    from lbc_mm.io import atomic_write, check_writable, run_tool, tool_error_line
     from lbc_mm.sparsity.patterns import parse_pattern
     written = 'no output file was written'
     outputs = {'OUT': args.out,
@@ -75,18 +75,10 @@ def main(argv=None) -> int:
             if args.json:
                 text = json.dumps(report, indent=1).encode()
                 atomic_write(args.json, lambda f: f.write(text))
-        except OSError as exc:
-            if exc.errno is not None and exc.filename in outputs.values():
-                print(f'error: cannot write {exc.filename}: {exc.strerror}; {written}',
-                      file=sys.stderr)
-            else:  # e.g. FileNotFoundError('checkpoint not found: ...')
-                print(f'error: {exc}', file=sys.stderr)
-            return 1
-        except ValueError as exc:  # bad pattern / paths, mismatch, corrupted, not N:M
-            print(f'error: {exc}', file=sys.stderr)
-            return 1
-        except KeyError as exc:  # a registry type the config names is unknown
-            print(f'error: config {args.config}: {exc.args[0] if exc.args else exc}',
+        # a write / missing file; bad pattern / paths, mismatch, corrupted, not
+        # N:M; a registry type the config names is unknown
+        except (OSError, ValueError, KeyError) as exc:
+            print(tool_error_line(exc, args.config, outputs.values(), written),
                   file=sys.stderr)
             return 1
         return 0

@@ -93,8 +93,7 @@ def main(argv=None) -> int:
     from lbc_mm.deploy.onnx import export as exp
     from lbc_mm.deploy.onnx import trt
     from lbc_mm.export.convert import refuse_overwrites
-    from lbc_mm.io import Terminated, atomic_write, raise_on_sigterm
-    raise_on_sigterm()  # SIGTERM unwinds like Ctrl-C: no temp file stays behind
+    from lbc_mm.io import atomic_write, run_tool, tool_error_line
     out = args.out or (default_out(args.model_file) if args.model_file else
                        os.path.join('work_dirs', 'onnx', os.path.basename(
                            args.config).replace('.py', '.onnx')))
@@ -104,110 +103,103 @@ def main(argv=None) -> int:
     out16 = exp.fp16_path(out) if want_fp16 else None
     outputs = {'--out': out, '--json': args.json, 'the FP16 ONNX file': out16}
     written = []
-    report = {}
-    try:
-        refuse_overwrites({'MODEL': args.model_file, 'CONFIG': args.config}, outputs)
-        got = random_weights(args.config, score_thr=0.0) if args.random_weights \
-            else load_converted(args.config, args.model_file)
-        model, scope, patterns = got.model, got.scope, got.patterns
-        require_2of4(model, patterns)  # 1:4 / 2:8 / 1:16 / 2:4 weights; not 4:8
-        shape = tuple(args.shape) if args.shape else \
-            exp.default_shape(got.cfg, scope)
-        images = exp.find_images(args.images)
-        x, source = exp.example_input(model, shape, args.batch, images)
-        wrapper = exp.ExportWrapper(model, exp.export_part(scope))
-        opset = args.opset or exp.DEFAULT_OPSET
-        proto = exp.export_onnx(wrapper, x, opset, args.dynamic_batch,
-                                args.dynamic_shape)
-        rows = chk.initializer_rows(proto, wrapper, patterns)
-        chk.check_rows(rows, patterns)
-        ort = chk.compare_onnxruntime(proto, x, exp.torch_outputs(wrapper, x))
-        if not ort['ok']:
-            worst = max(ort['outputs'], key=lambda o: o['max_abs_diff'])
-            raise chk.OnnxCheckError(
-                f'onnxruntime disagrees with PyTorch on {worst["name"]}: max |diff| '
-                f'{worst["max_abs_diff"]:.3g} (tolerance {ort["tolerance"]})')
-        rows16 = None
-        if out16:  # TensorRT 11 (strongly typed) builds FP16 from an FP16 file
-            proto16, wrapper16 = exp.export_onnx_fp16(
-                wrapper, x, opset, args.dynamic_batch, args.dynamic_shape)
-            rows16 = chk.initializer_rows(proto16, wrapper16, patterns)
-            chk.check_rows(rows16, patterns)  # the 2:4 check on the FP16 weights
-        data = proto.SerializeToString()
-        atomic_write(out, lambda f: f.write(data))
-        written.append(out)
-        if out16:
-            data16 = proto16.SerializeToString()
-            atomic_write(out16, lambda f: f.write(data16))
-            written.append(out16)
-        part = exp.export_part(scope)
-        dyn = [a for a, on in (('batch', args.dynamic_batch),
-                               ('H/W', args.dynamic_shape)) if on]
-        report = dict(model_file=got.model_file, onnx=out, onnx_fp16=out16,
-                      scope=scope, part=part, opset=opset,
-                      input=[args.batch, 3, *shape], dynamic=dyn, input_source=source,
-                      initializers=rows, initializers_fp16=rows16, onnxruntime=ort,
-                      tensorrt={'available': False, 'line': 'not run yet'})
-        if args.json:  # written now, rewritten after each TensorRT engine
-            _write_json(args.json, report)
-            written.append(args.json)
-        what = f'the whole {scope} model' if part == 'whole' else \
-            f'{part} of the {scope} model'
-        print(f'wrote {out}: {what}, opset {opset}, input '
-              f'{args.batch}x3x{shape[0]}x{shape[1]} '
-              f'({"dynamic " + ", ".join(dyn) if dyn else "static"}), '
-              f'{len(data) / 2**20:.1f} MiB; onnx.checker passed')
-        if part != 'whole':
-            print('detector: backbone + neck only (all N:M layers are there); export '
-                  'the heads with mmdeploy (docs/deploy.md)')
-        print(chk.format_rows(rows))
-        print(chk.summarize_rows(rows, len(proto.graph.initializer)))
-        print(f'onnxruntime (CPU) vs PyTorch on {source}: ' + '; '.join(
-            f'{o["name"]} max |diff| {o["max_abs_diff"]:.2e} (max |out| '
-            f'{o["max_abs_ref"]:.2f})' for o in ort['outputs']) +
-            (f'; top-1 agreement {ort["top1_agree"]:.0%}' if 'top1_agree' in ort
-             else '') + f'; within {ort["tolerance"]}: yes')
-        if out16:
-            print(f'wrote {out16} (FP16 weights and I/O): ' +
-                  chk.summarize_rows(rows16, len(proto16.graph.initializer)))
-        if args.polygraphy:  # NVIDIA's own checker must name the same weights
-            cmp = chk.compare_polygraphy(rows, chk.polygraphy_sparsity(out))
-            report['polygraphy'] = cmp
-            print(chk.format_polygraphy(cmp))
-            if not cmp['same']:
-                if args.json:
-                    _write_json(args.json, report)
-                print(f'error: Polygraphy and lbc_mm disagree on the 2:4 weights of '
-                      f'{out} (see above)', file=sys.stderr)
-                return 1
-        if not args.no_trt:
-            report['tensorrt'] = run_tensorrt(args, trt, found, out16 or out,
-                                              rows16 or rows, report)
-            print(trt.format_engines(report['tensorrt']))
-        if args.json:
-            _write_json(args.json, report)
-    except Terminated:
-        print(f'error: terminated (SIGTERM); {_done(written)}', file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
-        print(f'error: interrupted; {_done(written)}', file=sys.stderr)
-        return 130
-    except OSError as exc:
-        if exc.errno is not None and exc.filename in outputs.values():
-            print(f'error: cannot write {exc.filename}: {exc.strerror}; '
-                  f'{_done(written)}', file=sys.stderr)
-        else:  # e.g. FileNotFoundError('checkpoint not found: ...')
-            print(f'error: {exc}', file=sys.stderr)
-        return 1
-    except (ValueError, RuntimeError) as exc:
-        # same paths, not N:M / not 2:4, mismatch, corrupted; polygraphy failed
-        print(f'error: {exc}', file=sys.stderr)
-        return 1
-    except KeyError as exc:  # a registry type the config names is unknown
-        print(f'error: config {args.config}: {exc.args[0] if exc.args else exc}',
-              file=sys.stderr)
-        return 1
-    return 0
+
+    def export() -> int:
+        report = {}
+        try:
+            refuse_overwrites({'MODEL': args.model_file, 'CONFIG': args.config},
+                              outputs)
+            got = random_weights(args.config, score_thr=0.0) if args.random_weights \
+                else load_converted(args.config, args.model_file)
+            model, scope, patterns = got.model, got.scope, got.patterns
+            require_2of4(model, patterns)  # 1:4 / 2:8 / 1:16 / 2:4 weights; not 4:8
+            shape = tuple(args.shape) if args.shape else \
+                exp.default_shape(got.cfg, scope)
+            images = exp.find_images(args.images)
+            x, source = exp.example_input(model, shape, args.batch, images)
+            wrapper = exp.ExportWrapper(model, exp.export_part(scope))
+            opset = args.opset or exp.DEFAULT_OPSET
+            proto = exp.export_onnx(wrapper, x, opset, args.dynamic_batch,
+                                    args.dynamic_shape)
+            rows = chk.initializer_rows(proto, wrapper, patterns)
+            chk.check_rows(rows, patterns)
+            ort = chk.compare_onnxruntime(proto, x, exp.torch_outputs(wrapper, x))
+            if not ort['ok']:
+                worst = max(ort['outputs'], key=lambda o: o['max_abs_diff'])
+                raise chk.OnnxCheckError(
+                    f'onnxruntime disagrees with PyTorch on {worst["name"]}: max '
+                    f'|diff| {worst["max_abs_diff"]:.3g} (tolerance '
+                    f'{ort["tolerance"]})')
+            rows16 = None
+            if out16:  # TensorRT 11 (strongly typed) builds FP16 from an FP16 file
+                proto16, wrapper16 = exp.export_onnx_fp16(
+                    wrapper, x, opset, args.dynamic_batch, args.dynamic_shape)
+                rows16 = chk.initializer_rows(proto16, wrapper16, patterns)
+                chk.check_rows(rows16, patterns)  # the 2:4 check on the FP16 weights
+            data = proto.SerializeToString()
+            atomic_write(out, lambda f: f.write(data))
+            written.append(out)
+            if out16:
+                data16 = proto16.SerializeToString()
+                atomic_write(out16, lambda f: f.write(data16))
+                written.append(out16)
+            part = exp.export_part(scope)
+            dyn = [a for a, on in (('batch', args.dynamic_batch),
+                                   ('H/W', args.dynamic_shape)) if on]
+            report = dict(model_file=got.model_file, onnx=out, onnx_fp16=out16,
+                          scope=scope, part=part, opset=opset,
+                          input=[args.batch, 3, *shape], dynamic=dyn,
+                          input_source=source,
+                          initializers=rows, initializers_fp16=rows16, onnxruntime=ort,
+                          tensorrt={'available': False, 'line': 'not run yet'})
+            if args.json:  # written now, rewritten after each TensorRT engine
+                _write_json(args.json, report)
+                written.append(args.json)
+            what = f'the whole {scope} model' if part == 'whole' else \
+                f'{part} of the {scope} model'
+            print(f'wrote {out}: {what}, opset {opset}, input '
+                  f'{args.batch}x3x{shape[0]}x{shape[1]} '
+                  f'({"dynamic " + ", ".join(dyn) if dyn else "static"}), '
+                  f'{len(data) / 2**20:.1f} MiB; onnx.checker passed')
+            if part != 'whole':
+                print('detector: backbone + neck only (all N:M layers are there); '
+                      'export the heads with mmdeploy (docs/deploy.md)')
+            print(chk.format_rows(rows))
+            print(chk.summarize_rows(rows, len(proto.graph.initializer)))
+            print(f'onnxruntime (CPU) vs PyTorch on {source}: ' + '; '.join(
+                f'{o["name"]} max |diff| {o["max_abs_diff"]:.2e} (max |out| '
+                f'{o["max_abs_ref"]:.2f})' for o in ort['outputs']) +
+                (f'; top-1 agreement {ort["top1_agree"]:.0%}' if 'top1_agree' in ort
+                 else '') + f'; within {ort["tolerance"]}: yes')
+            if out16:
+                print(f'wrote {out16} (FP16 weights and I/O): ' +
+                      chk.summarize_rows(rows16, len(proto16.graph.initializer)))
+            if args.polygraphy:  # NVIDIA's own checker must name the same weights
+                cmp = chk.compare_polygraphy(rows, chk.polygraphy_sparsity(out))
+                report['polygraphy'] = cmp
+                print(chk.format_polygraphy(cmp))
+                if not cmp['same']:
+                    if args.json:
+                        _write_json(args.json, report)
+                    print(f'error: Polygraphy and lbc_mm disagree on the 2:4 weights '
+                          f'of {out} (see above)', file=sys.stderr)
+                    return 1
+            if not args.no_trt:
+                report['tensorrt'] = run_tensorrt(args, trt, found, out16 or out,
+                                                  rows16 or rows, report)
+                print(trt.format_engines(report['tensorrt']))
+            if args.json:
+                _write_json(args.json, report)
+        # a write / missing file; same paths, not N:M / not 2:4, mismatch,
+        # corrupted, Polygraphy failed; a registry type the config names is unknown
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            print(tool_error_line(exc, args.config, outputs.values(),
+                                  _done(written)), file=sys.stderr)
+            return 1
+        return 0
+
+    # SIGTERM unwinds like Ctrl-C: no temp file stays behind.
+    return run_tool(export, lambda: _done(written))
 
 
 def _done(written) -> str:

@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import lbc_mm  # noqa: F401  (registers the layers; weights-only mmengine ckpts)
     from lbc_mm.cost import cost_report, format_report
-    from lbc_mm.io import atomic_write, run_tool
+    from lbc_mm.io import atomic_write, run_tool, tool_error_line
 
     def report_cost() -> int:
         try:
@@ -51,12 +51,9 @@ def main(argv=None) -> int:
             if args.json:
                 text = json.dumps(report, indent=1).encode()
                 atomic_write(args.json, lambda f: f.write(text))
-        except (OSError, ValueError) as exc:  # missing / mismatched / corrupted files
-            print(f'error: {exc}', file=sys.stderr)
-            return 1
-        except KeyError as exc:  # a registry type the config names is unknown
-            print(f'error: config {args.config}: {exc.args[0] if exc.args else exc}',
-                  file=sys.stderr)
+        # missing / mismatched / corrupted files; an unknown registry type
+        except (OSError, ValueError, KeyError) as exc:
+            print(tool_error_line(exc, args.config), file=sys.stderr)
             return 1
         return 0
 
