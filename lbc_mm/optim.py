@@ -19,12 +19,9 @@ and is in the optimizer even when its ``requires_grad`` is off at build time (mm
 ``paramwise_cfg`` is given, which would leave frozen layers' scores unlearnable. The
 groups carry ``lbc_scores=True`` so :class:`~lbc_mm.hooks.LBCHook` can check them.
 
-Weight decay on the scores (``scores_decay_mult > 0``) makes each score a *recent*,
-exponentially weighted sum of its gradient instead of a lifetime one: older evidence
-fades, so it changes which candidates win the removal steps. ``scores_decay_mult=0``
-gives the lifetime sum. Either way the scores stop at one candidate per group:
-:class:`~lbc_mm.hooks.LBCHook` then turns their gradient off, so they get no further
-momentum or weight decay.
+What decay on the scores changes (``scores_decay_mult``): docs/method.md §10. Once a
+layer is at one candidate per group, :class:`~lbc_mm.hooks.LBCHook` turns its scores'
+gradient off, so they get no further momentum or weight decay.
 """
 import logging
 from typing import Optional

@@ -50,3 +50,12 @@ def test_no_false_not_installed_warning(log_lines):
     MODELS.build(dict(type='ResNet', depth=18, _scope_='lbc_mm'))
     assert not [line for line in log_lines if 'not installed' in line], log_lines
 
+
+
+def test_stock_linear_is_buildable_by_name():
+    # The study's dense runs turn NMSparseLinear configs into type='Linear'.
+    from torch import nn
+
+    import lbc_mm  # noqa: F401  (registers it)
+    layer = MODELS.build(dict(type='Linear', in_features=8, out_features=2))
+    assert type(layer) is nn.Linear

@@ -48,8 +48,6 @@ def run_one(run_dir: str) -> None:
     import torch
     from mmengine.hooks import Hook
     from mmengine.model import is_model_wrapper
-    from mmengine.registry import MODELS
-    from torch import nn
 
     from ..apis import load_config
     from ..cli import (
@@ -61,10 +59,6 @@ def run_one(run_dir: str) -> None:
     from ..dist import setup_distributed
     from ..hooks.lbc_hook import LBCHook
 
-    # A dense run turns NMSparseLinear layer configs into type='Linear'; mmcv
-    # registers 'Conv2d' but not 'Linear'.
-    if MODELS.get('Linear') is None:
-        MODELS.register_module('Linear', module=nn.Linear)
     with open(osp.join(run_dir, SPEC)) as f:
         spec = json.load(f)
     cfg = load_config(spec['config'])

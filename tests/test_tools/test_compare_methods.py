@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+from compare_toy import cm_cfg, write_cm_config  # setup.cfg's pytest pythonpath
 from mmengine.config import Config
 
 from lbc_mm import study as study_pkg
@@ -18,10 +19,6 @@ from lbc_mm import study as study_pkg
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOLS_TEST_DIR = osp.dirname(osp.abspath(__file__))
 TOY_DIR = osp.join(REPO, 'tests', 'test_hooks')
-for path in (TOY_DIR, TOOLS_TEST_DIR):
-    if path not in sys.path:
-        sys.path.insert(0, path)
-from compare_toy import cm_cfg, write_cm_config  # noqa: E402
 
 
 def _load_tool():

@@ -10,19 +10,17 @@ import subprocess
 import sys
 
 import pytest
-from mmengine.config import Config
-
-from lbc_mm.cli import merge_train_args, parse_train_args
-
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TOY_DIR = osp.join(REPO, 'tests', 'test_hooks')
-sys.path.insert(0, TOY_DIR)
-from lbc_toy import (  # noqa: E402
+from lbc_toy import (  # tests/test_hooks: setup.cfg's pytest pythonpath
     reset_mmengine_globals,
     subprocess_env,
     toy_cfg,
     write_config,
 )
+from mmengine.config import Config
+
+from lbc_mm.cli import merge_train_args, parse_train_args
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def _load_tool(name: str):
