@@ -286,7 +286,9 @@ def log_settledness(diag: dict, unsettled_steps: float, layers: Layers = ()) -> 
     if unmoved >= 0.5:
         verdict += (f'; {unmoved:.1%} of the decisions were in groups whose '
                     f'scores never moved (no gradient: frozen or zero-initialised '
-                    f'weights, taps that only see padding), decided by '
+                    f'weights, taps that only see padding; or score steps below '
+                    f"float32's resolution of the scores: a score lr too small for "
+                    f'the score gradients, raise scores_lr_mult), decided by '
                     f"tie_break='{_tie_breaks(layers)}', not learned")
     if short:
         verdict += (f'; the groups that learned have a margin below '

@@ -18,7 +18,7 @@ from lbc_mm.sparsity import (
     magnitude_mask,
     removal_step,
 )
-from lbc_mm.sparsity.diagnostics import SettlednessTracker, unmoved_groups
+from lbc_mm.sparsity.diagnostics import unmoved_groups
 
 from .reference import ref_remove
 
@@ -159,6 +159,9 @@ def test_end_warning_names_the_cause():
         dict(base, tied=0.8, unmoved=0.8, margin_steps=10.0), [('fc', layer)])
     assert level == logging.WARNING and '80.0% of the decisions were in groups ' \
         'whose scores never moved' in line and "tie_break='magnitude'" in line
+    # Both causes: no gradient, or steps that float32 rounds away.
+    assert 'frozen or zero-initialised weights' in line
+    assert "score steps below float32's resolution" in line and 'scores_lr_mult' in line
     assert 'longer removal window' not in line
     (level, line), = _settledness_lines(
         dict(base, tied=0.1, unmoved=0.0, margin_steps=1.0))
@@ -167,3 +170,23 @@ def test_end_warning_names_the_cause():
     (level, line), = _settledness_lines(
         dict(base, tied=0.0, unmoved=0.0, margin_steps=math.inf))
     assert level == logging.INFO
+
+
+def test_score_steps_below_float32_resolution_leave_groups_unmoved():
+    """Non-zero score gradients too small for the lr (measured on the demo: score
+    gradients around 1e-7 at lr 0.004) round away: the groups count as unmoved,
+    which is why the warning names that cause next to "no gradient"."""
+    def unmoved_share(loss_scale):
+        torch.manual_seed(0)
+        layer = NMSparseLinear(64, 16)
+        opt = torch.optim.SGD([layer.scores], lr=0.004, momentum=0.9)
+        x = torch.randn(32, 64)
+        for _ in range(20):
+            opt.zero_grad()
+            (layer(x).square().mean() * loss_scale).backward()
+            assert layer.scores.grad.abs().max() > 0
+            opt.step()
+        return float(unmoved_groups(layer.scores, layer.alive).float().mean())
+
+    assert unmoved_share(1e-3) < 0.05  # score gradients ~1e-5: they move
+    assert unmoved_share(1e-5) == 1.0  # ~1e-7: every step rounds away
