@@ -102,11 +102,13 @@ if [[ -f tools/export_onnx.py && -f "${stock:-}" ]] && "$PY" -c 'import onnx, on
   onnx_status="$export_dir/model.onnx verified ($WORK/export_onnx.log)"
   two_of_four=$("$PY" -c 'import json, sys
 r = json.load(open(sys.argv[1]))
-n = len({i["initializer"] for i in r["initializers"] if i["is_2of4"]})
+rows = [i for i in r["initializers"] if i["is_2of4"]]
+n = len({i["initializer"] for i in rows})
 p = r.get("polygraphy")
 verdict = "not installed (pip install polygraphy)" if not p else "%d (%s)" % (
     p["polygraphy"], "the same weights" if p["same"] else "DIFFERENT")
-print("lbc_mm %d weights, Polygraphy %s" % (n, verdict))' "$export_dir/onnx.json")
+shared = " (%d layers; identical weights share one)" % len(rows) if len(rows) > n else ""
+print("lbc_mm %d weight initializers%s, Polygraphy %s" % (n, shared, verdict))' "$export_dir/onnx.json")
 fi
 
 bench="skipped (tools/benchmark.py or the converted model not found)"

@@ -411,3 +411,12 @@ def test_polygraphy_finds_the_same_2of4_weights(cls, tmp_path, capsys):
     assert not cmp['same'] and cmp['only_lbc_mm'] == ['w'] and \
         cmp['polygraphy_only_grouped'] == ['v']
     assert 'DIFFERENT' in onnx_check.format_polygraphy(cmp)
+    # Layers with identical exported weights (all-zero folded ones) share one
+    # initializer: the counts are of initializers, the line says so.
+    rows = [{'initializer': 'z', 'is_2of4': True}, {'initializer': 'z',
+                                                     'is_2of4': True}]
+    cmp = onnx_check.compare_polygraphy(rows, {'sparse': ['z'], 'command': ['p']})
+    assert cmp['same'] and (cmp['lbc_mm'], cmp['layers']) == (1, 2)
+    assert onnx_check.format_polygraphy(cmp).endswith(
+        'Polygraphy (`polygraphy inspect sparsity`) 1 (2 2:4 layers: identical '
+        'exported weights share an initializer): the same weights')

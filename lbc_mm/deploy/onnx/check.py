@@ -290,16 +290,21 @@ def compare_polygraphy(rows: List[Dict[str, object]],
     has no 2:4 kernel in TensorRT, so lbc_mm leaves it out while Polygraphy checks
     it; those are listed apart (``polygraphy_only_grouped``).
 
+    Counts are of initializers: layers whose exported weights are identical (e.g.
+    BatchNorm-folded weights that are all zero) share one, so ``layers`` (lbc_mm's
+    2:4 rows) can exceed ``lbc_mm``.
+
     Returns:
-        dict: ``lbc_mm`` and ``polygraphy`` (counts), ``same`` (bool), and the
-        initializer names each side alone calls 2:4.
+        dict: ``lbc_mm`` and ``polygraphy`` (counts), ``layers``, ``same`` (bool),
+        and the initializer names each side alone calls 2:4.
     """
     ours = {r['initializer'] for r in rows if r['is_2of4']}
     groupable = {r['initializer'] for r in rows if r['is_2of4'] is not None}
     theirs_all = set(poly['sparse'])
     theirs = theirs_all & groupable
     return {'lbc_mm': len(ours), 'polygraphy': len(theirs),
-            'same': ours == theirs, 'only_lbc_mm': sorted(ours - theirs),
+            'layers': sum(1 for r in rows if r['is_2of4']), 'same': ours == theirs,
+            'only_lbc_mm': sorted(ours - theirs),
             'only_polygraphy': sorted(theirs - ours),
             'polygraphy_only_grouped': sorted(theirs_all - groupable),
             'command': ' '.join(poly['command'])}
@@ -307,8 +312,12 @@ def compare_polygraphy(rows: List[Dict[str, object]],
 
 def format_polygraphy(cmp: Dict[str, object]) -> str:
     """One line: both counts and whether they name the same weights."""
+    shared = cmp.get('layers', cmp['lbc_mm']) - cmp['lbc_mm']
     line = (f'2:4 weight initializers: lbc_mm {cmp["lbc_mm"]}, Polygraphy (`polygraphy '
             f'inspect sparsity`) {cmp["polygraphy"]}: ')
+    if shared:
+        line = line[:-2] + (f' ({cmp["layers"]} 2:4 layers: identical exported '
+                            f'weights share an initializer): ')
     if cmp['same']:
         return line + 'the same weights'
     ours = ', '.join(cmp['only_lbc_mm'][:3]) or '-'
