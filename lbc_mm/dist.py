@@ -8,14 +8,17 @@ exists (``Runner.setup_env``: ``if self.distributed and not is_distributed()``),
 tools initialise gloo here first and pick :class:`~lbc_mm.model_wrappers.
 LBCDistributedDataParallel`, which builds DDP with ``device_ids=None`` on CPU.
 
-After a successful run the tools call :func:`teardown_distributed`: a process group
-left for interpreter exit can abort a finished rank ("terminate called without an
-active exception", exit -6) when gloo's worker threads still hold the tensors of the
-last collective (LBCHook's end-of-training rank agreement is an all_gather right
-before exit) while Python shuts down. It is not called after a failure, where the
-other ranks may never reach it and destroying the group can hang.
+After a successful run the tools drop their Runner and call
+:func:`teardown_distributed`: a process group left for interpreter exit can abort a
+finished rank ("terminate called without an active exception", exit -6) when gloo's
+threads are joined while Python shuts down. Destroying the group is not enough on its
+own: the Runner's DDP model holds it, and a finished Runner sits in reference cycles,
+so without a collection it is freed (and gloo's threads joined) only at shutdown. It
+is not called after a failure, where the other ranks may never reach it and
+destroying the group can hang.
 """
 import datetime
+import gc
 import os
 from typing import Any
 
@@ -103,13 +106,21 @@ def setup_distributed(cfg: Any, launcher: str) -> bool:
 def teardown_distributed() -> bool:
     """Destroy the default process group at the end of a successful run.
 
-    Every rank must call it (it ends the group for all). Whoever created the group
-    (:func:`init_cpu_dist`, or mmengine's ``init_dist`` on GPUs) does not matter.
+    Every rank must call it (it ends the group for all), after dropping its own
+    references to the Runner: the DDP model's reducer holds the group, and a Runner
+    kept alive by reference cycles would otherwise free it (and join gloo's threads)
+    only during interpreter shutdown. So: collect garbage (the dropped Runner goes
+    now), wait for every rank (no peer is still in the last collective), destroy.
+    Whoever created the group (:func:`init_cpu_dist`, or mmengine's ``init_dist``
+    on GPUs) does not matter.
 
     Returns:
         bool: True when a process group was destroyed.
     """
     if not (torch_dist.is_available() and torch_dist.is_initialized()):
         return False
+    gc.collect()
+    torch_dist.barrier()
     torch_dist.destroy_process_group()
+    gc.collect()
     return True

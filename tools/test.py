@@ -92,7 +92,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         print_log(f'--allow-partial: {problem}', logger='current',
                   level=logging.WARNING)
     runner.test()
-    teardown_distributed()  # after success only (see lbc_mm/dist.py)
+    del runner  # its DDP model holds the process group (see lbc_mm/dist.py)
+    teardown_distributed()  # after success only
 
 
 if __name__ == '__main__':

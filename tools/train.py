@@ -85,7 +85,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     except Exception as exc:  # a clear message (divergence, full disk) is one line
         exit_on_run_error(exc, runner)
         raise
-    teardown_distributed()  # after success only (see lbc_mm/dist.py)
+    del runner  # its DDP model holds the process group (see lbc_mm/dist.py)
+    teardown_distributed()  # after success only
 
 
 if __name__ == '__main__':

@@ -116,6 +116,52 @@ def test_ranks_exit_0_after_a_last_all_gather(tmp_path, free_port):
     assert not failed, failed
 
 
+
+#: One rank whose DDP model is kept alive only by a reference cycle, as a finished
+#: mmengine Runner keeps its model: teardown must free it (and with it the C++
+#: process group its reducer holds) before destroying the group, not leave it to
+#: interpreter shutdown, where joining gloo's threads can abort the rank.
+CYCLE_SCRIPT = textwrap.dedent('''
+    import importlib.util
+    import sys
+    import weakref
+
+    import torch
+    import torch.distributed as dist
+    from torch import nn
+
+    spec = importlib.util.spec_from_file_location('lbc_dist', sys.argv[2])
+    lbc_dist = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lbc_dist)
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{sys.argv[1]}',
+                            rank=0, world_size=1)
+
+    class Holder:  # a Runner-like object in a reference cycle
+        pass
+
+    holder = Holder()
+    holder.me = holder
+    holder.model = nn.parallel.DistributedDataParallel(nn.Linear(4, 4))
+    holder.model(torch.randn(2, 4)).sum().backward()
+    model = weakref.ref(holder.model)
+    del holder  # what tools/train.py does with its Runner
+    assert lbc_dist.teardown_distributed()
+    print('DDP model alive after teardown:', model() is not None)
+''')
+
+
+def test_teardown_frees_the_dropped_runners_ddp_model_first(tmp_path, free_port):
+    script = tmp_path / 'cycle.py'
+    script.write_text(CYCLE_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(free_port()),
+         osp.join(REPO, 'lbc_mm', 'dist.py')],
+        env=dict(os.environ, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES=''),
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'DDP model alive after teardown: False' in proc.stdout
+
+
 # -- lbc_mm.dist: when gloo is initialised, which wrapper a run gets -----------------
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only behaviour')
 
