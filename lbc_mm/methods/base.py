@@ -132,10 +132,6 @@ class SparsityMethod:
     def check_options(cls, options: Dict[str, Any]) -> None:
         """Refuse bad option values (``ValueError`` naming the option)."""
 
-    def option_values(self) -> Dict[str, Any]:
-        """This layer's option values."""
-        return {key: getattr(self, key) for key in self.options}
-
     # -- state and forward ----------------------------------------------------
     def init_state(self, layer: nn.Module) -> None:
         """Register the method's state on a sparse layer (``state_keys``)."""

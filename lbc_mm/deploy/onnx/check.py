@@ -312,12 +312,10 @@ def compare_polygraphy(rows: List[Dict[str, object]],
 
 def format_polygraphy(cmp: Dict[str, object]) -> str:
     """One line: both counts and whether they name the same weights."""
-    shared = cmp.get('layers', cmp['lbc_mm']) - cmp['lbc_mm']
+    shared = (f' ({cmp["layers"]} 2:4 layers: identical exported weights share an '
+              f'initializer)' if cmp['layers'] > cmp['lbc_mm'] else '')
     line = (f'2:4 weight initializers: lbc_mm {cmp["lbc_mm"]}, Polygraphy (`polygraphy '
-            f'inspect sparsity`) {cmp["polygraphy"]}: ')
-    if shared:
-        line = line[:-2] + (f' ({cmp["layers"]} 2:4 layers: identical exported '
-                            f'weights share an initializer): ')
+            f'inspect sparsity`) {cmp["polygraphy"]}{shared}: ')
     if cmp['same']:
         return line + 'the same weights'
     ours = ', '.join(cmp['only_lbc_mm'][:3]) or '-'
