@@ -20,37 +20,37 @@ What is checked:
   ``n`` / ``m`` / ``method`` / ``srste_lambda``;
 * every ``custom_hooks`` entry of type ``LBCHook`` or ``FiniteCheckHook``: unknown
   arguments, and the values the hook's constructor refuses;
-* a config with an ``LBCHook`` and an ``optim_wrapper`` names
-  ``constructor='LBCOptimWrapperConstructor'`` (or another constructor of its own):
-  the optimizer is built before any hook runs, so only the constructor can give the
-  scores their settings (:mod:`lbc_mm.optim`). The tools do not add it behind the
-  config's back, so a config trains the same under mmdet's and mmpretrain's own
-  ``tools/train.py``;
+* what a method's registration requires (:attr:`SparsityMethod.requires
+  <lbc_mm.methods.SparsityMethod.requires>`; LBC: an ``LBCHook`` and the scores'
+  optimizer constructor): a config with the hook and an ``optim_wrapper`` names
+  the constructor (or another of its own: the optimizer is built before any hook
+  runs, so only the constructor can give the scores their settings). The tools do
+  not add it behind the config's back, so a config trains the same under mmdet's
+  and mmpretrain's own ``tools/train.py``;
 * (training) a config with LBC layers lists an ``LBCHook``: a child config's
   ``custom_hooks`` replaces its base's list, and without the hook the run would end
-  dense. The layers also refuse to train in a Runner without one
+  dense. The layers also refuse to train in an mmengine run without one
   (:meth:`lbc_mm.methods.LBC.check_driven`), for the entry points that
   never call this check (mmdet's and mmpretrain's own ``tools/train.py``).
 """
 import difflib
 import inspect
 import sys
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .hooks import FiniteCheckHook, LBCHook
 from .layers import NMSparseConv, NMSparseLinear
 from .methods import METHODS, check_sparsity_args, option_names
+from .sparse_config import node_method, sparse_nodes, type_name
 from .transforms import NMSparsify
 
 #: Layer types (config ``type`` names) whose arguments are checked.
-LAYERS = {'NMSparseConv': NMSparseConv, 'NMSparseLinear': NMSparseLinear}
+LAYERS = {cls.__name__: cls for cls in (NMSparseConv, NMSparseLinear)}
 #: Hooks whose ``custom_hooks`` arguments are checked.
 HOOKS = {'LBCHook': LBCHook, 'FiniteCheckHook': FiniteCheckHook}
 #: Keys mmengine itself takes from a config dict of a layer / hook.
 META_KEYS = ('type', '_scope_')
 HOOK_META_KEYS = META_KEYS + ('priority', )
-#: Optimizer constructor an ``LBCHook`` config needs (:mod:`lbc_mm.optim`).
-LBC_CONSTRUCTOR = 'LBCOptimWrapperConstructor'
 #: ``optim_wrapper.constructor`` values that mean mmengine's default constructor.
 DEFAULT_CONSTRUCTORS = (None, 'DefaultOptimWrapperConstructor')
 
@@ -61,27 +61,6 @@ class ConfigError(ValueError):
     def __init__(self, key: str, problem: str, fix: str):
         self.key = key
         super().__init__(f'config error: {key}: {problem}; {fix}')
-
-
-def _type_name(cfg: dict) -> Optional[str]:
-    """The registered name of ``cfg['type']`` without a scope (``'lbc_mm.X'``)."""
-    kind = cfg.get('type', None)
-    if isinstance(kind, type) or callable(kind):
-        return getattr(kind, '__name__', None)
-    if isinstance(kind, str):
-        return kind.rsplit('.', 1)[-1].rsplit('::', 1)[-1]
-    return None
-
-
-def _walk(obj: Any, key: str) -> Iterator[Tuple[str, dict]]:
-    """``(dotted key, dict)`` for every dict inside ``obj`` (lists by index)."""
-    if isinstance(obj, dict):
-        yield key, obj
-        for name, value in obj.items():
-            yield from _walk(value, f'{key}.{name}' if key else str(name))
-    elif isinstance(obj, (list, tuple)):
-        for i, value in enumerate(obj):
-            yield from _walk(value, f'{key}.{i}')
 
 
 def _parameters(func: Callable) -> Dict[str, inspect.Parameter]:
@@ -129,7 +108,7 @@ def check_layer_cfg(key: str, cfg: dict) -> None:
     Raises:
         ConfigError: Naming the key and the fix.
     """
-    name = _type_name(cfg)
+    name = type_name(cfg)
     if name in LAYERS:
         params = _parameters(LAYERS[name].__init__)
         _unknown(key, cfg, list(params) + list(option_names()), META_KEYS, name)
@@ -149,7 +128,7 @@ def check_hook_cfg(key: str, cfg: dict) -> None:
     Raises:
         ConfigError: Naming the key and the fix.
     """
-    name = _type_name(cfg)
+    name = type_name(cfg)
     hook = HOOKS[name]
     _unknown(key, cfg, list(_parameters(hook.__init__)), HOOK_META_KEYS, name)
     args = {k: v for k, v in cfg.items() if k not in HOOK_META_KEYS}
@@ -159,59 +138,58 @@ def check_hook_cfg(key: str, cfg: dict) -> None:
         raise ConfigError(key, str(err), 'set valid values there') from None
 
 
+def _hooks(cfg, hook: str) -> List[dict]:
+    return [h for h in cfg.get('custom_hooks', None) or []
+            if isinstance(h, dict) and type_name(h) == hook]
+
+
 def check_optim_constructor(cfg) -> None:
-    """An ``LBCHook`` config must not build its optimizer with the default constructor.
+    """A config with a method's hook (``LBCHook``) must not build its optimizer
+    with the default constructor: it needs the method's (the registration says
+    which).
 
     Raises:
         ConfigError: Naming ``optim_wrapper.constructor`` and the fix.
     """
-    hooks = [h for h in cfg.get('custom_hooks', None) or []
-             if isinstance(h, dict) and _type_name(h) == 'LBCHook']
     optim_wrapper = cfg.get('optim_wrapper', None)
-    if not hooks or not isinstance(optim_wrapper, dict):
+    if not isinstance(optim_wrapper, dict):
         return
     constructor = optim_wrapper.get('constructor', None)
     if constructor is not None:
-        constructor = _type_name(dict(type=constructor))
-    if constructor in DEFAULT_CONSTRUCTORS:
-        raise ConfigError(
-            'optim_wrapper.constructor',
-            "a config with an LBCHook needs the LBC scores' optimizer settings",
-            f"add constructor='{LBC_CONSTRUCTOR}' to optim_wrapper in the config")
+        constructor = type_name(dict(type=constructor))
+    for cls in METHODS.values():
+        req = cls.requires
+        if (req is not None and _hooks(cfg, req.hook)
+                and constructor in DEFAULT_CONSTRUCTORS):
+            raise ConfigError(
+                'optim_wrapper.constructor',
+                f"a config with an {req.hook} needs the {cls.label} scores' "
+                f'optimizer settings',
+                f"add constructor='{req.constructor}' to optim_wrapper in the "
+                f'config')
 
 
-def _lbc_layer_key(cfg) -> Optional[str]:
-    """The key of the first ``method='lbc'`` layer / transform dict in ``model``."""
-    for key, item in _walk(cfg.get('model', None), 'model'):
-        name = _type_name(item)
-        if name in LAYERS or name == 'NMSparsify':
-            params = _parameters(LAYERS[name].__init__ if name in LAYERS
-                                 else NMSparsify)
-            if item.get('method', params['method'].default) == 'lbc':
-                return key
-    return None
-
-
-def check_lbc_hook_present(cfg) -> None:
-    """A config with LBC layers must list an ``LBCHook`` in ``custom_hooks``.
+def check_hook_present(cfg) -> None:
+    """A config with layers of a method that requires a hook (LBC: ``LBCHook``)
+    must list it in ``custom_hooks``.
 
     mmengine replaces lists: a child config that sets its own ``custom_hooks``
     drops its base's ``LBCHook``, and the run would end dense without a word.
 
     Raises:
-        ConfigError: Naming ``custom_hooks``, the LBC layers' key and the fix.
+        ConfigError: Naming ``custom_hooks``, the layers' key and the fix.
     """
-    key = _lbc_layer_key(cfg)
-    hooks = [h for h in cfg.get('custom_hooks', None) or []
-             if isinstance(h, dict) and _type_name(h) == 'LBCHook']
-    if key is None or hooks:
-        return
-    raise ConfigError(
-        'custom_hooks',
-        f"{key} makes LBC layers but no LBCHook removes their candidates, so the "
-        f"run would end dense (a child config's custom_hooks replaces its base's "
-        f'list, dropping the LBCHook)',
-        "add dict(type='LBCHook', ...) to custom_hooks")
+    for key, node in sparse_nodes(cfg.get('model', None)):
+        method = node_method(node)
+        req = METHODS[method].requires if method in METHODS else None
+        if req is None or _hooks(cfg, req.hook):
+            continue
+        raise ConfigError(
+            'custom_hooks',
+            f'{key} makes {METHODS[method].label} layers but no {req.hook} '
+            f"{req.duty}, so {req.without} (a child config's custom_hooks replaces "
+            f"its base's list, dropping the {req.hook})",
+            f"add dict(type='{req.hook}', ...) to custom_hooks")
 
 
 def check_config(cfg, training: bool = True) -> None:
@@ -225,15 +203,14 @@ def check_config(cfg, training: bool = True) -> None:
     Raises:
         ConfigError: The first problem, naming its key and the fix.
     """
-    for key, item in _walk(cfg.get('model', None), 'model'):
-        if _type_name(item) in LAYERS or _type_name(item) == 'NMSparsify':
-            check_layer_cfg(key, item)
+    for key, item in sparse_nodes(cfg.get('model', None)):
+        check_layer_cfg(key, item)
     for i, hook in enumerate(cfg.get('custom_hooks', None) or []):
-        if isinstance(hook, dict) and _type_name(hook) in HOOKS:
+        if isinstance(hook, dict) and type_name(hook) in HOOKS:
             check_hook_cfg(f'custom_hooks.{i}', hook)
     check_optim_constructor(cfg)
     if training:
-        check_lbc_hook_present(cfg)
+        check_hook_present(cfg)
 
 
 def find_config_error(cfg, training: bool = True) -> Optional[str]:

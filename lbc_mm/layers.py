@@ -11,8 +11,8 @@ loading. Everything the sparsity method decides lives in its method object,
 ``layer.sparsity`` (:mod:`lbc_mm.methods`: LBC, SR-STE, STE, ASP): the mask, the
 extra state (registered on the layer, so checkpoint keys are ``scores`` /
 ``alive`` / ``asp_mask`` as ever), the gradient rule and the method's own
-operations. The layer forwards those operations by name; on a layer of another
-method they raise :class:`~lbc_mm.methods.UnsupportedOperation` (one line).
+operations, called on it: ``layer.sparsity.remove_candidates(1)`` (on a layer of
+another method: :class:`~lbc_mm.methods.UnsupportedOperation`, one line).
 
 A layer whose grouped axis (``in/groups`` or ``in_features``) is not a multiple of
 ``m`` stays dense (``is_sparse = False``, one log line), or raises a ``ValueError``
@@ -64,8 +64,8 @@ class _NMSparseMixin:
                  f'pattern {n}:{m}')
         try:
             check_sparsity_args(n, m, method, **options)
-            #: The method object (:mod:`lbc_mm.methods`); per layer.
-            self.sparsity = build_method(method, **options)
+            #: The method object (:mod:`lbc_mm.methods`), bound to this layer.
+            self.sparsity = build_method(method, self, **options)
         except ValueError as err:
             raise ValueError(f'{where}: {err}') from err
         self.n = n
@@ -81,7 +81,7 @@ class _NMSparseMixin:
                 raise ValueError(msg)
             print_log(msg + '; it stays dense', logger='current')
             return
-        self.sparsity.init_state(self)
+        self.sparsity.init_state()
 
     # -- introspection -------------------------------------------------------
     @property
@@ -106,56 +106,13 @@ class _NMSparseMixin:
         weight = self.weight
         if not self.is_sparse:
             return torch.ones(weight.shape, dtype=torch.bool, device=weight.device)
-        return self.sparsity.mask(self)
+        return self.sparsity.mask()
 
     def sparse_weight(self) -> Tensor:
         """The effective (masked) weight used by ``forward``."""
         if not self.is_sparse:
             return self.weight
-        return self.sparsity.masked_weight(self)
-
-    # -- the method's own operations (lbc_mm.methods) --------------------------
-    def _operation(self, name: str):
-        return self.sparsity.operation(name, self)
-
-    @property
-    def num_candidates(self) -> int:
-        """(LBC) Candidates per group, ``C = C(m, n)``."""
-        return self._operation('num_candidates')(self)
-
-    @property
-    def num_alive(self) -> Optional[Tensor]:
-        """(LBC) Alive candidates per group, ``(G,)`` long; None when dense."""
-        return self._operation('num_alive')(self)
-
-    def current_card(self) -> int:
-        """(LBC) Alive candidates per group, the max over groups (cached)."""
-        return self._operation('current_card')(self)
-
-    def remove_candidates(self, keep: int) -> None:
-        """(LBC) Keep the ``keep`` best candidates per group
-        (:meth:`lbc_mm.methods.LBC.remove_candidates`)."""
-        self._operation('remove_candidates')(self, keep)
-
-    def keep_magnitude_candidates(self) -> None:
-        """(LBC) Jump to the end state with the magnitude (ASP) choice."""
-        self._operation('keep_magnitude_candidates')(self)
-
-    def freeze_scores(self) -> None:
-        """(LBC) Stop learning the scores (``requires_grad=False``, grad dropped)."""
-        self._operation('freeze_scores')(self)
-
-    def unfreeze_scores(self) -> None:
-        """(LBC) Learn the scores again (``requires_grad=True``)."""
-        self._operation('unfreeze_scores')(self)
-
-    def alive_checksum(self) -> Tensor:
-        """(LBC) Order-sensitive ``(2,)`` float64 checksum of ``alive``."""
-        return self._operation('alive_checksum')(self)
-
-    def set_asp_mask(self) -> None:
-        """(ASP) Fix the mask to the magnitude mask of the current weight."""
-        self._operation('set_asp_mask')(self)
+        return self.sparsity.masked_weight()
 
     # -- checkpoints ---------------------------------------------------------
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
@@ -164,7 +121,7 @@ class _NMSparseMixin:
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
                                       missing_keys, unexpected_keys, error_msgs)
         if self.is_sparse:
-            self.sparsity.after_load(self, state_dict, prefix, missing_keys)
+            self.sparsity.after_load(state_dict, prefix, missing_keys)
 
     def _check_loaded_state(self, state_dict, prefix: str) -> None:
         """Refuse a checkpoint whose mask this layer would silently drop.
@@ -190,7 +147,7 @@ class _NMSparseMixin:
                     f'({", ".join(held)}), whose mask this layer would drop. Load it '
                     f'into method={cls.name!r} layers with the same N:M pattern')
         if self.is_sparse:
-            self.sparsity.check_load(self, state_dict, prefix, where)
+            self.sparsity.check_load(state_dict, prefix, where)
 
     # -- conversion ----------------------------------------------------------
     @classmethod

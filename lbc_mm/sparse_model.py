@@ -11,7 +11,8 @@
 * :func:`non_finite_tensors` / :func:`describe_tensors`: NaN / inf parameters and
   buffers (``FiniteCheckHook`` and the export).
 
-Imports only :mod:`lbc_mm.layers` and :mod:`lbc_mm.sparsity` of the package, so
+Imports only :mod:`lbc_mm.layers`, :mod:`lbc_mm.methods` and :mod:`lbc_mm.sparsity`
+of the package, so
 hooks, export and deploy can all use it.
 """
 from typing import Any, Dict, List, Optional, Tuple
@@ -21,6 +22,7 @@ from mmengine.model import is_model_wrapper
 from torch import nn
 
 from .layers import SparseLayer, sparse_layers
+from .methods import LBC
 from .sparsity import count_nm_violations
 
 __all__ = ['describe_tensors', 'lbc_layers', 'name_sparse_layers', 'nm_report',
@@ -35,7 +37,7 @@ def lbc_layers(model: nn.Module) -> List[Tuple[str, nn.Module]]:
     """``(name, layer)`` for the sparse LBC layers of a (possibly wrapped) model."""
     model = _unwrap(model)
     return [(name, layer) for name, layer in sparse_layers(model)
-            if layer.method == 'lbc']
+            if isinstance(layer.sparsity, LBC)]
 
 
 def name_sparse_layers(model: nn.Module) -> int:

@@ -54,7 +54,7 @@ def test_conv_forward_is_conv_with_masked_weight(method, groups):
     conv = NMSparseConv(8, 6, 3, padding=1, groups=groups, n=2, m=4, method=method)
     if method == 'lbc':
         _train_scores(conv)
-        conv.remove_candidates(1)
+        conv.sparsity.remove_candidates(1)
     x = torch.randn(2, 8, 6, 6)
     out = conv(x)
     mask = conv.get_mask()
@@ -74,8 +74,8 @@ def test_final_conv_mask_groups_along_input_channels():
     with torch.no_grad():
         conv.weight.copy_(torch.arange(1., 9.).reshape(1, 8, 1, 1).expand(3, 8, 3, 3))
         conv.scores[:, 5] += 1.0  # candidate 5 = (2, 3)
-    conv.remove_candidates(1)
-    assert (conv.num_alive == 1).all()
+    conv.sparsity.remove_candidates(1)
+    assert (conv.sparsity.num_alive == 1).all()
     mask = conv.get_mask()
     kept = mask.nonzero()[:, 1].unique().tolist()
     assert kept == [2, 3, 6, 7]
@@ -97,17 +97,18 @@ def test_remove_candidates_freeze_and_momentum_rezeroing():
     torch.manual_seed(0)
     conv = NMSparseConv(4, 4, 1, n=2, m=4)
     _train_scores(conv)
-    conv.remove_candidates(3)
-    assert (conv.num_alive == 3).all()
+    conv.sparsity.remove_candidates(3)
+    assert (conv.sparsity.num_alive == 3).all()
     assert (conv.scores[~conv.alive] == 0).all()
     with torch.no_grad():  # momentum moves a removed score
         conv.scores[~conv.alive] = 5.0
-    conv.remove_candidates(3)
-    assert (conv.scores[~conv.alive] == 0).all() and (conv.num_alive == 3).all()
-    conv.remove_candidates(10)  # clipped, nothing comes back
-    assert (conv.num_alive == 3).all()
-    conv.remove_candidates(1)
-    conv.freeze_scores()
+    conv.sparsity.remove_candidates(3)
+    assert (conv.scores[~conv.alive] == 0).all()
+    assert (conv.sparsity.num_alive == 3).all()
+    conv.sparsity.remove_candidates(10)  # clipped, nothing comes back
+    assert (conv.sparsity.num_alive == 3).all()
+    conv.sparsity.remove_candidates(1)
+    conv.sparsity.freeze_scores()
     assert not conv.scores.requires_grad
     conv(torch.randn(1, 4, 2, 2)).sum().backward()
     assert conv.scores.grad is None and conv.weight.grad is not None
@@ -120,7 +121,7 @@ def test_remove_candidates_names_layer_on_nan():
         conv.scores[0, 0] = float('nan')
     with pytest.raises(FloatingPointError,
                        match=r"NMSparseConv '0' weight \(4, 4, 1, 1\)"):
-        conv.remove_candidates(2)
+        conv.sparsity.remove_candidates(2)
 
 
 def test_srste_gradient_in_layer():
@@ -187,14 +188,14 @@ def test_lbc_loads_dense_checkpoint_keeping_initial_scores(tmp_path):
     assert (sparse[0].scores == 1 / 3).all() and sparse[0].alive.all()
     # A sparse checkpoint round-trips scores / alive.
     _train_scores(sparse[0])
-    sparse[0].remove_candidates(2)
+    sparse[0].sparsity.remove_candidates(2)
     again = nn.Sequential(NMSparseConv(8, 4, 3), NMSparseLinear(4, 4))
     again.load_state_dict(torch.load(_save(sparse, tmp_path), weights_only=True))
     assert torch.equal(again[0].alive, sparse[0].alive)
-    again[0].remove_candidates(2)  # card cache rebuilt from alive after load
+    again[0].sparsity.remove_candidates(2)  # card cache rebuilt from alive after load
     assert torch.equal(again[0].scores, sparse[0].scores)
-    again[0].remove_candidates(1)
-    assert (again[0].num_alive == 1).all()
+    again[0].sparsity.remove_candidates(1)
+    assert (again[0].sparsity.num_alive == 1).all()
 
 
 def _save(model, tmp_path):
@@ -211,7 +212,7 @@ def test_dense_fallback_logs_and_strict_raises(log_lines):
     assert conv.get_mask().all()
     x = torch.randn(1, 3, 8, 8)
     torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, conv.bias, 2, 3))
-    conv.remove_candidates(1)  # no-op
+    conv.sparsity.remove_candidates(1)  # no-op
     assert list(sparse_layers(nn.Sequential(conv))) == []
     assert len(list(sparse_layers(nn.Sequential(conv), only_sparse=False))) == 1
     assert 'dense' in conv.describe()
@@ -239,7 +240,7 @@ def test_bad_arguments_raise(kwargs, match):
 def test_model_nm_violations_reports_layer():
     model = nn.Sequential(NMSparseLinear(8, 2, n=2, m=4),
                           NMSparseLinear(8, 2, n=2, m=4))
-    model[1].remove_candidates(1)
+    model[1].sparsity.remove_candidates(1)
     # Layer 0 is still dense (card = C): every group has 4 non-zeros.
     assert model_nm_violations(model) == [('0', 4, 4)]
     assert name_sparse_layers(model) == 2 and model[1].layer_name == '1'
@@ -273,7 +274,7 @@ def test_from_dense_and_to_dense(method):
     assert sparse.weight is dense.weight and sparse.bias is dense.bias
     assert not sparse.training and sparse.stride == (2, 2)
     if method == 'lbc':
-        sparse.keep_magnitude_candidates()
+        sparse.sparsity.keep_magnitude_candidates()
     back = sparse.to_dense()
     assert type(back) is nn.Conv2d and not back.training
     x = torch.randn(1, 8, 5, 5)
@@ -291,7 +292,7 @@ def test_bf16_autocast_cpu(method):
     for _, layer in sparse_layers(model):
         if method == 'lbc':
             _train_scores(layer)
-            layer.remove_candidates(2)
+            layer.sparsity.remove_candidates(2)
     with torch.autocast('cpu', torch.bfloat16):
         out = model(torch.randn(2, 8, 4, 4))
     assert out.dtype == torch.bfloat16
@@ -372,7 +373,7 @@ def test_layer_gradients_equal_pure_function(keep, kind):
     layer = (NMSparseConv(8, 4, 3, padding=1) if kind == 'conv' else
              NMSparseLinear(8, 4))
     _train_scores(layer)
-    layer.remove_candidates(keep)
+    layer.sparsity.remove_candidates(keep)
     x = torch.randn(2, 8, 4, 4) if kind == 'conv' else torch.randn(3, 8)
     layer(x).square().sum().backward()
     weight = layer.weight.detach().clone().requires_grad_()
@@ -403,7 +404,7 @@ def test_score_gradient_with_groups_at_different_cards(kind):
             layer.alive[g] = False
             layer.alive[g, order[:keep]] = True
         layer.scores.mul_(layer.alive)
-    assert layer.current_card() == num_c and not layer.alive.all()
+    assert layer.sparsity.current_card() == num_c and not layer.alive.all()
     x = (torch.randn(2, 8, 4, 4) if kind == 'conv' else torch.randn(3, 8)).double()
     weight_eff = layer.sparse_weight()
     weight_eff.retain_grad()
@@ -424,7 +425,7 @@ def test_mask_cache_follows_alive_changes():
     x = torch.randn(1, 8, 2, 2)
     conv(x)  # caches the all-ones mask
     _train_scores(conv)
-    conv.remove_candidates(1)
+    conv.sparsity.remove_candidates(1)
     assert model_nm_violations(conv) == []
     mask = conv.get_mask()
     torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight * mask, conv.bias))
@@ -436,8 +437,8 @@ def test_mask_cache_follows_alive_changes():
     fresh.load_state_dict(conv.state_dict())
     torch.testing.assert_close(fresh(x), conv(x))
     # End state with the magnitude choice.
-    fresh.keep_magnitude_candidates()
-    assert (fresh.num_alive == 1).all()
+    fresh.sparsity.keep_magnitude_candidates()
+    assert (fresh.sparsity.num_alive == 1).all()
     assert torch.equal(fresh.get_mask(), magnitude_mask(fresh.weight, 2, 4))
     torch.testing.assert_close(
         fresh(x), F.conv2d(x, fresh.weight * magnitude_mask(fresh.weight, 2, 4),
@@ -453,7 +454,7 @@ def test_mask_cache_sees_direct_alive_updates():
     x = torch.randn(3, 8)
     dst(x)  # caches the all-alive mask
     _train_scores(src)
-    src.remove_candidates(1)
+    src.sparsity.remove_candidates(1)
     with torch.no_grad():
         dst.alive.copy_(src.alive)
         dst.scores.masked_fill_(~dst.alive, 0.0)
@@ -467,7 +468,7 @@ def test_scores_without_alive_in_checkpoint():
     torch.manual_seed(0)
     src = NMSparseLinear(8, 2)
     _train_scores(src)
-    src.remove_candidates(2)
+    src.sparsity.remove_candidates(2)
     state = src.state_dict()
     del state['alive']
     dst = NMSparseLinear(8, 2)
@@ -486,7 +487,7 @@ def test_cuda_matches_cpu(method):
     for _, layer in sparse_layers(cpu):
         if method == 'lbc':
             _train_scores(layer)
-            layer.remove_candidates(2)
+            layer.sparsity.remove_candidates(2)
     gpu = copy.deepcopy(cpu).cuda()
     x = torch.randn(2, 8, 4, 4)
     cpu(x).square().sum().backward()
@@ -497,8 +498,8 @@ def test_cuda_matches_cpu(method):
     for (_, a), (_, b) in zip(sparse_layers(cpu), sparse_layers(gpu)):
         assert torch.equal(a.get_mask(), b.get_mask().cpu())
         if method == 'lbc':
-            a.remove_candidates(1)
-            b.remove_candidates(1)
+            a.sparsity.remove_candidates(1)
+            b.sparsity.remove_candidates(1)
             assert torch.equal(a.alive, b.alive.cpu())
     with torch.autocast('cuda', torch.float16):
         out = gpu(x.cuda())

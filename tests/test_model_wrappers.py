@@ -43,8 +43,8 @@ def test_cpu_ddp_registers_frozen_scores_and_survives_freezing(gloo_group):
     ddp.train_step(_batch(), optim)
     assert model.fc.scores.grad is None  # zero_grad(set_to_none)
     # Freeze mid-run: DDP must not wait for the frozen scores' gradients.
-    model.fc.remove_candidates(1)
-    model.fc.freeze_scores()
+    model.fc.sparsity.remove_candidates(1)
+    model.fc.sparsity.freeze_scores()
     frozen = model.fc.scores.detach().clone()
     for _ in range(2):
         ddp.train_step(_batch(), optim)

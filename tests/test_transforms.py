@@ -139,7 +139,7 @@ def test_deit_small_transform_forward_backward():
     for layer in sparse.values():  # as if the run were past t_f
         with torch.no_grad():
             layer.scores.add_(torch.rand(layer.scores.shape))
-        layer.remove_candidates(1)
+        layer.sparsity.remove_candidates(1)
     samples = [DataSample().set_gt_label(3), DataSample().set_gt_label(7)]
     losses = model(torch.randn(2, 3, 32, 32), samples, mode='loss')
     loss = sum(losses.values())

@@ -14,6 +14,7 @@ from mmengine.logging import print_log
 from torch import nn
 
 from ..layers import sparse_layers
+from ..methods import LBC
 from ..optim import SCORES_GROUP_KEY
 from ..sparse_model import describe_tensors, lbc_layers, nm_report, non_finite_tensors
 from .finite_check import FIX
@@ -39,7 +40,7 @@ def nm_problems(model: nn.Module, prefix: str = '') -> List[str]:
     lines = []
     for row in rows:
         layer = layers[row['layer']]
-        alive = layer.num_alive  # (G,)
+        alive = layer.sparsity.num_alive  # (G,)
         bad_alive = int((alive != 1).sum())
         if bad_alive or row['bad_groups']:
             lines.append(
@@ -110,7 +111,8 @@ def check_ranks_agree(layers: Layers) -> None:
     """
     if get_world_size() == 1:
         return
-    mine = torch.stack([layer.alive_checksum() for _, layer in layers])  # (L, 2)
+    mine = torch.stack([layer.sparsity.alive_checksum()
+                        for _, layer in layers])  # (L, 2)
     gathered = all_gather(mine)
     differ = [name for i, (name, _) in enumerate(layers)
               if any(not torch.equal(g[i].cpu(), gathered[0][i].cpu())
@@ -152,7 +154,7 @@ def check_optimizer(optim_wrapper, learning: Layers) -> None:
         raise RuntimeError(
             f'LBCHook: the scores of {len(missing)} LBC layers are not in the '
             f'optimizer (first: {missing[0]}), so they could never learn; build '
-            f"it with optim_wrapper.constructor='LBCOptimWrapperConstructor' "
+            f"it with optim_wrapper.constructor='{LBC.requires.constructor}' "
             f'(mmengine skips parameters frozen at build time when a '
             f'paramwise_cfg is given)')
     decayed = [name for name, layer in learning
@@ -163,7 +165,7 @@ def check_optimizer(optim_wrapper, learning: Layers) -> None:
             f'LBCHook: the scores of {len(decayed)} LBC layers are under weight '
             f'decay set by the generic param-group rules (custom_keys, '
             f"multipliers); use optim_wrapper.constructor="
-            f"'LBCOptimWrapperConstructor' to set it with scores_decay_mult",
+            f"'{LBC.requires.constructor}' to set it with scores_decay_mult",
             logger='current', level=logging.WARNING)
 
 
@@ -198,7 +200,7 @@ def check_has_lbc_layers(layers: Layers) -> None:
 
 def log_start(layers: Layers, schedule, finished: Set[str]) -> None:
     """The line at ``before_train``: layers, groups and the schedule."""
-    groups = sum(layer.num_alive.numel() for _, layer in layers)
+    groups = sum(layer.sparsity.num_alive.numel() for _, layer in layers)
     print_log(f'LBCHook: {len(layers)} LBC layers ({groups} groups); candidates '
               f'removed {schedule.describe()}; {len(finished)} layers already N:M',
               logger='current')
@@ -210,8 +212,8 @@ def check_finished(layers: Layers, finished: Set[str]) -> None:
     Raises:
         RuntimeError: naming the unfinished layers.
     """
-    unfinished = [f'{name} (up to {int(layer.num_alive.max())} of '
-                  f'{layer.num_candidates} candidates alive)'
+    unfinished = [f'{name} (up to {int(layer.sparsity.num_alive.max())} of '
+                  f'{layer.sparsity.num_candidates} candidates alive)'
                   for name, layer in layers if name not in finished]
     if unfinished:
         raise RuntimeError(

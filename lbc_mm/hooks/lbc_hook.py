@@ -146,7 +146,7 @@ class LBCHook(Hook):
             logger_hooks[0].interval if logger_hooks else 50)
         self._finished, self._applied = set(), {}
         for name, layer in self._layers:
-            if layer.current_card() == 1:  # finished before a resume
+            if layer.sparsity.current_card() == 1:  # finished before a resume
                 self._finish(name, layer)
         if self.require_finished:
             check_finished(self._layers, self._finished)
@@ -161,7 +161,7 @@ class LBCHook(Hook):
         log_start(self._layers, self.schedule, self._finished)
 
     def _finish(self, name: str, layer: nn.Module) -> None:
-        layer.freeze_scores()
+        layer.sparsity.freeze_scores()
         self._finished.add(name)
         self._applied[name] = 1
 
@@ -171,11 +171,11 @@ class LBCHook(Hook):
         self._relearn = []
         for name, layer in frozen:
             if self.frozen_layers == 'asp' and bool(
-                    (layer.num_alive == layer.num_candidates).all()):
-                layer.keep_magnitude_candidates()
+                    (layer.sparsity.num_alive == layer.sparsity.num_candidates).all()):
+                layer.sparsity.keep_magnitude_candidates()
                 self._finish(name, layer)
             else:
-                layer.unfreeze_scores()
+                layer.sparsity.unfreeze_scores()
                 self._relearn.append((name, layer))
         log_frozen_layers([name for name, _ in frozen], self.frozen_layers,
                           [name for name, _ in self._relearn])
@@ -185,7 +185,7 @@ class LBCHook(Hook):
         """Switch frozen layers' scores back on (``model.train()`` re-freezes)."""
         for name, layer in self._relearn:
             if name not in self._finished:
-                layer.unfreeze_scores()
+                layer.sparsity.unfreeze_scores()
 
     def after_train_iter(self,
                          runner,
@@ -203,10 +203,10 @@ class LBCHook(Hook):
                 check_finite(active, runner.iter + 1, runner.epoch + 1)
             self._settled.measure_steps(active)
             for name, layer in active:
-                keep = self.schedule_card(t, layer.num_candidates)
+                keep = self.schedule_card(t, layer.sparsity.num_candidates)
                 self._settled.before_removal(name, layer, keep)
                 try:
-                    layer.remove_candidates(keep)
+                    layer.sparsity.remove_candidates(keep)
                 except FloatingPointError as err:
                     raise FloatingPointError(
                         f'LBCHook: iteration {runner.iter + 1}, layer {name}: '

@@ -75,7 +75,8 @@ class Statistics:
         """``alive``, ``sparsity``, ``nm_layers`` and ``card`` (``card_{n}of{m}``
         per pattern when the model mixes them; ``card_of(C)``: the schedule's)."""
         stats = self._cached('run', layers, lambda: mask_statistics(layers))
-        patterns = {(layer.n, layer.m): layer.num_candidates for _, layer in layers}
+        patterns = {(layer.n, layer.m): layer.sparsity.num_candidates
+                    for _, layer in layers}
         for (n, m), num_c in sorted(patterns.items()):
             key = 'card' if len(patterns) == 1 else f'card_{n}of{m}'
             stats[key] = float(card_of(num_c))
@@ -89,7 +90,7 @@ class Statistics:
             out = {}
             for name, layer in layers:
                 out[f'{LAYER_PREFIX}{name}/alive'] = float(
-                    layer.num_alive.float().mean())
+                    layer.sparsity.num_alive.float().mean())
                 out[f'{LAYER_PREFIX}{name}/sparsity'] = 1.0 - float(
                     layer.get_mask().float().mean())
             return out
@@ -108,7 +109,7 @@ def publish_plot(runner, file_name: str, schedule, layers: Layers,
     A file that cannot be written (full disk, read-only dir) is a warning: the
     run still ends.
     """
-    patterns = sorted({(layer.n, layer.m, layer.num_candidates)
+    patterns = sorted({(layer.n, layer.m, layer.sparsity.num_candidates)
                        for _, layer in layers})
     fig = lbc_schedule_figure(schedule, patterns, history)
     try:

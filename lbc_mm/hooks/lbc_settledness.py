@@ -35,7 +35,7 @@ def mask_statistics(layers: Sequence[Tuple[str, object]]) -> Dict[str, float]:
     alive_sum = groups = kept = numel = nm_layers = 0
     with torch.no_grad():
         for _, layer in layers:
-            alive = layer.num_alive  # (G,)
+            alive = layer.sparsity.num_alive  # (G,)
             alive_sum += int(alive.sum())
             groups += alive.numel()
             nm_layers += int(int(alive.max()) == 1)
@@ -99,7 +99,7 @@ class SettlednessTracker:
 
     def before_removal(self, name: str, layer, keep: int) -> None:
         """Measure the decision a removal step down to ``keep`` is about to take."""
-        if keep >= layer.current_card():
+        if keep >= layer.sparsity.current_card():
             return
         with torch.no_grad():
             idx = self.rows(name, layer)
@@ -114,7 +114,7 @@ class SettlednessTracker:
             if step > 0:  # the margin of groups that got gradient
                 self._pending.append((margins[~unmoved] / step).float().cpu())
                 self.layer_margins[name] = settledness(self._pending[-1], 1.0)
-            init = 1.0 / float(layer.num_candidates * layer.n / layer.m)
+            init = 1.0 / float(layer.sparsity.num_candidates * layer.n / layer.m)
             self._spread.append((score_spread(scores, alive) / init,
                                  layer.num_groups))
 
@@ -158,7 +158,7 @@ class SettlednessTracker:
                   if self._pending else None)
         tied, unmoved = (k / max(1, self._ties[2]) for k in self._ties[:2])
         self._pending, self._spread, self._ties = [], [], [0, 0, 0]
-        chance = min(1.0 / layer.num_candidates for _, layer in layers)
+        chance = min(1.0 / layer.sparsity.num_candidates for _, layer in layers)
         out = dict(agree_mag=agree / total, score_spread=spread, tied=tied,
                    unmoved=unmoved, chance_agree=chance)
         if margin is not None:

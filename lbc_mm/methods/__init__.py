@@ -11,14 +11,18 @@ name      class                       state on the layer      options
 
 :mod:`.base` holds the interface (:class:`SparsityMethod`) and the registry
 (:data:`METHODS`); a new method is a subclass decorated with
-:func:`register_method`.
+:func:`register_method`, carrying all of its facts: options, state, operations and
+what a training run needs beside its layers (``requires``: LBC's ``LBCHook`` and
+the scores' optimizer constructor).
 """
 from .base import (
                    METHODS,
+                   Requirements,
                    SparsityMethod,
                    UnsupportedOperation,
                    build_method,
                    check_sparsity_args,
+                   driver_hooks,
                    method_class,
                    option_names,
                    register_method,
@@ -33,7 +37,7 @@ from .asp import ASP
 # isort: on
 
 __all__ = [
-    'ASP', 'LBC', 'METHODS', 'SRSTE', 'STE', 'SparsityMethod', 'UnsupportedOperation',
-    'build_method', 'check_sparsity_args', 'method_class', 'option_names',
-    'register_method', 'state_keys'
+    'ASP', 'LBC', 'METHODS', 'Requirements', 'SRSTE', 'STE', 'SparsityMethod',
+    'UnsupportedOperation', 'build_method', 'check_sparsity_args', 'driver_hooks',
+    'method_class', 'option_names', 'register_method', 'state_keys'
 ]

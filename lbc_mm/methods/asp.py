@@ -23,35 +23,39 @@ class ASP(SparsityMethod):
     state_keys = ('asp_mask', )
     operations = ('set_asp_mask', )
 
-    def __init__(self, **options) -> None:
-        super().__init__(**options)
+    def __init__(self, layer: nn.Module, **options) -> None:
+        super().__init__(layer, **options)
         #: ``asp_mask`` holds the fixed mask (set, or loaded from a checkpoint).
         self.mask_fixed = False
 
-    def init_state(self, layer: nn.Module) -> None:
+    def init_state(self) -> None:
+        layer = self.layer
         layer.register_buffer('asp_mask', torch.ones(layer.weight.shape,
                                                      dtype=torch.bool,
                                                      device=layer.weight.device))
 
-    def mask(self, layer: nn.Module) -> Tensor:
+    def mask(self) -> Tensor:
+        layer = self.layer
         if self.mask_fixed:
             return layer.asp_mask.clone()
         return magnitude_mask(layer.weight, layer.n, layer.m)
 
-    def masked_weight(self, layer: nn.Module) -> Tensor:
+    def masked_weight(self) -> Tensor:
+        layer = self.layer
         weight = layer.weight
         if not self.mask_fixed:  # fixed at the first training forward
             if not layer.training:
                 return weight * magnitude_mask(weight, layer.n, layer.m)
-            self.set_asp_mask(layer)
+            self.set_asp_mask()
         return weight * layer.asp_mask
 
-    def set_asp_mask(self, layer: nn.Module) -> None:
+    def set_asp_mask(self) -> None:
         """Fix the mask to the magnitude mask of the current weight.
 
         Raises:
             RuntimeError: The layer stayed dense (no mask to fix).
         """
+        layer = self.layer
         if not layer.is_sparse:
             raise RuntimeError(f'{layer.describe()}: set_asp_mask() needs a sparse '
                                f'layer')
@@ -59,13 +63,12 @@ class ASP(SparsityMethod):
             layer.asp_mask.copy_(magnitude_mask(layer.weight, layer.n, layer.m))
         self.mask_fixed = True
 
-    def after_load(self, layer: nn.Module, state_dict: dict, prefix: str,
-                   missing_keys: list) -> None:
+    def after_load(self, state_dict: dict, prefix: str, missing_keys: list) -> None:
         key = prefix + 'asp_mask'
         if key in state_dict:
             self.mask_fixed = True
         elif prefix + 'weight' in state_dict:
             # Dense pretrained checkpoint: fix the mask from the loaded weight.
-            self.set_asp_mask(layer)
+            self.set_asp_mask()
             if key in missing_keys:
                 missing_keys.remove(key)

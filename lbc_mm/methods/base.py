@@ -10,30 +10,53 @@ object, ``layer.sparsity``, built here by name. The method object owns:
   (``state_keys``: the checkpoint keys, e.g. LBC's ``scores`` / ``alive``);
 * the mask and the masked weight with its gradient rule;
 * what a checkpoint load means for that state;
-* its own operations (``operations``, e.g. LBC's ``remove_candidates``). The layer
-  asks for one by name (:meth:`SparsityMethod.operation`); on a layer of another
-  method it fails one way: :class:`UnsupportedOperation`, one line naming the layer
-  and the methods that have it.
+* its own operations (``operations``, e.g. LBC's ``remove_candidates``), called on
+  it directly: ``layer.sparsity.remove_candidates(1)``. On a layer of another method
+  they fail one way: :class:`UnsupportedOperation`, one line naming the layer and
+  the methods that have it;
+* what a training run needs beside the layers (``requires``, a
+  :class:`Requirements`: LBC's layers need an ``LBCHook`` and the scores' optimizer
+  constructor). :mod:`lbc_mm.config_check`, the method study and the hook's checks
+  read it from here.
 
-The method object is per layer (it also holds the layer's caches) and takes the layer
-as the first argument of every call; ``n`` / ``m`` are read from the layer.
+The method object is bound once to its layer (``self.layer``; it also holds the
+layer's caches); ``n`` / ``m`` are read from the layer.
 """
-from typing import Any, Callable, ClassVar, Dict, Tuple, Type
+from dataclasses import dataclass
+from typing import Any, ClassVar, Dict, Optional, Tuple, Type
 
 from torch import Tensor, nn
 
 from ..sparsity import validate_pattern
 
-__all__ = ['METHODS', 'SparsityMethod', 'UnsupportedOperation', 'build_method',
-           'check_sparsity_args', 'method_class', 'option_names', 'register_method',
-           'state_keys']
+__all__ = ['METHODS', 'Requirements', 'SparsityMethod', 'UnsupportedOperation',
+           'build_method', 'check_sparsity_args', 'driver_hooks', 'method_class',
+           'option_names', 'register_method', 'state_keys']
 
 #: name -> method class, in registration order (``tuple(METHODS)``: the names).
 METHODS: Dict[str, Type['SparsityMethod']] = {}
 
 
-class UnsupportedOperation(TypeError):
+class UnsupportedOperation(AttributeError):
     """An operation of one sparsity method called on a layer of another."""
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What a training run with a method's layers needs beside them (config names).
+
+    Attributes:
+        hook (str): The ``custom_hooks`` type that drives the layers.
+        constructor (str): The ``optim_wrapper.constructor`` that hook needs (the
+            optimizer is built before any hook runs).
+        duty (str): What the hook does for the layers (in messages).
+        without (str): What happens without it (in messages).
+    """
+
+    hook: str
+    constructor: str
+    duty: str
+    without: str
 
 
 def register_method(cls: Type['SparsityMethod']) -> Type['SparsityMethod']:
@@ -65,6 +88,12 @@ def state_keys() -> Tuple[str, ...]:
     return tuple(key for cls in METHODS.values() for key in cls.state_keys)
 
 
+def driver_hooks() -> Tuple[str, ...]:
+    """The hooks registered methods require (``'LBCHook'``)."""
+    return tuple(dict.fromkeys(cls.requires.hook for cls in METHODS.values()
+                               if cls.requires is not None))
+
+
 def check_sparsity_args(n: int, m: int, method: str, **options: Any) -> Dict[str, Any]:
     """The rules for a sparse layer's N:M arguments (the layers and
     :mod:`lbc_mm.config_check` both use them).
@@ -85,9 +114,9 @@ def check_sparsity_args(n: int, m: int, method: str, **options: Any) -> Dict[str
     return method_class(method).resolve_options(**options)
 
 
-def build_method(method: str, **options: Any) -> 'SparsityMethod':
-    """A new method object for one layer (options checked)."""
-    return method_class(method)(**options)
+def build_method(method: str, layer: nn.Module, **options: Any) -> 'SparsityMethod':
+    """A new method object bound to ``layer`` (options checked)."""
+    return method_class(method)(layer, **options)
 
 
 class SparsityMethod:
@@ -107,12 +136,28 @@ class SparsityMethod:
     fixed_options: ClassVar[Dict[str, Any]] = {}
     #: Names of the state it registers on the layer (also its checkpoint keys).
     state_keys: ClassVar[Tuple[str, ...]] = ()
-    #: Its own operations, called through the layer (:meth:`operation`).
+    #: Its own operations (methods and properties of the object).
     operations: ClassVar[Tuple[str, ...]] = ()
+    #: What a training run with these layers needs (None: nothing).
+    requires: ClassVar[Optional[Requirements]] = None
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, layer: nn.Module, **options: Any) -> None:
         for key, value in self.resolve_options(**options).items():
             setattr(self, key, value)
+        #: The layer this object belongs to.
+        self.layer = layer
+
+    def __getattr__(self, name: str):
+        # Only reached for names the object lacks: another method's operation is
+        # one line naming the layer and the methods that have it.
+        owners = [repr(cls.name) for cls in METHODS.values() if name in cls.operations]
+        if not owners or name.startswith('__'):
+            raise AttributeError(f'{type(self).__name__} has no attribute {name!r}')
+        layer = self.__dict__.get('layer')
+        where = layer.describe() if layer is not None else type(self).__name__
+        raise UnsupportedOperation(
+            f'{where}: {name} is an operation of method {" / ".join(owners)}, not '
+            f'of {self.name!r}')
 
     # -- options ----------------------------------------------------------------
     @classmethod
@@ -133,48 +178,30 @@ class SparsityMethod:
         """Refuse bad option values (``ValueError`` naming the option)."""
 
     # -- state and forward ----------------------------------------------------
-    def init_state(self, layer: nn.Module) -> None:
+    def init_state(self) -> None:
         """Register the method's state on a sparse layer (``state_keys``)."""
 
-    def mask(self, layer: nn.Module) -> Tensor:
+    def mask(self) -> Tensor:
         """The current binary mask (bool, ``weight.shape``) of a sparse layer."""
         raise NotImplementedError
 
-    def masked_weight(self, layer: nn.Module) -> Tensor:
+    def masked_weight(self) -> Tensor:
         """The weight ``forward`` uses, with the method's gradient rule."""
         raise NotImplementedError
 
     # -- checkpoints ----------------------------------------------------------
-    def check_load(self, layer: nn.Module, state_dict: dict, prefix: str,
-                   where: str) -> None:
+    def check_load(self, state_dict: dict, prefix: str, where: str) -> None:
         """Refuse a checkpoint whose state for this method has other shapes.
 
         Raises:
             ValueError: ``where``, the key and both shapes.
         """
         for key in self.state_keys:
-            own, theirs = getattr(layer, key), state_dict.get(prefix + key)
+            own, theirs = getattr(self.layer, key), state_dict.get(prefix + key)
             if theirs is not None and tuple(theirs.shape) != tuple(own.shape):
                 raise ValueError(
                     f'{where}: checkpoint {key} has shape {tuple(theirs.shape)}, this '
                     f'layer needs {tuple(own.shape)} (another N:M pattern?)')
 
-    def after_load(self, layer: nn.Module, state_dict: dict, prefix: str,
-                   missing_keys: list) -> None:
+    def after_load(self, state_dict: dict, prefix: str, missing_keys: list) -> None:
         """Bring the method's state in line with what a load gave the layer."""
-
-    # -- method-specific operations ----------------------------------------------
-    def operation(self, name: str, layer: nn.Module) -> Callable:
-        """The bound operation ``name`` of this method.
-
-        Raises:
-            UnsupportedOperation: The method has no such operation (one line
-                naming the layer and the methods that have it).
-        """
-        if name not in self.operations:
-            owners = [repr(cls.name) for cls in METHODS.values()
-                      if name in cls.operations]
-            raise UnsupportedOperation(
-                f'{layer.describe()}: {name} is an operation of method '
-                f'{" / ".join(owners) or "(none)"}, not of {self.name!r}')
-        return getattr(self, name)

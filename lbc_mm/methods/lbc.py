@@ -3,9 +3,10 @@
 State on the layer: ``scores`` ``(G, C)`` (a Parameter; removed candidates are
 exactly 0) and ``alive`` ``(G, C)`` bool (a buffer), both in checkpoints;
 ``candidates`` ``(C, m)``, rebuilt from ``(n, m)`` (a non-persistent buffer).
-``LBCHook`` drives the removal through :meth:`LBC.remove_candidates`.
+``LBCHook`` drives the removal through :meth:`LBC.remove_candidates`; the method's
+registration says so (:attr:`LBC.requires`), and an LBC layer refuses to train in an
+mmengine run that has no ``LBCHook`` (:meth:`LBC.check_driven`).
 """
-import sys
 from typing import Optional, Tuple
 
 import torch
@@ -23,7 +24,7 @@ from ..sparsity import (
     removal_step,
     to_groups,
 )
-from .base import SparsityMethod, register_method
+from .base import Requirements, SparsityMethod, register_method
 
 __all__ = ['LBC']
 
@@ -46,16 +47,22 @@ class LBC(SparsityMethod):
     operations = ('remove_candidates', 'keep_magnitude_candidates', 'freeze_scores',
                   'unfreeze_scores', 'alive_checksum', 'num_alive', 'num_candidates',
                   'current_card')
+    requires = Requirements(
+        hook='LBCHook', constructor='LBCOptimWrapperConstructor',
+        duty='removes their candidates', without='the run would end dense')
 
     tie_break: str
 
-    def __init__(self, **options) -> None:
-        super().__init__(**options)
+    def __init__(self, layer: nn.Module, **options) -> None:
+        super().__init__(layer, **options)
         self._card_cache: Optional[tuple] = None
         self._mask_cache: Optional[tuple] = None
         #: Who removes the candidates (``'LBCHook'`` once it attached at
         #: ``before_train``); see :meth:`check_driven`.
         self.driver: Optional[str] = None
+        #: The mmengine run already training when the layer was built (see
+        #: :func:`training_run`): a later run must have a driver.
+        self.built_during = training_run()
         #: The last load gave this layer dense weights without LBC state.
         self.loaded_dense = False
 
@@ -66,7 +73,8 @@ class LBC(SparsityMethod):
                              f'one of {TIE_BREAKS}')
 
     # -- state and forward ----------------------------------------------------
-    def init_state(self, layer: nn.Module) -> None:
+    def init_state(self) -> None:
+        layer = self.layer
         weight, n, m = layer.weight, layer.n, layer.m
         layer.scores = nn.Parameter(
             init_scores(weight.numel() // m, n, m, dtype=weight.dtype,
@@ -79,18 +87,22 @@ class LBC(SparsityMethod):
                                            device=weight.device),
             persistent=False)
 
-    def mask(self, layer: nn.Module) -> Tensor:
+    def mask(self) -> Tensor:
+        layer = self.layer
         return lbc_mask(layer.scores, layer.candidates, layer.weight.shape,
                         layer.alive)
 
-    def masked_weight(self, layer: nn.Module) -> Tensor:
+    def masked_weight(self) -> Tensor:
         # The mask depends on `alive` only: cache it in the weight's dtype (which
         # multiplies fastest) until `alive` changes. Any in-place update (removal,
         # load_state_dict, an EMA hook copying it) bumps the tensor's version
         # counter; a device move replaces the tensor.
+        layer = self.layer
         weight = layer.weight
-        if layer.training and self.driver is None and torch.is_grad_enabled():
-            self.check_driven(layer)
+        # In train or eval mode (a frozen stage is in eval mode): a forward with
+        # gradients inside a run nobody drives would end dense.
+        if self.driver is None and torch.is_grad_enabled():
+            self.check_driven()
         alive = layer.alive
         key = (alive._version, alive.data_ptr(), weight.dtype, weight.device)
         if self._mask_cache is None or self._mask_cache[0] != key:
@@ -100,42 +112,40 @@ class LBC(SparsityMethod):
         # every group is alive: groups may differ in alive count (a hand-edited or
         # partially loaded checkpoint), and removed candidates must get no gradient.
         return LBCMaskFunction.apply(weight, layer.scores, layer.candidates,
-                                     None if self._alive_counts(layer)[1] else alive,
+                                     None if self._alive_counts()[1] else alive,
                                      self._mask_cache[1])
 
-    def check_driven(self, layer: nn.Module) -> None:
-        """Fail when this LBC layer trains inside an mmengine Runner without an
-        ``LBCHook``: nothing would remove its candidates and the run would end dense.
+    def check_driven(self) -> None:
+        """Fail when this unfinished LBC layer computes gradients (in train or eval
+        mode) in an mmengine run without an ``LBCHook``: nothing would remove its
+        candidates and the run would end dense.
 
-        Outside a Runner (a hand-written loop, a unit test) the caller drives
-        :meth:`remove_candidates` itself, so the layer trains as told.
+        The run is read from mmengine's message hub (:func:`training_run`), not
+        from the call stack. A hand-written loop (no run, or one that already
+        trained when the layer was built) drives :meth:`remove_candidates` itself,
+        so the layer trains as told.
 
         Raises:
             RuntimeError: One line naming the layer, the cause and the fix.
         """
-        if self.current_card(layer) == 1:  # already N:M: nothing left to remove
+        if self.current_card() == 1:  # already N:M: nothing left to remove
             return
-        runner = _training_runner()
-        if runner is None:
+        run = training_run()
+        if run is None or run == self.built_during:
             return
-        model = getattr(runner.model, 'module', runner.model)
-        modules = list(model.named_modules())
-        lbc = [name for name, mod in modules
-               if isinstance(getattr(mod, 'sparsity', None), LBC) and mod.is_sparse]
-        name = next((n for n, mod in modules if mod is layer),
-                    layer.layer_name or '?')
+        req = self.requires
         raise RuntimeError(
-            f'LBC layer {name} (1 of {len(lbc)}) trains in a Runner without an '
-            f'LBCHook, so its candidates would never be removed and the run would '
-            f"end dense; the usual cause: a child config's custom_hooks replaces "
-            f"its base's list (mmengine replaces lists), dropping the base's "
-            f"LBCHook; fix: add dict(type='LBCHook', ...) to the child's "
-            f'custom_hooks too')
+            f'{self.layer.describe()} trains in an mmengine run without '
+            f'an {req.hook}, so its candidates would never be removed and '
+            f"{req.without}; the usual cause: a child config's custom_hooks "
+            f"replaces its base's list (mmengine replaces lists), dropping the "
+            f"base's {req.hook}; fix: add dict(type='{req.hook}', ...) to the "
+            f"child's custom_hooks too")
 
-    def _alive_counts(self, layer: nn.Module) -> Tuple[int, bool]:
+    def _alive_counts(self) -> Tuple[int, bool]:
         """(max alive candidates per group, every candidate alive), cached per
         version of ``alive``."""
-        alive = layer.alive
+        alive = self.layer.alive
         key = (alive._version, alive.data_ptr())
         if self._card_cache is None or self._card_cache[0] != key:
             self._card_cache = (key, int(alive.sum(dim=1).max()), bool(alive.all()))
@@ -146,19 +156,21 @@ class LBC(SparsityMethod):
         self._mask_cache = None
 
     # -- operations -------------------------------------------------------------
-    def num_candidates(self, layer: nn.Module) -> int:
+    @property
+    def num_candidates(self) -> int:
         """Candidates per group, ``C = C(m, n)`` (6 for 2:4)."""
-        return num_candidates(layer.n, layer.m)
+        return num_candidates(self.layer.n, self.layer.m)
 
-    def num_alive(self, layer: nn.Module) -> Optional[Tensor]:
+    @property
+    def num_alive(self) -> Optional[Tensor]:
         """Alive candidates per group, ``(G,)`` long; None for a dense layer."""
-        return layer.alive.sum(dim=1) if layer.is_sparse else None
+        return self.layer.alive.sum(dim=1) if self.layer.is_sparse else None
 
-    def current_card(self, layer: nn.Module) -> int:
+    def current_card(self) -> int:
         """Alive candidates per group (the max over groups), cached per version."""
-        return self._alive_counts(layer)[0]
+        return self._alive_counts()[0]
 
-    def remove_candidates(self, layer: nn.Module, keep: int) -> None:
+    def remove_candidates(self, keep: int) -> None:
         """Keep the ``keep`` best candidates per group (docs/method.md §6).
 
         Removed candidates stay removed; their scores are re-zeroed on every call
@@ -170,10 +182,11 @@ class LBC(SparsityMethod):
         Raises:
             FloatingPointError: An alive score is not finite (names the layer).
         """
+        layer = self.layer
         if not layer.is_sparse:
             return
-        keep = max(1, min(int(keep), self.num_candidates(layer)))
-        card_now, all_alive = self._alive_counts(layer)
+        keep = max(1, min(int(keep), self.num_candidates))
+        card_now, all_alive = self._alive_counts()
         if keep < card_now:
             magnitude = (candidate_magnitude(to_groups(layer.weight, layer.m),
                                              layer.candidates)
@@ -188,13 +201,14 @@ class LBC(SparsityMethod):
             with torch.no_grad():
                 layer.scores.masked_fill_(~layer.alive, 0.0)
 
-    def keep_magnitude_candidates(self, layer: nn.Module) -> None:
+    def keep_magnitude_candidates(self) -> None:
         """Jump to the end state with the magnitude (ASP) choice.
 
         Every group keeps exactly the one candidate equal to the magnitude mask of
         the current weight (``LBCHook(frozen_layers='asp')`` for layers whose
         weights are frozen); its score becomes 1, the others 0.
         """
+        layer = self.layer
         if not layer.is_sparse:
             return
         scores = layer.scores
@@ -207,36 +221,37 @@ class LBC(SparsityMethod):
             scores.copy_(match.to(scores.dtype))
             layer.alive.fill_(True)
         self._alive_changed()
-        self.remove_candidates(layer, 1)
+        self.remove_candidates(1)
 
-    def alive_checksum(self, layer: nn.Module) -> Tensor:
+    def alive_checksum(self) -> Tensor:
         """Order-sensitive float64 checksum of ``alive`` (exact < 2**53).
 
         Returns:
             Tensor: ``(2,)``, equal on two layers iff (practically) the same
             candidates are alive.
         """
-        flat = layer.alive.flatten().to(torch.float64)  # (G*C,)
+        flat = self.layer.alive.flatten().to(torch.float64)  # (G*C,)
         index = torch.arange(1, flat.numel() + 1, dtype=torch.float64,
                              device=flat.device)
         return torch.stack([flat.sum(), flat @ index])  # (2,)
 
-    def freeze_scores(self, layer: nn.Module) -> None:
+    def freeze_scores(self) -> None:
         """Stop learning the scores (``requires_grad=False``, grad dropped)."""
+        layer = self.layer
         if not layer.is_sparse:
             return
         layer.scores.requires_grad_(False)
         layer.scores.grad = None
 
-    def unfreeze_scores(self, layer: nn.Module) -> None:
+    def unfreeze_scores(self) -> None:
         """Learn the scores again (``requires_grad=True``; frozen layers' scores,
         which ``model.train()`` / a frozen stage turned off)."""
-        if layer.is_sparse:
-            layer.scores.requires_grad_(True)
+        if self.layer.is_sparse:
+            self.layer.scores.requires_grad_(True)
 
     # -- checkpoints ----------------------------------------------------------
-    def check_load(self, layer: nn.Module, state_dict: dict, prefix: str,
-                   where: str) -> None:
+    def check_load(self, state_dict: dict, prefix: str, where: str) -> None:
+        layer = self.layer
         theirs = state_dict.get(prefix + 'weight')
         has_state = any(prefix + key in state_dict for key in self.state_keys)
         if (not has_state and theirs is not None
@@ -244,10 +259,10 @@ class LBC(SparsityMethod):
             raise ValueError(
                 f'{where}: dense checkpoint weight has shape {tuple(theirs.shape)}, '
                 f'this layer needs {tuple(layer.weight.shape)} (another model?)')
-        super().check_load(layer, state_dict, prefix, where)
+        super().check_load(state_dict, prefix, where)
 
-    def after_load(self, layer: nn.Module, state_dict: dict, prefix: str,
-                   missing_keys: list) -> None:
+    def after_load(self, state_dict: dict, prefix: str, missing_keys: list) -> None:
+        layer = self.layer
         key = prefix + 'alive'
         has_scores = prefix + 'scores' in state_dict
         if key not in state_dict and has_scores:
@@ -259,14 +274,14 @@ class LBC(SparsityMethod):
         self.loaded_dense = (not has_scores and key not in state_dict
                              and prefix + 'weight' in state_dict)
         if self.loaded_dense:
-            self._init_from_dense(layer, prefix, missing_keys)
+            self._init_from_dense(prefix, missing_keys)
         self._alive_changed()
 
-    def _init_from_dense(self, layer: nn.Module, prefix: str,
-                         missing_keys: list) -> None:
+    def _init_from_dense(self, prefix: str, missing_keys: list) -> None:
         """Dense weights without LBC state loaded (a model-zoo checkpoint): the LBC
         state starts afresh (initial scores, every candidate alive), which is not a
         missing key; ``LBCHook`` reports these layers in one line."""
+        layer = self.layer
         with torch.no_grad():
             layer.scores.copy_(init_scores(layer.scores.shape[0], layer.n, layer.m,
                                            dtype=layer.scores.dtype,
@@ -277,15 +292,15 @@ class LBC(SparsityMethod):
                 missing_keys.remove(prefix + key)
 
 
-def _training_runner():
-    """The mmengine ``Runner`` / ``FlexibleRunner`` whose ``train()`` is on the
-    call stack (subclasses included), or None."""
-    from mmengine.runner import FlexibleRunner, Runner
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code.co_name == 'train':
-            owner = frame.f_locals.get('self')
-            if isinstance(owner, (Runner, FlexibleRunner)):
-                return owner
-        frame = frame.f_back
-    return None
+def training_run() -> Optional[str]:
+    """The name of the mmengine run that is training, or None.
+
+    Read from mmengine's message hub, where components that cannot reach the
+    runner get its state: a ``Runner`` / ``FlexibleRunner`` makes its hub the
+    current one when built, and its ``RuntimeInfoHook`` writes ``max_iters`` there
+    at ``before_train``. A hub that trained before stays current, so callers
+    compare with the run seen when the layer was built.
+    """
+    from mmengine.logging import MessageHub
+    hub = MessageHub.get_current_instance()
+    return hub.instance_name if 'max_iters' in hub.runtime_info else None

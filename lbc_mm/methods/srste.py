@@ -4,7 +4,7 @@ No state on the layer. Backward: straight-through with SR-STE's sparse-refined d
 ``srste_lambda`` on the masked weights (docs/method.md, baselines); STE is the same
 with ``srste_lambda=0``.
 """
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..sparsity import magnitude_mask, srste_masked_weight
 from .base import SparsityMethod, register_method
@@ -34,10 +34,12 @@ class SRSTE(SparsityMethod):
             raise ValueError(
                 f'srste_lambda must be >= 0, got {options["srste_lambda"]}')
 
-    def mask(self, layer: nn.Module) -> Tensor:
+    def mask(self) -> Tensor:
+        layer = self.layer
         return magnitude_mask(layer.weight, layer.n, layer.m)
 
-    def masked_weight(self, layer: nn.Module) -> Tensor:
+    def masked_weight(self) -> Tensor:
+        layer = self.layer
         return srste_masked_weight(layer.weight, layer.n, layer.m, self.srste_lambda)
 
 

@@ -7,21 +7,16 @@ import copy
 from typing import Any, List, Optional, Sequence, Tuple
 
 from ..methods import METHODS as SPARSE_METHODS
-from ..methods import option_names
+from ..methods import driver_hooks, option_names
+from ..sparse_config import LAYER_TYPES, TRANSFORM_TYPE, type_name
 from ..sparsity.patterns import parse_pattern
 
 #: The study's methods: dense and every registered sparse method.
 METHODS = ('dense', ) + tuple(SPARSE_METHODS)
-SPARSE_TYPES = {'NMSparseConv': 'Conv2d', 'NMSparseLinear': 'Linear'}
-TRANSFORM_TYPE = 'NMSparsify'
 #: What the dense switch drops from a sparse layer config.
 SPARSE_KEYS = ('n', 'm', 'method', 'strict') + option_names()
-HOOK_TYPES = ('LBCHook', 'lbc_mm.LBCHook')
-
-
-def _base_type(node: dict) -> str:
-    value = node.get('type', '')
-    return value.split('.')[-1] if isinstance(value, str) else ''
+#: ``optim_wrapper.constructor`` values that mean mmengine's default constructor.
+DEFAULT_CONSTRUCTORS = (None, 'DefaultOptimWrapperConstructor')
 
 
 def _set_sparse(node: dict, method: str, n: int, m: int) -> None:
@@ -44,7 +39,7 @@ def _rewrite_node(node: Any, method: str, n: int, m: int, found: List[str],
                           for i, v in enumerate(node))
     if not isinstance(node, dict):
         return node
-    kind = _base_type(node)
+    kind = type_name(node)
     if kind == TRANSFORM_TYPE:
         found.append(where)
         inner = _rewrite_node(node['model'], method, n, m, found, f'{where}.model')
@@ -53,13 +48,13 @@ def _rewrite_node(node: Any, method: str, n: int, m: int, found: List[str],
         node['model'] = inner
         _set_sparse(node, method, n, m)
         return node
-    if kind in SPARSE_TYPES:
+    if kind in LAYER_TYPES:
         found.append(where)
         if method == 'dense':
             if where.endswith('conv_cfg'):
                 return None
             node = {k: v for k, v in node.items() if k not in SPARSE_KEYS}
-            node['type'] = SPARSE_TYPES[kind]
+            node['type'] = LAYER_TYPES[kind]
             return node
         _set_sparse(node, method, n, m)
         return node
@@ -84,7 +79,7 @@ def rewrite_config(cfg, method: str, pattern: Optional[Tuple[int, int]],
     Raises:
         ValueError: Unknown method, or no sparse layer config in ``cfg.model``.
     """
-    if method not in METHODS:
+    if method != 'dense' and method not in SPARSE_METHODS:  # registered since too
         raise ValueError(f'unknown method {method!r}, expected one of {METHODS}')
     n, m = pattern if pattern is not None else (0, 0)
     if method != 'dense' and pattern is None:
@@ -101,18 +96,19 @@ def rewrite_config(cfg, method: str, pattern: Optional[Tuple[int, int]],
     cfg.model = model
     hooks = [h.to_dict() if hasattr(h, 'to_dict') else dict(h)
              for h in (cfg.get('custom_hooks', None) or [])]
-    has_hook = any(h.get('type') in HOOK_TYPES for h in hooks)
-    if method == 'lbc':
-        if not has_hook:
-            hooks.append(dict(type='LBCHook'))
-        # An LBCHook needs the scores' optimizer constructor (lbc_mm.config_check);
-        # a dense / SR-STE config switched to LBC does not name it yet.
+    # What the method's registration requires (LBC: its hook and the scores'
+    # optimizer constructor); a dense / SR-STE config switched to LBC lacks both.
+    req = SPARSE_METHODS[method].requires if method != 'dense' else None
+    keep = {req.hook} if req is not None else set()
+    hooks = [h for h in hooks
+             if type_name(h) not in driver_hooks() or type_name(h) in keep]
+    if req is not None:
+        if not any(type_name(h) == req.hook for h in hooks):
+            hooks.append(dict(type=req.hook))
         optim_wrapper = cfg.get('optim_wrapper', None)
-        if optim_wrapper is not None and optim_wrapper.get('constructor', None) in (
-                None, 'DefaultOptimWrapperConstructor'):
-            optim_wrapper['constructor'] = 'LBCOptimWrapperConstructor'
-    else:
-        hooks = [h for h in hooks if h.get('type') not in HOOK_TYPES]
+        if optim_wrapper is not None and optim_wrapper.get(
+                'constructor', None) in DEFAULT_CONSTRUCTORS:
+            optim_wrapper['constructor'] = req.constructor
     cfg.custom_hooks = hooks
     randomness = dict(cfg.get('randomness', None) or {})
     randomness['seed'] = seed

@@ -77,7 +77,7 @@ def _trained(folder, name, text):
     for _n, layer in sparse_layers(model):
         with torch.no_grad():
             layer.scores.uniform_(0.1, 1.0)
-        layer.remove_candidates(1)
+        layer.sparsity.remove_candidates(1)
     for mod in model.modules():  # non-trivial BN statistics, so folding rescales
         if isinstance(mod, nn.BatchNorm2d):
             with torch.no_grad():

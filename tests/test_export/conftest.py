@@ -38,7 +38,7 @@ def make_checkpoint(cfg_path, out_path, finish=True, seed=0):
             with torch.no_grad():
                 layer.scores.uniform_(0.1, 1.0)
             if finish:
-                layer.remove_candidates(1)
+                layer.sparsity.remove_candidates(1)
     torch.save({'meta': {'epoch': 3, 'iter': 30, 'dataset_meta': {'classes': ['a']}},
                 'state_dict': model.state_dict(),
                 'optimizer': {'state': {}, 'param_groups': []}}, out_path)

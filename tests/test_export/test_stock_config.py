@@ -86,7 +86,7 @@ def test_detector_pair_runs_under_init_detector_and_det_inferencer(tmp_path):
     for _, layer in sparse_layers(model):
         with torch.no_grad():
             layer.scores.uniform_(0.1, 1.0)
-        layer.remove_candidates(1)
+        layer.sparsity.remove_candidates(1)
     ckpt = str(tmp_path / 'epoch_1.pth')
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, ckpt)
     out = str(tmp_path / 'export' / 'model.pth')

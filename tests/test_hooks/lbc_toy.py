@@ -248,7 +248,8 @@ def ranks_agree_worker(rank: int, port: int, out_dir: str) -> None:
     try:
         torch.manual_seed(0)
         model = LBCToyNet()
-        model.fc.remove_candidates(3)  # equal scores: ties -> same on both ranks
+        # equal scores: ties -> the same on both ranks
+        model.fc.sparsity.remove_candidates(3)
         layers = lbc_layers(model)
         for diverge in (False, True):
             if diverge and rank == 1:

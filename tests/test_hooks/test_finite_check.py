@@ -135,7 +135,7 @@ def test_end_of_training_check_fails_on_non_finite_weights():
     """N:M masks over NaN weights are no finished model."""
     model = LBCToyNet()
     for _, layer in lbc_layers(model):
-        layer.remove_candidates(1)
+        layer.sparsity.remove_candidates(1)
     end_of_training_check(model, [], lbc_layers(model))  # finite, N:M: passes
     with torch.no_grad():
         model.head.bias[0] = float('nan')

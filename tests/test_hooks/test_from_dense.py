@@ -41,7 +41,7 @@ def test_fine_tune_a_dense_checkpoint_through_load_from(tmp_path):
     assert 'missing keys' not in text
     assert 'end-of-training checks passed: 2 LBC layers exactly 2:4' in text
     for _, layer in sparse_layers(runner.model):
-        assert (layer.num_alive == 1).all()  # exactly N:M
+        assert (layer.sparsity.num_alive == 1).all()  # exactly N:M
 
 
 def _resnet18(conv_cfg=None):
@@ -76,7 +76,7 @@ def test_dense_resnet_loads_into_lbc_layers_without_missing_keys():
     with torch.no_grad():  # removed candidates and trained scores, to be reset
         for _, layer in layers:
             layer.scores.add_(1.0)
-            layer.remove_candidates(2)
+            layer.sparsity.remove_candidates(2)
     warnings = _load_warnings(lbc, dense.state_dict())
     assert 'missing keys' not in warnings, warnings
     for name, layer in layers:

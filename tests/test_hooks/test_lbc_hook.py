@@ -31,7 +31,7 @@ class AliveProbe(Hook):
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         model = runner.model
         self.rows.append((runner.iter + 1, {
-            name: set(layer.num_alive.tolist())
+            name: set(layer.sparsity.num_alive.tolist())
             for name, layer in (('conv', model.conv), ('fc', model.fc))}))
 
 
@@ -70,7 +70,7 @@ def test_model_without_lbc_layers(tmp_path):
     cfg['model'] = dict(type='LBCToyNet')
     runner = build_runner(cfg)
     for layer in (runner.model.conv, runner.model.fc):
-        layer.sparsity = build_method('srste')  # no LBC layer left
+        layer.sparsity = build_method('srste', layer)  # no LBC layer left
     with pytest.raises(RuntimeError, match='no sparse LBC layer'):
         runner.train()
 
@@ -177,7 +177,7 @@ def test_scores_freeze_at_card_one(tmp_path):
         assert not layer.scores.requires_grad and layer.scores.grad is None
         assert torch.equal(layer.scores, snap[f'{name}.scores']), name
         assert torch.equal(layer.alive, snap[f'{name}.alive']), name
-        assert (layer.num_alive == 1).all()
+        assert (layer.sparsity.num_alive == 1).all()
         assert (layer.scores[~layer.alive] == 0).all()
         # the weights keep training
         assert not torch.equal(layer.weight, snap[f'{name}.weight']), name
@@ -313,7 +313,7 @@ def test_resume_with_card_per_epoch_equals_uninterrupted_run(tmp_path, resume_at
     assert ref.keys() == got.keys()
     for key in ref:
         assert torch.equal(ref[key], got[key]), key
-    assert (resumed.model.fc.num_alive == 1).all()
+    assert (resumed.model.fc.sparsity.num_alive == 1).all()
 
 
 def test_finished_checkpoint_keeps_its_masks(tmp_path):

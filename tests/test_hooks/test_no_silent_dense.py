@@ -1,5 +1,6 @@
-"""No silent dense run: LBC layers that train without an LBCHook stop the run at the
-first iteration, whatever the entry point; lbc_mm's tools say so before building it.
+"""No silent dense run: LBC layers that compute gradients in an mmengine run without
+an LBCHook stop it at the first iteration, in train or eval mode (frozen stages),
+whatever the entry point; lbc_mm's tools say so before building it.
 
 The usual cause: a child config sets its own ``custom_hooks``, which replaces the
 base's list (mmengine replaces lists), so the base's LBCHook is gone.
@@ -8,20 +9,29 @@ import glob
 import importlib.util
 import os.path as osp
 import runpy
+import subprocess
 import sys
 import textwrap
 
 import pytest
 import torch
-from lbc_toy import REPO, LBCToyNet, build_runner, toy_cfg, write_config  # noqa: I100
+from lbc_toy import (  # noqa: I100
+    REPO,
+    LBCToyNet,
+    build_runner,
+    subprocess_env,
+    toy_cfg,
+    write_config,
+)
 from mmengine.config import Config
 from mmengine.runner import Runner
 
 from lbc_mm.config_check import find_config_error
 
-MESSAGE = (r"LBC layer conv \(1 of 2\) trains in a Runner without an LBCHook, so its "
-           r"candidates would never be removed and the run would end dense; the usual "
-           r"cause: a child config's custom_hooks replaces its base's list")
+MESSAGE = (r"NMSparseConv weight \(8, 8, 3, 3\) 2:4 lbc trains in an mmengine run "
+           r"without an LBCHook, so its candidates would never be removed and the run "
+           r"would end dense; the usual cause: a child config's custom_hooks replaces "
+           r"its base's list")
 
 
 def _child_config(tmp_path) -> str:
@@ -75,6 +85,58 @@ def test_upstream_train_tool_fails(tmp_path, monkeypatch, package):
         runpy.run_path(script, run_name='__main__')
 
 
+def test_frozen_stages_under_upstream_train_tool_fail(tmp_path):
+    """ResNet puts frozen stages in eval mode: with ``frozen_stages=4`` every LBC
+    layer forwards in eval mode, and a child config without the LBCHook still
+    stops, in one line, under mmpretrain's own ``tools/train.py`` (a process that
+    imports lbc_mm only through ``custom_imports``)."""
+    from PIL import Image
+    script = _upstream_train_script('mmpretrain')
+    for label in ('a', 'b'):
+        (tmp_path / 'data' / label).mkdir(parents=True)
+        for i in range(2):
+            Image.new('RGB', (16, 16), (60 * i, 9, 200)).save(
+                str(tmp_path / 'data' / label / f'{i}.png'))
+    conv = dict(type='NMSparseConv', n=2, m=4)
+    base = dict(
+        custom_imports=dict(imports=['lbc_mm'], allow_failed_imports=False),
+        default_scope='mmpretrain',
+        model=dict(
+            type='ImageClassifier',
+            backbone=dict(type='ResNet', depth=18, stem_channels=8, base_channels=8,
+                          frozen_stages=4, conv_cfg=conv),
+            neck=dict(type='GlobalAveragePooling'),
+            head=dict(type='LinearClsHead', num_classes=2, in_channels=64,
+                      loss=dict(type='CrossEntropyLoss'))),
+        data_preprocessor=dict(num_classes=2, mean=[0, 0, 0], std=[1, 1, 1]),
+        train_dataloader=dict(
+            batch_size=2, num_workers=0,
+            dataset=dict(type='CustomDataset', data_root=str(tmp_path / 'data'),
+                         pipeline=[dict(type='LoadImageFromFile'),
+                                   dict(type='PackInputs')]),
+            sampler=dict(type='DefaultSampler', shuffle=False)),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01),
+                           constructor='LBCOptimWrapperConstructor'),
+        train_cfg=dict(by_epoch=True, max_epochs=1),
+        custom_hooks=[dict(type='LBCHook', t_f=0.5)],
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1)),
+        log_level='WARNING')
+    with open(tmp_path / 'base.py', 'w') as f:
+        f.write('\n'.join(f'{key} = {value!r}' for key, value in base.items()))
+    (tmp_path / 'child.py').write_text(
+        "_base_ = './base.py'\ncustom_hooks = [dict(type='EmptyCacheHook')]\n")
+    proc = subprocess.run(
+        [sys.executable, script, str(tmp_path / 'child.py'), '--work-dir',
+         str(tmp_path / 'work'), '--no-persistent-workers'],
+        capture_output=True, text=True, env=subprocess_env(), cwd=str(tmp_path),
+        timeout=300)
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith('RuntimeError: NMSparseConv '), proc.stderr[-2000:]
+    assert 'trains in an mmengine run without an LBCHook' in last
+    assert not glob.glob(str(tmp_path / 'work' / '*.pth'))
+
+
 def test_lbc_mm_train_tool_refuses_the_config_before_the_runner(tmp_path, capsys):
     """lbc_mm's tools/train.py: one line, exit 2, nothing built (no work dir)."""
     spec = importlib.util.spec_from_file_location(
@@ -124,5 +186,5 @@ def test_finished_layers_and_other_methods_need_no_hook(tmp_path):
     build_runner(toy_cfg(str(tmp_path / 'srste'), hook=None, method='srste')).train()
     runner = build_runner(toy_cfg(str(tmp_path / 'nm'), hook=None))
     for module in (runner.model.conv, runner.model.fc):
-        module.remove_candidates(1)
+        module.sparsity.remove_candidates(1)
     runner.train()

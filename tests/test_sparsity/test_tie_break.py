@@ -105,8 +105,8 @@ def test_layer_without_score_gradient_ends_with_the_tie_break_choice(tie_break):
         layer(torch.zeros(4, 16)).sum().backward()
         assert (layer.scores.grad == 0).all()
         opt.step()
-        layer.remove_candidates(card(it, num_c, 0, steps))
-    assert (layer.num_alive == 1).all()
+        layer.sparsity.remove_candidates(card(it, num_c, 0, steps))
+    assert (layer.sparsity.num_alive == 1).all()
     magnitude = magnitude_mask(layer.weight.detach(), 2, 4)
     if tie_break == 'magnitude':
         assert torch.equal(layer.get_mask(), magnitude)
@@ -132,7 +132,7 @@ def test_unmoved_groups_are_counted_apart_from_small_margins():
     assert torch.equal(unmoved_groups(layer.scores, layer.alive), unmoved_rows)
     tracker.measure_steps(named)
     tracker.before_removal('fc', layer, 3)
-    layer.remove_candidates(3)
+    layer.sparsity.remove_candidates(3)
     diag = tracker.after_removal(named, set(), named)
     assert diag['unmoved'] == pytest.approx(0.5)
     assert diag['tied'] == pytest.approx(0.5)  # random margins are > 0

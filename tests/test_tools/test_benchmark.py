@@ -114,7 +114,7 @@ def _lbc_checkpoint(tmp_path, finished=True):
         with torch.no_grad():
             layer.scores.uniform_(0.1, 1.0)
         if finished:
-            layer.remove_candidates(1)
+            layer.sparsity.remove_candidates(1)
     ckpt = tmp_path / 'epoch_1.pth'
     torch.save({'meta': {}, 'state_dict': model.state_dict()}, ckpt)
     return str(cfg), str(ckpt)
