@@ -1,17 +1,20 @@
-"""Command-line plumbing of the tools (``tools/train.py``, ``tools/test.py``, the
-method study).
+"""Command-line plumbing of the tools.
 
-The arguments both tools take (mmdet / mmpretrain style), how they merge into the
-config, and the check that the datasets a config needs exist (one line naming the
-missing path and the fix, instead of a traceback from deep inside a dataset class).
+The arguments ``tools/train.py`` and ``tools/test.py`` take (mmdet / mmpretrain
+style), how they merge into the config, the check that the datasets a config needs
+exist (one line naming the missing path and the fix, instead of a traceback from
+deep inside a dataset class), and how every tool stops: the one line of an error
+(:func:`run_error_line`, :func:`tool_error_line`) and of SIGTERM / Ctrl-C
+(:func:`run_tool`).
 """
 import argparse
 import errno
 import logging
 import os
 import os.path as osp
+import signal
 import sys
-from typing import Iterator, List, Optional, Tuple
+from typing import Callable, Iterable, Iterator, List, Optional, Tuple
 
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
@@ -215,12 +218,9 @@ def check_runner_checkpoint(runner: Runner, path: str, allow_partial: bool = Fal
     the model the runner built: missing, unexpected or mis-shaped keys (e.g. a 2:4
     checkpoint under a 2:8 config), a corrupted archive, or a refused pickle.
 
-    mmengine loads with ``strict=False`` and only logs mismatches, so a checkpoint of
-    another config would be evaluated (or resumed) silently wrong. This is the same
-    check ``tools/convert.py`` and ``tools/benchmark.py`` run
-    (:func:`lbc_mm.apis.check_checkpoint`), for local files and addresses alike
-    (``http(s)://``, ``torchvision://`` ...: downloaded into the torch hub cache
-    once and read weights-only like a local file).
+    mmengine loads with ``strict=False`` and only logs mismatches. The check is
+    :func:`lbc_mm.apis.check_checkpoint`, for local files and addresses alike
+    (downloaded into the torch hub cache once, read weights-only).
 
     Args:
         runner (Runner): built runner (its model, unwrapped, is the reference).
@@ -287,3 +287,64 @@ def exit_on_run_error(exc: BaseException, runner: Runner) -> None:
                  else '; training stopped before its first checkpoint')
     print(line, file=sys.stderr)
     raise SystemExit(1) from None
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as an exception by :func:`raise_on_sigterm` so that cleanups
+    run. A ``KeyboardInterrupt`` subclass: code that handles Ctrl-C handles it too;
+    tools exit with 143 on it (130 on Ctrl-C)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated('terminated (SIGTERM)')
+
+
+def raise_on_sigterm() -> None:
+    """Make SIGTERM raise :class:`Terminated` in the main thread."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def run_tool(body: Callable[[], int], done: Callable[[], str] = lambda: '') -> int:
+    """Run a tool's work, ``body()``, the one way every lbc_mm tool stops.
+
+    SIGTERM raises :class:`Terminated` (so temp files are removed on the way out,
+    and a child the body waits on can be stopped by its own cleanup); a stop by
+    SIGTERM or Ctrl-C prints one line on stderr, ``error: terminated (SIGTERM)`` /
+    ``error: interrupted``, followed by ``; done()`` (e.g. which files were written)
+    when it is not empty, and returns 143 / 130 (128 + the signal number, the
+    shell's convention).
+
+    Returns:
+        int: ``body()``'s exit code, or 143 / 130 on a stop.
+    """
+    raise_on_sigterm()
+    try:
+        return body()
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        note = done()
+        print(('error: terminated (SIGTERM)' if terminated else 'error: interrupted')
+              + (f'; {note}' if note else ''), file=sys.stderr)
+        return 143 if terminated else 130
+
+
+def tool_error_line(exc: Exception, config: str, outputs: Iterable = (),
+                    done: str = '') -> str:
+    """The one line a file tool (convert, export_onnx, get_flops) prints for an
+    error it stops on.
+
+    Args:
+        exc: The error: an ``OSError`` writing one of ``outputs`` (the file and
+            the reason, then ``; done``), a ``KeyError`` (a registry type that
+            ``config`` names is unknown) or any other (its message).
+        config (str): The config path (for the ``KeyError`` line).
+        outputs: The paths the tool writes.
+        done (str): What was written so far (e.g. ``'no file was written'``).
+    """
+    if isinstance(exc, OSError) and exc.errno is not None and (
+            exc.filename in set(filter(None, outputs))):
+        return (f'error: cannot write {exc.filename}: {exc.strerror}'
+                + (f'; {done}' if done else ''))
+    if isinstance(exc, KeyError):
+        return f'error: config {config}: {exc.args[0] if exc.args else exc}'
+    return f'error: {exc}'

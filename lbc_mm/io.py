@@ -8,82 +8,18 @@ go to a hidden temp file next to the destination, are flushed and fsync'ed, rena
 over the final name, and the folder is fsync'ed so that the rename survives a power
 loss. The file gets the mode a plain ``open()`` would give it (``0o666`` minus the
 umask). A write failure is an ``OSError`` naming the final path (also when
-``torch.save`` reports it as a ``RuntimeError``); tools print it as one line.
-Every tool runs its work through :func:`run_tool`: SIGTERM, like Ctrl-C, unwinds
-through the cleanup instead of killing the process with the temp file still on disk,
-and either stop is one line and exit code 143 / 130.
+``torch.save`` reports it as a ``RuntimeError``); tools print it as one line
+(:func:`lbc_mm.cli.tool_error_line`), and a stop unwinds through the cleanup
+(:func:`lbc_mm.cli.run_tool`).
 """
 import errno
 import os
-import signal
-import sys
 import tempfile
-from typing import Callable, Iterable, List, Sequence, Tuple
+from typing import Callable, List, Sequence, Tuple
 
 import torch
 
 Writer = Callable[[object], None]
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised as an exception by :func:`raise_on_sigterm` so that cleanups
-    run. A ``KeyboardInterrupt`` subclass: code that handles Ctrl-C handles it too;
-    tools exit with 143 on it (130 on Ctrl-C)."""
-
-
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated('terminated (SIGTERM)')
-
-
-def raise_on_sigterm() -> None:
-    """Make SIGTERM raise :class:`Terminated` in the main thread."""
-    signal.signal(signal.SIGTERM, _raise_terminated)
-
-
-def run_tool(body: Callable[[], int], done: Callable[[], str] = lambda: '') -> int:
-    """Run a tool's work, ``body()``, the one way every lbc_mm tool stops.
-
-    SIGTERM raises :class:`Terminated` (so temp files are removed on the way out,
-    and a child the body waits on can be stopped by its own cleanup); a stop by
-    SIGTERM or Ctrl-C prints one line on stderr, ``error: terminated (SIGTERM)`` /
-    ``error: interrupted``, followed by ``; done()`` (e.g. which files were written)
-    when it is not empty, and returns 143 / 130 (128 + the signal number, the
-    shell's convention).
-
-    Returns:
-        int: ``body()``'s exit code, or 143 / 130 on a stop.
-    """
-    raise_on_sigterm()
-    try:
-        return body()
-    except KeyboardInterrupt as exc:
-        terminated = isinstance(exc, Terminated)
-        note = done()
-        print(('error: terminated (SIGTERM)' if terminated else 'error: interrupted')
-              + (f'; {note}' if note else ''), file=sys.stderr)
-        return 143 if terminated else 130
-
-
-def tool_error_line(exc: Exception, config: str, outputs: Iterable = (),
-                    done: str = '') -> str:
-    """The one line a file tool (convert, export_onnx, get_flops) prints for an
-    error it stops on.
-
-    Args:
-        exc: The error: an ``OSError`` writing one of ``outputs`` (the file and
-            the reason, then ``; done``), a ``KeyError`` (a registry type that
-            ``config`` names is unknown) or any other (its message).
-        config (str): The config path (for the ``KeyError`` line).
-        outputs: The paths the tool writes.
-        done (str): What was written so far (e.g. ``'no file was written'``).
-    """
-    if isinstance(exc, OSError) and exc.errno is not None and (
-            exc.filename in set(filter(None, outputs))):
-        return (f'error: cannot write {exc.filename}: {exc.strerror}'
-                + (f'; {done}' if done else ''))
-    if isinstance(exc, KeyError):
-        return f'error: config {config}: {exc.args[0] if exc.args else exc}'
-    return f'error: {exc}'
 
 
 def current_umask() -> int:

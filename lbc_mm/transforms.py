@@ -22,7 +22,7 @@ convs, ``MultiheadAttention.out_proj``) would lose their behaviour.
 """
 import copy
 import fnmatch
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from mmengine.logging import print_log
 from mmengine.registry import MODELS
@@ -32,7 +32,8 @@ from .layers import NMSparseConv, NMSparseLinear, divisibility_problem
 from .sparse_model import set_submodule
 from .sparsity import validate_pattern
 
-__all__ = ['DEFAULT_EXCLUDE', 'DEFAULT_INCLUDE', 'NMSparsify', 'sparsify']
+__all__ = ['DEFAULT_EXCLUDE', 'DEFAULT_INCLUDE', 'NMSparsify', 'select_layers',
+           'sparsify']
 
 #: docs/method.md §8: the backbone is sparse; neck, heads and classifier
 #: stay dense.
@@ -64,6 +65,21 @@ def _as_patterns(patterns: Union[None, str, Sequence[str]],
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def select_layers(model: nn.Module,
+                  include: Union[None, str, Sequence[str]] = None,
+                  exclude: Union[None, str, Sequence[str]] = None
+                  ) -> List[Tuple[str, nn.Module]]:
+    """``(name, layer)`` of the stock Conv2d / Linear layers :func:`sparsify` swaps
+    (the include / exclude rule; a module shared by two parents under each name)."""
+    include = _as_patterns(include, DEFAULT_INCLUDE)
+    exclude = _as_patterns(exclude, DEFAULT_EXCLUDE)
+    swappable = _swappable_types()
+    return [(name, module)
+            for name, module in model.named_modules(remove_duplicate=False)
+            if type(module) in swappable and name  # '' is the model itself
+            and _matches(name, include) and not _matches(name, exclude)]
 
 
 def sparsify(model: nn.Module,
@@ -99,18 +115,9 @@ def sparsify(model: nn.Module,
     validate_pattern(n, m)
     include = _as_patterns(include, DEFAULT_INCLUDE)
     exclude = _as_patterns(exclude, DEFAULT_EXCLUDE)
-    swappable = _swappable_types()
     swapped: Dict[int, nn.Module] = {}
-    targets = []
-    # remove_duplicate=False: a module shared by two parents is swapped in both.
-    for name, module in model.named_modules(remove_duplicate=False):
-        if type(module) not in swappable or not name:  # '' is the model itself
-            continue
-        if not _matches(name, include) or _matches(name, exclude):
-            continue
-        targets.append((name, module))
     dense = []
-    for name, old in targets:
+    for name, old in select_layers(model, include, exclude):
         problem = divisibility_problem(old.weight.shape, n, m)
         if problem:
             msg = f'{name}: {problem}'

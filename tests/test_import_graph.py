@@ -134,3 +134,20 @@ def test_methods_sit_between_the_math_and_the_layers():
                 names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                          else [node.module or ''])
                 assert not any(n.startswith('mm') for n in names), (mod, names)
+
+
+def test_method_facts_stay_in_the_methods_and_no_code_reads_the_call_stack():
+    """Outside ``lbc_mm/methods`` nothing tests a method by name (``method ==
+    'lbc'``: the method objects and their registration say it), and no module
+    inspects the Python call stack."""
+    import re
+    by_name = re.compile(r"""(method|\.name)\s*[!=]=\s*['"](lbc|srste|ste|asp)['"]""")
+    stack = re.compile(r'_getframe|currentframe|inspect\.stack|\.f_back\b')
+    tools = PACKAGE.parent / 'tools'
+    offenders = []
+    for path in list(PACKAGE.rglob('*.py')) + list(tools.glob('*.py')):
+        text = path.read_text()
+        if stack.search(text) or ('methods' not in path.parts
+                                  and by_name.search(text)):
+            offenders.append(str(path.relative_to(PACKAGE.parent)))
+    assert offenders == []

@@ -1,22 +1,23 @@
 """Dense vs 2:4 latency of one model, side by side in one process.
 
 Usage:
-    python tools/benchmark.py CONFIG [MODEL.nm.pth] [--batch 256] [--dtype fp16]
+    python tools/benchmark.py [CONFIG] [MODEL.nm.pth] [--batch 256] [--dtype fp16]
         [--layer-dtypes fp16 bf16] [--out-json out.json] [--out-png out.png]
     python tools/benchmark.py --combine a.json b.json --out-png all.png --out-md all.md
     python tools/benchmark.py --preflight     (which 2:4 variants run on this GPU)
 
 CONFIG is a repo config path or ``mmpretrain::deit/deit-small_4xb256_in1k.py`` /
 ``mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py``. MODEL is what tools/convert.py
-wrote: the compressed ``.nm.pth`` (or the stock ``.pth``); the model is the config's
-stock structure with those weights, and the file names the N:M layers and their
-patterns. A training checkpoint is refused on one line (run tools/convert.py
-first). Any trained pattern whose weights are 2:4 runs (1:4, 2:8, 1:16 and 2:4 always
-are); weights that are not 2:4 (a 4:8 model) are refused on one line. Without MODEL
-the layers the config makes sparse (for a stock config: those of NMSparsify's default
-rule) get magnitude 2:4 masks of their random-init weights (timing does not depend on
-values). On a machine without an Ampere-or-newer GPU it still checks the weights are
-N:M, prints one line saying why no sparse timing is possible and exits with 2.
+wrote: the compressed ``.nm.pth`` (or the stock ``.pth``); the model is the stock
+config the file records (or CONFIG, made stock) with those weights, and the file
+names the N:M layers and their patterns. A training checkpoint is refused on one line
+(run tools/convert.py first). Any trained pattern whose weights are 2:4 runs (1:4,
+2:8, 1:16 and 2:4 always are); weights that are not 2:4 (a 4:8 model) are refused
+on one line. Without MODEL the layers the config makes sparse (for a stock config:
+those of NMSparsify's default rule) get magnitude 2:4 masks of their random-init
+weights (timing does not depend on values). On a machine without an Ampere-or-newer
+GPU it still checks the weights are N:M, prints one line saying why no sparse timing
+is possible and exits with 2.
 Exit codes: 0 done, 1 error / weights not N:M or not 2:4, 2 no sparse timing here.
 """
 import argparse
@@ -28,7 +29,8 @@ import sys
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Dense vs 2:4 (cuSPARSELt) latency, per layer and end to end')
-    parser.add_argument('config', nargs='?', help='config path or pkg::path')
+    parser.add_argument('config', nargs='?', metavar='CONFIG',
+                        help='config path or pkg::path (optional with MODEL)')
     parser.add_argument('model_file', nargs='?', default=None, metavar='MODEL',
                         help='converted model file from tools/convert.py: MODEL.nm.pth '
                         'or the stock MODEL.pth (default: random weights, magnitude '
@@ -66,9 +68,19 @@ def parse_args(argv=None):
     parser.add_argument('--combine', nargs='+', default=None, metavar='JSON',
                         help='merge benchmark JSON files into one chart + markdown')
     args = parser.parse_args(argv)
-    if not args.combine and not args.config and not args.preflight:
+    if args.model_file is None and (args.config or '').endswith('.pth'):
+        args.config, args.model_file = None, args.config  # MODEL alone
+    if not args.combine and not (args.config or args.model_file) and \
+            not args.preflight:
         parser.error('CONFIG is required (or --combine JSON... / --preflight)')
     return args
+
+
+def model_name(config, model_file) -> str:
+    """The label in tables: the config's stem, else the model file's."""
+    stem = os.path.basename((config or model_file).split('::')[-1])
+    return stem[:-len('.nm.pth')] if stem.endswith('.nm.pth') else \
+        os.path.splitext(stem)[0]
 
 
 def combine(paths, out_png, out_md):
@@ -106,7 +118,7 @@ def main(argv=None):
         return combine(args.combine, args.out_png, args.out_md)
     if args.preflight:
         from lbc_mm.deploy.kernels import sparse_support
-        from lbc_mm.deploy.preflight import preflight
+        from lbc_mm.deploy.modules import preflight
         ok, why = sparse_support()
         if not ok:
             print(f'no 2:4 sparse timing possible: {why}')
@@ -119,21 +131,21 @@ def main(argv=None):
     from lbc_mm.deploy.bench import Benchmark
     from lbc_mm.deploy.models import Not2of4Error, NotConvertedError
     try:
-        resolve_config(args.config)
+        if args.config is not None:
+            resolve_config(args.config)
     except FileNotFoundError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
     if args.model_file is not None and not os.path.isfile(args.model_file):
         print(f'error: model file not found: {args.model_file}', file=sys.stderr)
         return 1
-    name = args.name or os.path.splitext(
-        os.path.basename(args.config.split('::')[-1]))[0]
+    name = args.name or model_name(args.config, args.model_file)
     out_json = args.out_json or os.path.join('work_dirs', 'benchmark', f'{name}.json')
 
     def log(line):
         print(line, flush=True)
 
-    from lbc_mm.io import run_tool
+    from lbc_mm.cli import run_tool
 
     def bench() -> int:
         try:

@@ -29,31 +29,19 @@ Example::
         --methods lbc,srste --patterns 2:4,2:8
 """
 import argparse
-import copy
-import statistics
 import sys
-import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import torch
-from torch import nn
 
 import lbc_mm  # noqa: F401  (registers layers, compat shims)
-from lbc_mm.apis import build_model, load_config
-from lbc_mm.layers import sparse_layers
-from lbc_mm.optim import LBCOptimWrapperConstructor
-from lbc_mm.sparsity import card
-from lbc_mm.sparsity.patterns import parse_pattern
-from lbc_mm.transforms import sparsify
-
-MB = 1024.0**2
-#: Every variant's optimizer: SGD with momentum, built like a training config's.
-OPTIM_WRAPPER = dict(type='OptimWrapper', optimizer=dict(
-    type='SGD', lr=1e-4, momentum=0.9, weight_decay=1e-4))
+from lbc_mm.methods import METHODS
+from lbc_mm.step_cost import build_dense, make_batch, run, variants
+from lbc_mm.study.grid import parse_patterns
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    """Command line."""
+    """Command line; a bad value is one line on stderr, exit 2."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('config', help='mmdet / mmpretrain config (file or pkg::path)')
     parser.add_argument('--device', default='cpu', help='cpu or cuda')
@@ -62,7 +50,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--steps', type=int, default=10, help='timed steps per model')
     parser.add_argument('--warmup', type=int, default=2, help='untimed steps first')
     parser.add_argument('--methods', default='lbc,srste',
-                        help='comma list of lbc, srste, ste, asp')
+                        help=f'comma list of {", ".join(METHODS)}')
     parser.add_argument('--patterns', default='2:4', help='comma list, e.g. 2:4,2:8')
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     parser.add_argument('--amp', action='store_true',
@@ -70,251 +58,43 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--lbc-frozen', action='store_true',
                         help='also time LBC after t_f (card 1, scores frozen)')
     parser.add_argument('--seed', type=int, default=0)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    problem = check_args(args)
+    if problem is not None:
+        print(f'error: {problem}', file=sys.stderr)
+        raise SystemExit(2)
+    return args
 
 
-def _strip(cfg: Any) -> Any:
-    """Drop pretrained weights and sparse conv types from a model config."""
-    if isinstance(cfg, dict):
-        out = {}
-        for key, value in cfg.items():
-            if key == 'pretrained':
-                continue
-            if key == 'init_cfg' and _is_pretrained(value):
-                out[key] = None
-                continue
-            if isinstance(value, dict) and value.get('type') in ('NMSparseConv',
-                                                                  'NMSparseLinear'):
-                out[key] = None
-                continue
-            out[key] = _strip(value)
-        return type(cfg)(out)  # keeps ConfigDict (mmdet reads train_cfg.rpn)
-    if isinstance(cfg, (list, tuple)):
-        return type(cfg)(_strip(v) for v in cfg)
-    return cfg
+def check_args(args: argparse.Namespace) -> Optional[str]:
+    """The first bad argument, in words; parses ``patterns`` / ``methods`` in
+    place (a list of ``(n, m)`` / of names)."""
+    for name, least in (('batch_size', 1), ('img_size', 1), ('steps', 1),
+                        ('warmup', 0), ('threads', 1)):
+        value = getattr(args, name)
+        if value is not None and value < least:
+            return f'--{name.replace("_", "-")} must be >= {least}, got {value}'
+    try:
+        args.patterns = parse_patterns(args.patterns)
+    except ValueError as err:
+        return f'--patterns: {err}'
+    if not args.patterns:
+        return '--patterns: give at least one pattern, e.g. 2:4'
+    args.methods = [m.strip() for m in args.methods.split(',') if m.strip()]
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown or not args.methods:
+        return (f'--methods: unknown method {unknown[0]!r}' if unknown else
+                '--methods: give at least one method') + (
+                    f', expected a comma list of {", ".join(METHODS)}')
+    if args.device.startswith('cuda') and not torch.cuda.is_available():
+        return '--device cuda given but CUDA is not available'
+    return None
 
 
-def _is_pretrained(init_cfg: Any) -> bool:
-    items = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
-    return any(isinstance(i, dict) and i.get('type') == 'Pretrained' for i in items)
-
-
-def build_dense(config: str) -> Tuple[nn.Module, str]:
-    """Build the config's model dense and without pretrained weights
-    (:func:`lbc_mm.apis.build_model`; default PyTorch init: timing does not need
-    ``init_cfg``)."""
-    cfg = load_config(config)
-    model_cfg = cfg.model
-    if model_cfg.get('type') == 'NMSparsify':
-        model_cfg = model_cfg['model']
-    model_cfg = _strip(model_cfg)
-    if cfg.get('data_preprocessor') is not None:
-        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
-    cfg.model = model_cfg
-    return build_model(cfg)
-
-
-def make_batch(model: nn.Module, scope: str, batch_size: int, img_size: int,
-               device: str) -> Callable[[nn.Module], torch.Tensor]:
-    """A function computing the training loss of a model on one fixed batch."""
-    shape = (3, img_size, img_size)
-    if scope == 'mmdet':
-        from mmdet.testing import demo_mm_inputs
-        with_mask = getattr(model, 'with_mask', False)
-        packed = demo_mm_inputs(batch_size=batch_size, image_shapes=shape,
-                                num_items=[3] * batch_size, num_classes=2,
-                                with_mask=with_mask, device=device)
-
-        def loss_fn(mod: nn.Module) -> torch.Tensor:
-            data = mod.data_preprocessor(packed, True)
-            loss, _ = mod.parse_losses(mod(**data, mode='loss'))
-            return loss
-
-        return loss_fn
-    from mmpretrain.structures import DataSample
-    inputs = torch.randn(batch_size, *shape, device=device)
-    samples = [DataSample().set_gt_label(i % 10).to(device) for i in range(batch_size)]
-
-    def loss_fn(mod: nn.Module) -> torch.Tensor:
-        loss, _ = mod.parse_losses(mod(inputs, samples, mode='loss'))
-        return loss
-
-    return loss_fn
-
-
-class Variant:
-    """One model under test with its optimizer and results."""
-
-    def __init__(self, name: str, model: nn.Module, keep: Dict[str, int]) -> None:
-        self.name = name
-        self.model = model
-        self.keep = keep  # LBC: card per layer held during timing
-        # The training constructor with its defaults (scores as the weights).
-        self.optim = LBCOptimWrapperConstructor(OPTIM_WRAPPER)(model).optimizer
-        self.times: List[float] = []  # wall seconds per step
-        self.cpu_times: List[float] = []  # process CPU seconds per step
-        self.peak_step = 0.0
-
-    def hook(self) -> None:
-        """What LBCHook does after every iteration."""
-        for name, layer in sparse_layers(self.model):
-            if name in self.keep:
-                layer.remove_candidates(self.keep[name])
-
-
-def _sync(device: str) -> None:
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
-
-
-def train_step(var: Variant, loss_fn: Callable, device: str,
-               amp: bool) -> Tuple[float, float]:
-    """One training step; returns (wall, process CPU) seconds.
-
-    CUDA: also records the step's peak memory. On a shared CPU machine the process
-    CPU time (all threads) is the steadier measure of the work done.
-    """
-    var.optim.zero_grad(set_to_none=True)
-    _sync(device)
-    cuda = device.startswith('cuda')
-    if cuda:
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-    start, cpu_start = time.perf_counter(), time.process_time()
-    dtype = torch.float16 if cuda else torch.bfloat16
-    with torch.autocast(device.split(':')[0], dtype, enabled=amp):
-        loss = loss_fn(var.model)
-    loss.backward()
-    var.optim.step()
-    var.hook()
-    _sync(device)
-    elapsed = time.perf_counter() - start
-    cpu = time.process_time() - cpu_start
-    if cuda:
-        var.peak_step = max(var.peak_step, (torch.cuda.max_memory_allocated() - base))
-    return elapsed, cpu
-
-
-def _bytes(tensors) -> int:
-    seen, total = set(), 0
-    for t in tensors:
-        if t is None:
-            continue
-        key = (t.untyped_storage().data_ptr(), t.device)
-        if key not in seen:
-            seen.add(key)
-            total += t.untyped_storage().nbytes()
-    return total
-
-
-def state_breakdown(var: Variant) -> Dict[str, float]:
-    """Tensor bytes (MB) of the model state, with the sparse extras separated."""
-    params = list(var.model.parameters())
-    scores = [p for n, p in var.model.named_parameters() if n.endswith('.scores')]
-    score_ids = {id(p) for p in scores}
-    others = [p for p in params if id(p) not in score_ids]
-    state = var.optim.state
-    alive = [b for n, b in var.model.named_buffers() if n.endswith('.alive')]
-    masks = [b for n, b in var.model.named_buffers() if n.endswith('.asp_mask')]
-    alive_ids = {id(b) for b in alive + masks}
-    buffers = [b for b in var.model.buffers() if id(b) not in alive_ids]
-    return dict(
-        params=_bytes(others) / MB,
-        buffers=_bytes(buffers) / MB,
-        grads=_bytes(p.grad for p in others) / MB,
-        optim=_bytes(v for p in others for v in state.get(p, {}).values()
-                     if torch.is_tensor(v)) / MB,
-        scores=_bytes(scores) / MB,
-        scores_grad=_bytes(p.grad for p in scores) / MB,
-        scores_momentum=_bytes(v for p in scores for v in state.get(p, {}).values()
-                               if torch.is_tensor(v)) / MB,
-        alive=_bytes(alive + masks) / MB,
-    )
-
-
-def saved_for_backward(var: Variant, loss_fn: Callable, amp: bool,
-                       device: str) -> float:
-    """MB of tensors saved for backward in one step (excluding the model state)."""
-    state_ptrs = {t.untyped_storage().data_ptr() for t in
-                  list(var.model.parameters()) + list(var.model.buffers())}
-    seen: Dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in state_ptrs:
-            seen[ptr] = t.untyped_storage().nbytes()
-        return t
-
-    var.optim.zero_grad(set_to_none=True)
-    dtype = torch.float16 if device.startswith('cuda') else torch.bfloat16
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        with torch.autocast(device.split(':')[0], dtype, enabled=amp):
-            loss = loss_fn(var.model)
-    loss.backward()
-    var.optim.zero_grad(set_to_none=True)
-    return sum(seen.values()) / MB
-
-
-def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
-    """Run the benchmark and print the table; returns its rows."""
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = args.device
-    if device.startswith('cuda') and not torch.cuda.is_available():
-        raise SystemExit('--device cuda given but CUDA is not available')
-    torch.manual_seed(args.seed)
-    dense, scope = build_dense(args.config)
-    dense.to(device)
-    variants = [Variant('dense', dense, {})]
-    for pattern in args.patterns.split(','):
-        n, m = parse_pattern(pattern)
-        for method in args.methods.split(','):
-            model = sparsify(copy.deepcopy(dense), n, m, method)
-            keep = {}
-            for name, layer in sparse_layers(model):
-                if method == 'lbc':
-                    # Mid-run state: some candidates removed, scores still learning,
-                    # so forward, score gradients and re-zeroing all run.
-                    num_c = layer.num_candidates
-                    keep[name] = card(0.5, num_c, 0.0, 1.0)
-                    with torch.no_grad():
-                        layer.scores.add_(torch.rand_like(layer.scores) * 1e-3)
-                    layer.remove_candidates(keep[name])
-            variants.append(Variant(f'{method} {n}:{m}', model, keep))
-            if method == 'lbc' and args.lbc_frozen:
-                model = copy.deepcopy(model)
-                for _, layer in sparse_layers(model):
-                    layer.remove_candidates(1)
-                    layer.freeze_scores()
-                variants.append(Variant(f'lbc {n}:{m} end', model, {}))
-    loss_fn = make_batch(dense, scope, args.batch_size, args.img_size, device)
-    for var in variants:
-        var.model.train()
-
-    for rnd in range(args.warmup + args.steps):
-        order = variants if rnd % 2 == 0 else variants[::-1]
-        for var in order:
-            elapsed, cpu = train_step(var, loss_fn, device, args.amp)
-            if rnd >= args.warmup:
-                var.times.append(elapsed)
-                var.cpu_times.append(cpu)
-
-    rows = []
-    for var in variants:
-        state = state_breakdown(var)
-        saved = saved_for_backward(var, loss_fn, args.amp, device)
-        base_state = (state['params'] + state['buffers'] + state['optim'] +
-                      state['scores'] + state['scores_momentum'] + state['alive'])
-        if device.startswith('cuda'):
-            peak = base_state + var.peak_step / MB
-        else:
-            peak = (base_state + state['grads'] + state['scores_grad'] + saved)
-        rows.append(dict(name=var.name, ms=statistics.median(var.times) * 1e3,
-                         cpu_ms=statistics.median(var.cpu_times) * 1e3,
-                         peak=peak, saved=saved, **state))
-    ref = rows[0]
-    dev = torch.cuda.get_device_name() if device.startswith('cuda') else 'cpu'
+def print_table(rows: List[Dict[str, Any]], args: argparse.Namespace) -> None:
+    """The table, with ratios to the first (dense) row."""
+    ref, cuda = rows[0], args.device.startswith('cuda')
+    dev = torch.cuda.get_device_name() if cuda else 'cpu'
     print(f'\n{args.config}: device {dev}, torch {torch.__version__}, batch '
           f'{args.batch_size}, {args.img_size}px, {args.steps} timed steps '
           f'(median), amp={args.amp}, threads {torch.get_num_threads()}')
@@ -328,7 +108,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
               f'{row["saved"]:>10.1f}{row["scores"]:>9.1f}{row["scores_grad"]:>8.1f}'
               f'{row["scores_momentum"]:>10.1f}{row["alive"]:>8.1f}')
     print('peak = ' + ('model state + optimizer state + CUDA peak of a step above '
-                       'the resident memory' if device.startswith('cuda') else
+                       'the resident memory' if cuda else
                        'params + buffers + grads + optimizer state + tensors saved '
                        'for backward (tensor bytes)') +
           '; sparse extras in MB: scores (G x C), their grad and momentum, alive '
@@ -336,6 +116,20 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
           '"lbc N:M" is mid-removal (scores learning), "lbc N:M end" after t_f. '
           'step ms: wall-clock median; cpu ms: process CPU time (all threads) '
           'median, steadier on a shared machine.')
+
+
+def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
+    """Run the benchmark and print the table; returns its rows."""
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    dense, scope = build_dense(args.config)
+    dense.to(args.device)
+    models = variants(dense, args.patterns, args.methods, args.lbc_frozen)
+    loss_fn = make_batch(dense, scope, args.batch_size, args.img_size, args.device)
+    rows = run(models, loss_fn, args.device, args.amp, args.warmup, args.steps)
+    print_table(rows, args)
     return rows
 
 
@@ -346,5 +140,5 @@ def cli() -> int:
 
 
 if __name__ == '__main__':
-    from lbc_mm.io import run_tool
+    from lbc_mm.cli import run_tool
     sys.exit(run_tool(cli))

@@ -62,7 +62,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Run the study; 0, 1 when a run failed, 143 / 130 on SIGTERM / Ctrl-C."""
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    from lbc_mm.io import run_tool
+    from lbc_mm.cli import run_tool
     from lbc_mm.study import run_study
     command = ' '.join(['python tools/compare_methods.py'] + [
         a if ' ' not in a else repr(a) for a in argv])

@@ -39,13 +39,14 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     import lbc_mm  # noqa: F401  (compat: weights-only loading of mmengine ckpts)
+    from lbc_mm.cli import run_tool, tool_error_line
     from lbc_mm.export import export_checkpoint, format_table
     from lbc_mm.export.convert import (
         default_compressed_path,
         default_config_path,
         refuse_overwrites,
     )
-    from lbc_mm.io import atomic_write, check_writable, run_tool, tool_error_line
+    from lbc_mm.io import atomic_write, check_writable
     from lbc_mm.sparsity.patterns import parse_pattern
     written = 'no output file was written'
     outputs = {'OUT': args.out,

@@ -32,22 +32,14 @@ import sys
 from typing import List, Optional
 
 from mmengine.config import Config
-from mmengine.runner import find_latest_checkpoint
 
-from lbc_mm.cli import (
-    build_runner,
-    check_runner_checkpoint,
-    exit_on_run_error,
-    find_missing_data,
-    merge_train_args,
-    parse_train_args,
-)
-from lbc_mm.config_check import exit_on_config_error
-from lbc_mm.dist import setup_distributed, teardown_distributed
+from lbc_mm.cli import merge_train_args, parse_train_args
+from lbc_mm.dist import teardown_distributed
+from lbc_mm.training import prepare_training, run_training
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    """Parse, merge, check the data, set up distributed, train."""
+    """Parse, merge, check the config and data, set up distributed, train."""
     args = parse_train_args(argv)
     if args.resume not in (None, 'auto') and '://' not in args.resume and \
             not osp.isfile(args.resume):
@@ -55,40 +47,18 @@ def main(argv: Optional[List[str]] = None) -> None:
         raise SystemExit(2)
     cfg = Config.fromfile(args.config)
     merge_train_args(cfg, args)
-    # lbc_mm settings, e.g. an LBCHook without optim_wrapper.constructor=
-    # 'LBCOptimWrapperConstructor' (the config says it; nothing adds it):
-    # one line, exit 2
-    exit_on_config_error(cfg)
-    loaders = ('train_dataloader', ) + (
-        ('val_dataloader', ) if cfg.get('val_cfg', None) is not None else ())
-    missing = find_missing_data(cfg, loaders)
-    if missing is not None:
-        print(missing, file=sys.stderr)
-        raise SystemExit(2)
     if args.amp:
         import torch
         if not torch.cuda.is_available():
             print('--amp needs a CUDA GPU (mmengine AmpOptimWrapper); on CPU train '
                   'without it', file=sys.stderr)
             raise SystemExit(2)
-    setup_distributed(cfg, args.launcher)
-    runner = build_runner(cfg)
-    if cfg.get('resume', False):  # the checkpoint mmengine will resume from
-        resume_from = cfg.get('load_from', None) or find_latest_checkpoint(
-            runner.work_dir)
-        if resume_from:  # of another pattern / model: refuse before training
-            check_runner_checkpoint(runner, resume_from)
-    elif cfg.get('load_from', None):  # fine-tuning may fit partially; must be sound
-        check_runner_checkpoint(runner, cfg.load_from, allow_partial=True)
-    try:
-        runner.train()
-    except Exception as exc:  # a clear message (divergence, full disk) is one line
-        exit_on_run_error(exc, runner)
-        raise
+    runner = prepare_training(cfg, args.launcher)
+    run_training(runner)
     del runner  # its DDP model holds the process group (see lbc_mm/dist.py)
     teardown_distributed()  # after success only
 
 
 if __name__ == '__main__':
-    from lbc_mm.io import run_tool
+    from lbc_mm.cli import run_tool
     sys.exit(run_tool(lambda: main() or 0))  # SIGTERM: one line, exit 143

@@ -34,7 +34,8 @@ __all__ = ['Benchmark', 'DTYPES']
 
 DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16, 'fp32': torch.float32}
 NOTES = [
-    'times are medians of repeats (CUDA events); speedup = dense ms / 2:4 ms on the '
+    'times are medians of torch.utils.benchmark.Timer blocks; speedup = dense ms / '
+    '2:4 ms on the '
     'same dense-with-zeros weights',
     'auto: a unit runs 2:4 only where its isolated timing at the model shape beat '
     'dense by the margin and matched dense output; if the result is slower end to '
@@ -52,7 +53,8 @@ class Benchmark:
     """Benchmark one model; :meth:`run` returns the process exit code.
 
     Args:
-        config (str): config path or ``pkg::path``.
+        config (str, optional): config path or ``pkg::path``; None: the stock
+            config ``model_file`` records.
         model_file (str, optional): what ``tools/convert.py`` wrote (``.nm.pth``
             or the stock ``.pth``); None -> random weights with magnitude masks.
         out_json (str): JSON path (rewritten after every stage).
@@ -74,7 +76,7 @@ class Benchmark:
             its numbers mean nothing and the JSON says so).
     """
 
-    def __init__(self, config: str, model_file: Optional[str] = None, *,
+    def __init__(self, config: Optional[str], model_file: Optional[str] = None, *,
                  out_json: str,
                  out_png: Optional[str] = None, model_name: Optional[str] = None,
                  batch: Optional[int] = None, dtype: str = 'fp16',
@@ -87,7 +89,7 @@ class Benchmark:
         self.config, self.model_file = config, model_file
         self.out_json, self.out_png = out_json, out_png
         self.name = model_name or os.path.splitext(
-            os.path.basename(config.split('::')[-1]))[0]
+            os.path.basename((config or model_file).split('::')[-1]))[0]
         self.batch, self.dtype = batch, dtype
         self.layer_dtypes = tuple(layer_dtypes)
         self.img_size, self.det_shape = img_size, list(det_shape)
@@ -166,7 +168,8 @@ class Benchmark:
         self.batch = self.batch or (1 if loaded.scope == 'mmdet' else 64)
         rows = nm_report(loaded.model, loaded.patterns)
         bad = [r for r in rows if r['bad_groups']]
-        res.update(batch=self.batch, weights=loaded.source, scope_rule=loaded.rule,
+        res.update(batch=self.batch, weights=loaded.kind, weights_source=loaded.source,
+                   scope_rule=loaded.rule,
                    scope=loaded.scope, nm_check={'layers': len(rows),
                                                  'layers_not_nm': len(bad),
                                                  'rows': rows})

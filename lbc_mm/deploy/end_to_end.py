@@ -118,8 +118,7 @@ class EndToEnd:
                     if isinstance(ck, str) or (isinstance(ck, float) and ck > E2E_TOL)]
         fns = {k: (lambda m=m: fn(m)) for k, m in models.items() if k not in rejected}
         with torch.no_grad():
-            timing = time_many(fns, graph=(mode == 'cuda_graph'), target_ms=60.0,
-                               max_iters=20, repeats=5)
+            timing = time_many(fns, graph=(mode == 'cuda_graph'), target_ms=60.0)
         auto_sp = speedup(timing.get('dense'), timing.get('auto'))
         dense_ms = timing.get('dense', {}).get('ms')
         entry = {'function': fname, 'mode': mode, 'timing': timing, 'note': note,

@@ -3,9 +3,9 @@
 Deploy reads what export writes. ``tools/convert.py`` writes a stock ``.pth`` and a
 compressed ``.nm.pth`` (docs/export_format.md); both name their N:M layers (the
 compressed file by its ``layers`` entries, the stock file in
-``meta['lbc_mm_export']['sparse_layers']``). :func:`load_converted` builds the
-config's model, turns its sparse layers into stock ones (the export's own
-``densify_model``; a stock upstream config has none), loads the file's weights
+``meta['lbc_mm_export']['sparse_layers']``) and record the stock config.
+:func:`load_converted` builds the stock model (from that record, or from a config
+given, made stock without building its sparse layers), loads the file's weights
 strictly and takes the N:M layers and patterns from the file. A file without that
 record (a training checkpoint, an upstream checkpoint) is refused on one line that
 says to run ``tools/convert.py`` first: which layers are N:M is never guessed from the
@@ -21,6 +21,7 @@ Either way the result is a :class:`LoadedModel`.
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+import torch
 from torch import nn
 
 from ..apis import (
@@ -33,14 +34,14 @@ from ..apis import (
 )
 from ..export.bake import SPARSE_ONLY_KEYS, NotNMError, densify_model, nm_violations
 from ..export.compressed import FORMAT, decompress_state_dict
+from ..layers import divisibility_problem
 from ..sparse_model import nm_report
-from ..sparsity.patterns import parse_pattern
-from ..transforms import sparsify
+from ..sparsity.patterns import magnitude_mask, parse_pattern
+from ..transforms import select_layers
 
-__all__ = ['LoadedModel', 'Not2of4Error', 'NotConvertedError', 'load_converted',
-           'magnitude_sparse',
-           'not_2of4', 'prepare', 'random_weights', 'read_model_file',
-           'require_2of4', 'stock_model']
+__all__ = ['LoadedModel', 'Not2of4Error', 'NotConvertedError', 'converted_config',
+           'load_converted', 'magnitude_sparse', 'not_2of4', 'prepare',
+           'random_weights', 'read_model_file', 'require_2of4']
 
 Patterns = Dict[str, Tuple[int, int]]
 
@@ -146,17 +147,6 @@ def read_model_file(model_file: str) -> Tuple[Dict[str, object], Dict, str]:
     return sd, meta, kind
 
 
-def stock_model(cfg) -> Tuple[nn.Module, str, Patterns]:
-    """The config's model with stock layers in place of its sparse ones.
-
-    Returns:
-        tuple: model (CPU, eval), scope, and ``{name: (n, m)}`` of the layers the
-        config made sparse (empty for a stock config).
-    """
-    model, scope = build_model(cfg)
-    return model, scope, densify_model(model)
-
-
 def _override_score_thr(cfg, score_thr: Optional[float]) -> None:
     """Detector ``test_cfg.rcnn.score_thr`` override, so random-init weights still
     send boxes through the mask head."""
@@ -165,15 +155,35 @@ def _override_score_thr(cfg, score_thr: Optional[float]) -> None:
         cfg.model.test_cfg.rcnn.score_thr = score_thr
 
 
-def load_converted(config: str, model_file: str, check: bool = True,
-                   score_thr: Optional[float] = None) -> LoadedModel:
-    """Config + converted model file -> eval model with plain layers.
+def converted_config(meta: Dict, config: Optional[str], model_file: str):
+    """The stock config to build the model of a converted file: ``config`` made
+    stock (:func:`lbc_mm.export.convert.stock_config`: no LBC layers are built), or
+    without one the stock config the export recorded (plain data).
 
-    CONFIG may be the lbc_mm training config (its sparse layers are turned into
-    stock ones first) or the stock upstream config.
+    Raises:
+        NotConvertedError: no ``config`` and the record holds no stock config (a
+            file from an older ``tools/convert.py``).
+    """
+    from mmengine.config import Config
+
+    from ..export.convert import stock_config
+    if config is not None:
+        return Config(stock_config(load_config(config)))
+    recorded = meta['lbc_mm_export'].get('stock_config')
+    if not isinstance(recorded, dict) or 'model' not in recorded:
+        raise NotConvertedError(
+            f'{model_file} records no stock config (written by an older '
+            'tools/convert.py): pass the config, CONFIG MODEL')
+    return Config(recorded)
+
+
+def load_converted(config: Optional[str], model_file: str, check: bool = True,
+                   score_thr: Optional[float] = None) -> LoadedModel:
+    """Converted model file (+ config) -> eval model with plain layers.
 
     Args:
-        config (str): config path or ``pkg::path``.
+        config (str, optional): the lbc_mm training config or the stock upstream
+            one (path or ``pkg::path``); None: the stock config the file records.
         model_file (str): what ``tools/convert.py`` wrote (``.pth`` or ``.nm.pth``).
         check (bool): raise :class:`NotNMError` when a named layer is not N:M.
         score_thr (float, optional): detector score threshold override.
@@ -188,9 +198,9 @@ def load_converted(config: str, model_file: str, check: bool = True,
             layer that is not a Conv2d / Linear of the model.
     """
     sd, meta, kind = read_model_file(model_file)
-    cfg = load_config(config)
+    cfg = converted_config(meta, config, model_file)
     _override_score_thr(cfg, score_thr)
-    model, scope, _ = stock_model(cfg)
+    model, scope = build_model(cfg)
     problem = checkpoint_mismatch(model, sd)
     if problem is not None:
         raise CheckpointMismatchError(
@@ -206,7 +216,8 @@ def load_converted(config: str, model_file: str, check: bool = True,
         if not isinstance(modules.get(name), (nn.Conv2d, nn.Linear)):
             raise CheckpointMismatchError(
                 f'model file {model_file} lists sparse layer {name}, which is not a '
-                f'Conv2d / Linear of the model built from {config}')
+                f'Conv2d / Linear of the model built from '
+                f'{config or "its recorded stock config"}')
     if check:
         bad = nm_violations(model, patterns)
         if bad:
@@ -221,10 +232,11 @@ def load_converted(config: str, model_file: str, check: bool = True,
 
 def magnitude_sparse(model: nn.Module, patterns: Optional[Patterns] = None,
                      n: int = 2, m: int = 4) -> Tuple[Patterns, str]:
-    """Bake magnitude N:M masks into a model with stock layers (in place).
+    """Bake magnitude N:M masks (:func:`~lbc_mm.sparsity.magnitude_mask`) into a
+    model with stock layers (in place).
 
     Args:
-        model (nn.Module): plain Conv2d / Linear layers (see :func:`stock_model`).
+        model (nn.Module): plain Conv2d / Linear layers.
         patterns (dict, optional): the layers to mask and their patterns; empty or
             None: the layers ``NMSparsify``'s default rule picks, at ``n:m``.
 
@@ -233,16 +245,20 @@ def magnitude_sparse(model: nn.Module, patterns: Optional[Patterns] = None,
     """
     if patterns:
         rule = 'layers the config made sparse (NMSparseConv / NMSparseLinear)'
-        for nm in sorted(set(patterns.values())):
-            names = [k for k, v in patterns.items() if v == nm]
-            sparsify(model, nm[0], nm[1], 'asp', include=names, exclude=[])
+        layers = [(name, model.get_submodule(name)) for name in patterns]
     else:
         rule = ('NMSparsify default rule (docs/method.md §8): backbone Conv2d / '
                 f'Linear with in/groups % {m} == 0, stem / patch embedding, neck '
                 'and head dense')
-        sparsify(model, n, m, 'asp')
-    # an ASP layer not yet trained masks by magnitude: densify bakes that mask
-    return densify_model(model), rule
+        layers, patterns = select_layers(model), {}
+    masked = {name: patterns.get(name, (n, m)) for name, layer in layers
+              if divisibility_problem(layer.weight.shape,
+                                      *patterns.get(name, (n, m))) is None}
+    with torch.no_grad():
+        for name, (ln, lm) in masked.items():
+            weight = model.get_submodule(name).weight
+            weight.mul_(magnitude_mask(weight, ln, lm))
+    return masked, rule
 
 
 def random_weights(config: str, n: int = 2, m: int = 4,
@@ -252,8 +268,9 @@ def random_weights(config: str, n: int = 2, m: int = 4,
     ``NMSparsify``'s default rule (``kind='random'``, no model file)."""
     cfg = load_config(config)
     _override_score_thr(cfg, score_thr)
-    model, scope, config_patterns = stock_model(cfg)
-    # the config's sparse layers get the timed pattern (the GPU kernels run 2:4)
+    model, scope = build_model(cfg)
+    config_patterns = densify_model(model)  # the layers the config made sparse
+    # they get the timed pattern (the GPU kernels run 2:4)
     patterns, rule = magnitude_sparse(
         model, {name: (n, m) for name in config_patterns}, n, m)
     return LoadedModel(
@@ -262,18 +279,13 @@ def random_weights(config: str, n: int = 2, m: int = 4,
                            'model file given; timing does not depend on the values)'))
 
 
-def prepare(config: str, model_file: Optional[str], n: int = 2, m: int = 4,
+def prepare(config: Optional[str], model_file: Optional[str], n: int = 2, m: int = 4,
             score_thr: Optional[float] = 0.0, device: str = 'cpu') -> LoadedModel:
     """Config (+ converted model file) -> the benchmark's model on ``device``.
 
-    Args:
-        config (str): config path or ``pkg::path``.
-        model_file (str, optional): what ``tools/convert.py`` wrote (``.nm.pth`` or
-            the stock ``.pth``), N:M checked by the caller (``nm_report``); None ->
-            random weights with magnitude ``n:m`` masks.
-        n, m (int): pattern of the magnitude masks. Defaults to 2:4.
-        score_thr (float, optional): detector ``test_cfg.rcnn.score_thr`` override.
-        device (str): where the model ends up.
+    :func:`load_converted` (N:M checked by the caller, ``nm_report``) or, without
+    ``model_file``, :func:`random_weights`; ``score_thr``: the detector
+    ``test_cfg.rcnn.score_thr`` override.
     """
     if model_file is not None:
         got = load_converted(config, model_file, check=False, score_thr=score_thr)

@@ -120,8 +120,8 @@ def combined_markdown(results: List[dict], unreadable: List[str]) -> str:
         cut = f'; truncated: {res["truncated"]}' if res.get('truncated') else ''
         if res.get('allowed_variants') is not None:
             cut += f'; 2:4 variants allowed: {res["allowed_variants"]}'
-        lines.append(f'weights: {res.get("weights")}; stages: {res.get("stages_done")}'
-                     f'{cut}')
+        lines.append(f'weights: {res.get("weights_source", res.get("weights"))}; '
+                     f'stages: {res.get("stages_done")}{cut}')
         if res.get('no_sparse_timing'):
             lines.append(f'no sparse timing: {res["no_sparse_timing"]}')
         e2e = {k: v for k, v in res.get('end_to_end', {}).items()

@@ -26,12 +26,11 @@ from ..apis import (
     resolve_config,
 )
 from ..io import atomic_write_all, same_file, torch_writer
+from ..sparse_config import LAYER_TYPES, TRANSFORM_TYPE, type_name
 from ..sparsity.patterns import parse_pattern
 from .bake import SPARSE_ONLY_KEYS, NotNMError, densify_model, nm_violations
 from .compressed import compress_state_dict, layer_sizes, nbytes
 
-#: lbc_mm layer types; a stock config has the library default (None) instead.
-SPARSE_LAYER_TYPES = ('NMSparseConv', 'NMSparseLinear')
 #: The scores' optimizer settings (``LBCOptimWrapperConstructor``).
 SCORE_KEYS = ('scores_lr_mult', 'scores_decay_mult')
 #: Registries whose lbc_mm items a stock config just leaves out (training only).
@@ -40,8 +39,9 @@ OPTIONAL_REGISTRIES = ('HOOKS', 'VISBACKENDS')
 _PLAIN = (str, int, float, bool, type(None))
 
 
-def plain_meta(obj, depth: int = 0):
-    """Keep only plain values (str/int/float/bool/None, lists, dicts) of ``meta``.
+def plain_meta(obj, depth: int = 9):
+    """Keep only plain values (str/int/float/bool/None, lists, dicts) of ``meta``,
+    at most ``depth`` containers deep.
 
     A stock loader must read the exported file with ``weights_only=True`` and no
     allow-list, so nothing else may be pickled into it.
@@ -51,15 +51,15 @@ def plain_meta(obj, depth: int = 0):
     for kind in (str, int, float):  # str subclasses (TorchVersion) -> plain str
         if isinstance(obj, kind):
             return kind(obj)
-    if depth > 8:
+    if depth <= 0:
         return None
     if isinstance(obj, (list, tuple)):
-        return [plain_meta(v, depth + 1) for v in obj if isinstance(
-            plain_meta(v, depth + 1), _PLAIN + (list, dict))]
+        items = [plain_meta(v, depth - 1) for v in obj]
+        return [v for v in items if isinstance(v, _PLAIN + (list, dict))]
     if isinstance(obj, dict):
         out = {}
         for k, v in obj.items():
-            pv = plain_meta(v, depth + 1)
+            pv = plain_meta(v, depth - 1)
             if isinstance(k, str) and (pv is not None or v is None):
                 out[k] = pv
         return out
@@ -124,9 +124,9 @@ def _strip_lbc(node, lbc_types, path: str):
     ``lbc_mm::`` bases add dropped; raises on any other lbc_mm type (naming its
     key)."""
     if isinstance(node, dict):
-        if node.get('type') in SPARSE_LAYER_TYPES:
+        if type_name(node) in LAYER_TYPES:  # a stock config: the library default
             return None
-        if node.get('type') == 'NMSparsify':  # the model it wraps, as it was
+        if type_name(node) == TRANSFORM_TYPE:  # the model it wraps, as it was
             inner = dict(node['model'])
             if node.get('data_preprocessor') is not None:
                 inner.setdefault('data_preprocessor', node['data_preprocessor'])
@@ -190,9 +190,9 @@ def stock_config(cfg) -> Dict:
     return _strip_lbc(data, lbc_types, 'cfg')
 
 
-def checked_stock_config(cfg, state_dict: Dict[str, torch.Tensor]) -> str:
-    """:func:`stock_config` as the text of a ``.py`` config (mmengine's format),
-    after checking that the model it builds takes ``state_dict`` strictly.
+def checked_stock_config(cfg, state_dict: Dict[str, torch.Tensor]):
+    """:func:`stock_config` as an mmengine ``Config``, after checking that the model
+    it builds takes ``state_dict`` strictly.
 
     Raises:
         ValueError: it does not (naming the first keys), or see
@@ -205,7 +205,7 @@ def checked_stock_config(cfg, state_dict: Dict[str, torch.Tensor]) -> str:
     if problem is not None:
         raise ValueError(f'the stock config written from {cfg.filename} does not '
                          f'load the exported weights: {problem}')
-    return stock.pretty_text
+    return stock
 
 
 def export_checkpoint(config: str, checkpoint: str, out: str,
@@ -261,11 +261,15 @@ def export_checkpoint(config: str, checkpoint: str, out: str,
                   for k, v in model.state_dict().items()}
     leftover = [k for k in state_dict if k.rsplit('.', 1)[-1] in SPARSE_ONLY_KEYS]
     assert not leftover, f'sparse-only keys survived densify: {leftover[:3]}'
+    stock = checked_stock_config(cfg, state_dict)
     meta = plain_meta(ckpt.get('meta', {})) or {}
+    # The stock config as plain data: deploy builds the model from the file alone
+    # (a config from a file is data, never code that runs).
     meta['lbc_mm_export'] = {
         'source_checkpoint': os.path.abspath(checkpoint), 'config': config,
         'sparse_layers': {k: f'{n}:{m}' for k, (n, m) in patterns.items()},
-        'torch': str(torch.__version__)}
+        'torch': str(torch.__version__),
+        'stock_config': plain_meta(stock.to_dict(), depth=64)}
     comp = compress_state_dict(state_dict, patterns, meta)
     rows: List[Dict] = []
     for key, entry in comp['layers'].items():
@@ -283,7 +287,7 @@ def export_checkpoint(config: str, checkpoint: str, out: str,
         'other_bytes': other_bytes}
     totals['model_dense_bytes'] = totals['sparse_dense_bytes'] + other_bytes
     totals['model_compressed_bytes'] = totals['sparse_compressed_bytes'] + other_bytes
-    config_text = checked_stock_config(cfg, state_dict).encode()
+    config_text = stock.pretty_text.encode()
     # all files or none (a failure or Ctrl-C in a later one leaves no earlier one)
     atomic_write_all([(out, torch_writer({'state_dict': state_dict, 'meta': meta})),
                       (compressed_out, torch_writer(comp)),

@@ -50,14 +50,8 @@ def run_one(run_dir: str) -> None:
     from mmengine.model import is_model_wrapper
 
     from ..apis import load_config
-    from ..cli import (
-        build_runner,
-        find_missing_data,
-        merge_train_args,
-        parse_train_args,
-    )
-    from ..dist import setup_distributed
     from ..hooks.lbc_hook import LBCHook
+    from ..training import prepare_training, run_training
 
     with open(osp.join(run_dir, SPEC)) as f:
         spec = json.load(f)
@@ -66,13 +60,7 @@ def run_one(run_dir: str) -> None:
         cfg.merge_from_dict(spec['cfg_options'])
     pattern = tuple(spec['pattern']) if spec['pattern'] else None
     rewrite_config(cfg, spec['method'], pattern, spec['seed'])
-    merge_train_args(cfg, parse_train_args([spec['config'], '--work-dir', run_dir]))
-    loaders = ('train_dataloader', ) + (
-        ('val_dataloader', ) if cfg.get('val_cfg', None) is not None else ())
-    missing = find_missing_data(cfg, loaders)
-    if missing is not None:
-        raise SystemExit(missing)
-    setup_distributed(cfg, 'none')
+    cfg.launcher, cfg.work_dir = 'none', run_dir
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -86,7 +74,7 @@ def run_one(run_dir: str) -> None:
                 self.metrics = dict(metrics)
 
     recorder = _Metrics()
-    runner = build_runner(cfg)
+    runner = prepare_training(cfg)  # tools/train.py's sequence
     model = runner.model.module if is_model_wrapper(runner.model) else runner.model
     dense, total = dense_fallbacks(model)
     if pattern is not None and total and len(dense) == total:
@@ -97,7 +85,7 @@ def run_one(run_dir: str) -> None:
             f'would train dense ({named})')
     runner.register_hook(recorder, priority='LOWEST')
     start = time.perf_counter()
-    runner.train()
+    run_training(runner)
     wall = time.perf_counter() - start
     metrics = recorder.metrics
     if metrics is None and cfg.get('val_cfg', None) is not None:

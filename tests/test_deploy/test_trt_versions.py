@@ -1,5 +1,5 @@
-"""TensorRT by version, without TensorRT: the trtexec command lines and Python API
-call plans for 8.x / 10.x / 11.x, and which layers ran sparse from the engine's
+"""TensorRT by version, without TensorRT: the trtexec command lines for 8.x / 10.x /
+11.x, the timing trtexec exports, and which layers ran sparse from the engine's
 layer information.
 
 The layer-information samples below were written by hand from NVIDIA's documented
@@ -11,7 +11,8 @@ detailed verbosity ``Layers`` is a list of names; 11.x replaced ``Bindings`` by
 """
 import pytest
 
-from lbc_mm.deploy.onnx import trt, trt_layers
+from lbc_mm.deploy.onnx import trt_layers
+from lbc_mm.deploy.onnx import trtexec as trt
 
 STATIC = None
 DYNAMIC = {'input': [16, 3, 224, 224]}
@@ -57,20 +58,15 @@ def test_explicit_batch_and_layer_info_flags_per_version():
         _argv('7.2.3')
 
 
-def test_python_api_plans_per_version():
-    p8 = trt.python_api_plan('8.6.1', True, 'fp16', STATIC)
-    assert p8[0] == ('create_network', ['EXPLICIT_BATCH'])  # 0 = implicit batch on 8
-    assert ('set_flag', 'FP16') in p8 and ('set_flag', 'SPARSE_WEIGHTS') in p8
-    assert not any(c == 'profile' for c, _ in p8)  # static input: no profile
-    p10 = trt.python_api_plan('10.3.0', True, 'fp16', DYNAMIC)
-    assert p10[0] == ('create_network', [])  # explicit batch is the default
-    assert ('profile', {'input': [16, 3, 224, 224]}) in p10
-    p11 = trt.python_api_plan('11.4.0', False, 'fp16', STATIC)
-    assert p11[0] == ('create_network', [])
-    assert ('set_flag', 'FP16') not in p11  # BuilderFlag.FP16 is gone in 11
-    assert ('set_flag', 'SPARSE_WEIGHTS') not in p11  # dense engine
-    with pytest.raises(ValueError, match='8.5 or newer'):
-        trt.python_api_plan('8.4.3', True)
+def test_timing_comes_from_the_times_trtexec_exports():
+    argv = _argv('10.3.0')
+    assert '--exportTimes=/w/times_sparse.json' in argv
+    assert '--exportTimes=/w/times_dense.json' in _argv('8.6.1', sparse=False)
+    times = [{'computeMs': v, 'latencyMs': v + 1} for v in (0.7, 0.5, 0.6)]
+    assert trt.median_compute_ms(times) == 0.6
+    old = [{'startComputeMs': 1.0, 'endComputeMs': 1.25}]  # no computeMs key
+    assert trt.median_compute_ms(old) == 0.25
+    assert trt.median_compute_ms([]) is None
 
 
 def test_trtexec_version_from_its_banner():
@@ -92,7 +88,7 @@ def test_compare_engines_without_tensorrt_says_how_in_one_line(tmp_path):
     path = str(tmp_path / 'static.onnx')
     onnx.save(helper.make_model(graph), path)
     assert trt.dynamic_inputs(path) == {}
-    none = {'trtexec': None, 'trtexec_version': None, 'python': None}
+    none = {'trtexec': None, 'trtexec_version': None}
     res = trt.compare_engines(path, (1, 3, 8, 8), str(tmp_path), found=none)
     assert not res['available'] and '\n' not in res['line']
     assert '--shapes' not in res['line']  # static file
@@ -149,7 +145,7 @@ def test_engine_layers_read_sparse_flag_and_tactic_names():
 
 def test_verdicts_name_eligible_layers_that_were_not_picked():
     log = trt_layers.parse_trtexec_log(LOG)
-    assert log['median_ms'] == 0.6 and len(log['eligible_layers']) == 2
+    assert len(log['eligible_layers']) == 2
     got = {v['layer']: v for v in trt_layers.layer_verdicts(
         ROWS, trt_layers.engine_layers(LAYER_INFO_DETAILED), log['sparse_layers'])}
     assert set(got) == {'backbone.layer1.0.conv1', 'backbone.layer1.0.conv2',

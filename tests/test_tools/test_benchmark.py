@@ -48,7 +48,7 @@ def test_no_gpu_exits_2_with_one_line_after_checking_weights(tiny_cfg, tmp_path)
     res = json.loads(out.read_text())
     assert res['nm_check']['layers'] == 8 and res['nm_check']['layers_not_nm'] == 0
     assert 'no CUDA GPU' in res['no_sparse_timing']
-    assert 'magnitude 2:4' in res['weights']
+    assert res['weights'] == 'random' and 'magnitude 2:4' in res['weights_source']
     assert res['env']['torch'] == torch.__version__
 
 
@@ -140,7 +140,8 @@ def test_checkpoint_weights_are_checked_before_the_gpu_question(tmp_path, finish
     code = Benchmark(cfg, str(model_file), out_json=str(out), log=lines.append).run()
     res = json.loads(out.read_text())
     assert res['nm_check']['layers'] == 20
-    assert res['weights'].startswith('trained weights from')
+    assert res['weights'] in ('stock', 'compressed')
+    assert res['weights_source'].startswith('trained weights from')
     assert res['model_file'] == str(model_file) and 'checkpoint' not in res
     if finished:
         assert code == (0 if torch.cuda.is_available() else 2)
@@ -248,3 +249,19 @@ def test_trained_patterns_that_are_2of4_run_and_4of8_is_refused(tiny_cfg, tmp_pa
     assert line.startswith('error: 8 of 8 sparse layers are not 2:4') and \
         'trained 4:8' in line and '4:8 ones do not' in line
     assert json.loads(out.read_text())['not_2of4'][0]['trained'] == '4:8'
+
+
+def test_the_model_file_alone_is_enough(tmp_path):
+    """The export record holds the stock config: ``benchmark.py MODEL.nm.pth``
+    builds the stock model from it (no training config, no LBC layer built)."""
+    from lbc_mm.export import export_checkpoint
+    cfg, ckpt = _lbc_checkpoint(tmp_path)
+    export_checkpoint(cfg, ckpt, str(tmp_path / 'model.pth'))
+    out = tmp_path / 'r.json'
+    proc = _run(str(tmp_path / 'model.nm.pth'), '--batch', '2', '--img-size', '32',
+                '--out-json', str(out))
+    assert proc.returncode == 2, proc.stderr[-2000:]  # no GPU here, weights checked
+    res = json.loads(out.read_text())
+    assert res['config'] is None and res['model_name'] == 'model'
+    assert res['weights'] == 'compressed'
+    assert res['nm_check']['layers'] == 20 and res['nm_check']['layers_not_nm'] == 0

@@ -4,9 +4,20 @@ import os
 import subprocess
 import sys
 
+import pytest
 from torch import nn
 
 from lbc_mm.layers import NMSparseLinear
+from lbc_mm.step_cost import Variant
+
+
+def _tool(repo_root):
+    spec = importlib.util.spec_from_file_location(
+        'lbc_tools_benchmark_train', os.path.join(repo_root, 'tools',
+                                                  'benchmark_train.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
 
 
 def test_prints_dense_and_sparse_rows_with_ratios(repo_root):
@@ -36,13 +47,34 @@ def test_prints_dense_and_sparse_rows_with_ratios(repo_root):
 
 def test_optimizer_is_the_training_constructor_with_its_defaults(repo_root):
     """The scores decay like the weights (``scores_decay_mult=1.0``), as in training."""
-    spec = importlib.util.spec_from_file_location(
-        'lbc_tools_benchmark_train', os.path.join(repo_root, 'tools',
-                                                  'benchmark_train.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     model = nn.Sequential(NMSparseLinear(8, 4, n=2, m=4, method='lbc'))
-    optim = tool.Variant('lbc 2:4', model, {}).optim
+    optim = Variant('lbc 2:4', model, {}).optim
     decay = {id(p): group['weight_decay'] for group in optim.param_groups
              for p in group['params']}
     assert decay[id(model[0].scores)] == decay[id(model[0].weight)] == 1e-4
+
+
+@pytest.mark.parametrize('args, line', [
+    (['--patterns', '3:2'], "error: --patterns: pattern '3:2' is not a valid N:M"),
+    (['--methods', 'lbx'], "error: --methods: unknown method 'lbx', expected a comma "
+     'list of lbc, srste, ste, asp'),
+    (['--steps', '0'], 'error: --steps must be >= 1, got 0'),
+    (['--batch-size', '0'], 'error: --batch-size must be >= 1, got 0'),
+])
+def test_bad_arguments_are_one_line_before_any_model_is_built(repo_root, capsys,
+                                                              args, line):
+    with pytest.raises(SystemExit) as info:
+        _tool(repo_root).parse_args(['no_such_config.py'] + args)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(line) and err.count('\n') == 1, err
+
+
+def test_bad_argument_from_the_command_line(repo_root):
+    proc = subprocess.run(
+        [sys.executable, os.path.join(repo_root, 'tools', 'benchmark_train.py'),
+         'no_such_config.py', '--patterns', '3:2'],
+        capture_output=True, text=True, timeout=300, cwd=repo_root)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: --patterns: pattern '3:2'")
+    assert proc.stderr.count('\n') == 1, proc.stderr

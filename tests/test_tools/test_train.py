@@ -18,7 +18,7 @@ from lbc_toy import (  # tests/test_hooks: setup.cfg's pytest pythonpath
 )
 from mmengine.config import Config
 
-from lbc_mm.cli import merge_train_args, parse_train_args
+from lbc_mm.cli import find_missing_data, merge_train_args, parse_train_args
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -89,17 +89,17 @@ def _coco_loader(root: str, ann: str = 'annotations/train.json') -> dict:
 def test_find_missing_data_paths(tmp_path):
     root = tmp_path / 'coco'
     cfg = Config(dict(train_dataloader=_coco_loader(str(root) + '/')))
-    message = train.find_missing_data(cfg, ('train_dataloader', ))
+    message = find_missing_data(cfg, ('train_dataloader', ))
     assert f'{root}/ does not exist' in message
     assert '--cfg-options train_dataloader.dataset.data_root=' in message
     (root / 'annotations').mkdir(parents=True)
-    message = train.find_missing_data(cfg, ('train_dataloader', ))
+    message = find_missing_data(cfg, ('train_dataloader', ))
     assert str(root / 'annotations' / 'train.json') in message
     (root / 'annotations' / 'train.json').write_text('{}')
-    message = train.find_missing_data(cfg, ('train_dataloader', ))
+    message = find_missing_data(cfg, ('train_dataloader', ))
     assert str(root / 'train2017') in message
     (root / 'train2017').mkdir()
-    assert train.find_missing_data(cfg, ('train_dataloader', )) is None
+    assert find_missing_data(cfg, ('train_dataloader', )) is None
 
 
 def test_find_missing_data_nested_and_skipped(tmp_path):
@@ -112,11 +112,11 @@ def test_find_missing_data_nested_and_skipped(tmp_path):
                                         data_prefix=''), inner]))),
         val_dataloader=dict(dataset=dict(type='CIFAR10', data_root='data/cifar')),
         test_dataloader=dict(dataset=dict(type='X', data_root='s3://bucket/coco'))))
-    message = train.find_missing_data(cfg, ('train_dataloader', ))
+    message = find_missing_data(cfg, ('train_dataloader', ))
     assert ('--cfg-options train_dataloader.dataset.dataset.datasets.1.data_root='
             in message)
     # self-downloading and remote datasets are not checked
-    assert train.find_missing_data(cfg, ('val_dataloader', 'test_dataloader')) is None
+    assert find_missing_data(cfg, ('val_dataloader', 'test_dataloader')) is None
 
 
 def test_missing_dataset_is_one_line_not_a_traceback(tmp_path):
@@ -245,8 +245,8 @@ def test_sigterm_during_training_is_one_line_and_leaves_no_temp_file(
     """SIGTERM while the checkpoint of iteration 8 is written (what tools/train.py
     runs under ``lbc_mm.io.run_tool``): exit 143, one line, the temp file removed,
     iter_4.pth left for --resume."""
+    from lbc_mm.cli import run_tool
     from lbc_mm.hooks import checkpoint
-    from lbc_mm.io import run_tool
     real = checkpoint.atomic_write
 
     def atomic_write(path, write):

@@ -8,7 +8,9 @@ are transposed to ``(N, K)`` first.
 
 Each Conv / Gemm / MatMul weight initializer becomes a table row: the layer it came
 from (the node's module scope), its N:M state, whether it is 2:4 (what TensorRT's
-``--sparsity=enable`` uses), and why a dense one is dense.
+``--sparsity=enable`` uses: NVIDIA's ``polygraphy inspect sparsity`` decides where
+it is run, :func:`judge_by_polygraphy`; our count where it is not), and why a dense
+one is dense.
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -282,42 +284,17 @@ def polygraphy_sparsity(onnx_path: str, exe: Optional[str] = None,
             'non_sparse': found('Found non-sparse tensor:'), 'command': cmd}
 
 
-def compare_polygraphy(rows: List[Dict[str, object]],
-                       poly: Dict[str, object]) -> Dict[str, object]:
-    """lbc_mm's 2:4 initializers (``is_2of4``) vs Polygraphy's sparse tensors.
-
-    Compared on the weights lbc_mm can group (``is_2of4`` not None): a grouped conv
-    has no 2:4 kernel in TensorRT, so lbc_mm leaves it out while Polygraphy checks
-    it; those are listed apart (``polygraphy_only_grouped``).
-
-    Counts are of initializers: layers whose exported weights are identical (e.g.
-    BatchNorm-folded weights that are all zero) share one, so ``layers`` (lbc_mm's
-    2:4 rows) can exceed ``lbc_mm``.
+def judge_by_polygraphy(rows: List[Dict[str, object]],
+                        poly: Dict[str, object]) -> List[str]:
+    """Polygraphy's verdicts become the ``is_2of4`` column (in place), for the
+    weights TensorRT can group (``is_2of4`` not None: a grouped conv has no 2:4
+    kernel, so it stays out whatever Polygraphy says).
 
     Returns:
-        dict: ``lbc_mm`` and ``polygraphy`` (counts), ``layers``, ``same`` (bool),
-        and the initializer names each side alone calls 2:4.
+        list[str]: the sparse layers whose initializer Polygraphy does not call 2:4.
     """
-    ours = {r['initializer'] for r in rows if r['is_2of4']}
-    groupable = {r['initializer'] for r in rows if r['is_2of4'] is not None}
-    theirs_all = set(poly['sparse'])
-    theirs = theirs_all & groupable
-    return {'lbc_mm': len(ours), 'polygraphy': len(theirs),
-            'layers': sum(1 for r in rows if r['is_2of4']), 'same': ours == theirs,
-            'only_lbc_mm': sorted(ours - theirs),
-            'only_polygraphy': sorted(theirs - ours),
-            'polygraphy_only_grouped': sorted(theirs_all - groupable),
-            'command': ' '.join(poly['command'])}
-
-
-def format_polygraphy(cmp: Dict[str, object]) -> str:
-    """One line: both counts and whether they name the same weights."""
-    shared = (f' ({cmp["layers"]} 2:4 layers: identical exported weights share an '
-              f'initializer)' if cmp['layers'] > cmp['lbc_mm'] else '')
-    line = (f'2:4 weight initializers: lbc_mm {cmp["lbc_mm"]}, Polygraphy (`polygraphy '
-            f'inspect sparsity`) {cmp["polygraphy"]}{shared}: ')
-    if cmp['same']:
-        return line + 'the same weights'
-    ours = ', '.join(cmp['only_lbc_mm'][:3]) or '-'
-    theirs = ', '.join(cmp['only_polygraphy'][:3]) or '-'
-    return line + f'DIFFERENT: only lbc_mm {ours}; only Polygraphy {theirs}'
+    sparse = set(poly['sparse'])
+    for r in rows:
+        if r['is_2of4'] is not None:
+            r['is_2of4'] = r['initializer'] in sparse
+    return [str(r['layer']) for r in rows if r['pattern'] and r['is_2of4'] is False]

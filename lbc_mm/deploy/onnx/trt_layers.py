@@ -6,7 +6,7 @@ a tactic name containing ``sparse``), with TensorRT's verbose build log
 ("(Sparsity) ... picked sparse implementation for layers: ...") as a second signal;
 :func:`layer_verdicts` maps both back to the model's layers and names the ones that
 were 2:4 in the ONNX file but did not get a sparse kernel. Pure functions of text /
-JSON (no TensorRT needed); :mod:`lbc_mm.deploy.onnx.trt` runs the builds.
+JSON (no TensorRT needed); :mod:`lbc_mm.deploy.onnx.trtexec` runs the builds.
 """
 import re
 from typing import Dict, List, Sequence
@@ -14,7 +14,6 @@ from typing import Dict, List, Sequence
 __all__ = ['engine_layers', 'layer_verdicts', 'parse_trtexec_log',
            'sparse_tactic_layers']
 
-_MEDIAN = re.compile(r'GPU Compute Time:.*?median = ([0-9.eE+-]+) ms')
 _PICKED = re.compile(r'\(Sparsity\)[^\n]*picked sparse implementation for layers:'
                      r'[ \t]*([^\n]*)')
 _ELIGIBLE = re.compile(r'\(Sparsity\)[^\n]*eligible for sparse math:[ \t]*([^\n]*)')
@@ -25,12 +24,10 @@ def _split_layers(text: str) -> List[str]:
 
 
 def parse_trtexec_log(log: str) -> Dict[str, object]:
-    """Median GPU compute time (ms) and the log's sparse / eligible layer lists."""
-    med = _MEDIAN.findall(log)
+    """The build log's sparse / eligible layer lists."""
     picked = [x for m in _PICKED.findall(log) for x in _split_layers(m)]
     eligible = [x for m in _ELIGIBLE.findall(log) for x in _split_layers(m)]
-    return {'median_ms': float(med[-1]) if med else None, 'sparse_layers': picked,
-            'eligible_layers': eligible}
+    return {'sparse_layers': picked, 'eligible_layers': eligible}
 
 
 def _truthy(v) -> bool:

@@ -1,23 +1,17 @@
-"""TensorRT engines with and without sparse kernels, per TensorRT version.
+"""TensorRT engines with and without sparse kernels, built and timed by NVIDIA's
+``trtexec``, one command line per TensorRT version.
 
-What differs between versions is kept as data, built by pure functions that the unit
-tests check for each version without TensorRT:
-
-- :func:`trtexec_argv`: the ``trtexec`` command line. ``--shapes`` only for an ONNX
-  file with dynamic input axes (trtexec refuses explicit shapes for a static one);
-  ``--fp16`` on 8.x / 10.x; none on 11.x, which is strongly typed (no precision flags
-  at all): there the network is FP16 because the ONNX file is (``fp16_onnx``);
-  ``--explicitBatch`` only before 8.2 (later trtexec parses ONNX with explicit batch
-  by itself and the flag is deprecated), and ``--profilingVerbosity`` /
-  ``--exportLayerInfo`` from 8.2 on (the engine inspector's first release).
-- :func:`python_api_plan`: the ``tensorrt`` Python calls as ``(call, argument)``
-  pairs: ``create_network`` with ``EXPLICIT_BATCH`` on 8.x (``0`` is implicit batch
-  there, which the ONNX parser rejects) and no flag on 10.x / 11.x (explicit batch is
-  the default, the flag deprecated); ``BuilderFlag.FP16`` only before 11; an
-  optimization profile only for dynamic inputs. :func:`run_python_trt` executes it.
-
-Which layers ran with sparse kernels: :mod:`lbc_mm.deploy.onnx.trt_layers` (layer
-information and build log -> per-layer verdicts).
+:func:`trtexec_argv` (pure; the unit tests check it per version without TensorRT):
+``--shapes`` only for an ONNX file with dynamic input axes (trtexec refuses explicit
+shapes for a static one); ``--fp16`` on 8.x / 10.x; none on 11.x, which is strongly
+typed (no precision flags at all): there the network is FP16 because the ONNX file
+is (``fp16_onnx``); ``--explicitBatch`` only before 8.2 (later trtexec parses ONNX
+with explicit batch by itself and the flag is deprecated), and
+``--profilingVerbosity`` / ``--exportLayerInfo`` from 8.2 on (the engine
+inspector's first release). The timing is trtexec's own: ``--exportTimes`` writes
+every iteration's times as JSON (:func:`median_compute_ms`). Which layers ran with
+sparse kernels: :mod:`lbc_mm.deploy.onnx.trt_layers` (layer information and build
+log -> per-layer verdicts).
 
 Written without a GPU or TensorRT to run it on (docs/deploy.md).
 """
@@ -61,8 +55,7 @@ def trtexec_version(text: str) -> Optional[str]:
 
 
 def find_tensorrt() -> Dict[str, Optional[str]]:
-    """``{'trtexec': path, 'trtexec_version', 'python': tensorrt version}`` (None
-    where absent)."""
+    """``{'trtexec': path, 'trtexec_version'}`` (None where absent)."""
     trtexec = shutil.which('trtexec') or next(
         (p for p in TRTEXEC_PATHS if os.access(p, os.X_OK)), None)
     exe_version = None
@@ -73,13 +66,7 @@ def find_tensorrt() -> Dict[str, Optional[str]]:
             exe_version = trtexec_version(proc.stdout + proc.stderr)
         except (OSError, subprocess.SubprocessError):
             pass
-    try:
-        import tensorrt
-        version = str(tensorrt.__version__)
-    except Exception:  # noqa: BLE001  (not installed, or no CUDA driver)
-        version = None
-    return {'trtexec': trtexec, 'trtexec_version': exe_version or version,
-            'python': version}
+    return {'trtexec': trtexec, 'trtexec_version': exe_version}
 
 
 def dynamic_inputs(onnx_path: str) -> Dict[str, List[object]]:
@@ -143,7 +130,8 @@ def trtexec_argv(trtexec: str, onnx_path: str, version: str, sparse: bool,
                                           for name, s in shapes.items()))
     if precision == 'fp16' and major < 11:
         cmd.append('--fp16')
-    cmd += ['--noDataTransfers', '--useCudaGraph', '--duration=10', '--verbose']
+    cmd += ['--noDataTransfers', '--useCudaGraph', '--duration=10', '--verbose',
+            f'--exportTimes={times_path(workdir, sparse)}']
     return cmd
 
 
@@ -151,41 +139,26 @@ def layer_info_path(workdir: str, sparse: bool) -> str:
     return os.path.join(workdir, f'layers_{"sparse" if sparse else "dense"}.json')
 
 
-def python_api_plan(version: str, sparse: bool, precision: str = 'fp16',
-                    shapes: Optional[Dict[str, Sequence[int]]] = None
-                    ) -> List[Tuple[str, object]]:
-    """The ``tensorrt`` Python calls that build one engine, as data.
+def times_path(workdir: str, sparse: bool) -> str:
+    return os.path.join(workdir, f'times_{"sparse" if sparse else "dense"}.json')
 
-    Returns:
-        list[tuple]: ``('create_network', [NetworkDefinitionCreationFlag names])``,
-        ``('profiling_verbosity', 'DETAILED')``, ``('set_flag', BuilderFlag name)``
-        ..., ``('profile', {input: shape})`` (only
-        for dynamic inputs), in that order.
 
-    Raises:
-        ValueError: TensorRT older than 8.5 (no ``set_input_shape`` /
-            ``execute_async_v3``; use trtexec there).
-    """
-    major, minor = version_tuple(version)
-    if (major, minor) < (8, 5):
-        raise ValueError(f'the tensorrt Python path needs TensorRT 8.5 or newer (found '
-                         f'{version}); use trtexec')
-    plan: List[Tuple[str, object]] = [
-        ('create_network', ['EXPLICIT_BATCH'] if major < 10 else [])]
-    plan.append(('profiling_verbosity', 'DETAILED'))
-    if precision == 'fp16' and major < 11:
-        plan.append(('set_flag', 'FP16'))
-    if sparse:
-        plan.append(('set_flag', 'SPARSE_WEIGHTS'))
-    if shapes:
-        plan.append(('profile', {k: list(v) for k, v in shapes.items()}))
-    return plan
+def median_compute_ms(times) -> Optional[float]:
+    """Median GPU compute time (ms) of ``--exportTimes`` JSON: one record per
+    iteration with ``computeMs`` (older versions: ``endComputeMs`` -
+    ``startComputeMs``); None when it holds no iteration."""
+    vals = sorted(
+        float(t['computeMs']) if 'computeMs' in t else
+        float(t['endComputeMs']) - float(t['startComputeMs'])
+        for t in times if isinstance(t, dict) and (
+            'computeMs' in t or 'startComputeMs' in t))
+    return vals[len(vals) // 2] if vals else None
 
 
 def how_to_run(onnx_path: str, shape: Sequence[int], dynamic: bool = True) -> str:
     """The one line printed where TensorRT is missing."""
     shapes = f' --shapes=input:{shape_text(shape)}' if dynamic else ''
-    return (f'TensorRT not found (no trtexec on PATH, no tensorrt module): on a GPU '
+    return (f'TensorRT not found (no trtexec on PATH): on a GPU '
             f'machine with TensorRT 8/10 run `trtexec --onnx={onnx_path} --fp16 '
             f'--sparsity=enable{shapes} --verbose` (and --sparsity=disable to '
             'compare; on TensorRT 11 no --fp16: pass the FP16 ONNX file, '
@@ -194,7 +167,8 @@ def how_to_run(onnx_path: str, shape: Sequence[int], dynamic: bool = True) -> st
 
 def run_trtexec(cmd: List[str], workdir: str, sparse: bool,
                 timeout: int = 900) -> Dict[str, object]:
-    """Run one :func:`trtexec_argv` command; median ms, sparse layers, the log."""
+    """Run one :func:`trtexec_argv` command; median ms (``--exportTimes``), the
+    layers with sparse kernels (layer information and log), the log."""
     tag = 'sparse' if sparse else 'dense'
     os.makedirs(workdir, exist_ok=True)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -202,94 +176,20 @@ def run_trtexec(cmd: List[str], workdir: str, sparse: bool,
     with open(log_path, 'w') as f:
         f.write(' '.join(cmd) + '\n' + proc.stdout + proc.stderr)
     res = parse_trtexec_log(proc.stdout + proc.stderr)
-    res['engine_layers'] = []
-    info = layer_info_path(workdir, sparse)
-    if os.path.isfile(info):
-        try:
-            with open(info) as f:
-                res['engine_layers'] = engine_layers(json.load(f))
-        except (OSError, ValueError):
-            pass
-    res.update(rc=proc.returncode, log=log_path, command=cmd)
+    layers, times = (_read_json(path(workdir, sparse))
+                     for path in (layer_info_path, times_path))
+    res.update(engine_layers=engine_layers(layers or {}),
+               median_ms=median_compute_ms(times or []), rc=proc.returncode,
+               log=log_path, command=cmd)
     return res
 
 
-def run_python_trt(onnx_path: str, version: str, sparse: bool, precision: str,
-                   shapes: Dict[str, Sequence[int]], iters: int = 200
-                   ) -> Dict[str, object]:
-    """Execute :func:`python_api_plan` with the tensorrt module (timing: torch CUDA
-    events). Static inputs take the ONNX file's own shapes."""
-    import tensorrt as trt
-    import torch
-    plan = python_api_plan(version, sparse, precision, shapes)
-    messages: List[str] = []
-
-    class _Log(trt.ILogger):
-
-        def __init__(self):
-            trt.ILogger.__init__(self)
-
-        def log(self, severity, msg):
-            messages.append(msg)
-
-    logger = _Log()
-    builder = trt.Builder(logger)
-    config = builder.create_builder_config()
-    network = None
-    for call, arg in plan:
-        if call == 'create_network':
-            flags = 0
-            for name in arg:
-                flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
-            network = builder.create_network(flags)
-            parser = trt.OnnxParser(network, logger)
-            with open(onnx_path, 'rb') as f:
-                if not parser.parse(f.read()):
-                    raise RuntimeError(f'TensorRT cannot parse {onnx_path}: '
-                                       f'{parser.get_error(0)}')
-        elif call == 'profiling_verbosity':
-            config.profiling_verbosity = getattr(trt.ProfilingVerbosity, arg)
-        elif call == 'set_flag':
-            config.set_flag(getattr(trt.BuilderFlag, arg))
-        elif call == 'profile':
-            profile = builder.create_optimization_profile()
-            for name, s in arg.items():
-                profile.set_shape(name, tuple(s), tuple(s), tuple(s))
-            config.add_optimization_profile(profile)
-    blob = builder.build_serialized_network(network, config)
-    if blob is None:
-        raise RuntimeError('TensorRT built no engine: ' + (messages[-1] if messages
-                                                            else 'no message'))
-    engine = trt.Runtime(logger).deserialize_cuda_engine(blob)
-    ctx = engine.create_execution_context()
-    for name, s in shapes.items():
-        ctx.set_input_shape(name, tuple(s))
-    dtypes = {trt.DataType.HALF: torch.float16, trt.DataType.FLOAT: torch.float32}
-    bufs = []
-    for i in range(engine.num_io_tensors):
-        t = engine.get_tensor_name(i)
-        buf = torch.empty(tuple(ctx.get_tensor_shape(t)), device='cuda',
-                          dtype=dtypes.get(engine.get_tensor_dtype(t), torch.float32))
-        ctx.set_tensor_address(t, buf.data_ptr())
-        bufs.append(buf)
-    stream = torch.cuda.Stream()
-    times = []
-    for i in range(iters + 20):
-        start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
-        start.record(stream)
-        ctx.execute_async_v3(stream.cuda_stream)
-        end.record(stream)
-        end.synchronize()
-        if i >= 20:
-            times.append(start.elapsed_time(end))
-    info = json.loads(engine.create_engine_inspector().get_engine_information(
-        trt.LayerInformationFormat.JSON))
-    res = parse_trtexec_log('\n'.join(messages))
-    res.update(engine_layers=engine_layers(info), rc=0,
-               median_ms=sorted(times)[len(times) // 2],
-               command=[f'tensorrt {version} Python API'] + [
-                   f'{c}({a})' for c, a in plan])
-    return res
+def _read_json(path: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):  # not written: the build or the run failed
+        return None
 
 
 def compare_engines(onnx_path: str, shape: Sequence[int], workdir: str,
@@ -304,30 +204,25 @@ def compare_engines(onnx_path: str, shape: Sequence[int], workdir: str,
     """
     found = found or find_tensorrt()
     dyn = dynamic_inputs(onnx_path)
-    if not found['trtexec'] and not found['python']:
+    if not found['trtexec']:
         return {'available': False, 'line': how_to_run(onnx_path, shape, bool(dyn))}
     shapes = {name: list(shape) for name in dyn}
-    tool = 'trtexec' if found['trtexec'] else 'python'
-    version = found['trtexec_version'] if tool == 'trtexec' else found['python']
+    version = found['trtexec_version']
     if version is None:
         return {'available': False, 'line': f'{found["trtexec"]} did not print its '
                 'TensorRT version; cannot pick its flags'}
     res: Dict[str, object] = {
-        'available': True, 'tensorrt_version': version, 'tool': tool,
+        'available': True, 'tensorrt_version': version, 'tool': 'trtexec',
         'precision': precision, 'onnx': onnx_path, 'shape': list(shape),
         'dynamic_inputs': dyn, 'runs': {}, 'speedup': None}
     for sparse in (False, True):
         key = 'sparse' if sparse else 'dense'
-        if tool == 'trtexec':
-            cmd = trtexec_argv(found['trtexec'], onnx_path, version, sparse, workdir,
-                               precision, shapes)
-            res['runs'][key] = {'command': cmd, 'status': 'running'}
-            if on_step:
-                on_step(res)
-            res['runs'][key] = run_trtexec(cmd, workdir, sparse)
-        else:
-            res['runs'][key] = run_python_trt(onnx_path, version, sparse, precision,
-                                              shapes)
+        cmd = trtexec_argv(found['trtexec'], onnx_path, version, sparse, workdir,
+                           precision, shapes)
+        res['runs'][key] = {'command': cmd, 'status': 'running'}
+        if on_step:
+            on_step(res)
+        res['runs'][key] = run_trtexec(cmd, workdir, sparse)
         if on_step:
             on_step(res)
     d, s = res['runs']['dense']['median_ms'], res['runs']['sparse']['median_ms']

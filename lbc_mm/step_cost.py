@@ -1,0 +1,272 @@
+"""Training-step cost of N:M sparse layers vs the dense model, in one process
+(``tools/benchmark_train.py`` is its command line).
+
+The config's model is built once dense and once per (method, pattern) with
+:func:`lbc_mm.transforms.sparsify` (:func:`variants`); full training steps
+(forward, backward, an SGD-momentum step built by the training constructor
+``LBCOptimWrapperConstructor`` with its defaults and, for LBC, the hook's
+per-iteration ``remove_candidates``) are timed alternating between the models
+(:func:`run`), with the memory each model holds (:func:`measure`):
+
+- CUDA: peak ``torch.cuda.max_memory_allocated`` of a step above the memory
+  resident before it, plus the model's parameters, buffers and optimizer state;
+- CPU: tensor bytes of parameters + buffers + gradients + optimizer state, plus the
+  tensors saved for backward (``torch.autograd.graph.saved_tensors_hooks``, one
+  extra untimed step). The sparse extras are broken down: ``scores`` (G x C
+  floats), their gradient and momentum, ``alive`` (G x C bool) / ``asp_mask``.
+"""
+import copy
+import statistics
+import time
+from typing import Any, Callable, Dict, List, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from .apis import build_model, load_config
+from .optim import LBCOptimWrapperConstructor
+from .sparse_config import LAYER_TYPES, TRANSFORM_TYPE, type_name
+from .sparse_model import lbc_layers
+from .sparsity import card
+from .transforms import sparsify
+
+MB = 1024.0**2
+#: Every variant's optimizer: SGD with momentum, built like a training config's.
+OPTIM_WRAPPER = dict(type='OptimWrapper', optimizer=dict(
+    type='SGD', lr=1e-4, momentum=0.9, weight_decay=1e-4))
+
+
+def _strip(cfg: Any) -> Any:
+    """Drop pretrained weights and sparse layer types from a model config."""
+    if isinstance(cfg, dict):
+        out = {}
+        for key, value in cfg.items():
+            if key == 'pretrained':
+                continue
+            if key == 'init_cfg' and _is_pretrained(value):
+                out[key] = None
+                continue
+            if isinstance(value, dict) and type_name(value) in LAYER_TYPES:
+                out[key] = None
+                continue
+            out[key] = _strip(value)
+        return type(cfg)(out)  # keeps ConfigDict (mmdet reads train_cfg.rpn)
+    if isinstance(cfg, (list, tuple)):
+        return type(cfg)(_strip(v) for v in cfg)
+    return cfg
+
+
+def _is_pretrained(init_cfg: Any) -> bool:
+    items = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
+    return any(isinstance(i, dict) and i.get('type') == 'Pretrained' for i in items)
+
+
+def build_dense(config: str) -> Tuple[nn.Module, str]:
+    """Build the config's model dense and without pretrained weights
+    (:func:`lbc_mm.apis.build_model`; default PyTorch init: timing does not need
+    ``init_cfg``)."""
+    cfg = load_config(config)
+    model_cfg = cfg.model
+    if type_name(model_cfg) == TRANSFORM_TYPE:
+        model_cfg = model_cfg['model']
+    model_cfg = _strip(model_cfg)
+    if cfg.get('data_preprocessor') is not None:
+        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
+    cfg.model = model_cfg
+    return build_model(cfg)
+
+
+def make_batch(model: nn.Module, scope: str, batch_size: int, img_size: int,
+               device: str) -> Callable[[nn.Module], torch.Tensor]:
+    """A function computing the training loss of a model on one fixed batch."""
+    shape = (3, img_size, img_size)
+    if scope == 'mmdet':
+        from mmdet.testing import demo_mm_inputs
+        with_mask = getattr(model, 'with_mask', False)
+        packed = demo_mm_inputs(batch_size=batch_size, image_shapes=shape,
+                                num_items=[3] * batch_size, num_classes=2,
+                                with_mask=with_mask, device=device)
+
+        def loss_fn(mod: nn.Module) -> torch.Tensor:
+            data = mod.data_preprocessor(packed, True)
+            loss, _ = mod.parse_losses(mod(**data, mode='loss'))
+            return loss
+
+        return loss_fn
+    from mmpretrain.structures import DataSample
+    inputs = torch.randn(batch_size, *shape, device=device)
+    samples = [DataSample().set_gt_label(i % 10).to(device) for i in range(batch_size)]
+
+    def loss_fn(mod: nn.Module) -> torch.Tensor:
+        loss, _ = mod.parse_losses(mod(inputs, samples, mode='loss'))
+        return loss
+
+    return loss_fn
+
+
+class Variant:
+    """One model under test with its optimizer and results."""
+
+    def __init__(self, name: str, model: nn.Module, keep: Dict[str, int]) -> None:
+        self.name = name
+        self.model = model
+        self.keep = keep  # LBC: card per layer held during timing
+        # The training constructor with its defaults (scores as the weights).
+        self.optim = LBCOptimWrapperConstructor(OPTIM_WRAPPER)(model).optimizer
+        self.times: List[float] = []  # wall seconds per step
+        self.cpu_times: List[float] = []  # process CPU seconds per step
+        self.peak_step = 0.0
+
+    def hook(self) -> None:
+        """What LBCHook does after every iteration."""
+        for name, layer in lbc_layers(self.model):
+            if name in self.keep:
+                layer.sparsity.remove_candidates(self.keep[name])
+
+
+def _sync(device: str) -> None:
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+def train_step(var: Variant, loss_fn: Callable, device: str,
+               amp: bool) -> Tuple[float, float]:
+    """One training step; returns (wall, process CPU) seconds.
+
+    CUDA: also records the step's peak memory. On a shared CPU machine the process
+    CPU time (all threads) is the steadier measure of the work done.
+    """
+    var.optim.zero_grad(set_to_none=True)
+    _sync(device)
+    cuda = device.startswith('cuda')
+    if cuda:
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    dtype = torch.float16 if cuda else torch.bfloat16
+    with torch.autocast(device.split(':')[0], dtype, enabled=amp):
+        loss = loss_fn(var.model)
+    loss.backward()
+    var.optim.step()
+    var.hook()
+    _sync(device)
+    elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
+    if cuda:
+        var.peak_step = max(var.peak_step, (torch.cuda.max_memory_allocated() - base))
+    return elapsed, cpu
+
+
+def _bytes(tensors) -> int:
+    seen, total = set(), 0
+    for t in tensors:
+        if t is None:
+            continue
+        key = (t.untyped_storage().data_ptr(), t.device)
+        if key not in seen:
+            seen.add(key)
+            total += t.untyped_storage().nbytes()
+    return total
+
+
+def state_breakdown(var: Variant) -> Dict[str, float]:
+    """Tensor bytes (MB) of the model state, with the sparse extras separated."""
+    params = list(var.model.parameters())
+    scores = [p for n, p in var.model.named_parameters() if n.endswith('.scores')]
+    score_ids = {id(p) for p in scores}
+    others = [p for p in params if id(p) not in score_ids]
+    state = var.optim.state
+    alive = [b for n, b in var.model.named_buffers() if n.endswith('.alive')]
+    masks = [b for n, b in var.model.named_buffers() if n.endswith('.asp_mask')]
+    alive_ids = {id(b) for b in alive + masks}
+    buffers = [b for b in var.model.buffers() if id(b) not in alive_ids]
+    return dict(
+        params=_bytes(others) / MB,
+        buffers=_bytes(buffers) / MB,
+        grads=_bytes(p.grad for p in others) / MB,
+        optim=_bytes(v for p in others for v in state.get(p, {}).values()
+                     if torch.is_tensor(v)) / MB,
+        scores=_bytes(scores) / MB,
+        scores_grad=_bytes(p.grad for p in scores) / MB,
+        scores_momentum=_bytes(v for p in scores for v in state.get(p, {}).values()
+                               if torch.is_tensor(v)) / MB,
+        alive=_bytes(alive + masks) / MB,
+    )
+
+
+def saved_for_backward(var: Variant, loss_fn: Callable, amp: bool,
+                       device: str) -> float:
+    """MB of tensors saved for backward in one step (excluding the model state)."""
+    state_ptrs = {t.untyped_storage().data_ptr() for t in
+                  list(var.model.parameters()) + list(var.model.buffers())}
+    seen: Dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in state_ptrs:
+            seen[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    var.optim.zero_grad(set_to_none=True)
+    dtype = torch.float16 if device.startswith('cuda') else torch.bfloat16
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with torch.autocast(device.split(':')[0], dtype, enabled=amp):
+            loss = loss_fn(var.model)
+    loss.backward()
+    var.optim.zero_grad(set_to_none=True)
+    return sum(seen.values()) / MB
+
+
+def variants(dense: nn.Module, patterns: Sequence[Tuple[int, int]],
+             methods: Sequence[str], lbc_frozen: bool = False) -> List[Variant]:
+    """Dense first, then each (pattern, method); LBC mid-removal (some candidates
+    removed, scores still learning, so forward, score gradients and re-zeroing all
+    run) and, with ``lbc_frozen``, after ``t_f`` (card 1, scores frozen)."""
+    out = [Variant('dense', dense, {})]
+    for n, m in patterns:
+        for method in methods:
+            model = sparsify(copy.deepcopy(dense), n, m, method)
+            keep = {}
+            for name, layer in lbc_layers(model):
+                keep[name] = card(0.5, layer.sparsity.num_candidates, 0.0, 1.0)
+                with torch.no_grad():
+                    layer.scores.add_(torch.rand_like(layer.scores) * 1e-3)
+                layer.sparsity.remove_candidates(keep[name])
+            out.append(Variant(f'{method} {n}:{m}', model, keep))
+            if keep and lbc_frozen:
+                model = copy.deepcopy(model)
+                for _, layer in lbc_layers(model):
+                    layer.sparsity.remove_candidates(1)
+                    layer.sparsity.freeze_scores()
+                out.append(Variant(f'{method} {n}:{m} end', model, {}))
+    return out
+
+
+def run(variants: Sequence[Variant], loss_fn: Callable, device: str, amp: bool,
+        warmup: int, steps: int) -> List[Dict[str, Any]]:
+    """Time ``warmup + steps`` rounds (order alternating), then measure memory.
+
+    Returns:
+        list[dict]: per variant ``name``, ``ms`` / ``cpu_ms`` (medians), ``peak``,
+        ``saved`` and :func:`state_breakdown`'s keys (MB).
+    """
+    for var in variants:
+        var.model.train()
+    for rnd in range(warmup + steps):
+        for var in (variants if rnd % 2 == 0 else variants[::-1]):
+            elapsed, cpu = train_step(var, loss_fn, device, amp)
+            if rnd >= warmup:
+                var.times.append(elapsed)
+                var.cpu_times.append(cpu)
+    rows = []
+    for var in variants:
+        state = state_breakdown(var)
+        saved = saved_for_backward(var, loss_fn, amp, device)
+        base = (state['params'] + state['buffers'] + state['optim'] +
+                state['scores'] + state['scores_momentum'] + state['alive'])
+        peak = (base + var.peak_step / MB if device.startswith('cuda') else
+                base + state['grads'] + state['scores_grad'] + saved)
+        rows.append(dict(name=var.name, ms=statistics.median(var.times) * 1e3,
+                         cpu_ms=statistics.median(var.cpu_times) * 1e3,
+                         peak=peak, saved=saved, **state))
+    return rows
