@@ -25,7 +25,7 @@ import torch
 
 from ..sparse_model import nm_report
 from . import kernels, plan, report
-from .end_to_end import EndToEnd
+from .end_to_end import EndToEnd, EndToEndResult
 from .models import LoadedModel, Not2of4Error, prepare, require_2of4
 from .timing import safe_sync
 from .workload import Workload, find_units
@@ -232,9 +232,13 @@ class Benchmark:
 
     def end_to_end(self, order) -> None:
         """Stage 3 (a crash is recorded, exit code 1), then the tables."""
+        def publish(out: EndToEndResult) -> None:
+            self.result.update(end_to_end=out.entries, plans=out.plans)
+            self.write()
+
         try:
-            EndToEnd(self.workload, self.units, self.modes, self.result, self.write,
-                     self.log).run(self.unit_results, self.margin)
+            publish(EndToEnd(self.workload, self.units, self.modes, publish,
+                             self.log).run(self.unit_results, self.margin))
             self.result['stages_done'].append('end_to_end')
         except Exception as exc:  # noqa: BLE001
             self.result['end_to_end']['error'] = f'{type(exc).__name__}: {exc}'

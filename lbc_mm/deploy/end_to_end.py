@@ -5,6 +5,7 @@ Auto never ships a slower model: if the per-layer choices lose end to end, auto
 falls back to dense (speedup 1.00x) and says so.
 """
 import copy
+from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Sequence
 
 import torch
@@ -13,13 +14,27 @@ from . import plan
 from .timing import speedup, time_many
 from .workload import Workload, output_error
 
-__all__ = ['E2E_TOL', 'EndToEnd']
+__all__ = ['E2E_TOL', 'EndToEnd', 'EndToEndResult']
 
 E2E_TOL = 5e-2  # end-to-end output agreement (relative to max |ref|), fp16
 
 
 def _error_line(exc: BaseException) -> str:
     return f'{type(exc).__name__}: {exc}'.splitlines()[0]
+
+
+@dataclass
+class EndToEndResult:
+    """What the stage found (the benchmark JSON's ``end_to_end`` and ``plans``).
+
+    Attributes:
+        entries: ``<function>_<mode>`` -> timings, checks and speedups (or
+            ``<function>`` -> ``{'error'}`` when it ran on no model).
+        plans: model key (``auto_cuda_graph``, ``auto_eager``, ``all_sparse``) ->
+            ``{unit: variant}`` installed.
+    """
+    entries: Dict[str, dict] = field(default_factory=dict)
+    plans: Dict[str, dict] = field(default_factory=dict)
 
 
 class EndToEnd:
@@ -29,18 +44,21 @@ class EndToEnd:
         work (Workload): the dense-with-zeros model and its input.
         units (dict): unit name -> signature (``find_units``).
         modes (Sequence[str]): ``'cuda_graph'`` and/or ``'eager'``.
-        result (dict): the benchmark result; ``result['end_to_end']`` gets an entry
-            per function and mode, ``result['plans']`` the installed variants.
-        write (callable): rewrites the JSON.
+        write (callable): called with the :class:`EndToEndResult` so far after
+            each step (the benchmark rewrites its JSON).
         log (callable): line printer.
     """
 
     def __init__(self, work: Workload, units: Dict[str, str], modes: Sequence[str],
-                 result: dict, write: Callable[[], None],
+                 write: Callable[[EndToEndResult], None],
                  log: Callable[[str], None]):
         self.work, self.units, self.modes = work, units, tuple(modes)
-        self.result, self.entries = result, result['end_to_end']
-        self.write, self.log = write, log
+        self.out = EndToEndResult()
+        self.entries = self.out.entries
+        self._write, self.log = write, log
+
+    def write(self) -> None:
+        self._write(self.out)
 
     def deploy_plans(self, unit_results: Dict[str, plan.UnitTiming],
                      margin: float) -> Dict[str, tuple]:
@@ -56,7 +74,7 @@ class EndToEnd:
             model = copy.deepcopy(self.work.model)
             installed = plan.apply_plan(model, self.units, choice)
             deployed[key] = (model.eval(), installed)
-        self.result['plans'] = {k: v[1] for k, v in deployed.items()}
+        self.out.plans = {k: v[1] for k, v in deployed.items()}
         self.write()
         return deployed
 
@@ -80,7 +98,8 @@ class EndToEnd:
                 'error': f'{err}; fallback: {_error_line(exc2)}'}
             return None
 
-    def run(self, unit_results: Dict[str, plan.UnitTiming], margin: float) -> None:
+    def run(self, unit_results: Dict[str, plan.UnitTiming],
+            margin: float) -> EndToEndResult:
         """Deploy the plans, check every function's outputs, time them."""
         deployed = self.deploy_plans(unit_results, margin)
         tensor_checks: Dict[str, object] = {}
@@ -105,6 +124,7 @@ class EndToEnd:
         deployed.clear()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+        return self.out
 
     def time_function(self, fname: str, fn, mode: str, note: Optional[str],
                       checks: Dict[str, object], deployed: Dict[str, tuple]) -> None:
