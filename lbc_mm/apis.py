@@ -149,7 +149,7 @@ def refusal_line(path: str, exc: pickle.UnpicklingError) -> str:
     hides the offending global in its last lines: keep the global, drop the advice.
     """
     text = str(exc)
-    found = re.search(r'GLOBAL [\w.]+', text)
+    found = re.search(r'GLOBAL [\w.]+(\([^)]*\))?', text)
     if found:
         return (f'checkpoint {path} refused: it pickles {found.group(0)}, which '
                 f'weights-only loading does not allow (lbc_mm loads tensors, plain '

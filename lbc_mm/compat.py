@@ -13,11 +13,13 @@ idempotent.
    stores ``HistoryBuffer`` objects and numpy arrays/scalars in the message hub of every
    checkpoint, so ``--resume`` fails. We allow-list exactly those globals with
    ``torch.serialization.add_safe_globals``; weights-only loading stays on, so a
-   checkpoint carrying any other pickled callable is still refused. ``HistoryBuffer``
-   also pickles its class-wide statistics methods (``getattr(HistoryBuffer, 'min')``),
-   and allowing ``getattr`` would open the unpickler to arbitrary attribute access, so
-   we stop pickling them instead: they are class-level and re-registered by mmengine
-   on import.
+   checkpoint carrying any other pickled callable is still refused. Stock mmengine
+   also pickles ``HistoryBuffer``'s class-wide statistics table, as
+   ``getattr(HistoryBuffer, 'min' | 'max' | 'current' | 'mean')``: ``GLOBAL
+   builtins.getattr`` resolves to :func:`history_buffer_getattr`, which allows
+   those four lookups and refuses any other. A loaded buffer never changes the
+   class-wide table (stock ``__setstate__`` merges the file's table into it), and
+   lbc_mm saves buffers without it.
 3. mmengine 0.10.7 resolves ``_base_ = 'pkg::dir/file.py'`` only for the packages in its
    hard-coded ``MODULE2PACKAGE`` and reads ``<pkg>/.mim/configs``: we add ``lbc_mm``,
    point mmengine at this package's directory (pkg_resources reports site-packages for
@@ -116,6 +118,29 @@ def mmengine_checkpoint_globals() -> List[object]:
             *dtype_classes]
 
 
+#: The ``HistoryBuffer`` methods stock mmengine pickles (its class-wide statistics
+#: table, ``_statistics_methods``), each as ``getattr(HistoryBuffer, name)``.
+HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
+
+
+def history_buffer_getattr(*args):
+    """``GLOBAL builtins.getattr`` as weights-only loading resolves it: only
+    ``getattr(HistoryBuffer, name)`` for a name in :data:`HISTORY_BUFFER_STATISTICS`.
+
+    Raises:
+        pickle.UnpicklingError: any other lookup (``getattr(HistoryBuffer,
+            '__init__')``, or on any other object).
+    """
+    from mmengine.logging.history_buffer import HistoryBuffer
+    if (len(args) == 2 and args[0] is HistoryBuffer
+            and args[1] in HISTORY_BUFFER_STATISTICS):
+        return getattr(HistoryBuffer, args[1])
+    shown = ', '.join(getattr(a, '__qualname__', None) or repr(a)[:60] for a in args)
+    raise pickle.UnpicklingError(
+        f'GLOBAL getattr({shown}) is not allowed: only getattr(HistoryBuffer, '
+        f'{"|".join(HISTORY_BUFFER_STATISTICS)})')
+
+
 def _history_buffer_getstate(self) -> dict:
     """State of a ``HistoryBuffer`` without its class-wide statistics methods."""
     state = self.__dict__.copy()
@@ -124,9 +149,12 @@ def _history_buffer_getstate(self) -> dict:
 
 
 def _history_buffer_setstate(self, state: dict) -> None:
-    # Checkpoints from unpatched mmengine may carry the methods: keep any extra ones.
-    self._statistics_methods.update(state.pop('statistics_methods', {}))
-    self.__dict__.update(state)
+    """Stock ``__setstate__`` merges the file's statistics table into the class-wide
+    one (every buffer of the process): the file's table is ignored."""
+    if not isinstance(state, dict):
+        raise pickle.UnpicklingError(f'HistoryBuffer state is a {type(state).__name__}'
+                                     ', not a dict')
+    self.__dict__.update((k, v) for k, v in state.items() if k != 'statistics_methods')
     self._set_default_statistics()
 
 
@@ -143,7 +171,8 @@ def allow_mmengine_checkpoints() -> bool:
     HistoryBuffer.__setstate__ = _history_buffer_setstate
     if not hasattr(torch.serialization, 'add_safe_globals'):
         return False
-    torch.serialization.add_safe_globals(mmengine_checkpoint_globals())
+    torch.serialization.add_safe_globals(
+        mmengine_checkpoint_globals() + [(history_buffer_getattr, 'builtins.getattr')])
     return True
 
 

@@ -180,3 +180,66 @@ def test_train_tool_refuses_in_one_line(train_tool, www, hub, tmp_path, capsys,
     assert len(err.splitlines()) == 1 and err.startswith('error: '), err
     assert_refused(err, marker)
     assert not list((tmp_path / 'work').rglob('*.pth'))  # nothing trained
+
+
+# -- getattr: only stock mmengine's HistoryBuffer statistics (issue 22 item 1) ------
+class _Getattr:
+    """Pickles as ``getattr(obj, name)`` (``GLOBAL builtins.getattr``)."""
+
+    def __init__(self, obj, name):
+        self.obj, self.name = obj, name
+
+    def __reduce__(self):
+        return getattr, (self.obj, self.name)
+
+    def __call__(self, *args):  # pickle wants a callable in a reduce
+        raise AssertionError('never called when pickling')
+
+
+class _Import:
+    """Pickles as ``importlib.import_module(name)``."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __reduce__(self):
+        return importlib.import_module, (self.name, )
+
+
+class _Call:
+    """Pickles as ``func(*args)``."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def test_getattr_allows_only_history_buffer_statistics(tmp_path):
+    from mmengine.logging.history_buffer import HistoryBuffer
+    ok = tmp_path / 'ok.pth'
+    torch.save({'meta': {'methods': {name: _Getattr(HistoryBuffer, name) for name in
+                                     ('min', 'max', 'current', 'mean')}}}, str(ok))
+    methods = read_any_checkpoint(str(ok))['meta']['methods']
+    assert methods == {name: getattr(HistoryBuffer, name)
+                       for name in ('min', 'max', 'current', 'mean')}
+
+    other = tmp_path / 'other.pth'
+    torch.save({'meta': {'hook': _Getattr(HistoryBuffer, '__init__')}}, str(other))
+    with pytest.raises(CheckpointMismatchError) as err:
+        read_any_checkpoint(str(other))
+    assert "it pickles GLOBAL getattr(HistoryBuffer, '__init__')" in str(err.value)
+    assert len(str(err.value).splitlines()) == 1
+
+    marker = tmp_path / 'ran'
+    system = tmp_path / 'system.pth'  # getattr(os, 'system')('mkdir marker')
+    torch.save({'meta': {'hook': _Call(_Getattr(_Import('os'), 'system'),
+                                       f'mkdir {marker}')}}, str(system))
+    torch.load(str(system), weights_only=False)  # control: it runs code
+    assert marker.is_dir()
+    marker.rmdir()
+    with pytest.raises(CheckpointMismatchError, match='refused') as err:
+        read_any_checkpoint(str(system))
+    assert 'GLOBAL importlib.import_module' in str(err.value)
+    assert not marker.exists()
