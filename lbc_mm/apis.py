@@ -15,6 +15,8 @@ the torch hub cache and that file is read the same way (:func:`read_url_checkpoi
 ``lbc_mm.compat`` routes mmengine's loaders, and so ``load_from``, ``resume`` and
 ``init_cfg``, through these). A file that pickles anything but tensors, plain
 containers and mmengine's checkpoint objects is refused in one line naming the global.
+The config text mmengine stores in a checkpoint is dropped on load
+(:func:`drop_config_text`): no string from a checkpoint is run as code.
 """
 import importlib
 import importlib.util
@@ -31,8 +33,9 @@ import torch
 from torch import nn
 
 __all__ = ['CheckpointMismatchError', 'build_model', 'check_checkpoint',
-           'checkpoint_mismatch', 'download_checkpoint', 'load_checkpoint_into',
-           'load_config', 'read_any_checkpoint', 'read_checkpoint',
+           'checkpoint_mismatch', 'download_checkpoint', 'drop_config_text',
+           'load_checkpoint_into', 'load_config', 'read_any_checkpoint',
+           'read_checkpoint',
            'read_url_checkpoint', 'resolve_config', 'state_dict_of',
            'verify_archive']
 
@@ -211,6 +214,31 @@ def read_checkpoint(path: str, where: Optional[str] = None,
             f'{_first_line(exc)}') from None
     if not isinstance(ckpt, dict):
         raise CheckpointMismatchError(f'checkpoint {where} is not a dict')
+    return drop_config_text(ckpt)
+
+
+def drop_config_text(ckpt):
+    """Remove, in place, the config text mmengine stores in a checkpoint
+    (``meta['config']``, ``meta['cfg']``, ``message_hub['runtime_info']['cfg']``).
+
+    mmengine runs it as Python (``Config.fromstring``): ``Runner.resume`` reads
+    ``meta['config']`` (to compare GPU counts), inferencers built without a config
+    (``DetInferencer(model=None, weights=...)``) the others. A checkpoint is data:
+    lbc_mm needs none of it, so none of it is ever run.
+
+    Returns:
+        ``ckpt`` (anything that is not a dict is returned unchanged).
+    """
+    if not isinstance(ckpt, dict):
+        return ckpt
+    meta = ckpt.get('meta')
+    if isinstance(meta, dict):
+        meta.pop('config', None)
+        meta.pop('cfg', None)
+    hub = ckpt.get('message_hub')
+    info = hub.get('runtime_info') if isinstance(hub, dict) else None
+    if isinstance(info, dict):
+        info.pop('cfg', None)
     return ckpt
 
 

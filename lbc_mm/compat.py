@@ -35,7 +35,9 @@ idempotent.
    ``load_url`` becomes :func:`lbc_mm.apis.read_url_checkpoint` (weights-only), local
    files go through :func:`lbc_mm.apis.read_checkpoint` (CRC-checked), a refusal by
    any other scheme (``s3://``, ``pavi://``: torch's weights-only default) is one
-   line naming the global, and an ``init_cfg`` ``Pretrained`` checkpoint that cannot
+   line naming the global; the config text a checkpoint stores is dropped on load
+   (:func:`lbc_mm.apis.drop_config_text`: mmengine's resume and inferencers run it
+   as Python); an ``init_cfg`` ``Pretrained`` checkpoint that cannot
    be loaded into its module (missing, unreadable, refused, or holding another N:M
    pattern / method) raises ``CheckpointMismatchError``, which the tools print in
    one line.
@@ -198,13 +200,15 @@ def silence_pkg_resources_deprecation() -> None:
 
 
 def _one_line_refusal(loader: Callable) -> Callable:
-    """A mmengine scheme loader whose weights-only refusal is one line."""
-    from .apis import CheckpointMismatchError, refusal_line
+    """A mmengine scheme loader whose weights-only refusal is one line and whose
+    checkpoints come without the config text mmengine would run
+    (:func:`lbc_mm.apis.drop_config_text`)."""
+    from .apis import CheckpointMismatchError, drop_config_text, refusal_line
 
     @functools.wraps(loader)  # keeps ``load_from_<scheme>``: mmengine logs the name
     def load(filename, map_location=None, *args, **kwargs):
         try:
-            return loader(filename, map_location, *args, **kwargs)
+            return drop_config_text(loader(filename, map_location, *args, **kwargs))
         except pickle.UnpicklingError as exc:
             raise CheckpointMismatchError(refusal_line(filename, exc)) from None
 

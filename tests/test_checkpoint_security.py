@@ -11,7 +11,10 @@ are in tests/test_two_stage.py.
 import functools
 import http.server
 import importlib.util
+import os
 import os.path as osp
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -31,7 +34,9 @@ from checkpoint_poison import assert_refused, poison  # noqa: E402
 REPO = osp.dirname(TESTS)
 from lbc_toy import (  # noqa: E402
     LBCToyNet,
+    build_runner,
     reset_mmengine_globals,
+    subprocess_env,
     toy_cfg,
     write_config,
 )
@@ -243,3 +248,44 @@ def test_getattr_allows_only_history_buffer_statistics(tmp_path):
         read_any_checkpoint(str(system))
     assert 'GLOBAL importlib.import_module' in str(err.value)
     assert not marker.exists()
+
+
+# -- no code from the config text a checkpoint stores (issue 22 item 2) ------------
+def _code_checkpoint(tmp_path, marker):
+    """A weights-clean toy checkpoint (iteration 4 of 8) whose stored config texts
+    run ``os.mkdir(marker)`` when mmengine parses them."""
+    from mmengine.config import Config
+    torch.manual_seed(0)
+    cfg = toy_cfg(str(tmp_path / 'first'), length=4, hook=dict(t_f=0.5))
+    build_runner(cfg).train()
+    reset_mmengine_globals()
+    ckpt = torch.load(str(tmp_path / 'first' / 'iter_4.pth'), weights_only=True)
+    code = f"x = __import__('os').mkdir({str(marker)!r})\n"
+    Config.fromstring(code, file_format='.py')  # control: parsing it runs it
+    assert osp.isdir(marker)
+    os.rmdir(marker)
+    ckpt['meta'].update(config=code, cfg=code)
+    ckpt['message_hub']['runtime_info']['cfg'] = code
+    path = str(tmp_path / 'code.pth')
+    torch.save(ckpt, path)
+    return path
+
+
+def test_resume_never_runs_the_config_text_of_a_checkpoint(tmp_path):
+    marker = tmp_path / 'ran'
+    path = _code_checkpoint(tmp_path, marker)
+    config = write_config(str(tmp_path / 'cfg.py'),
+                          toy_cfg(str(tmp_path / 'work'), length=8,
+                                  hook=dict(t_f=0.5)))
+    proc = subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools', 'train.py'), config, '--work-dir',
+         str(tmp_path / 'work'), '--resume', path], cwd=str(tmp_path),
+        env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert (tmp_path / 'work' / 'iter_8.pth').is_file()  # resumed and finished
+    assert not marker.exists(), 'the checkpoint ran its config text'
+    # An inferencer built from the checkpoint alone: no config to run.
+    from mmdet.apis import DetInferencer
+    with pytest.raises(ValueError, match='Cannot find the config'):
+        DetInferencer(model=None, weights=path, device='cpu')
+    assert not marker.exists(), 'the checkpoint ran its config text'
