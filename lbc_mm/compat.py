@@ -33,9 +33,12 @@ idempotent.
    a file in the hub cache (``$TORCH_HOME/hub/checkpoints``) or behind a URL could
    run code when a config's ``init_cfg``, ``load_from`` or ``resume`` names it. Its
    ``load_url`` becomes :func:`lbc_mm.apis.read_url_checkpoint` (weights-only), local
-   files go through :func:`lbc_mm.apis.read_checkpoint` (CRC-checked), a refusal by
-   any other scheme (``s3://``, ``pavi://``: torch's weights-only default) is one
-   line naming the global; the config text a checkpoint stores is dropped on load
+   files go through :func:`lbc_mm.apis.read_checkpoint` (CRC-checked), and the other
+   schemes (``s3://``, ``pavi://``, ``open-mmlab://`` names of local files), which
+   call ``torch.load`` without ``weights_only`` (so
+   ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` would turn it off), see a ``torch`` whose
+   ``load`` always passes ``weights_only=True``. A refusal is one line naming the
+   global; the config text a checkpoint stores is dropped on load
    (:func:`lbc_mm.apis.drop_config_text`: mmengine's resume and inferencers run it
    as Python); an ``init_cfg`` ``Pretrained`` checkpoint that cannot
    be loaded into its module (missing, unreadable, refused, or holding another N:M
@@ -48,6 +51,7 @@ import importlib.util
 import os.path as osp
 import pickle
 import sys
+import types
 from typing import Callable, List, Optional
 
 # The first transformers major version that breaks mmpretrain 1.2.0's multimodal models.
@@ -216,6 +220,24 @@ def _one_line_refusal(loader: Callable) -> Callable:
     return load
 
 
+class _WeightsOnlyTorch(types.ModuleType):
+    """``torch`` as mmengine's checkpoint module sees it: ``load`` always passes
+    ``weights_only=True`` (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` turns weights-only
+    loading off only where a call passes no ``weights_only``, as mmengine's s3 /
+    pavi / open-mmlab loaders do); everything else is torch's."""
+
+    def __init__(self, torch_module) -> None:
+        super().__init__('torch')
+        self._torch = torch_module
+
+    def __getattr__(self, name: str):
+        return getattr(self._torch, name)
+
+    def load(self, f, map_location=None, **kwargs):
+        kwargs['weights_only'] = True
+        return self._torch.load(f, map_location=map_location, **kwargs)
+
+
 def load_from_local(filename: str, map_location=None) -> dict:
     """mmengine's local scheme, as :func:`lbc_mm.apis.read_checkpoint`."""
     from .apis import read_checkpoint
@@ -263,6 +285,7 @@ def weights_only_mmengine_loading() -> bool:
     # ``load_from_http`` (which torchvision://, open-mmlab://, mmcls:// call by its
     # module-level name) downloads with this ``load_url``.
     mm_checkpoint.load_url = read_url_checkpoint
+    mm_checkpoint.torch = _WeightsOnlyTorch(mm_checkpoint.torch)
     dl_utils.load_url = dl_utils.hub.load_url = read_url_checkpoint
     for prefix, loader in list(loaders._schemes.items()):
         new = load_from_local if prefix == '' else loader

@@ -289,3 +289,75 @@ def test_resume_never_runs_the_config_text_of_a_checkpoint(tmp_path):
     with pytest.raises(ValueError, match='Cannot find the config'):
         DetInferencer(model=None, weights=path, device='cpu')
     assert not marker.exists(), 'the checkpoint ran its config text'
+
+
+# -- TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 reopens nothing (issue 22 item 3) ----------
+@pytest.fixture
+def no_weights_only(monkeypatch):
+    """The common workaround for mmengine on torch >= 2.6: ``torch.load`` calls that
+    pass no ``weights_only`` load everything (it applies per call)."""
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+
+
+def _s3_to(folder, monkeypatch):
+    """``s3://bucket/NAME`` read from ``folder/NAME`` by mmengine's file backend
+    named 'petrel' (what its s3 loader asks for)."""
+    from mmengine.fileio import LocalBackend
+    from mmengine.fileio.backends import registry_utils
+
+    class S3InFolder(LocalBackend):
+
+        def get(self, filepath):
+            return super().get(osp.join(folder, str(filepath).split('/')[-1]))
+
+    monkeypatch.setitem(registry_utils.backends, 'petrel', S3InFolder)
+    return 's3://bucket/evil.pth'
+
+
+def _pavi_to(folder, monkeypatch):
+    """``pavi://NAME`` downloaded from ``folder/NAME`` (pavi's ``modelcloud``, which
+    is not installed here, as mmengine's pavi loader calls it)."""
+    import shutil
+    import types
+
+    class Model:
+
+        def __init__(self, path):
+            self.name, self.path = osp.basename(path), osp.join(folder, path)
+
+        def download(self, dst):
+            shutil.copy(self.path, dst)
+
+    pavi = types.ModuleType('pavi')
+    pavi.modelcloud = types.SimpleNamespace(get=Model)
+    monkeypatch.setitem(sys.modules, 'pavi', pavi)
+    return 'pavi://evil.pth'
+
+
+def _open_mmlab_to(folder, monkeypatch):
+    """``open-mmlab://evil`` mapped to a local file by ``$MMENGINE_HOME/
+    open_mmlab.json`` (mmengine's way to name local checkpoints)."""
+    import json
+    monkeypatch.setenv('MMENGINE_HOME', str(folder))
+    (folder / 'open_mmlab.json').write_text(json.dumps({'evil': 'evil.pth'}))
+    return 'open-mmlab://evil'
+
+
+@pytest.mark.parametrize('scheme', ['s3', 'pavi', 'open-mmlab', 'local'])
+def test_forced_unsafe_loading_env_reopens_nothing(no_weights_only, tmp_path,
+                                                   monkeypatch, scheme):
+    marker = tmp_path / 'ran'
+    path = poison(tmp_path / 'evil.pth', marker)
+    address = {'s3': _s3_to, 'pavi': _pavi_to, 'open-mmlab': _open_mmlab_to,
+               'local': lambda folder, mp: path}[scheme](tmp_path, monkeypatch)
+    with pytest.warns(UserWarning, match='TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'):
+        torch.load(path)  # control: the variable turns weights-only loading off
+    assert osp.isdir(marker)
+    os.rmdir(marker)
+    with pytest.raises(CheckpointMismatchError) as err:
+        CheckpointLoader.load_checkpoint(address, map_location='cpu')
+    assert_refused(err.value, marker)
+    # a clean file through the same address still loads
+    torch.save({'state_dict': {'w': torch.ones(2)}}, path)
+    ckpt = CheckpointLoader.load_checkpoint(address, map_location='cpu')
+    assert torch.equal(ckpt['state_dict']['w'], torch.ones(2))
