@@ -4,17 +4,21 @@ full disk never leaves a half-written final file, nor a temp file behind.
 Every file lbc_mm writes (tools, training checkpoints, plots) goes through
 :func:`atomic_write` (or :func:`atomic_write_all` for files that belong together,
 such as the stock and the compressed export), with one durability policy: the bytes
-go to a hidden temp file next to the destination, are flushed and fsync'ed, renamed
-over the final name, and the folder is fsync'ed so that the rename survives a power
-loss. The file gets the mode a plain ``open()`` would give it (``0o666`` minus the
-umask). A write failure is an ``OSError`` naming the final path (also when
-``torch.save`` reports it as a ``RuntimeError``); tools print it as one line.
+go to a hidden temp file next to the destination (``.<name>.pid<PID>.<random>.tmp``),
+are flushed and fsync'ed, renamed over the final name, and the folder is fsync'ed so
+that the rename survives a power loss. A temp file that ``kill -9`` or a power loss
+left behind is removed by the next write into that folder (its writer's pid no
+longer runs: :func:`sweep_stale_temps`). The file gets the mode a plain ``open()``
+would give it (``0o666`` minus the umask). A write failure is an ``OSError`` naming
+the final path (also when ``torch.save`` reports it as a ``RuntimeError``); tools
+print it as one line.
 Every tool runs its work through :func:`run_tool`: SIGTERM, like Ctrl-C, unwinds
 through the cleanup instead of killing the process with the temp file still on disk,
 and either stop is one line and exit code 143 / 130.
 """
 import errno
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -163,6 +167,42 @@ def fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
+#: A temp file's name: ``.<final name>.pid<writer's pid>.<mkstemp's random>.tmp``.
+TEMP_NAME = re.compile(r'\..+\.pid(\d+)\.\w+\.tmp')
+
+
+def _runs(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
+def sweep_stale_temps(folder: str) -> List[str]:
+    """Remove the temp files in ``folder`` whose writer no longer runs (``kill -9``
+    or a power loss during a write left them: hidden, model-sized).
+
+    Returns:
+        list[str]: the paths removed.
+    """
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    stale = [os.path.join(folder, name) for name in names
+             if (found := TEMP_NAME.fullmatch(name)) and not _runs(int(found[1]))]
+    for path in stale:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+    return stale
+
+
 def _write_temp(path: str, write: Writer) -> str:
     """Write to a temp file next to ``path`` (fsync'ed, umask mode); its name.
 
@@ -173,8 +213,10 @@ def _write_temp(path: str, write: Writer) -> str:
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.',
-                                   suffix='.tmp', dir=folder)
+        sweep_stale_temps(folder)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f'.{os.path.basename(path)}.pid{os.getpid()}.', suffix='.tmp',
+            dir=folder)
     except OSError as exc:
         raise _named(exc, path) from None
     try:
