@@ -6,9 +6,11 @@ One script for both libraries: the config's ``default_scope`` picks the registry
         [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm|mpi]
     bash tools/dist_train.sh CONFIG NUM_PROCS [ARGS...]   # torchrun; CPU uses gloo
 
-Before the Runner is built the script checks that the datasets the config needs exist
-and otherwise exits with one line naming the missing path and the fix; ``--resume``
-of a missing file is one line up front too. A checkpoint to resume from that does not
+Before the Runner is built the script checks that the config and the datasets it
+needs exist and otherwise exits with one line naming the missing path (and the fix);
+``--resume`` of a missing file is one line up front too, and ``--resume`` in a work
+dir without a checkpoint yet (a run stopped before its first one) says, in a
+warning, that training starts from scratch. A checkpoint to resume from that does not
 fit the config (another pattern or model: missing, unexpected or mis-shaped keys), is
 corrupted or is refused by weights-only loading stops the run in one line (exit 1)
 before the first iteration; so does a corrupted or refused ``load_from`` (which may
@@ -27,13 +29,16 @@ finished run destroys its process group before it exits.
 # lbc_mm first: compat shims, the ``lbc_mm::`` config prefix, registries.
 import lbc_mm  # noqa: F401
 # isort: on
+import logging
 import os.path as osp
 import sys
 from typing import List, Optional
 
 from mmengine.config import Config
+from mmengine.logging import print_log
 from mmengine.runner import find_latest_checkpoint
 
+from lbc_mm.apis import resolve_config
 from lbc_mm.cli import (
     build_runner,
     check_runner_checkpoint,
@@ -44,6 +49,7 @@ from lbc_mm.cli import (
 )
 from lbc_mm.config_check import exit_on_config_error
 from lbc_mm.dist import setup_distributed, teardown_distributed
+from lbc_mm.hooks.checkpoint import LAST_CHECKPOINT
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -53,7 +59,11 @@ def main(argv: Optional[List[str]] = None) -> None:
             not osp.isfile(args.resume):
         print(f'Checkpoint not found: {args.resume} (--resume)', file=sys.stderr)
         raise SystemExit(2)
-    cfg = Config.fromfile(args.config)
+    try:
+        cfg = Config.fromfile(resolve_config(args.config))
+    except FileNotFoundError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        raise SystemExit(2) from None
     merge_train_args(cfg, args)
     # lbc_mm settings, e.g. an LBCHook without optim_wrapper.constructor=
     # 'LBCOptimWrapperConstructor' (the config says it; nothing adds it):
@@ -78,6 +88,11 @@ def main(argv: Optional[List[str]] = None) -> None:
             runner.work_dir)
         if resume_from:  # of another pattern / model: refuse before training
             check_runner_checkpoint(runner, resume_from)
+        else:  # mmengine starts from scratch without a word
+            print_log(f'--resume: no checkpoint in {runner.work_dir} yet (no '
+                      f'{LAST_CHECKPOINT}: the run stopped before its first '
+                      'checkpoint); training starts from scratch', logger='current',
+                      level=logging.WARNING)
     elif cfg.get('load_from', None):  # fine-tuning may fit partially; must be sound
         check_runner_checkpoint(runner, cfg.load_from, allow_partial=True)
     try:
