@@ -22,7 +22,7 @@ import re
 import signal
 import sys
 import tempfile
-from typing import Callable, Iterable, List, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -289,6 +289,27 @@ def atomic_write(path: str, write: Writer) -> str:
         str: ``path``.
     """
     return atomic_write_all([(path, write)])[0]
+
+
+def file_ids(paths: Iterable[str]) -> Dict[str, Optional[Tuple[int, int]]]:
+    """``(device, inode)`` of each path (None: absent). An atomic write gives the
+    final name a new inode, so :func:`replaced_since` tells what a run wrote."""
+    ids: Dict[str, Optional[Tuple[int, int]]] = {}
+    for path in filter(None, paths):
+        try:
+            stat = os.stat(path)
+            ids[path] = (stat.st_dev, stat.st_ino)
+        except OSError:
+            ids[path] = None
+    return ids
+
+
+def replaced_since(before: Dict[str, Optional[Tuple[int, int]]]) -> List[str]:
+    """The paths of ``before`` (:func:`file_ids`) that hold a new file now: what was
+    written since, whatever stopped the writer (a Ctrl-C during the final folder
+    sync included)."""
+    now = file_ids(before)
+    return [path for path, was in before.items() if now[path] not in (None, was)]
 
 
 class _Recorder:

@@ -307,3 +307,24 @@ def test_next_run_sweeps_temp_files_of_a_killed_writer(setup, tmp_path):
     finally:
         running.kill()
         running.wait()
+
+
+# Ctrl-C while the folder is fsync'ed, i.e. after every file was renamed into place.
+_SIGNAL_AT_FOLDER_SYNC = _SIGNAL_MID_WRITE.replace(
+    "'.nm.pth.' in os.readlink(f'/proc/self/fd/{fd}')",
+    "os.path.isdir(os.readlink(f'/proc/self/fd/{fd}'))")
+
+
+def test_ctrl_c_during_the_final_folder_sync_names_the_complete_files(setup,
+                                                                       tmp_path):
+    """The files are complete: the line says so (it said 'no output file was
+    written' over them) (issue 22 item 7)."""
+    _folder, cfg, ckpt = setup
+    out = tmp_path / 'model.pth'
+    proc = subprocess.run(
+        [sys.executable, '-c', _SIGNAL_AT_FOLDER_SYNC, 'SIGINT', SCRIPT, cfg, ckpt,
+         str(out)], cwd=REPO, capture_output=True, text=True, timeout=180)
+    line = _one_error_line(proc, 130)
+    assert line == (f'error: interrupted; {out}, {tmp_path / "model.nm.pth"}, '
+                    f'{tmp_path / "model.py"} were written')
+    assert sorted(os.listdir(tmp_path)) == ['model.nm.pth', 'model.pth', 'model.py']
