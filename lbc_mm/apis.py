@@ -218,27 +218,15 @@ def read_checkpoint(path: str, where: Optional[str] = None,
 
 
 def drop_config_text(ckpt):
-    """Remove, in place, the config text mmengine stores in a checkpoint
-    (``meta['config']``, ``meta['cfg']``, ``message_hub['runtime_info']['cfg']``).
-
-    mmengine runs it as Python (``Config.fromstring``): ``Runner.resume`` reads
-    ``meta['config']`` (to compare GPU counts), inferencers built without a config
-    (``DetInferencer(model=None, weights=...)``) the others. A checkpoint is data:
-    lbc_mm needs none of it, so none of it is ever run.
-
-    Returns:
-        ``ckpt`` (anything that is not a dict is returned unchanged).
-    """
-    if not isinstance(ckpt, dict):
-        return ckpt
-    meta = ckpt.get('meta')
-    if isinstance(meta, dict):
-        meta.pop('config', None)
-        meta.pop('cfg', None)
-    hub = ckpt.get('message_hub')
+    """``ckpt`` without (removed in place) the config text mmengine stores in it,
+    which ``Runner.resume`` (``meta['config']``) and inferencers built without a
+    config (``meta['cfg']``, the message hub's ``cfg``) run as Python."""
+    meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
+    hub = ckpt.get('message_hub') if isinstance(ckpt, dict) else None
     info = hub.get('runtime_info') if isinstance(hub, dict) else None
-    if isinstance(info, dict):
-        info.pop('cfg', None)
+    for holder, key in ((meta, 'config'), (meta, 'cfg'), (info, 'cfg')):
+        if isinstance(holder, dict):
+            holder.pop(key, None)
     return ckpt
 
 

@@ -175,10 +175,8 @@ def _runs(pid: int) -> bool:
     """Whether a process ``pid`` runs on this machine."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's
-        return True
+    except OSError as exc:  # PermissionError: another user's process
+        return not isinstance(exc, ProcessLookupError)
     return True
 
 
@@ -198,7 +196,7 @@ def sweep_stale_temps(folder: str) -> List[str]:
     for path in stale:
         try:
             os.remove(path)
-        except OSError:
+        except OSError:  # gone already, or another user's
             pass
     return stale
 
@@ -292,8 +290,7 @@ def atomic_write(path: str, write: Writer) -> str:
 
 
 def file_ids(paths: Iterable[str]) -> Dict[str, Optional[Tuple[int, int]]]:
-    """``(device, inode)`` of each path (None: absent). An atomic write gives the
-    final name a new inode, so :func:`replaced_since` tells what a run wrote."""
+    """``(device, inode)`` of each path (None: absent), for :func:`replaced_since`."""
     ids: Dict[str, Optional[Tuple[int, int]]] = {}
     for path in filter(None, paths):
         try:
@@ -305,9 +302,8 @@ def file_ids(paths: Iterable[str]) -> Dict[str, Optional[Tuple[int, int]]]:
 
 
 def replaced_since(before: Dict[str, Optional[Tuple[int, int]]]) -> List[str]:
-    """The paths of ``before`` (:func:`file_ids`) that hold a new file now: what was
-    written since, whatever stopped the writer (a Ctrl-C during the final folder
-    sync included)."""
+    """The paths of ``before`` (:func:`file_ids`) holding a new file (an atomic write
+    gives it a new inode): what was written since, whenever the writer stopped."""
     now = file_ids(before)
     return [path for path, was in before.items() if now[path] not in (None, was)]
 
