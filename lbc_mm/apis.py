@@ -15,6 +15,8 @@ the torch hub cache and that file is read the same way (:func:`read_url_checkpoi
 ``lbc_mm.compat`` routes mmengine's loaders, and so ``load_from``, ``resume`` and
 ``init_cfg``, through these). A file that pickles anything but tensors, plain
 containers and mmengine's checkpoint objects is refused in one line naming the global.
+The config text mmengine stores in a checkpoint is dropped on load
+(:func:`drop_config_text`): no string from a checkpoint is run as code.
 """
 import importlib
 import importlib.util
@@ -31,8 +33,9 @@ import torch
 from torch import nn
 
 __all__ = ['CheckpointMismatchError', 'build_model', 'check_checkpoint',
-           'checkpoint_mismatch', 'download_checkpoint', 'load_checkpoint_into',
-           'load_config', 'read_any_checkpoint', 'read_checkpoint',
+           'checkpoint_mismatch', 'download_checkpoint', 'drop_config_text',
+           'load_checkpoint_into', 'load_config', 'read_any_checkpoint',
+           'read_checkpoint',
            'read_url_checkpoint', 'resolve_config', 'state_dict_of',
            'verify_archive']
 
@@ -149,7 +152,7 @@ def refusal_line(path: str, exc: pickle.UnpicklingError) -> str:
     hides the offending global in its last lines: keep the global, drop the advice.
     """
     text = str(exc)
-    found = re.search(r'GLOBAL [\w.]+', text)
+    found = re.search(r'GLOBAL [\w.]+(\([^)]*\))?', text)
     if found:
         return (f'checkpoint {path} refused: it pickles {found.group(0)}, which '
                 f'weights-only loading does not allow (lbc_mm loads tensors, plain '
@@ -211,6 +214,19 @@ def read_checkpoint(path: str, where: Optional[str] = None,
             f'{_first_line(exc)}') from None
     if not isinstance(ckpt, dict):
         raise CheckpointMismatchError(f'checkpoint {where} is not a dict')
+    return drop_config_text(ckpt)
+
+
+def drop_config_text(ckpt):
+    """``ckpt`` without (removed in place) the config text mmengine stores in it,
+    which ``Runner.resume`` (``meta['config']``) and inferencers built without a
+    config (``meta['cfg']``, the message hub's ``cfg``) run as Python."""
+    meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
+    hub = ckpt.get('message_hub') if isinstance(ckpt, dict) else None
+    info = hub.get('runtime_info') if isinstance(hub, dict) else None
+    for holder, key in ((meta, 'config'), (meta, 'cfg'), (info, 'cfg')):
+        if isinstance(holder, dict):
+            holder.pop(key, None)
     return ckpt
 
 

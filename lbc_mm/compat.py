@@ -13,11 +13,13 @@ idempotent.
    stores ``HistoryBuffer`` objects and numpy arrays/scalars in the message hub of every
    checkpoint, so ``--resume`` fails. We allow-list exactly those globals with
    ``torch.serialization.add_safe_globals``; weights-only loading stays on, so a
-   checkpoint carrying any other pickled callable is still refused. ``HistoryBuffer``
-   also pickles its class-wide statistics methods (``getattr(HistoryBuffer, 'min')``),
-   and allowing ``getattr`` would open the unpickler to arbitrary attribute access, so
-   we stop pickling them instead: they are class-level and re-registered by mmengine
-   on import.
+   checkpoint carrying any other pickled callable is still refused. Stock mmengine
+   also pickles ``HistoryBuffer``'s class-wide statistics table, as
+   ``getattr(HistoryBuffer, 'min' | 'max' | 'current' | 'mean')``: ``GLOBAL
+   builtins.getattr`` resolves to :func:`history_buffer_getattr`, which allows
+   those four lookups and refuses any other. A loaded buffer never changes the
+   class-wide table (stock ``__setstate__`` merges the file's table into it), and
+   lbc_mm saves buffers without it.
 3. mmengine 0.10.7 resolves ``_base_ = 'pkg::dir/file.py'`` only for the packages in its
    hard-coded ``MODULE2PACKAGE`` and reads ``<pkg>/.mim/configs``: we add ``lbc_mm``,
    point mmengine at this package's directory (pkg_resources reports site-packages for
@@ -31,9 +33,14 @@ idempotent.
    a file in the hub cache (``$TORCH_HOME/hub/checkpoints``) or behind a URL could
    run code when a config's ``init_cfg``, ``load_from`` or ``resume`` names it. Its
    ``load_url`` becomes :func:`lbc_mm.apis.read_url_checkpoint` (weights-only), local
-   files go through :func:`lbc_mm.apis.read_checkpoint` (CRC-checked), a refusal by
-   any other scheme (``s3://``, ``pavi://``: torch's weights-only default) is one
-   line naming the global, and an ``init_cfg`` ``Pretrained`` checkpoint that cannot
+   files go through :func:`lbc_mm.apis.read_checkpoint` (CRC-checked), and the other
+   schemes (``s3://``, ``pavi://``, ``open-mmlab://`` names of local files), which
+   call ``torch.load`` without ``weights_only`` (so
+   ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` would turn it off), see a ``torch`` whose
+   ``load`` always passes ``weights_only=True``. A refusal is one line naming the
+   global; the config text a checkpoint stores is dropped on load
+   (:func:`lbc_mm.apis.drop_config_text`: mmengine's resume and inferencers run it
+   as Python); an ``init_cfg`` ``Pretrained`` checkpoint that cannot
    be loaded into its module (missing, unreadable, refused, or holding another N:M
    pattern / method) raises ``CheckpointMismatchError``, which the tools print in
    one line.
@@ -44,6 +51,7 @@ import importlib.util
 import os.path as osp
 import pickle
 import sys
+import types
 from typing import Callable, List, Optional
 
 # The first transformers major version that breaks mmpretrain 1.2.0's multimodal models.
@@ -116,6 +124,29 @@ def mmengine_checkpoint_globals() -> List[object]:
             *dtype_classes]
 
 
+#: The ``HistoryBuffer`` methods stock mmengine pickles (its class-wide statistics
+#: table, ``_statistics_methods``), each as ``getattr(HistoryBuffer, name)``.
+HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
+
+
+def history_buffer_getattr(*args):
+    """``GLOBAL builtins.getattr`` as weights-only loading resolves it: only
+    ``getattr(HistoryBuffer, name)`` for a name in :data:`HISTORY_BUFFER_STATISTICS`.
+
+    Raises:
+        pickle.UnpicklingError: any other lookup (``getattr(HistoryBuffer,
+            '__init__')``, or on any other object).
+    """
+    from mmengine.logging.history_buffer import HistoryBuffer
+    if (len(args) == 2 and args[0] is HistoryBuffer
+            and args[1] in HISTORY_BUFFER_STATISTICS):
+        return getattr(HistoryBuffer, args[1])
+    shown = ', '.join(getattr(a, '__qualname__', None) or repr(a)[:60] for a in args)
+    raise pickle.UnpicklingError(
+        f'GLOBAL getattr({shown}) is not allowed: only getattr(HistoryBuffer, '
+        f'{"|".join(HISTORY_BUFFER_STATISTICS)})')
+
+
 def _history_buffer_getstate(self) -> dict:
     """State of a ``HistoryBuffer`` without its class-wide statistics methods."""
     state = self.__dict__.copy()
@@ -124,9 +155,12 @@ def _history_buffer_getstate(self) -> dict:
 
 
 def _history_buffer_setstate(self, state: dict) -> None:
-    # Checkpoints from unpatched mmengine may carry the methods: keep any extra ones.
-    self._statistics_methods.update(state.pop('statistics_methods', {}))
-    self.__dict__.update(state)
+    """Stock ``__setstate__`` merges the file's statistics table into the class-wide
+    one (every buffer of the process): the file's table is ignored."""
+    if not isinstance(state, dict):
+        raise pickle.UnpicklingError(f'HistoryBuffer state is a {type(state).__name__}'
+                                     ', not a dict')
+    self.__dict__.update((k, v) for k, v in state.items() if k != 'statistics_methods')
     self._set_default_statistics()
 
 
@@ -143,7 +177,8 @@ def allow_mmengine_checkpoints() -> bool:
     HistoryBuffer.__setstate__ = _history_buffer_setstate
     if not hasattr(torch.serialization, 'add_safe_globals'):
         return False
-    torch.serialization.add_safe_globals(mmengine_checkpoint_globals())
+    torch.serialization.add_safe_globals(
+        mmengine_checkpoint_globals() + [(history_buffer_getattr, 'builtins.getattr')])
     return True
 
 
@@ -169,18 +204,38 @@ def silence_pkg_resources_deprecation() -> None:
 
 
 def _one_line_refusal(loader: Callable) -> Callable:
-    """A mmengine scheme loader whose weights-only refusal is one line."""
-    from .apis import CheckpointMismatchError, refusal_line
+    """A mmengine scheme loader whose weights-only refusal is one line and whose
+    checkpoints come without the config text mmengine would run
+    (:func:`lbc_mm.apis.drop_config_text`)."""
+    from .apis import CheckpointMismatchError, drop_config_text, refusal_line
 
     @functools.wraps(loader)  # keeps ``load_from_<scheme>``: mmengine logs the name
     def load(filename, map_location=None, *args, **kwargs):
         try:
-            return loader(filename, map_location, *args, **kwargs)
+            return drop_config_text(loader(filename, map_location, *args, **kwargs))
         except pickle.UnpicklingError as exc:
             raise CheckpointMismatchError(refusal_line(filename, exc)) from None
 
     load.lbc_mm_weights_only = True
     return load
+
+
+class _WeightsOnlyTorch(types.ModuleType):
+    """``torch`` as mmengine's checkpoint module sees it: ``load`` always passes
+    ``weights_only=True`` (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` turns weights-only
+    loading off only where a call passes no ``weights_only``, as mmengine's s3 /
+    pavi / open-mmlab loaders do); everything else is torch's."""
+
+    def __init__(self, torch_module) -> None:
+        super().__init__('torch')
+        self._torch = torch_module
+
+    def __getattr__(self, name: str):
+        return getattr(self._torch, name)
+
+    def load(self, f, map_location=None, **kwargs):
+        kwargs['weights_only'] = True
+        return self._torch.load(f, map_location=map_location, **kwargs)
 
 
 def load_from_local(filename: str, map_location=None) -> dict:
@@ -230,6 +285,7 @@ def weights_only_mmengine_loading() -> bool:
     # ``load_from_http`` (which torchvision://, open-mmlab://, mmcls:// call by its
     # module-level name) downloads with this ``load_url``.
     mm_checkpoint.load_url = read_url_checkpoint
+    mm_checkpoint.torch = _WeightsOnlyTorch(mm_checkpoint.torch)
     dl_utils.load_url = dl_utils.hub.load_url = read_url_checkpoint
     for prefix, loader in list(loaders._schemes.items()):
         new = load_from_local if prefix == '' else loader

@@ -4,18 +4,21 @@ full disk never leaves a half-written final file, nor a temp file behind.
 Every file lbc_mm writes (tools, training checkpoints, plots) goes through
 :func:`atomic_write` (or :func:`atomic_write_all` for files that belong together,
 such as the stock and the compressed export), with one durability policy: the bytes
-go to a hidden temp file next to the destination, are flushed and fsync'ed, renamed
-over the final name, and the folder is fsync'ed so that the rename survives a power
-loss. The file gets the mode a plain ``open()`` would give it (``0o666`` minus the
-umask). A write failure is an ``OSError`` naming the final path (also when
-``torch.save`` reports it as a ``RuntimeError``); tools print it as one line
-(:func:`lbc_mm.cli.tool_error_line`), and a stop unwinds through the cleanup
-(:func:`lbc_mm.cli.run_tool`).
+go to a hidden temp file next to the destination (``.<name>.pid<PID>.<random>.tmp``),
+are flushed and fsync'ed, renamed over the final name, and the folder is fsync'ed so
+that the rename survives a power loss. A temp file that ``kill -9`` or a power loss
+left behind is removed by the next write into that folder (its writer's pid no
+longer runs: :func:`sweep_stale_temps`). The file gets the mode a plain ``open()``
+would give it (``0o666`` minus the umask). A write failure is an ``OSError`` naming
+the final path (also when ``torch.save`` reports it as a ``RuntimeError``); tools
+print it as one line (:func:`lbc_mm.cli.tool_error_line`), and a stop unwinds
+through the cleanup (:func:`lbc_mm.cli.run_tool`).
 """
 import errno
 import os
+import re
 import tempfile
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -99,6 +102,40 @@ def fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
+#: A temp file's name: ``.<final name>.pid<writer's pid>.<mkstemp's random>.tmp``.
+TEMP_NAME = re.compile(r'\..+\.pid(\d+)\.\w+\.tmp')
+
+
+def _runs(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:  # PermissionError: another user's process
+        return not isinstance(exc, ProcessLookupError)
+    return True
+
+
+def sweep_stale_temps(folder: str) -> List[str]:
+    """Remove the temp files in ``folder`` whose writer no longer runs (``kill -9``
+    or a power loss during a write left them: hidden, model-sized).
+
+    Returns:
+        list[str]: the paths removed.
+    """
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    stale = [os.path.join(folder, name) for name in names
+             if (found := TEMP_NAME.fullmatch(name)) and not _runs(int(found[1]))]
+    for path in stale:
+        try:
+            os.remove(path)
+        except OSError:  # gone already, or another user's
+            pass
+    return stale
+
+
 def _write_temp(path: str, write: Writer) -> str:
     """Write to a temp file next to ``path`` (fsync'ed, umask mode); its name.
 
@@ -109,8 +146,10 @@ def _write_temp(path: str, write: Writer) -> str:
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.',
-                                   suffix='.tmp', dir=folder)
+        sweep_stale_temps(folder)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f'.{os.path.basename(path)}.pid{os.getpid()}.', suffix='.tmp',
+            dir=folder)
     except OSError as exc:
         raise _named(exc, path) from None
     try:
@@ -183,6 +222,25 @@ def atomic_write(path: str, write: Writer) -> str:
         str: ``path``.
     """
     return atomic_write_all([(path, write)])[0]
+
+
+def file_ids(paths: Iterable[str]) -> Dict[str, Optional[Tuple[int, int]]]:
+    """``(device, inode)`` of each path (None: absent), for :func:`replaced_since`."""
+    ids: Dict[str, Optional[Tuple[int, int]]] = {}
+    for path in filter(None, paths):
+        try:
+            stat = os.stat(path)
+            ids[path] = (stat.st_dev, stat.st_ino)
+        except OSError:
+            ids[path] = None
+    return ids
+
+
+def replaced_since(before: Dict[str, Optional[Tuple[int, int]]]) -> List[str]:
+    """The paths of ``before`` (:func:`file_ids`) holding a new file (an atomic write
+    gives it a new inode): what was written since, whenever the writer stopped."""
+    now = file_ids(before)
+    return [path for path, was in before.items() if now[path] not in (None, was)]
 
 
 class _Recorder:

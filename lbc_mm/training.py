@@ -8,9 +8,11 @@ distributed set-up, the Runner, and the checkpoint it resumes from or loads
 stops training with a message that says it all is one line and exit 1
 (:func:`lbc_mm.cli.exit_on_run_error`).
 """
+import logging
 import sys
 
 from mmengine.config import Config
+from mmengine.logging import print_log
 from mmengine.runner import Runner, find_latest_checkpoint
 
 from .cli import (
@@ -39,6 +41,7 @@ def prepare_training(cfg: Config, launcher: str = 'none') -> Runner:
     """
     from .config_check import exit_on_config_error
     from .dist import setup_distributed
+    from .hooks.checkpoint import LAST_CHECKPOINT
 
     # lbc_mm settings, e.g. an LBCHook without the scores' optimizer constructor
     # (the config says it; nothing adds it): one line, exit 2.
@@ -56,6 +59,11 @@ def prepare_training(cfg: Config, launcher: str = 'none') -> Runner:
             runner.work_dir)
         if resume_from:  # of another pattern / model: refuse before training
             check_runner_checkpoint(runner, resume_from)
+        else:  # mmengine would start from scratch without a word
+            print_log(f'--resume: no checkpoint in {runner.work_dir} yet (no '
+                      f'{LAST_CHECKPOINT}: the run stopped before its first '
+                      'checkpoint); training starts from scratch', logger='current',
+                      level=logging.WARNING)
     elif cfg.get('load_from', None):  # fine-tuning may fit partially; must be sound
         check_runner_checkpoint(runner, cfg.load_from, allow_partial=True)
     return runner

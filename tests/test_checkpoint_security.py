@@ -11,7 +11,10 @@ are in tests/test_two_stage.py.
 import functools
 import http.server
 import importlib.util
+import os
 import os.path as osp
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -31,7 +34,9 @@ from checkpoint_poison import assert_refused, poison  # noqa: E402
 REPO = osp.dirname(TESTS)
 from lbc_toy import (  # noqa: E402
     LBCToyNet,
+    build_runner,
     reset_mmengine_globals,
+    subprocess_env,
     toy_cfg,
     write_config,
 )
@@ -180,3 +185,179 @@ def test_train_tool_refuses_in_one_line(train_tool, www, hub, tmp_path, capsys,
     assert len(err.splitlines()) == 1 and err.startswith('error: '), err
     assert_refused(err, marker)
     assert not list((tmp_path / 'work').rglob('*.pth'))  # nothing trained
+
+
+# -- getattr: only stock mmengine's HistoryBuffer statistics (issue 22 item 1) ------
+class _Getattr:
+    """Pickles as ``getattr(obj, name)`` (``GLOBAL builtins.getattr``)."""
+
+    def __init__(self, obj, name):
+        self.obj, self.name = obj, name
+
+    def __reduce__(self):
+        return getattr, (self.obj, self.name)
+
+    def __call__(self, *args):  # pickle wants a callable in a reduce
+        raise AssertionError('never called when pickling')
+
+
+class _Import:
+    """Pickles as ``importlib.import_module(name)``."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __reduce__(self):
+        return importlib.import_module, (self.name, )
+
+
+class _Call:
+    """Pickles as ``func(*args)``."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def test_getattr_allows_only_history_buffer_statistics(tmp_path):
+    from mmengine.logging.history_buffer import HistoryBuffer
+    ok = tmp_path / 'ok.pth'
+    torch.save({'meta': {'methods': {name: _Getattr(HistoryBuffer, name) for name in
+                                     ('min', 'max', 'current', 'mean')}}}, str(ok))
+    methods = read_any_checkpoint(str(ok))['meta']['methods']
+    assert methods == {name: getattr(HistoryBuffer, name)
+                       for name in ('min', 'max', 'current', 'mean')}
+
+    other = tmp_path / 'other.pth'
+    torch.save({'meta': {'hook': _Getattr(HistoryBuffer, '__init__')}}, str(other))
+    with pytest.raises(CheckpointMismatchError) as err:
+        read_any_checkpoint(str(other))
+    assert "it pickles GLOBAL getattr(HistoryBuffer, '__init__')" in str(err.value)
+    assert len(str(err.value).splitlines()) == 1
+
+    marker = tmp_path / 'ran'
+    system = tmp_path / 'system.pth'  # getattr(os, 'system')('mkdir marker')
+    torch.save({'meta': {'hook': _Call(_Getattr(_Import('os'), 'system'),
+                                       f'mkdir {marker}')}}, str(system))
+    torch.load(str(system), weights_only=False)  # control: it runs code
+    assert marker.is_dir()
+    marker.rmdir()
+    with pytest.raises(CheckpointMismatchError, match='refused') as err:
+        read_any_checkpoint(str(system))
+    assert 'GLOBAL importlib.import_module' in str(err.value)
+    assert not marker.exists()
+
+
+# -- no code from the config text a checkpoint stores (issue 22 item 2) ------------
+def _code_checkpoint(tmp_path, marker):
+    """A weights-clean toy checkpoint (iteration 4 of 8) whose stored config texts
+    run ``os.mkdir(marker)`` when mmengine parses them."""
+    from mmengine.config import Config
+    torch.manual_seed(0)
+    cfg = toy_cfg(str(tmp_path / 'first'), length=4, hook=dict(t_f=0.5))
+    build_runner(cfg).train()
+    reset_mmengine_globals()
+    ckpt = torch.load(str(tmp_path / 'first' / 'iter_4.pth'), weights_only=True)
+    code = f"x = __import__('os').mkdir({str(marker)!r})\n"
+    Config.fromstring(code, file_format='.py')  # control: parsing it runs it
+    assert osp.isdir(marker)
+    os.rmdir(marker)
+    ckpt['meta'].update(config=code, cfg=code)
+    ckpt['message_hub']['runtime_info']['cfg'] = code
+    path = str(tmp_path / 'code.pth')
+    torch.save(ckpt, path)
+    return path
+
+
+def test_resume_never_runs_the_config_text_of_a_checkpoint(tmp_path):
+    marker = tmp_path / 'ran'
+    path = _code_checkpoint(tmp_path, marker)
+    config = write_config(str(tmp_path / 'cfg.py'),
+                          toy_cfg(str(tmp_path / 'work'), length=8,
+                                  hook=dict(t_f=0.5)))
+    proc = subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools', 'train.py'), config, '--work-dir',
+         str(tmp_path / 'work'), '--resume', path], cwd=str(tmp_path),
+        env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert (tmp_path / 'work' / 'iter_8.pth').is_file()  # resumed and finished
+    assert not marker.exists(), 'the checkpoint ran its config text'
+    # An inferencer built from the checkpoint alone: no config to run.
+    from mmdet.apis import DetInferencer
+    with pytest.raises(ValueError, match='Cannot find the config'):
+        DetInferencer(model=None, weights=path, device='cpu')
+    assert not marker.exists(), 'the checkpoint ran its config text'
+
+
+# -- TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 reopens nothing (issue 22 item 3) ----------
+@pytest.fixture
+def no_weights_only(monkeypatch):
+    """The common workaround for mmengine on torch >= 2.6: ``torch.load`` calls that
+    pass no ``weights_only`` load everything (it applies per call)."""
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+
+
+def _s3_to(folder, monkeypatch):
+    """``s3://bucket/NAME`` read from ``folder/NAME`` by mmengine's file backend
+    named 'petrel' (what its s3 loader asks for)."""
+    from mmengine.fileio import LocalBackend
+    from mmengine.fileio.backends import registry_utils
+
+    class S3InFolder(LocalBackend):
+
+        def get(self, filepath):
+            return super().get(osp.join(folder, str(filepath).split('/')[-1]))
+
+    monkeypatch.setitem(registry_utils.backends, 'petrel', S3InFolder)
+    return 's3://bucket/evil.pth'
+
+
+def _pavi_to(folder, monkeypatch):
+    """``pavi://NAME`` downloaded from ``folder/NAME`` (pavi's ``modelcloud``, which
+    is not installed here, as mmengine's pavi loader calls it)."""
+    import shutil
+    import types
+
+    class Model:
+
+        def __init__(self, path):
+            self.name, self.path = osp.basename(path), osp.join(folder, path)
+
+        def download(self, dst):
+            shutil.copy(self.path, dst)
+
+    pavi = types.ModuleType('pavi')
+    pavi.modelcloud = types.SimpleNamespace(get=Model)
+    monkeypatch.setitem(sys.modules, 'pavi', pavi)
+    return 'pavi://evil.pth'
+
+
+def _open_mmlab_to(folder, monkeypatch):
+    """``open-mmlab://evil`` mapped to a local file by ``$MMENGINE_HOME/
+    open_mmlab.json`` (mmengine's way to name local checkpoints)."""
+    import json
+    monkeypatch.setenv('MMENGINE_HOME', str(folder))
+    (folder / 'open_mmlab.json').write_text(json.dumps({'evil': 'evil.pth'}))
+    return 'open-mmlab://evil'
+
+
+@pytest.mark.parametrize('scheme', ['s3', 'pavi', 'open-mmlab', 'local'])
+def test_forced_unsafe_loading_env_reopens_nothing(no_weights_only, tmp_path,
+                                                   monkeypatch, scheme):
+    marker = tmp_path / 'ran'
+    path = poison(tmp_path / 'evil.pth', marker)
+    address = {'s3': _s3_to, 'pavi': _pavi_to, 'open-mmlab': _open_mmlab_to,
+               'local': lambda folder, mp: path}[scheme](tmp_path, monkeypatch)
+    with pytest.warns(UserWarning, match='TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'):
+        torch.load(path)  # control: the variable turns weights-only loading off
+    assert osp.isdir(marker)
+    os.rmdir(marker)
+    with pytest.raises(CheckpointMismatchError) as err:
+        CheckpointLoader.load_checkpoint(address, map_location='cpu')
+    assert_refused(err.value, marker)
+    # a clean file through the same address still loads
+    torch.save({'state_dict': {'w': torch.ones(2)}}, path)
+    ckpt = CheckpointLoader.load_checkpoint(address, map_location='cpu')
+    assert torch.equal(ckpt['state_dict']['w'], torch.ones(2))

@@ -221,3 +221,30 @@ def test_config_hook_turned_off_by_environment_variable(tmp_path):
         assert MODULE2PACKAGE['lbc_mm'] == 'lbc_mm'
         ''')], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_a_loaded_history_buffer_cannot_change_the_statistics_table(tmp_path):
+    """Stock mmengine (lbc_mm not imported) writes a buffer whose pickled table maps
+    'mean' to ``max`` and adds 'median'; loading it leaves the class-wide table as it
+    was (issue 22 item 4)."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    from lbc_mm.apis import read_checkpoint
+    path = tmp_path / 'hub.pth'
+    proc = subprocess.run([sys.executable, '-c', textwrap.dedent('''
+        import sys, torch
+        from mmengine.logging.history_buffer import HistoryBuffer
+        HistoryBuffer._statistics_methods.update(
+            mean=HistoryBuffer.max, median=HistoryBuffer.min)
+        buffer = HistoryBuffer([1.0, 3.0], [1, 1])
+        torch.save({'message_hub': {'log_scalars': {'loss': buffer}}}, sys.argv[1])
+        assert 'lbc_mm' not in sys.modules
+        '''), str(path)], env=dict(os.environ, LBC_MM_NO_CONFIG_HOOK='1'),
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    HistoryBuffer()  # the defaults, as every process that logs has them
+    before = dict(HistoryBuffer._statistics_methods)
+    loaded = read_checkpoint(str(path))['message_hub']['log_scalars']['loss']
+    assert HistoryBuffer._statistics_methods == before
+    assert 'median' not in HistoryBuffer._statistics_methods
+    assert loaded.mean() == 2.0 and loaded.statistics('mean') == 2.0

@@ -93,6 +93,10 @@ def combine(paths, out_png, out_md):
                 results.append(json.load(f))
         except (OSError, ValueError) as exc:
             unreadable.append(f'- {path}: unreadable ({exc})')
+    if not results:  # nothing to combine: no table
+        print('error: no readable benchmark JSON: '
+              + '; '.join(u[2:] for u in unreadable), file=sys.stderr)
+        return 1
     text = combined_markdown(results, unreadable)
     print(text)
     if out_md:
@@ -108,7 +112,7 @@ def combine(paths, out_png, out_md):
             plot_layers(results, out_png, title='per-layer 2:4 speedups')
         except Exception as exc:  # noqa: BLE001  (the markdown is already written)
             print(f'plot failed: {type(exc).__name__}: {exc}', file=sys.stderr)
-    return 0
+    return 1 if unreadable else 0  # the table lists the unreadable files
 
 
 def main(argv=None):

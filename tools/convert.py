@@ -46,15 +46,23 @@ def main(argv=None) -> int:
         default_config_path,
         refuse_overwrites,
     )
-    from lbc_mm.io import atomic_write, check_writable
+    from lbc_mm.io import atomic_write, check_writable, file_ids, replaced_since
     from lbc_mm.sparsity.patterns import parse_pattern
-    written = 'no output file was written'
     outputs = {'OUT': args.out,
                '--compressed': args.compressed or default_compressed_path(args.out),
                'stock config': default_config_path(args.out), '--json': args.json}
+    before = file_ids(outputs.values())
+
+    def written() -> str:
+        """What this run wrote, read from the disk (a stop may come at any time)."""
+        new = replaced_since(before)
+        left = [p for p in filter(None, outputs.values()) if p not in new]
+        if not new:
+            return 'no output file was written'
+        return (', '.join(new) + (' was' if len(new) == 1 else ' were') + ' written'
+                + (f', {", ".join(left)} not' if left else ''))
 
     def convert() -> int:
-        nonlocal written
         try:
             if args.pattern is not None:
                 parse_pattern(args.pattern)
@@ -65,8 +73,6 @@ def main(argv=None) -> int:
                 check_writable(path)
             report = export_checkpoint(args.config, args.checkpoint, args.out,
                                        args.compressed, args.pattern)
-            written = (f'{report["out"]}, {report["compressed_out"]} and '
-                       f'{report["config_out"]} were written, {args.json} was not')
             print(format_table(report))
             t = report['totals']
             print(f'wrote {report["out"]} (stock keys), {report["compressed_out"]} '
@@ -79,12 +85,12 @@ def main(argv=None) -> int:
         # a write / missing file; bad pattern / paths, mismatch, corrupted, not
         # N:M; a registry type the config names is unknown
         except (OSError, ValueError, KeyError) as exc:
-            print(tool_error_line(exc, args.config, outputs.values(), written),
+            print(tool_error_line(exc, args.config, outputs.values(), written()),
                   file=sys.stderr)
             return 1
         return 0
 
-    return run_tool(convert, lambda: written)
+    return run_tool(convert, written)
 
 
 if __name__ == '__main__':

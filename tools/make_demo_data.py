@@ -307,6 +307,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as err:
         print(f'make_demo_data: {err}', file=sys.stderr)
         return 2
+    except OSError as err:  # a read-only or full folder, a file in the way
+        where = f' {err.filename}' if err.filename else ''
+        print(f'make_demo_data: cannot write{where}: {err.strerror or err}',
+              file=sys.stderr)
+        return 1
     print(f'demo data written to {out}: COCO {args.num_train}+{args.num_val} images '
           f'of {args.image_size}px, classification '
           f'{args.cls_train_per_class}+{args.cls_val_per_class} per class, '

@@ -10,7 +10,9 @@ the fix) and sets up CPU (gloo) or GPU distributed evaluation. Before testing it
 refuses (one line, exit 1) a checkpoint that does not fit the config (missing,
 unexpected or mis-shaped keys: e.g. a 2:4 checkpoint under a 2:8 config would
 otherwise be evaluated with fresh layers), a corrupted one (zip CRCs) or one whose
-pickle is refused; ``--allow-partial`` evaluates a partial fit on purpose. CHECKPOINT
+pickle is refused; ``--allow-partial`` evaluates a partial fit on purpose. A missing
+config, and an ``--out`` file that cannot be written (checked before the
+evaluation), are one line too. CHECKPOINT
 may be a URL (or ``torchvision://`` ...): it is downloaded into the torch hub cache
 and read weights-only like a local file.
 """
@@ -38,6 +40,7 @@ from lbc_mm.cli import (
 )
 from lbc_mm.config_check import exit_on_config_error
 from lbc_mm.dist import setup_distributed, teardown_distributed
+from lbc_mm.io import check_writable
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -76,7 +79,17 @@ def main(argv: Optional[List[str]] = None) -> None:
     if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
         print(f'Checkpoint not found: {args.checkpoint}', file=sys.stderr)
         raise SystemExit(2)
-    cfg = load_config(args.config)
+    try:
+        cfg = load_config(args.config)
+        if args.out is not None:  # fail now, not after the whole evaluation
+            check_writable(args.out)
+    except FileNotFoundError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as exc:
+        print(f'error: cannot write {exc.filename} (--out): {exc.strerror}',
+              file=sys.stderr)
+        raise SystemExit(1) from None
     merge_args(cfg, args)
     exit_on_config_error(cfg, training=False)  # lbc_mm settings: one line, exit 2
     missing = find_missing_data(cfg, ('test_dataloader', ))

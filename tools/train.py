@@ -6,9 +6,11 @@ One script for both libraries: the config's ``default_scope`` picks the registry
         [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm|mpi]
     bash tools/dist_train.sh CONFIG NUM_PROCS [ARGS...]   # torchrun; CPU uses gloo
 
-Before the Runner is built the script checks that the datasets the config needs exist
-and otherwise exits with one line naming the missing path and the fix; ``--resume``
-of a missing file is one line up front too. A checkpoint to resume from that does not
+Before the Runner is built the script checks that the config and the datasets it
+needs exist and otherwise exits with one line naming the missing path (and the fix);
+``--resume`` of a missing file is one line up front too, and ``--resume`` in a work
+dir without a checkpoint yet (a run stopped before its first one) says, in a
+warning, that training starts from scratch. A checkpoint to resume from that does not
 fit the config (another pattern or model: missing, unexpected or mis-shaped keys), is
 corrupted or is refused by weights-only loading stops the run in one line (exit 1)
 before the first iteration; so does a corrupted or refused ``load_from`` (which may
@@ -33,6 +35,7 @@ from typing import List, Optional
 
 from mmengine.config import Config
 
+from lbc_mm.apis import resolve_config
 from lbc_mm.cli import merge_train_args, parse_train_args
 from lbc_mm.dist import teardown_distributed
 from lbc_mm.training import prepare_training, run_training
@@ -45,7 +48,11 @@ def main(argv: Optional[List[str]] = None) -> None:
             not osp.isfile(args.resume):
         print(f'Checkpoint not found: {args.resume} (--resume)', file=sys.stderr)
         raise SystemExit(2)
-    cfg = Config.fromfile(args.config)
+    try:
+        cfg = Config.fromfile(resolve_config(args.config))
+    except FileNotFoundError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        raise SystemExit(2) from None
     merge_train_args(cfg, args)
     if args.amp:
         import torch

@@ -36,7 +36,7 @@ from mmengine.registry import HOOKS
 from ..sparse_model import describe_tensors, non_finite_tensors
 
 __all__ = ['FiniteCheckHook', 'check_loss', 'check_weights', 'describe_tensors',
-           'non_finite_tensors']
+           'non_finite_tensors', 'saved_iter']
 
 
 def _loss_value(runner, outputs: Optional[dict]) -> Optional[float]:
@@ -58,9 +58,22 @@ def _loss_value(runner, outputs: Optional[dict]) -> Optional[float]:
 FIX = 'training diverged (lower the learning rate, clip gradients or check the data)'
 
 
-def where(runner) -> str:
-    """``'iteration 9 (epoch 1)'``: the iteration just done, 1-based."""
+def where(runner, done: Optional[int] = None) -> str:
+    """``'iteration 9 (epoch 1)'``: the iteration just done, 1-based, inside
+    ``after_train_iter`` (where ``runner.iter`` is still that iteration's index);
+    ``'iteration 24'`` for ``done``, a count of finished iterations (a checkpoint's
+    ``meta['iter']``, or ``runner.iter`` after training)."""
+    if done is not None:
+        return f'iteration {done}'
     return f'iteration {runner.iter + 1} (epoch {runner.epoch + 1})'
+
+
+def saved_iter(checkpoint: dict) -> Optional[int]:
+    """The iterations a checkpoint being saved holds (mmengine's ``meta['iter']``:
+    ``runner.iter + 1`` in an iteration loop, ``runner.iter`` at an epoch's end)."""
+    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    done = meta.get('iter') if isinstance(meta, dict) else None
+    return done if isinstance(done, int) else None
 
 
 def check_loss(runner, outputs: Optional[dict], owner: str = 'FiniteCheckHook') -> None:
@@ -85,7 +98,8 @@ def check_loss(runner, outputs: Optional[dict], owner: str = 'FiniteCheckHook') 
                              f'{weights}; {FIX}')
 
 
-def check_weights(runner, when: str = '', owner: str = 'FiniteCheckHook') -> None:
+def check_weights(runner, when: str = '', owner: str = 'FiniteCheckHook',
+                  done: Optional[int] = None) -> None:
     """Scan the model; fail naming the non-finite tensors.
 
     Args:
@@ -93,6 +107,8 @@ def check_weights(runner, when: str = '', owner: str = 'FiniteCheckHook') -> Non
         when (str): What the check precedes, for the message (e.g.
             ``'before saving a checkpoint'``); empty for none.
         owner (str): The hook named in the message.
+        done (int, optional): Iterations finished (see :func:`where`); None
+            inside ``after_train_iter``.
 
     Raises:
         FloatingPointError: naming the iteration and the tensors.
@@ -101,7 +117,7 @@ def check_weights(runner, when: str = '', owner: str = 'FiniteCheckHook') -> Non
     if names:
         at = f'{when} at' if when else 'at'
         raise FloatingPointError(
-            f'{owner}: non-finite weights {at} {where(runner)} in '
+            f'{owner}: non-finite weights {at} {where(runner, done)} in '
             f'{describe_tensors(names)}; {FIX}')
 
 
@@ -137,8 +153,8 @@ class FiniteCheckHook(Hook):
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         """Never write non-finite weights into a checkpoint."""
-        check_weights(runner, 'before saving a checkpoint')
+        check_weights(runner, 'before saving a checkpoint', done=saved_iter(checkpoint))
 
     def after_train(self, runner) -> None:
         """Scan once more: the last update may have broken the weights."""
-        check_weights(runner, 'at the end of training')
+        check_weights(runner, 'at the end of training', done=runner.iter)

@@ -101,7 +101,8 @@ def end_of_training_check(model: nn.Module, hooks: Iterable, layers: Layers) -> 
         raise RuntimeError(
             'LBCHook: training ended but the model is not exactly N:M '
             f'({len(problems)} layers):\n  ' + '\n  '.join(problems))
-    print_log(passed_line(layers, bool(emas)), logger='current')
+    print_log(passed_line(layers, bool(emas), len(dense_fallbacks(model)[0])),
+              logger='current')
 
 
 def check_ranks_agree(layers: Layers) -> None:
@@ -123,16 +124,19 @@ def check_ranks_agree(layers: Layers) -> None:
             f'layers: {", ".join(differ)}')
 
 
-def passed_line(layers: Layers, with_ema: bool) -> str:
-    """The line logged when the end-of-training checks pass."""
+def passed_line(layers: Layers, with_ema: bool, dense: int = 0) -> str:
+    """The line logged when the end-of-training checks pass; ``dense``: N:M layers
+    that stayed dense."""
     patterns = sorted({(layer.n, layer.m) for _, layer in layers})
     exact = ', '.join(f'{n}:{m}' for n, m in patterns)
     ema = ' (EMA model too)' if with_ema else ''
     world = get_world_size()
     ranks = (f'all {world} ranks chose the same candidates' if world > 1 else
              'one process, no ranks to compare')
+    stayed = (f'; {dense} N:M layers stayed dense (input channels not divisible '
+              'by M)' if dense else '')
     return (f'LBCHook: end-of-training checks passed: {len(layers)} LBC '
-            f'layers exactly {exact}{ema}; {ranks}')
+            f'layers exactly {exact}{ema}{stayed}; {ranks}')
 
 
 def check_optimizer(optim_wrapper, learning: Layers) -> None:
@@ -225,17 +229,25 @@ def check_finished(layers: Layers, finished: Set[str]) -> None:
             + ', '.join(unfinished))
 
 
+def dense_fallbacks(model: nn.Module) -> Tuple[List[str], int]:
+    """The sparse-typed layers that stayed dense (Cin not divisible by M), as
+    ``'name (shape) (n:m)'``, and the number of sparse-typed layers."""
+    layers = list(sparse_layers(model, only_sparse=False))
+    return [f'{name} {tuple(layer.weight.shape)} ({layer.n}:{layer.m})'
+            for name, layer in layers if not layer.is_sparse], len(layers)
+
+
 def log_dense_fallbacks(model: nn.Module) -> None:
-    """Name the sparse-typed layers that stayed dense (Cin not divisible by M).
+    """Warn, naming them, about the sparse-typed layers that stayed dense (Cin not
+    divisible by M): the run is not the N:M network the config asks for.
 
     The layer logs its shape when built; only the model knows its name.
     """
-    dense = [f'{name} {tuple(layer.weight.shape)} ({layer.n}:{layer.m})'
-             for name, layer in sparse_layers(model, only_sparse=False)
-             if not layer.is_sparse]
+    dense, total = dense_fallbacks(model)
     if dense:
-        print_log(f'LBCHook: {len(dense)} layer(s) stay dense, input channels '
-                  f'not divisible by M: {", ".join(dense)}', logger='current')
+        print_log(f'LBCHook: {len(dense)} of {total} N:M layers stay dense (input '
+                  f'channels not divisible by M): {", ".join(dense)}',
+                  logger='current', level=logging.WARNING)
 
 
 def log_frozen_layers(frozen: Sequence[str], mode: str,

@@ -33,7 +33,7 @@ from mmengine.runner import EpochBasedTrainLoop
 from torch import nn
 
 from ..sparse_model import lbc_layers, name_sparse_layers
-from .finite_check import FiniteCheckHook, check_loss, check_weights
+from .finite_check import FiniteCheckHook, check_loss, check_weights, saved_iter
 from .lbc_checks import (
     check_finished,
     check_finite,
@@ -271,7 +271,8 @@ class LBCHook(Hook):
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         """Sync the EMA model and save the hook's history."""
         if self._scan_scores:  # no FiniteCheckHook: no NaN weights on disk
-            check_weights(runner, 'before saving a checkpoint', 'LBCHook')
+            check_weights(runner, 'before saving a checkpoint', 'LBCHook',
+                          saved_iter(checkpoint))
         sync_ema(runner.hooks)
         checkpoint[CKPT_KEY] = dict(history=[list(row) for row in self.history])
 

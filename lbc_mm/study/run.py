@@ -1,6 +1,7 @@
 """The method study's driver: each run trains in a subprocess of its own
-(``python -m lbc_mm.study RUN_DIR``), the study folder is locked, a stop stops the
-running run too, and the table, JSON and chart are written at the end.
+(``python -m lbc_mm.study RUN_DIR``), the study folder is locked (by the study and its
+running run), a stop stops the running run too (``kill -9`` of the study as well),
+and the table, JSON and chart are written at the end.
 """
 import json
 import os
@@ -23,6 +24,8 @@ LOG = 'run.log'
 LOCK = '.compare_methods.lock'
 #: Seconds a run gets to stop after SIGTERM before it is killed.
 STOP_GRACE_S = 10
+#: ``prctl`` option: the signal a process gets when its parent ends (Linux).
+PR_SET_PDEATHSIG = 1
 
 
 def dense_fallbacks(model) -> Tuple[List[str], int]:
@@ -121,8 +124,28 @@ def _last_error(log_path: str) -> str:
     return lines[-1][:300] if lines else 'empty log'
 
 
-def launch(run_dir: str, spec: dict) -> dict:
-    """Run one spec in a subprocess (log in ``run.log``); its result dict."""
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn``: the run gets SIGTERM when the study process ends, however
+    it ends (``kill -9`` too; Linux ``PR_SET_PDEATHSIG``), and exits at once when
+    the study ended before it got there."""
+
+    def set_up() -> None:
+        import ctypes
+        prctl = getattr(ctypes.CDLL(None), 'prctl', None)
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return set_up
+
+
+def launch(run_dir: str, spec: dict, lock: Optional[int] = None) -> dict:
+    """Run one spec in a subprocess (log in ``run.log``); its result dict.
+
+    The run dies with the study process and inherits the study's lock (``lock``,
+    from :func:`lock_study`): the folder stays locked until the run has ended too.
+    """
     os.makedirs(run_dir, exist_ok=True)
     atomic_write(osp.join(run_dir, SPEC),
                  lambda f: f.write(json.dumps(spec, indent=1).encode()))
@@ -133,7 +156,8 @@ def launch(run_dir: str, spec: dict) -> dict:
         proc = subprocess.Popen(
             [sys.executable, '-m', 'lbc_mm.study', run_dir],
             stdout=log, stderr=subprocess.STDOUT, cwd=os.getcwd(),
-            start_new_session=True)
+            start_new_session=True, pass_fds=() if lock is None else (lock, ),
+            preexec_fn=_die_with_parent(os.getpid()))
         try:
             proc.wait()
         except BaseException:  # SIGTERM (Terminated) or Ctrl-C: no orphan run
@@ -166,8 +190,9 @@ def stop_run(proc: subprocess.Popen) -> None:
 
 
 def lock_study(work_dir: str) -> int:
-    """Lock the study folder until this process exits (its descriptor stays open;
-    the kernel releases the lock however the process ends).
+    """Lock the study folder until this process and the runs it passes the
+    descriptor to (:func:`launch`) exit (the kernel releases the lock however they
+    end).
 
     Returns:
         int: The lock file's descriptor.
@@ -227,9 +252,10 @@ def run_study(args, command: str,
     cfg_options = (None if args.cfg_options is None else
                    {k: v for k, v in args.cfg_options.items()})
     runs = grid(args.methods, args.patterns, args.seeds)
+    lock = None
     if not args.report_only:
         check_config(config, cfg_options, runs)
-        lock_study(args.work_dir)  # held until this process exits
+        lock = lock_study(args.work_dir)  # held until this process and its run exit
     results: List[dict] = []
     start = time.perf_counter()
     done_times: List[float] = []
@@ -252,7 +278,7 @@ def run_study(args, command: str,
         spec = dict(config=config, cfg_options=cfg_options, method=method,
                     pattern=list(pattern) if pattern else None, seed=seed)
         on_run(name)
-        res = launch(run_dir, spec)
+        res = launch(run_dir, spec, lock)
         on_run(None)
         results.append(res)
         done_times.append(res['wall_s'])

@@ -179,3 +179,33 @@ def test_train_tool_exits_non_zero_naming_the_iteration(tmp_path):
     assert proc.stderr.count('error:') == 1
     assert 6 < _failing_iteration(last) <= 9
     assert not (tmp_path / 'work' / 'iter_12.pth').exists()
+
+
+# -- the iteration named after an iteration loop's end (issue 22 item 7) ----------
+def test_end_of_training_names_the_last_iteration(tmp_path):
+    """A 12-iteration run broken by its last update: 'iteration 12', not 13."""
+    cfg = toy_cfg(str(tmp_path), hook=dict(t_f=0.5), custom_hooks=[
+        dict(type='FiniteCheckHook', interval=50),
+        dict(type='NaNInjector', tensor='head.bias', at=12)])
+    cfg['default_hooks']['checkpoint'] = dict(type='CheckpointHook', interval=100,
+                                              save_last=False)
+    with pytest.raises(FloatingPointError) as info:
+        build_runner(cfg).train()
+    assert str(info.value).startswith(
+        'FiniteCheckHook: non-finite weights at the end of training at iteration 12 '
+        'in 1 tensor: head.bias'), str(info.value)
+
+
+@pytest.mark.parametrize('finite_check', [True, False])
+def test_epoch_end_checkpoint_names_the_last_iteration(tmp_path, finite_check):
+    """Two epochs of 6 iterations; the checkpoint at the end of epoch 2 holds 12."""
+    owner = 'FiniteCheckHook' if finite_check else 'LBCHook'
+    cfg = toy_cfg(str(tmp_path), by_epoch=True, length=2, hook=dict(t_f=0.5),
+                  custom_hooks=[dict(type='FiniteCheckHook', interval=50)] * (
+                      finite_check) + [dict(type='NaNInjector', tensor='fc.scores',
+                                            at=12)])
+    with pytest.raises(FloatingPointError) as info:
+        build_runner(cfg).train()
+    assert str(info.value).startswith(
+        f'{owner}: non-finite weights before saving a checkpoint at iteration 12 '
+        'in 1 tensor: fc.scores'), str(info.value)

@@ -4,6 +4,10 @@ the config's ``load_from`` ends exactly N:M, and a real mismatch still fails."""
 import glob
 import logging
 import os.path as osp
+import shutil
+import subprocess
+import sys
+import zipfile
 
 import pytest
 import torch
@@ -99,3 +103,68 @@ def test_a_real_mismatch_still_fails():
     # keys of something else entirely: the LBC state stays a missing key
     warnings = _load_warnings(lbc, {'head.fc.weight': torch.zeros(2, 2)})
     assert 'missing keys' in warnings and 'layer1.0.conv1.scores' in warnings
+
+
+# -- a checkpoint stock mmpretrain wrote (lbc_mm never imported) (issue 22 item 1) --
+@pytest.fixture(scope='module')
+def stock(tmp_path_factory):
+    from stock_mmpretrain import stock_checkpoint
+    return stock_checkpoint(str(tmp_path_factory.mktemp('stock')))
+
+
+def _tool(name, *args, cwd):
+    from lbc_toy import REPO, subprocess_env
+    return subprocess.run([sys.executable, osp.join(REPO, 'tools', f'{name}.py'),
+                           *map(str, args)], cwd=str(cwd), env=subprocess_env(),
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_stock_checkpoint_pickles_history_buffer_getattr(stock):
+    """Control: stock mmengine pickles ``getattr(HistoryBuffer, 'min')`` & co."""
+    with zipfile.ZipFile(stock['checkpoint']) as archive:
+        pickled = archive.read(next(n for n in archive.namelist()
+                                    if n.endswith('data.pkl')))
+    assert b'getattr' in pickled and b'HistoryBuffer' in pickled
+    assert b'current' in pickled
+
+
+def test_fine_tune_a_checkpoint_stock_mmpretrain_wrote(stock, tmp_path):
+    """The from-dense path (``load_from``) through tools/train.py: rc 0, the dense
+    weights start the LBC state, the run ends exactly 2:4."""
+    from stock_mmpretrain import STUDY_CONFIG
+    data = stock['data']
+    config = tmp_path / 'from_dense.py'
+    config.write_text(
+        f'_base_ = {STUDY_CONFIG!r}\n'
+        f'load_from = {stock["checkpoint"]!r}\n'
+        f'train_dataloader = dict(batch_size=4, dataset=dict(data_root={data!r}))\n'
+        f'val_dataloader = dict(batch_size=4, dataset=dict(data_root={data!r}))\n'
+        'test_dataloader = val_dataloader\n'
+        'train_cfg = dict(max_epochs=2, val_interval=2)\n'
+        "log_level = 'INFO'\n")
+    proc = _tool('train', config, '--work-dir', tmp_path / 'work', cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert 'initialised the LBC state of 19 layers from dense weights' in proc.stdout
+    assert 'end-of-training checks passed: 19 LBC layers exactly 2:4' in proc.stdout
+
+
+def test_resume_test_and_init_cfg_of_a_checkpoint_stock_mmpretrain_wrote(
+        stock, tmp_path):
+    """--resume (the whole message hub), tools/test.py, init_cfg Pretrained and the
+    readers of convert / get_flops / export (read_any_checkpoint)."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+    from mmpretrain.registry import MODELS
+
+    from lbc_mm.apis import read_any_checkpoint
+    for read in (read_any_checkpoint, CheckpointLoader.load_checkpoint):
+        assert 'backbone.conv1.weight' in read(stock['checkpoint'])['state_dict']
+    backbone = MODELS.build(dict(
+        type='ResNet', depth=18, stem_channels=16, base_channels=16, init_cfg=dict(
+            type='Pretrained', checkpoint=stock['checkpoint'], prefix='backbone.')))
+    backbone.init_weights()
+    work = tmp_path / 'work'
+    shutil.copytree(stock['work'], work)
+    proc = _tool('train', stock['config'], '--work-dir', work, '--resume',
+                 '--cfg-options', 'train_cfg.max_epochs=2', cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert (work / 'epoch_2.pth').is_file()

@@ -439,5 +439,5 @@ def test_dense_fallback_layers_are_named(log_lines):
     model.body = NMSparseConv(8, 8, 3, n=2, m=4)
     log_dense_fallbacks(model)
     named = [line for line in log_lines if line.startswith('LBCHook:')]
-    assert named == ['LBCHook: 1 layer(s) stay dense, input channels not divisible '
-                     'by M: stem (8, 3, 7, 7) (2:4)']
+    assert named == ['LBCHook: 1 of 2 N:M layers stay dense (input channels not '
+                     'divisible by M): stem (8, 3, 7, 7) (2:4)']

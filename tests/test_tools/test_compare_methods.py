@@ -293,3 +293,62 @@ def test_sigterm_stops_the_running_run_too(tmp_path):
         if study.poll() is None:
             study.kill()
             study.wait()
+
+
+def _alive(pid) -> bool:
+    """Whether ``pid`` runs (a zombie has ended)."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False
+
+
+def test_kill_9_of_the_study_stops_the_run_and_keeps_the_lock_until_then(tmp_path):
+    """``kill -9`` of the study while a run trains: the run dies with it (it trained
+    on before), and the study folder stays locked until the run has ended (the lock
+    was free at once, so a rerun trained the same run folder twice) (issue 22
+    item 6)."""
+    import fcntl
+    config = write_cm_config(str(tmp_path / 'toy.py'),
+                             cm_cfg(str(tmp_path / 'x'), iters=10**6))
+    work = str(tmp_path / 'study')
+    study = subprocess.Popen(
+        [sys.executable, osp.join(REPO, 'tools', 'compare_methods.py')]
+        + _argv(config, work), env=_env(), cwd=str(tmp_path),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children = []
+    try:
+        deadline = time.monotonic() + 120
+        while not children and time.monotonic() < deadline:
+            time.sleep(0.2)
+            children = _children(study.pid)
+        assert children, 'the run never started'
+        time.sleep(1.0)  # the run is under way
+        study.kill()
+        study.wait()
+        fd = os.open(osp.join(work, study_pkg.LOCK), os.O_RDWR)
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    assert time.monotonic() < deadline, 'the lock is still held'
+                    time.sleep(0.05)
+                    continue
+                # free: the run must have ended before
+                assert not [pid for pid in children if _alive(pid)], \
+                    'the lock was free while the run still trained'
+                break
+        finally:
+            os.close(fd)
+    finally:
+        for pid in children:  # an orphan (the bug) must not outlive the test
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if study.poll() is None:
+            study.kill()
+            study.wait()

@@ -265,3 +265,66 @@ def test_malicious_checkpoint_refusal_names_the_global(setup, tmp_path):
     assert 'GLOBAL posix.system' in line and 'refused' in line
     assert 'weights_only=False' not in line and 'weights_only' not in line
     assert sorted(os.listdir(tmp_path)) == ['evil.pth']
+
+
+# -- kill -9 mid-write: the next run sweeps the hidden temp file (issue 22 item 6) --
+_SLOW_WRITE = '''
+import sys, time
+from lbc_mm.io import atomic_write
+
+def write(f):
+    f.write(b'x' * 2**20)
+    f.flush()
+    print('writing', flush=True)
+    time.sleep(600)
+
+atomic_write(sys.argv[1], write)
+'''
+
+
+def _writer(path):
+    """A process writing ``path`` the way the tools do, stopped mid-write."""
+    proc = subprocess.Popen([sys.executable, '-c', _SLOW_WRITE, str(path)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == 'writing'
+    return proc
+
+
+def test_next_run_sweeps_temp_files_of_a_killed_writer(setup, tmp_path):
+    folder, cfg, ckpt = setup
+    out = tmp_path / 'model.pth'
+    killed = _writer(out)
+    killed.kill()  # kill -9 mid-write
+    killed.wait()
+    left = [n for n in os.listdir(tmp_path) if n.startswith('.model.pth.')]
+    assert len(left) == 1 and os.path.getsize(tmp_path / left[0]) == 2**20
+    running = _writer(tmp_path / 'other.pth')  # a write still under way
+    try:
+        proc = _run(cfg, ckpt, str(out), '--pattern', '2:4')
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        hidden = [n for n in os.listdir(tmp_path) if n.startswith('.')]
+        assert len(hidden) == 1 and hidden[0].startswith('.other.pth.'), hidden
+    finally:
+        running.kill()
+        running.wait()
+
+
+# Ctrl-C while the folder is fsync'ed, i.e. after every file was renamed into place.
+_SIGNAL_AT_FOLDER_SYNC = _SIGNAL_MID_WRITE.replace(
+    "'.nm.pth.' in os.readlink(f'/proc/self/fd/{fd}')",
+    "os.path.isdir(os.readlink(f'/proc/self/fd/{fd}'))")
+
+
+def test_ctrl_c_during_the_final_folder_sync_names_the_complete_files(setup,
+                                                                       tmp_path):
+    """The files are complete: the line says so (it said 'no output file was
+    written' over them) (issue 22 item 7)."""
+    _folder, cfg, ckpt = setup
+    out = tmp_path / 'model.pth'
+    proc = subprocess.run(
+        [sys.executable, '-c', _SIGNAL_AT_FOLDER_SYNC, 'SIGINT', SCRIPT, cfg, ckpt,
+         str(out)], cwd=REPO, capture_output=True, text=True, timeout=180)
+    line = _one_error_line(proc, 130)
+    assert line == (f'error: interrupted; {out}, {tmp_path / "model.nm.pth"}, '
+                    f'{tmp_path / "model.py"} were written')
+    assert sorted(os.listdir(tmp_path)) == ['model.nm.pth', 'model.pth', 'model.py']

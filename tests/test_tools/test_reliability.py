@@ -217,3 +217,52 @@ def test_schedule_plot_follows_the_umask_and_a_failed_write_is_one_warning(
     assert len(warned) == 1 and 'lbc_schedule.png' in warned[0]
     assert 'Is a directory' in warned[0]
     assert osp.isfile(blocked / 'iter_12.pth')
+
+
+# -- every bad input is one line; nothing wrong exits 0 (issue 22 item 7) ----------
+# Root writes into read-only folders: a path under a regular file fails for anyone.
+def test_train_with_a_missing_config_is_one_line(tmp_path):
+    line = _error_line(_tool('train', tmp_path / 'nope.py', cwd=tmp_path), 2)
+    assert line == f'error: config file not found: {tmp_path / "nope.py"}'
+
+
+def test_test_out_that_cannot_be_written_is_one_line_before_evaluating(toy,
+                                                                        tmp_path):
+    (tmp_path / 'file').write_text('')
+    out = tmp_path / 'file' / 'preds.pkl'
+    proc = _tool('test', toy['cfg'], toy['good'], '--out', out, '--work-dir',
+                 tmp_path / 'w', cwd=tmp_path)
+    line = _error_line(proc, 1)
+    assert line.startswith(f'error: cannot write {out} (--out): ')
+    assert line.endswith(f'{tmp_path / "file"} is not a directory')
+    assert 'loss' not in proc.stdout and 'Epoch(test)' not in proc.stdout
+
+
+def test_make_demo_data_into_a_folder_it_cannot_write_is_one_line(tmp_path):
+    (tmp_path / 'file').write_text('')
+    proc = _tool('make_demo_data', tmp_path / 'file' / 'demo', cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.stderr.strip() == (
+        f'make_demo_data: cannot write {tmp_path / "file"}: File exists')
+
+
+def test_benchmark_combine_of_unreadable_files_fails(tmp_path):
+    bad = tmp_path / 'bad.json'
+    bad.write_text('{not json')
+    out = tmp_path / 'combined.md'
+    proc = _tool('benchmark', '--combine', bad, tmp_path / 'missing.json',
+                 '--out-md', out, cwd=tmp_path)
+    line = _error_line(proc, 1)
+    assert line.startswith('error: no readable benchmark JSON: ')
+    assert f'{bad}: unreadable' in line and 'missing.json: unreadable' in line
+    assert not out.exists()
+
+
+def test_resume_without_a_checkpoint_says_it_starts_from_scratch(toy, tmp_path):
+    work = tmp_path / 'w'
+    work.mkdir()  # the run stopped before its first checkpoint
+    proc = _tool('train', toy['cfg'], '--resume', '--work-dir', work, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert (f'--resume: no checkpoint in {work} yet (no last_checkpoint: the run '
+            'stopped before its first checkpoint); training starts from scratch'
+            ) in proc.stdout + proc.stderr
