@@ -58,6 +58,34 @@ def installed_version(dist_name: str) -> Optional[str]:
         return None
 
 
+#: ``default_scope`` -> the lbc_mm extra that installs its library.
+SCOPE_EXTRAS = {'mmdet': 'det', 'mmpretrain': 'cls'}
+
+
+def missing_extra(scope: Optional[str]) -> Optional[str]:
+    """``'pip install "lbc_mm[<extra>]" ...'`` when the library of a config's
+    ``default_scope`` is not installed (mmdet and mmpretrain are extras), else None."""
+    extra = SCOPE_EXTRAS.get(scope or '')
+    if extra is None:
+        return None
+    try:
+        if importlib.util.find_spec(scope) is not None:
+            return None
+    except (ImportError, ValueError):  # a broken or blocked install: missing too
+        pass
+    return f'pip install "lbc_mm[{extra}]" (or "lbc_mm[all]")'
+
+
+def require_scope(scope: Optional[str]) -> None:
+    """Raise ``ModuleNotFoundError`` (one line naming the extra) when the library
+    of ``scope`` is not installed."""
+    fix = missing_extra(scope)
+    if fix is not None:
+        raise ModuleNotFoundError(
+            f"this config (default_scope '{scope}') needs {scope}, which is not "
+            f'installed: {fix}', name=scope)
+
+
 def transformers_breaks_mmpretrain(version: Optional[str] = None) -> bool:
     """Whether this transformers version breaks ``import mmpretrain.models`` (1.2.0).
 
