@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-FOLDERS = ('mmdet', 'mmpretrain', 'demo')
+FOLDERS = ('mmdet', 'mmpretrain', 'examples', 'demo')
 needs_mim = pytest.mark.skipif(importlib.util.find_spec('mim') is None,
                                reason='openmim is not installed (the mim extra)')
 
