@@ -6,8 +6,11 @@ nothing fetched; ``make docs`` runs with ``-W`` so any broken reference fails.
 """
 import os
 import runpy
+import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# autodoc documents this checkout, whichever lbc_mm the environment has installed.
+sys.path.insert(0, os.path.dirname(HERE))
 os.environ.setdefault('MPLBACKEND', 'Agg')
 
 project = 'lbc_mm'
