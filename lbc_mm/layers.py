@@ -202,8 +202,7 @@ class _NMSparseMixin:
         Args:
             layer (nn.Module): ``nn.Conv2d`` (for :class:`NMSparseConv`) or
                 ``nn.Linear`` (for :class:`NMSparseLinear`).
-            n, m, method, strict: As the constructor.
-            **options: As the constructor.
+            n, m, method, strict: As the constructor (and ``**options``).
 
         Returns:
             The new layer: same hyper-parameters, device, dtype, train/eval mode
@@ -243,9 +242,7 @@ class _NMSparseMixin:
 class NMSparseConv(_NMSparseMixin, nn.Conv2d):
     """``nn.Conv2d`` with an N:M sparse weight, grouped along input channels.
 
-    ``nn.Conv2d``'s arguments come first, positional too (``in_channels``,
-    ``out_channels``, ``kernel_size``, ``stride``, ``padding``, ``dilation``,
-    ``groups``, ``bias``, ``padding_mode``, ``device``, ``dtype``).
+    ``nn.Conv2d``'s arguments come first (positional too), then:
 
     Args:
         n (int): Kept weights per group. Defaults to 2.
@@ -301,12 +298,8 @@ class NMSparseConv(_NMSparseMixin, nn.Conv2d):
 class NMSparseLinear(_NMSparseMixin, nn.Linear):
     """``nn.Linear`` with an N:M sparse weight, grouped along input features.
 
-    ``nn.Linear``'s arguments come first (``in_features``, ``out_features``,
-    ``bias``, ``device``, ``dtype``).
-
-    Args:
-        n, m, method, strict: As :class:`NMSparseConv`.
-        **options: As :class:`NMSparseConv`.
+    ``nn.Linear``'s arguments first, then ``n``, ``m``, ``method``, ``strict`` and
+    ``**options`` as :class:`NMSparseConv`.
     """
 
     def __init__(self,
