@@ -6,8 +6,8 @@ model transform, the hook and the model wrapper in mmengine's root registries, s
 ``default_scope='mmdet'`` and ``default_scope='mmpretrain'`` configs find them.
 
 mmdet and mmpretrain are optional (the ``det`` / ``cls`` / ``all`` extras): nothing
-here imports either; a config or tool that needs a missing one says in one line which
-extra installs it (:func:`lbc_mm.compat.require_scope`).
+here imports either; a config whose ``default_scope`` library is missing is one line
+naming the extra that installs it (:func:`lbc_mm.config_check.check_config`).
 """
 from . import compat  # noqa: F401  (must run before mmpretrain/mmdet models import)
 from .version import __version__  # noqa: F401

@@ -98,7 +98,6 @@ def build_model(cfg) -> Tuple[nn.Module, str]:
             f'config {getattr(cfg, "filename", None) or ""} sets no default_scope '
             f"(add e.g. default_scope = 'mmdet' or 'mmpretrain')".replace('config  ',
                                                                          'config '))
-    importlib.import_module('lbc_mm.compat').require_scope(scope)  # extras: one line
     importlib.import_module(f'{scope}.utils').register_all_modules(
         init_default_scope=True)
     registry = importlib.import_module(f'{scope}.registry').MODELS

@@ -76,16 +76,6 @@ def missing_extra(scope: Optional[str]) -> Optional[str]:
     return f'pip install "lbc_mm[{extra}]" (or "lbc_mm[all]")'
 
 
-def require_scope(scope: Optional[str]) -> None:
-    """Raise ``ModuleNotFoundError`` (one line naming the extra) when the library
-    of ``scope`` is not installed."""
-    fix = missing_extra(scope)
-    if fix is not None:
-        raise ModuleNotFoundError(
-            f"this config (default_scope '{scope}') needs {scope}, which is not "
-            f'installed: {fix}', name=scope)
-
-
 def transformers_breaks_mmpretrain(version: Optional[str] = None) -> bool:
     """Whether this transformers version breaks ``import mmpretrain.models`` (1.2.0).
 

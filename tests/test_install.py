@@ -66,6 +66,7 @@ import sys
 import lbc_mm
 from mmengine.registry import MODELS, HOOKS
 from lbc_mm.apis import build_model, load_config
+from lbc_mm.config_check import find_config_error
 assert MODELS.get('NMSparseConv') and MODELS.get('NMSparsify') and HOOKS.get('LBCHook')
 cfg = load_config(sys.argv[1])
 cfg.model.backbone.init_cfg = None
@@ -73,16 +74,13 @@ model, scope = build_model(cfg)
 assert scope == 'mmdet' and type(model).__name__ == 'MaskRCNN', scope
 assert type(model.backbone.layer1[0].conv1).__name__ == 'NMSparseConv'
 assert 'mmpretrain' not in sys.modules, 'mmpretrain was imported'
-try:
-    build_model(load_config(sys.argv[2]))
-except ModuleNotFoundError as exc:
-    print(exc)
+print(find_config_error(load_config(sys.argv[2]), training=False))
 '''
     proc = _run({'mmpretrain'}, code, DET_CFG, CLS_CFG)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == (
-        "this config (default_scope 'mmpretrain') needs mmpretrain, which is not "
-        'installed: pip install "lbc_mm[cls]" (or "lbc_mm[all]")')
+        "config error: default_scope: 'mmpretrain' needs mmpretrain, which is not "
+        'installed; pip install "lbc_mm[cls]" (or "lbc_mm[all]")')
 
 
 @pytest.mark.parametrize('hidden,config,extra', [
