@@ -1,4 +1,4 @@
-# lbc_mm: `make demo` and `make test` set the environment up when it is missing or
+# lbc_mm: `make demo`, `make test` and `make docs` set the environment up when it is missing or
 # stale (setup.py or tools/setup_env.sh newer than the stamp), then run.
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,7 +7,7 @@ STAMP := $(VENV)/.lbc_mm_env
 #   make install-existing PYTHON=/path/to/python
 PYTHON ?= python3
 
-.PHONY: env demo lint test install-existing clean-env
+.PHONY: env demo lint test docs install-existing clean-env
 LINT_PATHS := lbc_mm tools configs tests setup.py lbc_mm_config_hook.py
 
 env: $(STAMP)
@@ -22,8 +22,14 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check $(LINT_PATHS)
 
+# The docs site (Sphinx + MyST, docs/conf.py) into docs/_build/html; warnings are
+# errors (a broken reference or docstring fails), nothing is downloaded.
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -q -b html -d docs/_build/doctrees docs docs/_build/html
+
 test: lint
 	$(PY) -m pytest tests
+	$(MAKE) docs
 
 install-existing:
 	LBC_PYTHON=$(PYTHON) bash tools/setup_env.sh --existing

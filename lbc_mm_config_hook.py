@@ -10,11 +10,14 @@ OpenMMLab's ``mim`` (``mim search / train / test lbc_mm``) has the same blind sp
 it reads ``<site-packages>/lbc_mm/.mim/`` (model-index.yml, configs, tools), which
 an editable install does not have; :func:`register_mim` points it at the imported
 package, whose ``.mim/`` links to the repository (``setup.py``).
+`register_mim_weights` turns ``mim download lbc_mm``'s traceback (no weights
+published) into one line.
 
 It lives outside the ``lbc_mm`` package so that it imports nothing heavy: the
 ``lbc_mm_config_hook.pth`` file installed next to it calls :func:`install` at
 interpreter start, which only adds a meta-path finder; the patches themselves run
-when ``mmengine.config.config`` / ``mim.utils.utils`` are first imported.
+when ``mmengine.config.config`` / ``mim.utils.utils`` /
+``mim.commands.search`` are first imported.
 
 The ``.pth`` file is part of the installed distribution (``setup.py`` puts it into
 the wheel, the editable one included), so ``pip uninstall lbc_mm`` removes it. Set
@@ -31,6 +34,7 @@ from types import ModuleType
 PACKAGE = 'lbc_mm'
 TARGET = 'mmengine.config.config'
 MIM_TARGET = 'mim.utils.utils'
+MIM_SEARCH_TARGET = 'mim.commands.search'
 PTH_NAME = 'lbc_mm_config_hook.pth'
 #: ``LBC_MM_NO_CONFIG_HOOK=1`` turns the start-up hook off.
 DISABLE_ENV = 'LBC_MM_NO_CONFIG_HOOK'
@@ -89,8 +93,43 @@ def register_mim(utils_module: ModuleType) -> None:
     utils_module.get_installed_path = get_installed_path
 
 
+def register_mim_weights(search_module: ModuleType) -> None:
+    """Make ``mim download lbc_mm --config NAME`` say in one line that no weights
+    are published, instead of mim's traceback.
+
+    mim reads the ``Weights`` of every model in ``model-index.yml`` through
+    ``get_model_info(..., shown_fields=['weight', ...])``; lbc_mm's index has none yet
+    (no invented URLs), and mim then raises ``ValueError: Expected fields: ..., but
+    got {'weight'}``. Only that error, for lbc_mm, becomes the line (exit 1). mim runs
+    its commands from their source files, so the patch sits in the module they
+    import it from.
+
+    Args:
+        search_module (ModuleType): ``mim.commands.search`` (executed).
+    """
+    original = search_module.get_model_info
+    if getattr(original, '_lbc_mm_patched', False):
+        return
+
+    def get_model_info(package, *args, **kwargs):
+        try:
+            return original(package, *args, **kwargs)
+        except ValueError as exc:
+            if (str(package).split('=')[0].lower() != PACKAGE
+                    or "{'weight'}" not in str(exc)):
+                raise
+            raise SystemExit(
+                f'mim download {PACKAGE}: no trained weights are published yet; '
+                f'train the config instead (mim train {PACKAGE} CONFIG; configs: '
+                f'mim search {PACKAGE})') from None
+
+    get_model_info._lbc_mm_patched = True
+    search_module.get_model_info = get_model_info
+
+
 #: module -> what runs right after it executes.
-PATCHES = {TARGET: register, MIM_TARGET: register_mim}
+PATCHES = {TARGET: register, MIM_TARGET: register_mim,
+           MIM_SEARCH_TARGET: register_mim_weights}
 
 
 class _ConfigImportFinder(importlib.abc.MetaPathFinder):

@@ -14,6 +14,8 @@ except ImportError:  # pragma: no cover
     editable_wheel = None
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+MMDET = 'mmdet>=3.3.0,<3.4'
+MMPRETRAIN = 'mmpretrain>=1.2.0,<1.3'
 
 
 def read_version() -> str:
@@ -116,18 +118,26 @@ setup(
                             '.mim/configs/**/*.md', '.mim/tools/*.py',
                             '.mim/tools/*.sh']},
     python_requires='>=3.9',
+    # Ranges, not pins, so lbc_mm installs next to a user's stack. Tested: exactly
+    # the set tools/setup_env.sh installs (docs/get_started.md); the ranges admit
+    # patch releases of those minor versions. mmdet / mmpretrain are extras.
     install_requires=[
         # weights-only torch.load by default (lbc_mm also asks for it explicitly).
         'torch>=2.6',
-        'mmengine==0.10.7',
-        'mmcv==2.1.0',
-        'mmdet==3.3.0',
-        'mmpretrain==1.2.0',
+        'mmengine>=0.10.7,<0.11',
+        # mmcv with its ops (mmdet.models imports mmcv.ops); mmdet 3.3 needs < 2.2.
+        'mmcv>=2.1.0,<2.2',
         # mmengine 0.10.7 resolves `pkg::path` configs through pkg_resources.
         'setuptools<81',
         'matplotlib',
     ],
     extras_require={
+        'det': [MMDET],
+        'cls': [MMPRETRAIN],
+        'all': [MMDET, MMPRETRAIN],
+        # `make docs`: Sphinx + MyST Markdown + the furo theme (tested: sphinx 9.0.4,
+        # myst-parser 5.2.0, furo 2025.12.19).
+        'docs': ['sphinx>=9.0,<10', 'myst-parser>=5.0,<6', 'furo>=2025.9'],
         'tests': ['pytest>=7', 'pytest-timeout', 'ruff>=0.17,<0.18'],
         # tools/export_onnx.py: ONNX export, onnx.checker, onnxruntime (CPU) check;
         # polygraphy: NVIDIA's own 2:4 check of the ONNX file (runs on CPU).

@@ -4,11 +4,20 @@ Zhang, Lin et al., "Learning Best Combination for Efficient N:M Sparsity",
 NeurIPS 2022 (arXiv 2206.06662). ``import lbc_mm`` registers the sparse layers, the
 model transform, the hook and the model wrapper in mmengine's root registries, so both
 ``default_scope='mmdet'`` and ``default_scope='mmpretrain'`` configs find them.
+
+mmdet and mmpretrain are optional (the ``det`` / ``cls`` / ``all`` extras): nothing
+here imports either; a config whose ``default_scope`` library is missing is one line
+naming the extra that installs it (:func:`lbc_mm.config_check.check_config`).
 """
 from . import compat  # noqa: F401  (must run before mmpretrain/mmdet models import)
 from .version import __version__  # noqa: F401
 
 from . import registry  # noqa: F401,E402  isort:skip
 from . import layers, transforms, optim, hooks, model_wrappers  # noqa: F401,E402  isort:skip
+from .hooks import LBCHook  # noqa: E402  isort:skip
+from .layers import NMSparseConv, NMSparseLinear  # noqa: E402  isort:skip
+from .optim import LBCOptimWrapperConstructor  # noqa: E402  isort:skip
+from .transforms import NMSparsify  # noqa: E402  isort:skip
 
-__all__ = ['__version__']
+__all__ = ['LBCHook', 'LBCOptimWrapperConstructor', 'NMSparseConv', 'NMSparseLinear',
+           'NMSparsify', '__version__']

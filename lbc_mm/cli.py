@@ -232,10 +232,12 @@ def check_runner_checkpoint(runner: Runner, path: str, allow_partial: bool = Fal
     Returns:
         str | None: the mismatch (only with ``allow_partial``), else None.
     """
-    from mmengine.model import is_model_wrapper
+    from mmengine.model import BaseTTAModel, is_model_wrapper
 
     from .apis import CheckpointMismatchError, check_checkpoint
-    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    # unwrapped as mmengine's load_state_dict does (DDP, and --tta's BaseTTAModel)
+    wrapped = is_model_wrapper(runner.model) or isinstance(runner.model, BaseTTAModel)
+    model = runner.model.module if wrapped else runner.model
     try:
         _ckpt, problem = check_checkpoint(model, path, allow_partial=allow_partial)
     except FileNotFoundError as exc:

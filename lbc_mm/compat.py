@@ -66,6 +66,24 @@ def installed_version(dist_name: str) -> Optional[str]:
         return None
 
 
+#: ``default_scope`` -> the lbc_mm extra that installs its library.
+SCOPE_EXTRAS = {'mmdet': 'det', 'mmpretrain': 'cls'}
+
+
+def missing_extra(scope: Optional[str]) -> Optional[str]:
+    """``'pip install "lbc_mm[<extra>]" ...'`` when the library of a config's
+    ``default_scope`` is not installed (mmdet and mmpretrain are extras), else None."""
+    extra = SCOPE_EXTRAS.get(scope or '')
+    if extra is None:
+        return None
+    try:
+        if importlib.util.find_spec(scope) is not None:
+            return None
+    except (ImportError, ValueError):  # a broken or blocked install: missing too
+        pass
+    return f'pip install "lbc_mm[{extra}]" (or "lbc_mm[all]")'
+
+
 def transformers_breaks_mmpretrain(version: Optional[str] = None) -> bool:
     """Whether this transformers version breaks ``import mmpretrain.models`` (1.2.0).
 

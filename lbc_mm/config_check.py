@@ -38,6 +38,7 @@ import inspect
 import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from .compat import missing_extra
 from .hooks import FiniteCheckHook, LBCHook
 from .layers import NMSparseConv, NMSparseLinear
 from .methods import METHODS, check_sparsity_args, option_names
@@ -203,6 +204,11 @@ def check_config(cfg, training: bool = True) -> None:
     Raises:
         ConfigError: The first problem, naming its key and the fix.
     """
+    scope = cfg.get('default_scope', None)
+    fix = missing_extra(scope)  # mmdet / mmpretrain are extras
+    if fix is not None:
+        raise ConfigError('default_scope', f'{scope!r} needs {scope}, which is not '
+                          'installed', fix)
     for key, item in sparse_nodes(cfg.get('model', None)):
         check_layer_cfg(key, item)
     for i, hook in enumerate(cfg.get('custom_hooks', None) or []):

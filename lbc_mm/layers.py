@@ -159,7 +159,7 @@ class _NMSparseMixin:
         Args:
             layer (nn.Module): ``nn.Conv2d`` (for :class:`NMSparseConv`) or
                 ``nn.Linear`` (for :class:`NMSparseLinear`).
-            n, m, method, strict, **options: As the constructor.
+            n, m, method, strict: As the constructor (and ``**options``).
 
         Returns:
             The new layer: same hyper-parameters, device, dtype, train/eval mode
@@ -199,9 +199,9 @@ class _NMSparseMixin:
 class NMSparseConv(_NMSparseMixin, nn.Conv2d):
     """``nn.Conv2d`` with an N:M sparse weight, grouped along input channels.
 
+    ``nn.Conv2d``'s arguments come first (positional too), then:
+
     Args:
-        in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
-            bias, padding_mode, device, dtype: As ``nn.Conv2d`` (positional too).
         n (int): Kept weights per group. Defaults to 2.
         m (int): Group size. Defaults to 4.
         method (str): ``'lbc'``, ``'srste'``, ``'ste'`` or ``'asp'``.
@@ -255,9 +255,8 @@ class NMSparseConv(_NMSparseMixin, nn.Conv2d):
 class NMSparseLinear(_NMSparseMixin, nn.Linear):
     """``nn.Linear`` with an N:M sparse weight, grouped along input features.
 
-    Args:
-        in_features, out_features, bias, device, dtype: As ``nn.Linear``.
-        n, m, method, strict, **options: As :class:`NMSparseConv`.
+    ``nn.Linear``'s arguments first, then ``n``, ``m``, ``method``, ``strict`` and
+    ``**options`` as :class:`NMSparseConv`.
     """
 
     def __init__(self,

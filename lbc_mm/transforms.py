@@ -156,7 +156,8 @@ def NMSparsify(model: Union[dict, nn.Module],
     Args:
         model (dict | nn.Module): The original model config (built with the
             registry of the current default scope) or a built model.
-        n, m, method, include, exclude, strict, **opts: See :func:`sparsify`.
+        n, m, method, include, exclude, strict: See :func:`sparsify`.
+        **opts: See :func:`sparsify`.
         data_preprocessor (dict | nn.Module, optional): The Runner merges a
             top-level ``data_preprocessor`` into the model config; it is passed
             on to the inner model (``setdefault``). Defaults to None.

@@ -109,7 +109,8 @@ def test_config_loads_with_custom_imports(rel):
         assert not lbc_hooks, f'{method} needs no LBCHook'
 
 
-@pytest.mark.parametrize('rel', CONFIGS)
+@pytest.mark.parametrize('rel', [c for c in CONFIGS
+                                 if not c.startswith('examples' + os.sep)])
 def test_config_builds_with_documented_sparsity(rel):
     cfg = _load(rel)
     init_default_scope(cfg.default_scope)
@@ -290,3 +291,28 @@ def test_from_dense_configs_fine_tune_a_model_zoo_checkpoint(rel, epochs, t_f, l
     header = _header_chain(rel)
     for choice in ('load_from', f'max_epochs={epochs}', f't_f={t_f}', 'lr 0.01'):
         assert choice in header, choice
+
+
+def _patterns_by_part(rel):
+    cfg = _load(rel)
+    init_default_scope(cfg.default_scope)
+    model = MODELS.build(cfg.model)
+    return {name: (mod.n, mod.m) for name, mod, sparse in _layers(model) if sparse}
+
+
+def test_example_exclude_keeps_the_stem_and_layer4_dense():
+    """configs/examples/README.md: NMSparsify + exclude around a dense Mask R-CNN."""
+    sparse = _patterns_by_part(
+        'examples/mask-rcnn_r50-lbc-2of4-dense-layer4_fpn_demo-shapes.py')
+    assert len(sparse) == 52 - 10 and set(sparse.values()) == {(2, 4)}
+    assert all(k.startswith(('backbone.layer1', 'backbone.layer2', 'backbone.layer3'))
+               for k in sparse)
+
+
+def test_example_nested_nmsparsify_mixes_2of4_backbone_and_2of8_neck():
+    sparse = _patterns_by_part(
+        'examples/mask-rcnn_r50-lbc-2of4-neck-2of8_fpn_demo-shapes.py')
+    assert {p for k, p in sparse.items() if k.startswith('backbone.')} == {(2, 4)}
+    assert {p for k, p in sparse.items() if k.startswith('neck.')} == {(2, 8)}
+    assert len(sparse) == 52 + 8  # FPN: 4 lateral + 4 output convs
+    assert not [k for k in sparse if k.startswith(('rpn_head', 'roi_head'))]

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-FOLDERS = ('mmdet', 'mmpretrain', 'demo')
+FOLDERS = ('mmdet', 'mmpretrain', 'examples', 'demo')
 needs_mim = pytest.mark.skipif(importlib.util.find_spec('mim') is None,
                                reason='openmim is not installed (the mim extra)')
 
@@ -143,3 +143,20 @@ def test_wheel_ships_model_index_configs_and_tools(tmp_path):
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert 'config id: lbc-2of4_resnet50_8xb32_in1k' in proc.stdout
+
+
+@needs_mim
+def test_mim_download_says_in_one_line_that_no_weights_are_published(tmp_path):
+    """No model of the index has ``Weights`` (nothing is published); mim itself
+    would end in a 45-line ``ValueError`` traceback."""
+    proc = subprocess.run([sys.executable, '-m', 'mim', 'download', 'lbc_mm',
+                           '--config', 'mask-rcnn_r50-lbc-2of4_fpn_1x_coco',
+                           '--dest', str(tmp_path)], capture_output=True, text=True,
+                          env=_env(), timeout=300)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    # mim's own imports warn about pkg_resources first; then the one line
+    assert proc.stderr.strip().splitlines()[-1] == (
+        'mim download lbc_mm: no trained weights are published yet; train the config '
+        'instead (mim train lbc_mm CONFIG; configs: mim search lbc_mm)')
+    assert os.listdir(tmp_path) == []

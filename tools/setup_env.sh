@@ -82,12 +82,14 @@ else
   log "reusing cached mmcv wheel $WHEEL_DIR"
 fi
 
+# The exact tested set (setup.py asks only for ranges; docs/get_started.md).
 log "installing mmcv, mmengine, mmdet, mmpretrain, lbc_mm"
 "$PY" -m pip install -q "$WHEEL_DIR"/mmcv-*.whl \
-  'mmengine==0.10.7' 'mmdet==3.3.0' 'mmpretrain==1.2.0' 'setuptools<81'
+  'mmengine==0.10.7' 'mmdet==3.3.0' 'mmpretrain==1.2.0' 'setuptools<81' \
+  'sphinx==9.0.4' 'myst-parser==5.2.0' 'furo==2025.12.19'
 # The editable wheel carries lbc_mm_config_hook.pth (setup.py), so `_base_ =
 # 'lbc_mm::...'` parses before lbc_mm is imported and `pip uninstall lbc_mm` removes it.
-"$PY" -m pip install -q --no-build-isolation -e ".[tests,deploy,mim]"
+"$PY" -m pip install -q --no-build-isolation -e ".[all,tests,deploy,mim,docs]"
 "$PY" -c "import lbc_mm, mmcv.ops, mmdet.models, mmpretrain.models; print('lbc_mm environment ok')"
 [[ -n "$STAMP" ]] && touch "$STAMP"
 log "done"

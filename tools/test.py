@@ -1,6 +1,7 @@
 """Evaluate a checkpoint of an mmdet or mmpretrain model trained with lbc_mm.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE.pkl]
+        [--show] [--show-dir DIR] [--tta]
         [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm|mpi]
     bash tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCS [ARGS...]
 
@@ -14,7 +15,8 @@ pickle is refused; ``--allow-partial`` evaluates a partial fit on purpose. A mis
 config, and an ``--out`` file that cannot be written (checked before the
 evaluation), are one line too. CHECKPOINT
 may be a URL (or ``torchvision://`` ...): it is downloaded into the torch hub cache
-and read weights-only like a local file.
+and read weights-only like a local file. ``--show`` / ``--show-dir`` / ``--tta``
+act as in mmdet's and mmpretrain's ``tools/test.py`` (:mod:`lbc_mm.eval_flags`).
 """
 # isort: off
 # lbc_mm first: compat shims, the ``lbc_mm::`` config prefix, registries.
@@ -40,6 +42,7 @@ from lbc_mm.cli import (
 )
 from lbc_mm.config_check import exit_on_config_error
 from lbc_mm.dist import setup_distributed, teardown_distributed
+from lbc_mm.eval_flags import add_eval_flags, apply_eval_flags
 from lbc_mm.io import check_writable
 
 
@@ -54,6 +57,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--allow-partial', action='store_true',
         help='evaluate even when the checkpoint does not fit the config (missing, '
         'unexpected or mis-shaped keys; those weights keep their initial values)')
+    add_eval_flags(parser)
     add_runner_args(parser, 'test_dataloader')
     return parse_runner_args(parser, argv)
 
@@ -61,6 +65,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Apply the command line to the config (in place) and return it."""
     apply_runner_args(cfg, args)
+    try:
+        apply_eval_flags(cfg, args)
+    except ValueError as exc:  # a flag the config cannot take: one line, exit 1
+        raise SystemExit(f'error: {exc}') from None
     cfg.load_from = args.checkpoint
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):

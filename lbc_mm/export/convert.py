@@ -220,8 +220,9 @@ def export_checkpoint(config: str, checkpoint: str, out: str,
         out (str): stock checkpoint path.
         compressed_out (str, optional): compressed path. Defaults to
             ``<out stem>.nm<ext>``.
-        pattern (str, optional): require every sparse layer to have this N:M
-            pattern (e.g. ``'2:4'``).
+        pattern (str, optional): require every sparse layer's weights to hold
+            this N:M pattern (e.g. ``'2:4'``, which 1:4, 2:8 and 1:16 layers hold
+            too; each layer is still stored in its trained pattern).
         config_out (str, optional): the stock config (:func:`stock_config`),
             checked to load ``out`` strictly. Defaults to ``<out stem>.py``.
 
@@ -249,11 +250,14 @@ def export_checkpoint(config: str, checkpoint: str, out: str,
     patterns = densify_model(model)
     if not patterns:
         raise ValueError(f'config {config} has no N:M sparse layers: nothing to export')
-    if want is not None:
-        other = [f'{k} ({n}:{m})' for k, (n, m) in patterns.items() if (n, m) != want]
+    if want is not None:  # the weights decide: 1:4, 2:8 and 1:16 weights are 2:4 too
+        differ = {k: want for k, p in patterns.items() if p != want}
+        broken = {row[0] for row in nm_violations(model, differ)} if differ else set()
+        other = [f'{k} ({n}:{m})' for k, (n, m) in patterns.items() if k in broken]
         if other:
             raise ValueError(f'{len(other)} layers do not have the requested pattern '
-                             f'{want[0]}:{want[1]}: {", ".join(other[:5])}')
+                             f'{want[0]}:{want[1]} (their weights break it): '
+                             f'{", ".join(other[:5])}')
     bad = nm_violations(model, patterns)
     if bad:
         raise NotNMError(bad)

@@ -62,6 +62,15 @@ FROZEN_MODES = ('learn', 'asp')
 DIAG_KEYS = ('agree_mag', 'margin_steps', 'score_spread', 'tied', 'unmoved')
 
 
+def _config_key(runner) -> str:
+    """``custom_hooks.<i>``: where the run's config lists its ``LBCHook``."""
+    hooks = (getattr(runner, 'cfg', None) or {}).get('custom_hooks', None) or []
+    for i, hook in enumerate(hooks):
+        if isinstance(hook, dict) and str(hook.get('type')).endswith('LBCHook'):
+            return f'custom_hooks.{i}'
+    return 'custom_hooks.<i>'
+
+
 @HOOKS.register_module()
 class LBCHook(Hook):
     """Drive the LBC removal schedule, freeze, log and check N:M.
@@ -140,7 +149,8 @@ class LBCHook(Hook):
         take_over(self._layers)  # the layers may train now
         log_dense_fallbacks(runner.model)
         self.schedule.resolve(isinstance(runner.train_loop, EpochBasedTrainLoop),
-                              len(runner.train_dataloader), runner.max_iters)
+                              len(runner.train_dataloader), runner.max_iters,
+                              _config_key(runner))
         logger_hooks = [h for h in runner.hooks if isinstance(h, LoggerHook)]
         self._interval = self.log_interval or (
             logger_hooks[0].interval if logger_hooks else 50)

@@ -54,11 +54,15 @@ class RemovalSchedule:
         return 'epochs' if self.measure_epochs else 'iterations'
 
     def resolve(self, loop_by_epoch: bool, iters_per_epoch: int,
-                max_iters: int) -> None:
+                max_iters: int, key: str = 'custom_hooks.<i>') -> None:
         """Fix the measure and ``t_i`` / ``t_f`` in it for a run.
 
+        Args:
+            key (str): the hook's config key, named in the error's fix.
+
         Raises:
-            ValueError: ``t_f`` lies after the end of training.
+            ValueError: ``t_f`` lies after the end of training; the message names
+                the ``--cfg-options`` fix (``t_f`` at half of training).
         """
         self.loop_by_epoch = loop_by_epoch
         self.measure_epochs = (loop_by_epoch if self.by_epoch is None
@@ -76,7 +80,8 @@ class RemovalSchedule:
             raise ValueError(
                 f'LBCHook: t_f={self.t_f:g} ({self.unit}) = {self.tf:g} {self.scale} '
                 f'is after the end of training ({self.length:g} {self.scale}): the '
-                f'model would not end N:M')
+                f'model would not end N:M; set it inside training, e.g. '
+                f'--cfg-options {key}.t_f={self.length / factor / 2:g}')
 
     def progress(self, iteration: int, epoch: int, batch_idx: int) -> float:
         """Progress ``t`` after an iteration (``iteration``: 0-based, just done;

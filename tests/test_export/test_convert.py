@@ -104,8 +104,19 @@ def test_other_patterns_export(tmp_path, n, m):
     restored = load_compressed(rep['compressed_out'])
     stock = torch.load(tmp_path / 'o.pth', weights_only=True)['state_dict']
     assert all(torch.equal(restored[k], stock[k]) for k in stock)
-    with pytest.raises(ValueError, match='do not have the requested pattern 2:4'):
+    # their weights are 2:4 too: --pattern 2:4 accepts them (stored as trained)
+    rep = export_checkpoint(cfg, ckpt, str(tmp_path / 'p.pth'), pattern='2:4')
+    assert {r['pattern'] for r in rep['rows']} == {f'{n}:{m}'}
+
+
+def test_pattern_2of4_refuses_4of8_weights(tmp_path):
+    cfg = write_cfg(tmp_path, 'nm48.py', sparse_cfg_text(4, 8))
+    ckpt = str(tmp_path / 'c.pth')
+    make_checkpoint(cfg, ckpt)
+    with pytest.raises(ValueError, match=r'do not have the requested pattern 2:4 '
+                       r'\(their weights break it\): .*\(4:8\)'):
         export_checkpoint(cfg, ckpt, str(tmp_path / 'p.pth'), pattern='2:4')
+    assert not (tmp_path / 'p.pth').exists()
 
 
 @pytest.mark.parametrize('text', ['4:4', '0:4', '2-4', 'x:y', '3:2'])
