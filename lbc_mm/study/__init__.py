@@ -45,12 +45,27 @@ Outputs in the work dir (written atomically): ``compare_methods.md`` (markdown
 table, mean ± sample std over seeds), ``compare_methods.json`` (every run and the
 summary) and ``compare_methods.png`` (metric per method and pattern, error bars).
 """
-from .grid import METHODS, grid, parse_patterns, pattern_name, rewrite_config, run_name
-from .report import markdown_table, pick_metric, summarize, write_chart
+from .grid import (
+    METHODS,
+    grid,
+    parse_arm,
+    parse_patterns,
+    pattern_name,
+    rewrite_config,
+    run_name,
+)
+from .report import (
+    markdown_table,
+    pick_metric,
+    summarize,
+    write_chart,
+    write_window_chart,
+)
 from .run import LOCK, RESULT, launch, lock_study, run_one, run_study
 
 __all__ = [
     'LOCK', 'METHODS', 'RESULT', 'grid', 'launch', 'lock_study', 'markdown_table',
-    'parse_patterns', 'pattern_name', 'pick_metric', 'rewrite_config', 'run_name',
-    'run_one', 'run_study', 'summarize', 'write_chart'
+    'parse_arm', 'parse_patterns', 'pattern_name', 'pick_metric', 'rewrite_config',
+    'run_name', 'run_one', 'run_study', 'summarize', 'write_chart',
+    'write_window_chart'
 ]

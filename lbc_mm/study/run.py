@@ -58,6 +58,8 @@ def run_one(run_dir: str) -> None:
     )
     from ..dist import setup_distributed
     from ..hooks.lbc_hook import LBCHook
+    from ..train_cost import run_cost
+    from .grid import parse_arm
 
     with open(osp.join(run_dir, SPEC)) as f:
         spec = json.load(f)
@@ -114,7 +116,8 @@ def run_one(run_dir: str) -> None:
                                     if isinstance(v, (int, float))},
         nm_exact=_nm_exact(model), dense_layers=dense, wall_s=wall,
         peak_mem_mib=peak, peak_mem_kind='cuda allocated' if cuda else 'RSS',
-        diagnostics=diag, iters=runner.iter)
+        diagnostics=diag, iters=runner.iter,
+        train_cost=run_cost(runner, model, parse_arm(spec['method'])[0]))
     atomic_write(osp.join(run_dir, RESULT),
                  lambda f: f.write(json.dumps(result, indent=1).encode()))
 
