@@ -10,6 +10,7 @@ from lbc_mm.hooks.lbc_schedule import RemovalSchedule
 from lbc_mm.train_cost import (
     card_counts,
     layer_densities,
+    step_cost_lines,
     step_flops,
     training_cost,
     union_density,
@@ -95,3 +96,32 @@ def test_one_pattern_is_n_over_m_for_1_of_m():
     for k in range(1, 17):
         assert union_density(k, 1, 16) == pytest.approx(k / 16)
     assert math.comb(16, 1) == 16
+
+
+class _Net(nn.Module):
+    """One N:M Linear(8 -> 4) behind an mmpretrain-style ``mode='tensor'`` forward."""
+
+    def __init__(self, method):
+        super().__init__()
+        from lbc_mm.layers import NMSparseLinear
+        self.fc = NMSparseLinear(8, 4, n=2, m=4, method=method)
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        return self.fc(inputs.flatten(1)[:, :8])
+
+
+def test_step_cost_lines_of_a_model_as_built():
+    # 32 MACs per sample, batch 2: 384 FLOPs dense per step (see above).
+    lines = step_cost_lines(_Net('lbc'), 'mmpretrain', (2, 2), 'lbc', 2)
+    assert lines == [
+        'lbc (start, all candidates alive): training step 0.000 GFLOPs (forward '
+        '0.000, backward activations 0.000, backward weights 0.000; '
+        'docs/training_cost.md)',
+        'lbc (end, N:M): training step 0.000 GFLOPs (forward 0.000, backward '
+        'activations 0.000, backward weights 0.000; docs/training_cost.md)']
+    net = _Net('srste').train()
+    [line] = step_cost_lines(net, 'mmpretrain', (2, 2), 'srste', 2 * 10**6)
+    # 2e6 samples: forward 64e6 FLOPs, weights 128e6.
+    assert line.startswith('srste: training step 0.256 GFLOPs (forward 0.064, '
+                           'backward activations 0.064, backward weights 0.128')
+    assert net.training  # the mode is restored
