@@ -184,8 +184,8 @@ def test_report_training_cost_columns_and_window_chart(tmp_path):
     # One line for the LBC family through its windows, one point for SR-STE.
     fig = study_pkg.write_window_chart(str(tmp_path / 'w.png'), rows,
                                        'accuracy/top1')
-    labels = {line.get_label(): list(line.get_xdata())
-              for line in fig.axes[0].get_lines() if not line.get_label()[0] == '_'}
+    labels = {bars.get_label(): list(bars.lines[0].get_xdata())
+              for bars in fig.axes[0].containers}
     assert labels['lbc'] == [0.52, 0.7] and labels['srste'] == [0.667]
     # Runs without training FLOPs (older studies): no second chart, '-' column.
     for r in results:
