@@ -136,7 +136,9 @@ def write_chart(path: str, rows: Sequence[dict], metric: Optional[str]):
             patterns.append(row['pattern'])
     methods = list(dict.fromkeys(r['method'] for r in rows
                                  if r['method'] != 'dense'))
-    fig = Figure(figsize=(max(5, 1.6 * max(1, len(patterns)) + 2), 4))
+    # Wider with many arms; the legend sits right of the bars.
+    fig = Figure(figsize=(max(5, 0.3 * max(1, len(patterns)) * max(5, len(methods)))
+                          + 3, 4))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / max(1, len(methods))
@@ -173,7 +175,7 @@ def write_chart(path: str, rows: Sequence[dict], metric: Optional[str]):
         pad = max(1e-6, (high - low) * 0.5 + 0.02 * abs(high))
         ax.set_ylim(low - pad, high + pad)
     ax.grid(axis='y', alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=100))
     return fig
