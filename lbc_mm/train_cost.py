@@ -250,7 +250,7 @@ def run_cost(runner, model, method: str) -> Dict[str, float]:
 
 
 def step_cost_lines(model, scope: str, shape: Tuple[int, int], method: str,
-                    batch_size: int) -> List[str]:
+                    batch_size: int, label: Optional[str] = None) -> List[str]:
     """Per-step training FLOPs of a model's N:M layers as built, for a report
     (``tools/benchmark_train.py``): LBC at its start (every candidate alive) and
     end (one per group); other methods once.
@@ -262,21 +262,22 @@ def step_cost_lines(model, scope: str, shape: Tuple[int, int], method: str,
         shape (tuple): Input ``(H, W)``.
         method (str): A key of :data:`METHOD_DENSITIES`.
         batch_size (int): Samples per step.
+        label (str, optional): Line prefix; defaults to ``method``.
     """
+    import copy
+
     from .cost import layer_macs, sample_forward
     from .layers import sparse_layers
 
-    was_training = model.training
-    try:
-        macs = layer_macs(model, sample_forward(model.eval(), scope, shape))
-    finally:
-        model.train(was_training)
+    probe = copy.deepcopy(model).cpu().eval()  # the model itself stays as it is
+    macs = layer_macs(probe, sample_forward(probe, scope, shape))
     patterns = {name: (layer.n, layer.m) for name, layer in sparse_layers(model)}
+    label = label or method
     if method != 'lbc':
-        return [format_step_cost(method, step_flops(macs, patterns, method,
-                                                    batch_size))]
+        return [format_step_cost(label, step_flops(macs, patterns, method,
+                                                   batch_size))]
     start = {name: math.comb(m, n) for name, (n, m) in patterns.items()}
-    return [format_step_cost('lbc (start, all candidates alive)',
+    return [format_step_cost(f'{label} (start, all candidates alive)',
                              step_flops(macs, patterns, 'lbc', batch_size, start)),
-            format_step_cost('lbc (end, N:M)',
+            format_step_cost(f'{label} (end, N:M)',
                              step_flops(macs, patterns, 'lbc', batch_size))]

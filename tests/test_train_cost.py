@@ -120,8 +120,9 @@ def test_step_cost_lines_of_a_model_as_built():
         'lbc (end, N:M): training step 0.000 GFLOPs (forward 0.000, backward '
         'activations 0.000, backward weights 0.000; docs/training_cost.md)']
     net = _Net('srste').train()
-    [line] = step_cost_lines(net, 'mmpretrain', (2, 2), 'srste', 2 * 10**6)
+    [line] = step_cost_lines(net, 'mmpretrain', (2, 2), 'srste', 2 * 10**6,
+                             label='srste 2:4')
     # 2e6 samples: forward 64e6 FLOPs, weights 128e6.
-    assert line.startswith('srste: training step 0.256 GFLOPs (forward 0.064, '
+    assert line.startswith('srste 2:4: training step 0.256 GFLOPs (forward 0.064, '
                            'backward activations 0.064, backward weights 0.128')
-    assert net.training  # the mode is restored
+    assert net.training  # the model itself is left as it was
