@@ -4,7 +4,14 @@ The paper's comparison table for a user's own config::
 
     python tools/compare_methods.py CONFIG [--methods dense,lbc,srste,ste,asp]
         [--patterns 2:4,1:4,2:8] [--seeds 0,1,2] [--work-dir DIR] [--metric KEY]
-        [--cfg-options KEY=VALUE ...] [--report-only]
+        [--windows 0.01,0.05,0.2,0.5,0.75] [--cfg-options KEY=VALUE ...]
+        [--report-only]
+
+An LBC arm may carry ``LBCHook`` options: ``--methods lbc,lbc+noise_margin=2``
+(:func:`lbc_mm.study.grid.parse_arm`); ``--windows`` runs every LBC arm once per
+removal window. The table, JSON and chart report training FLOPs per run
+(:mod:`lbc_mm.train_cost`) and ``compare_methods_windows.png`` draws accuracy
+against training cost.
 
 One training run per (method, pattern, seed), each in a work dir of its own under
 ``--work-dir``; finished runs are skipped, so a rerun continues a stopped study.
@@ -20,6 +27,7 @@ from typing import List, Optional
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     from lbc_mm.cli import KeyValueAction
     from lbc_mm.study import METHODS, parse_patterns
+    from lbc_mm.study.grid import parse_arm
     parser = argparse.ArgumentParser(
         description='Compare dense / LBC / SR-STE / STE / ASP on one config')
     parser.add_argument('config', help='train config (any lbc_mm N:M config)')
@@ -34,14 +42,29 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         'accuracy/top1, else coco/bbox_mAP, else the first)')
     parser.add_argument('--cfg-options', nargs='+', action=KeyValueAction,
                         help='override config settings for every run')
+    parser.add_argument('--windows', help='comma-separated LBC removal windows '
+                        't_f as fractions of the run (e.g. 0.01,0.05,0.2,0.5,0.75): '
+                        'each LBC arm runs once per window')
     parser.add_argument('--report-only', action='store_true',
                         help='train nothing: write the table, JSON and chart of '
                         'the runs finished so far (e.g. while a study runs)')
     args = parser.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(',') if m.strip()]
-    unknown = [m for m in args.methods if m not in METHODS]
-    if unknown or not args.methods:
-        parser.error(f'--methods: unknown {unknown}, expected from {METHODS}')
+    if not args.methods:
+        parser.error(f'--methods: expected from {METHODS}')
+    for arm in args.methods:
+        try:
+            parse_arm(arm)
+        except ValueError as exc:
+            parser.error(f'--methods: {exc}')
+    if args.windows:
+        try:
+            windows = [float(w) for w in args.windows.split(',') if w.strip()]
+        except ValueError:
+            parser.error('--windows: comma-separated fractions')
+        if not windows or not all(0 <= w <= 1 for w in windows):
+            parser.error('--windows: fractions of the run in [0, 1]')
+        args.methods = with_windows(args.methods, windows)
     try:
         args.patterns = parse_patterns(args.patterns)
     except ValueError as exc:
@@ -56,6 +79,19 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         args.work_dir = osp.join('work_dirs', 'compare_methods',
                                  osp.splitext(osp.basename(args.config))[0])
     return args
+
+
+def with_windows(arms: List[str], windows: List[float]) -> List[str]:
+    """Every LBC arm without its own ``t_f`` once per window (``+t_f=W``)."""
+    from lbc_mm.study.grid import parse_arm
+    out: List[str] = []
+    for arm in arms:
+        method, options = parse_arm(arm)
+        if method != 'lbc' or 't_f' in options:
+            out.append(arm)
+        else:
+            out += [f'{arm}+t_f={w:g}' for w in windows]
+    return out
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -97,6 +97,12 @@ class LBCHook(Hook):
         require_finished (bool): Every LBC layer must already be at one
             candidate per group at ``before_train`` (fine-tuning a finished LBC
             checkpoint with its masks fixed). Defaults to False.
+        noise_margin (float): ``k >= 0``. 0 (the authors' rule): only exactly
+            equal scores are ties. ``k > 0``: a removal decision whose score gap is
+            within ``k`` times the noise (how far noise alone moved two of the
+            layer's scores apart so far, :meth:`SettlednessTracker.noise`) is
+            taken by weight magnitude instead (docs/training_cost.md). Defaults
+            to 0.
     """
 
     priority = 'ABOVE_NORMAL'  # before EMAHook, LoggerHook and CheckpointHook
@@ -115,7 +121,8 @@ class LBCHook(Hook):
                  plot: bool = True,
                  log_interval: Optional[int] = None,
                  card_update: str = 'iter',
-                 require_finished: bool = False) -> None:
+                 require_finished: bool = False,
+                 noise_margin: float = 0.0) -> None:
         self.schedule = RemovalSchedule(t_i, t_f, unit, by_epoch, power, card_update)
         if frozen_layers not in FROZEN_MODES:
             raise ValueError(f'LBCHook: frozen_layers must be one of {FROZEN_MODES}, '
@@ -125,6 +132,9 @@ class LBCHook(Hook):
         self.frozen_layers, self.plot = frozen_layers, plot
         self.log_interval = log_interval
         self.require_finished = bool(require_finished)
+        if not noise_margin >= 0:
+            raise ValueError(f'LBCHook: noise_margin must be >= 0, got {noise_margin}')
+        self.noise_margin = float(noise_margin)
         # Resolved at before_train.
         self._layers: List[Tuple[str, nn.Module]] = []
         self._finished: set = set()  # names of layers at one candidate per group
@@ -216,7 +226,9 @@ class LBCHook(Hook):
                 keep = self.schedule_card(t, layer.sparsity.num_candidates)
                 self._settled.before_removal(name, layer, keep)
                 try:
-                    layer.sparsity.remove_candidates(keep)
+                    margin = (self.noise_margin * self._settled.noise(name)
+                              if self.noise_margin else None)  # near-ties: |w|
+                    layer.sparsity.remove_candidates(keep, margin)
                 except FloatingPointError as err:
                     raise FloatingPointError(
                         f'LBCHook: iteration {runner.iter + 1}, layer {name}: '

@@ -19,7 +19,22 @@ from ..sparsity.diagnostics import (
     unmoved_groups,
 )
 
-__all__ = ['SettlednessTracker', 'mask_statistics']
+__all__ = ['SettlednessTracker', 'mask_statistics', 'relative_step_rms']
+
+
+def relative_step_rms(before: Tensor, after: Tensor, alive: Tensor) -> Tensor:
+    """RMS of the alive scores' step about their group's mean step (0-dim).
+
+    What moves one candidate relative to the others of its group (gradient noise
+    and signal); the part every candidate of a group shares (weight decay on equal
+    scores) cancels. Groups with fewer than two alive candidates do not count.
+    """
+    a = alive.to(torch.float32)  # (G, C)
+    step = (after.detach() - before.detach()).to(torch.float32) * a
+    cnt = a.sum(dim=1, keepdim=True)  # (G, 1)
+    dev = (step - step.sum(dim=1, keepdim=True) / cnt.clamp(min=1)) * a
+    multi = (cnt >= 2).to(torch.float32)
+    return (dev.pow(2) * multi).sum().div((cnt * multi).sum().clamp(min=1)).sqrt()
 
 
 def mask_statistics(layers: Sequence[Tuple[str, object]]) -> Dict[str, float]:
@@ -67,6 +82,8 @@ class SettlednessTracker:
         self._prev: Dict[str, Tuple[Tensor, Tensor]] = {}  # sampled snapshots
         self._idx: Dict[str, Tensor] = {}  # sampled rows per layer
         self._steps: Dict[str, list] = {}  # sum of squared steps, count
+        # Sum of squared steps about their group's mean step, count (noise()).
+        self._dev: Dict[str, list] = {}
         self._pending: List[Tensor] = []  # margins / step of this card step
         # Decisions on exactly equal scores, of them in unmoved groups, decisions.
         self._ties = [0, 0, 0]
@@ -96,6 +113,20 @@ class SettlednessTracker:
                 acc = self._steps.setdefault(name, [0.0, 0])
                 acc[0] = acc[0] + step * step  # stays on the device until used
                 acc[1] += 1
+                dev = relative_step_rms(before, layer.scores[idx], layer.alive[idx])
+                acc = self._dev.setdefault(name, [0.0, 0])
+                acc[0] = acc[0] + dev * dev
+                acc[1] += 1
+
+    def noise(self, name: str) -> float:
+        """How far noise alone would have moved two alive scores of a group apart
+        by now: the RMS per-iteration step about the group's mean step (decay and
+        any step shared by the whole group cancel), times the square root of the
+        iterations measured (a random walk). 0 before two snapshots."""
+        acc = self._dev.get(name)
+        if not acc or not acc[1]:
+            return 0.0
+        return float(acc[0] / acc[1])**0.5 * acc[1]**0.5
 
     def before_removal(self, name: str, layer, keep: int) -> None:
         """Measure the decision a removal step down to ``keep`` is about to take."""

@@ -170,7 +170,7 @@ class LBC(SparsityMethod):
         """Alive candidates per group (the max over groups), cached per version."""
         return self._alive_counts()[0]
 
-    def remove_candidates(self, keep: int) -> None:
+    def remove_candidates(self, keep: int, margin: Optional[float] = None) -> None:
         """Keep the ``keep`` best candidates per group (docs/method.md §6).
 
         Removed candidates stay removed; their scores are re-zeroed on every call
@@ -178,6 +178,8 @@ class LBC(SparsityMethod):
 
         Args:
             keep (int): ``card(t)``; clipped to ``[1, C]``.
+            margin (float, optional): Score gaps up to this are ties, ranked by
+                magnitude (``LBCHook(noise_margin=...)``); None: exact ties only.
 
         Raises:
             FloatingPointError: An alive score is not finite (names the layer).
@@ -190,9 +192,10 @@ class LBC(SparsityMethod):
         if keep < card_now:
             magnitude = (candidate_magnitude(to_groups(layer.weight, layer.m),
                                              layer.candidates)
-                         if self.tie_break == 'magnitude' else None)  # (G, C)
+                         if self.tie_break == 'magnitude' or margin is not None
+                         else None)  # (G, C)
             try:
-                removal_step(layer.scores.data, layer.alive, keep, magnitude)
+                removal_step(layer.scores.data, layer.alive, keep, magnitude, margin)
             except FloatingPointError as err:
                 raise FloatingPointError(f'{layer.describe()}: {err}') from err
             self._alive_changed()

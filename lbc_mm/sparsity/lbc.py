@@ -31,6 +31,7 @@ __all__ = [
     'init_scores',
     'lbc_mask',
     'lbc_masked_weight',
+    'noise_tier',
     'removal_step',
 ]
 
@@ -267,8 +268,37 @@ def candidate_magnitude(weight_groups: Tensor, candidates: Tensor) -> Tensor:
         return mag @ candidates.t().to(torch.float64)  # (G, C)
 
 
+def noise_tier(scores: Tensor, alive: Tensor, keep: int, margin) -> Tensor:
+    """Rank tiers of a removal step whose near-ties go to magnitude.
+
+    Per group, with ``s_k`` the ``keep``-th best alive score: tier 2 for alive
+    candidates above ``s_k + margin`` (kept whatever their magnitude), 1 for alive
+    candidates within ``margin`` of ``s_k`` (the step's contested decisions, ranked
+    by magnitude), 0 for the alive ones below, -1 for removed ones. With
+    ``margin = 0`` tier 1 is exactly the candidates tied with ``s_k``: the exact-tie
+    rule of :func:`removal_step`.
+
+    Args:
+        scores (Tensor): ``(G, C)``.
+        alive (Tensor): ``(G, C)`` bool.
+        keep (int): Candidates kept per group, ``1 <= keep < C``.
+        margin (float or Tensor): ``>= 0``, a scalar or ``(G, 1)``.
+
+    Returns:
+        Tensor: ``(G, C)`` float tiers.
+    """
+    keys = scores.detach().masked_fill(~alive, float('-inf'))  # (G, C)
+    s_k = torch.topk(keys, keep, dim=1).values[:, keep - 1:keep]  # (G, 1)
+    # A group with fewer than `keep` alive candidates has s_k = -inf: all its
+    # alive candidates are tier 2 (nothing to decide).
+    above = alive & (keys > s_k + margin)
+    near = alive & ~above & (keys >= s_k - margin)
+    tier = torch.where(alive, 0.0, -1.0).to(torch.float32)
+    return tier.masked_fill(near, 1.0).masked_fill(above, 2.0)
+
+
 def removal_step(scores: Tensor, alive: Tensor, keep: int,
-                 magnitude: Optional[Tensor] = None) -> None:
+                 magnitude: Optional[Tensor] = None, margin=None) -> None:
     """Remove the lowest-scoring candidates of every group, in place (step 6).
 
     Afterwards exactly ``min(keep, alive_before)`` candidates per group are alive,
@@ -285,6 +315,11 @@ def removal_step(scores: Tensor, alive: Tensor, keep: int,
         magnitude (Tensor, optional): ``(G, C)`` tie-break key, e.g.
             :func:`candidate_magnitude` (``tie_break='magnitude'``). Defaults to
             None: ties go to the lower index (``tie_break='index'``).
+        margin (float or Tensor, optional): Score gaps up to this count as ties
+            (``LBCHook(noise_margin=...)``): the candidates within ``margin`` of
+            the ``keep``-th best score are ranked by ``magnitude`` (required),
+            those above it are kept (:func:`noise_tier`). Defaults to None:
+            exact ties only (the rule above, bit for bit).
 
     Raises:
         ValueError: If the shapes differ or ``keep < 1``.
@@ -308,6 +343,10 @@ def removal_step(scores: Tensor, alive: Tensor, keep: int,
                     f'{groups.numel()} of {scores.shape[0]} groups (first group '
                     f'{int(groups[0])}); refusing to rank them')
             keys = scores.masked_fill(~alive, float('-inf'))  # removed rank lowest
+            if margin is not None:
+                if magnitude is None:
+                    raise ValueError('removal_step(): a margin needs magnitude')
+                keys = noise_tier(scores, alive, keep, margin)
             order = None
             if magnitude is not None:
                 # Two stable sorts: by magnitude (index breaks its ties), then by

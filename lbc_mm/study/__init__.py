@@ -41,16 +41,36 @@ card step (how often the kept candidate is the magnitude choice, the decision ma
 in iterations' worth of score movement and the share of decisions taken on exactly
 equal scores; see ``lbc_mm/sparsity/diagnostics.py``).
 
+Per run also its training FLOPs on lbc_mm's counting convention
+(:mod:`lbc_mm.train_cost`, docs/training_cost.md). An LBC arm may carry ``LBCHook``
+options (``lbc+t_f=0.05+noise_margin=2``, :func:`parse_arm`).
+
 Outputs in the work dir (written atomically): ``compare_methods.md`` (markdown
 table, mean ± sample std over seeds), ``compare_methods.json`` (every run and the
-summary) and ``compare_methods.png`` (metric per method and pattern, error bars).
+summary), ``compare_methods.png`` (metric per method and pattern, error bars) and
+``compare_methods_windows.png`` (metric against training FLOPs).
 """
-from .grid import METHODS, grid, parse_patterns, pattern_name, rewrite_config, run_name
-from .report import markdown_table, pick_metric, summarize, write_chart
+from .grid import (
+    METHODS,
+    grid,
+    parse_arm,
+    parse_patterns,
+    pattern_name,
+    rewrite_config,
+    run_name,
+)
+from .report import (
+    markdown_table,
+    pick_metric,
+    summarize,
+    write_chart,
+    write_window_chart,
+)
 from .run import LOCK, RESULT, launch, lock_study, run_one, run_study
 
 __all__ = [
     'LOCK', 'METHODS', 'RESULT', 'grid', 'launch', 'lock_study', 'markdown_table',
-    'parse_patterns', 'pattern_name', 'pick_metric', 'rewrite_config', 'run_name',
-    'run_one', 'run_study', 'summarize', 'write_chart'
+    'parse_arm', 'parse_patterns', 'pattern_name', 'pick_metric', 'rewrite_config',
+    'run_name', 'run_one', 'run_study', 'summarize', 'write_chart',
+    'write_window_chart'
 ]

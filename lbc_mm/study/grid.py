@@ -3,6 +3,7 @@
 Each run is the user's config with only the sparse layers' ``method`` / ``n`` /
 ``m``, the ``LBCHook`` and the seed changed (:func:`rewrite_config`).
 """
+import ast
 import copy
 from typing import Any, List, Optional, Sequence, Tuple
 
@@ -63,13 +64,44 @@ def _rewrite_node(node: Any, method: str, n: int, m: int, found: List[str],
     return node
 
 
+def parse_arm(arm: str) -> Tuple[str, dict]:
+    """A study arm: a method, for LBC with ``LBCHook`` options after ``+``.
+
+    ``'lbc+t_f=0.05+noise_margin=2'`` -> ``('lbc', {'t_f': 0.05, 'noise_margin':
+    2, 'unit': 'fraction', 't_i': 0})``: an arm's ``t_f`` is a fraction of the run
+    from ``t_i = 0`` unless the arm names ``unit`` / ``t_i``.
+
+    Raises:
+        ValueError: Unknown method, options on another method, a bad item.
+    """
+    method, *items = arm.split('+')
+    if method not in METHODS:
+        raise ValueError(f'unknown method {method!r}, expected one of {METHODS}')
+    if items and (method == 'dense' or SPARSE_METHODS[method].requires is None):
+        raise ValueError(f'{arm!r}: only a hook-driven method (lbc) takes options '
+                         '(its hook\'s arguments)')
+    options = {}
+    for item in items:
+        key, sep, text = item.partition('=')
+        if not sep or not key.isidentifier():
+            raise ValueError(f'{arm!r}: expected +key=value, got {item!r}')
+        try:
+            options[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            options[key] = text
+    if 't_f' in options:
+        options.setdefault('unit', 'fraction')
+        options.setdefault('t_i', 0)
+    return method, options
+
+
 def rewrite_config(cfg, method: str, pattern: Optional[Tuple[int, int]],
                    seed: int) -> List[str]:
     """Make ``cfg`` (an mmengine ``Config``, in place) one run of the study.
 
     Args:
         cfg (Config): The loaded config (``--cfg-options`` already merged).
-        method (str): One of :data:`METHODS`.
+        method (str): One of :data:`METHODS`, or an LBC arm (:func:`parse_arm`).
         pattern (tuple, optional): ``(n, m)``; ignored for ``'dense'``.
         seed (int): ``randomness.seed``.
 
@@ -79,8 +111,7 @@ def rewrite_config(cfg, method: str, pattern: Optional[Tuple[int, int]],
     Raises:
         ValueError: Unknown method, or no sparse layer config in ``cfg.model``.
     """
-    if method != 'dense' and method not in SPARSE_METHODS:  # registered since too
-        raise ValueError(f'unknown method {method!r}, expected one of {METHODS}')
+    method, hook_options = parse_arm(method)
     n, m = pattern if pattern is not None else (0, 0)
     if method != 'dense' and pattern is None:
         raise ValueError(f'method {method!r} needs a pattern')
@@ -105,6 +136,9 @@ def rewrite_config(cfg, method: str, pattern: Optional[Tuple[int, int]],
     if req is not None:
         if not any(type_name(h) == req.hook for h in hooks):
             hooks.append(dict(type=req.hook))
+        for hook in hooks:  # the arm's options (parse_arm) go to the method's hook
+            if type_name(hook) == req.hook:
+                hook.update(hook_options)
         optim_wrapper = cfg.get('optim_wrapper', None)
         if optim_wrapper is not None and optim_wrapper.get(
                 'constructor', None) in DEFAULT_CONSTRUCTORS:

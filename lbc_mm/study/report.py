@@ -1,9 +1,10 @@
 """The method study's table, JSON summary and chart."""
+import os
 import statistics
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..io import atomic_write
-from .grid import METHODS
+from .grid import parse_arm
 
 METRIC_PRIORITY = ('accuracy/top1', 'coco/bbox_mAP')
 OUT_NAME = 'compare_methods'
@@ -60,8 +61,26 @@ def summarize(results: Sequence[dict], metric: Optional[str]) -> List[dict]:
             peak_mem_mib=max((r['peak_mem_mib'] for r in ok), default=None),
             agree_mag=_mean_std(agree)[0], margin_steps=_mean_std(margin)[0],
             tied=_mean_std(tied)[0],
-            chance_agree=chance[0] if chance else None))
+            chance_agree=chance[0] if chance else None,
+            **_cost(ok)))
     return out
+
+
+def _cost(ok: Sequence[dict]) -> dict:
+    """Mean training FLOPs and their ratio to dense over the runs that report them
+    (:mod:`lbc_mm.train_cost`)."""
+    cost = [r['train_cost'] for r in ok if r.get('train_cost')]
+    return dict(train_flops=_mean_std([c['flops'] for c in cost])[0],
+                train_relative=_mean_std([c['relative'] for c in cost])[0])
+
+
+def _flops(value: Optional[float]) -> str:
+    if value is None:
+        return '-'
+    for div, unit in ((1e15, 'P'), (1e12, 'T'), (1e9, 'G'), (1e6, 'M')):
+        if value >= div:
+            return f'{value / div:.3g} {unit}'
+    return f'{value:.3g}'
 
 
 def _fmt(value: Optional[float], digits: int = 2) -> str:
@@ -71,9 +90,10 @@ def _fmt(value: Optional[float], digits: int = 2) -> str:
 def markdown_table(rows: Sequence[dict], metric: Optional[str]) -> str:
     """The study's markdown table."""
     head = (f'| method | pattern | {metric or "metric"} (mean ± std) | exactly N:M | '
-            'train time / run (s) | peak memory (MiB) | LBC: kept = magnitude '
-            '(chance) | LBC: decision margin (score steps; tied decisions) | runs |')
-    lines = [head, '|' + '---|' * 9]
+            'training FLOPs (x dense) | train time / run (s) | peak memory (MiB) | '
+            'LBC: kept = magnitude (chance) | LBC: decision margin (score steps; '
+            'tied decisions) | runs |')
+    lines = [head, '|' + '---|' * 10]
     for row in rows:
         value = '-' if row['mean'] is None else (
             f'{row["mean"]:.2f}' + (f' ± {row["std"]:.2f}'
@@ -91,7 +111,9 @@ def markdown_table(rows: Sequence[dict], metric: Optional[str]) -> str:
                 for f in row['failed'])
         lines.append(
             f'| {row["method"]} | {row["pattern"]} | {value} | {nm} | '
-            f'{_fmt(row["wall_s"], 0)} | {_fmt(row["peak_mem_mib"], 0)} | {agree} | '
+            f'{_flops(row.get("train_flops"))}'
+            f' ({_fmt(row.get("train_relative"), 3)}) | {_fmt(row["wall_s"], 0)} | '
+            f'{_fmt(row["peak_mem_mib"], 0)} | {agree} | '
             f'{_fmt(row["margin_steps"], 1)}'
             + ('' if row.get('tied') is None else f' ({row["tied"]:.0%} tied)')
             + f' | {runs} |')
@@ -100,7 +122,11 @@ def markdown_table(rows: Sequence[dict], metric: Optional[str]) -> str:
 
 def write_chart(path: str, rows: Sequence[dict], metric: Optional[str]):
     """Metric per method and pattern (bars, std error bars; dense as a line);
-    returns the figure."""
+    returns the figure. When the runs report training FLOPs, the metric against
+    them is drawn beside it too (:func:`write_window_chart`, ``*_windows.png``)."""
+    if any(r.get('train_relative') is not None for r in rows):
+        stem, ext = os.path.splitext(path)
+        write_window_chart(f'{stem}_windows{ext}', rows, metric)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -108,9 +134,11 @@ def write_chart(path: str, rows: Sequence[dict], metric: Optional[str]):
     for row in rows:
         if row['method'] != 'dense' and row['pattern'] not in patterns:
             patterns.append(row['pattern'])
-    methods = [m for m in METHODS if m != 'dense'
-               and any(r['method'] == m for r in rows)]
-    fig = Figure(figsize=(max(5, 1.6 * max(1, len(patterns)) + 2), 4))
+    methods = list(dict.fromkeys(r['method'] for r in rows
+                                 if r['method'] != 'dense'))
+    # Wider with many arms; the legend sits right of the bars.
+    fig = Figure(figsize=(max(5, 0.3 * max(1, len(patterns)) * max(5, len(methods)))
+                          + 3, 4))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / max(1, len(methods))
@@ -124,6 +152,10 @@ def write_chart(path: str, rows: Sequence[dict], metric: Optional[str]):
             xs.append(i + (j - (len(methods) - 1) / 2) * width)
             ys.append(row['mean'])
             errs.append(row['std'] or 0.0)
+            if row.get('train_relative') is not None:  # training FLOPs x dense
+                ax.annotate(f'x{row["train_relative"]:.2f}', (xs[-1], 0),
+                            xycoords=('data', 'axes fraction'), ha='center',
+                            va='bottom', fontsize=6, rotation=90)
         ax.bar(xs, ys, width, yerr=errs, capsize=3, label=method)
     for row in rows:
         if row['method'] == 'dense' and row['mean'] is not None:
@@ -135,13 +167,66 @@ def write_chart(path: str, rows: Sequence[dict], metric: Optional[str]):
     ax.set_xticklabels(patterns)
     ax.set_xlabel('N:M pattern')
     ax.set_ylabel(f'{metric} (mean ± std over seeds)' if metric else 'metric')
+    ax.set_title('bar foot: training FLOPs x dense (docs/training_cost.md)',
+                 fontsize=8)
     values = [r['mean'] for r in rows if r['mean'] is not None]
     if values:
         low, high = min(values), max(values)
         pad = max(1e-6, (high - low) * 0.5 + 0.02 * abs(high))
         ax.set_ylim(low - pad, high + pad)
     ax.grid(axis='y', alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=100))
+    return fig
+
+
+def _family(arm: str) -> Tuple[str, Optional[float]]:
+    """``'lbc+noise_margin=2+t_f=0.05'`` -> ``('lbc+noise_margin=2', 0.05)``."""
+    method, options = parse_arm(arm)
+    t_f = options.get('t_f')
+    rest = [item for item in arm.split('+')[1:] if not item.startswith('t_f=')]
+    return '+'.join([method] + rest), t_f
+
+
+def write_window_chart(path: str, rows: Sequence[dict], metric: Optional[str]):
+    """Metric against training FLOPs (x dense), one panel per pattern: a line per
+    LBC arm through its removal windows (labelled ``t_f``), a point per other
+    method, dense as a line; returns the figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    patterns = list(dict.fromkeys(r['pattern'] for r in rows
+                                  if r['method'] != 'dense'))
+    fig = Figure(figsize=(5 * max(1, len(patterns)), 4.2))
+    FigureCanvasAgg(fig)
+    dense = [r for r in rows if r['method'] == 'dense' and r['mean'] is not None]
+    for i, pattern in enumerate(patterns):
+        ax = fig.add_subplot(1, max(1, len(patterns)), i + 1)
+        lines: Dict[str, list] = {}
+        for row in rows:
+            if (row['pattern'] == pattern and row['mean'] is not None
+                    and row.get('train_relative') is not None):
+                family, t_f = _family(row['method'])
+                lines.setdefault(family, []).append((row['train_relative'],
+                                                     row['mean'], row['std'], t_f))
+        for family, points in lines.items():
+            points.sort()
+            xs, ys, errs, tfs = zip(*points)
+            ax.errorbar(xs, ys, yerr=[e or 0.0 for e in errs], marker='o',
+                        capsize=3, label=family)
+            for x, y, t_f in zip(xs, ys, tfs):
+                if t_f is not None:
+                    ax.annotate(f'{t_f:g}', (x, y), textcoords='offset points',
+                                xytext=(3, 3), fontsize=7)
+        for row in dense:
+            ax.axhline(row['mean'], color='black', linestyle='--', label='dense')
+        ax.set_title(f'{pattern} (labels: removal window t_f, fraction of run)',
+                     fontsize=9)
+        ax.set_xlabel('training FLOPs / dense (docs/training_cost.md)')
+        ax.set_ylabel(f'{metric} (mean ± std over seeds)' if metric else 'metric')
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=100))
     return fig

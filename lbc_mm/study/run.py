@@ -54,7 +54,9 @@ def run_one(run_dir: str) -> None:
 
     from ..apis import load_config
     from ..hooks.lbc_hook import LBCHook
+    from ..train_cost import run_cost
     from ..training import prepare_training, run_training
+    from .grid import parse_arm
 
     with open(osp.join(run_dir, SPEC)) as f:
         spec = json.load(f)
@@ -105,7 +107,8 @@ def run_one(run_dir: str) -> None:
                                     if isinstance(v, (int, float))},
         nm_exact=_nm_exact(model), dense_layers=dense, wall_s=wall,
         peak_mem_mib=peak, peak_mem_kind='cuda allocated' if cuda else 'RSS',
-        diagnostics=diag, iters=runner.iter)
+        diagnostics=diag, iters=runner.iter,
+        train_cost=run_cost(runner, model, parse_arm(spec['method'])[0]))
     atomic_write(osp.join(run_dir, RESULT),
                  lambda f: f.write(json.dumps(result, indent=1).encode()))
 

@@ -441,3 +441,30 @@ def test_dense_fallback_layers_are_named(log_lines):
     named = [line for line in log_lines if line.startswith('LBCHook:')]
     assert named == ['LBCHook: 1 of 2 N:M layers stay dense (input channels not '
                      'divisible by M): stem (8, 3, 7, 7) (2:4)']
+
+
+# -- noise_margin ----------------------------------------------------------------
+@pytest.mark.parametrize('noise_margin', [0.0, 1e6])
+def test_noise_margin_takes_decisions_within_the_noise_by_magnitude(
+        tmp_path, noise_margin):
+    """One removal step, to card 1, after the last of 6 iterations: with a huge
+    noise margin every decision is within the noise, so each group keeps its
+    largest |w| (the weights do not move after it); the default follows the
+    scores, which after 6 iterations disagree with magnitude in many groups."""
+    cfg = toy_cfg(str(tmp_path), length=6,
+                  hook=dict(t_i=6, t_f=6, unit='iter', noise_margin=noise_margin))
+    runner = _train(cfg)
+    hook = next(h for h in runner.hooks if isinstance(h, LBCHook))
+    for name in ('conv', 'fc'):
+        layer = getattr(runner.model, name)
+        assert hook._settled.noise(name) > 0
+        same = layer.get_mask() == magnitude_mask(layer.weight, layer.n, layer.m)
+        if noise_margin:
+            assert same.all(), name
+        else:
+            assert not same.all(), name
+
+
+def test_noise_margin_must_not_be_negative():
+    with pytest.raises(ValueError, match='noise_margin'):
+        LBCHook(noise_margin=-1)

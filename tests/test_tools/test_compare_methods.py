@@ -132,6 +132,70 @@ def test_grid_and_patterns():
         'lbc_2of4_seed1', 'lbc_1of4_seed1']
 
 
+def test_arms_and_windows():
+    assert study_pkg.parse_arm('lbc') == ('lbc', {})
+    assert study_pkg.parse_arm('lbc+noise_margin=2+t_f=0.05') == (
+        'lbc', dict(noise_margin=2, t_f=0.05, unit='fraction', t_i=0))
+    for bad, match in (('lbc+t_f', 'key=value'), ('srste+t_f=0.1', 'only lbc'),
+                       ('magic', 'unknown method')):
+        with pytest.raises(ValueError, match=match):
+            study_pkg.parse_arm(bad)
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 'demo',
+                                   'lbc-2of4_resnet50_1xb8_demo-shapes.py'))
+    study_pkg.rewrite_config(cfg, 'lbc+t_f=0.05+noise_margin=2', (1, 4), seed=0)
+    hook = next(h for h in cfg.custom_hooks if h['type'] == 'LBCHook')
+    assert (hook['t_f'], hook['t_i'], hook['unit'], hook['noise_margin']) == (
+        0.05, 0, 'fraction', 2)
+    assert cm.with_windows(['lbc', 'srste', 'lbc+noise_margin=2', 'lbc+t_f=0.3'],
+                           [0.01, 0.5]) == [
+        'lbc+t_f=0.01', 'lbc+t_f=0.5', 'srste', 'lbc+noise_margin=2+t_f=0.01',
+        'lbc+noise_margin=2+t_f=0.5', 'lbc+t_f=0.3']
+    args = cm.parse_args(['c.py', '--methods', 'lbc,ste', '--windows', '0.1,0.75'])
+    assert args.methods == ['lbc+t_f=0.1', 'lbc+t_f=0.75', 'ste']
+    for bad in (['--windows', '2'], ['--methods', 'ste+t_f=0.1']):
+        with pytest.raises(SystemExit):
+            cm.parse_args(['c.py'] + bad)
+
+
+def test_report_training_cost_columns_and_window_chart(tmp_path):
+    def run(method, pattern, seed, top1, relative):
+        return dict(status='ok', method=method, pattern=pattern, seed=seed,
+                    metrics={'accuracy/top1': top1},
+                    nm_exact=None if method == 'dense' else True, wall_s=1.0,
+                    peak_mem_mib=10.0, train_cost=dict(flops=relative * 1e12,
+                                                       relative=relative))
+    results = [run('dense', 'dense', 0, 90.0, 1.0)]
+    for seed in (0, 1):
+        results += [run('srste', '2:4', seed, 88.0, 0.667),
+                    run('lbc+t_f=0.05', '2:4', seed, 87.0 + seed, 0.52),
+                    run('lbc+t_f=0.5', '2:4', seed, 85.0, 0.7)]
+    rows = study_pkg.summarize(results, 'accuracy/top1')
+    by = {r['method']: r for r in rows}
+    assert by['lbc+t_f=0.05']['train_relative'] == pytest.approx(0.52)
+    assert by['lbc+t_f=0.05']['train_flops'] == pytest.approx(0.52e12)
+    table = study_pkg.markdown_table(rows, 'accuracy/top1')
+    assert '| lbc+t_f=0.05 | 2:4 | 87.50 ± 0.71 | 2/2 | 520 G (0.520) |' in table
+    assert '| dense | dense | 90.00 | n/a | 1 T (1.000) |' in table
+    path = str(tmp_path / 'study.png')
+    study_pkg.write_chart(path, rows, 'accuracy/top1')
+    for name in ('study.png', 'study_windows.png'):
+        with open(tmp_path / name, 'rb') as f:
+            assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    # One line for the LBC family through its windows, one point for SR-STE.
+    fig = study_pkg.write_window_chart(str(tmp_path / 'w.png'), rows,
+                                       'accuracy/top1')
+    labels = {bars.get_label(): list(bars.lines[0].get_xdata())
+              for bars in fig.axes[0].containers}
+    assert labels['lbc'] == [0.52, 0.7] and labels['srste'] == [0.667]
+    # Runs without training FLOPs (older studies): no second chart, '-' column.
+    for r in results:
+        r.pop('train_cost')
+    rows = study_pkg.summarize(results, 'accuracy/top1')
+    study_pkg.write_chart(str(tmp_path / 'old.png'), rows, 'accuracy/top1')
+    assert not osp.exists(tmp_path / 'old_windows.png')
+    assert '| - (-) |' in study_pkg.markdown_table(rows, 'accuracy/top1')
+
+
 # -- real runs ----------------------------------------------------------------------
 def test_study_writes_table_json_png_and_resumes(tmp_path):
     config = write_cm_config(str(tmp_path / 'toy.py'), cm_cfg(str(tmp_path / 'x')))
@@ -156,6 +220,16 @@ def test_study_writes_table_json_png_and_resumes(tmp_path):
     assert by_method['srste']['agree_mag'] is None
     table = open(osp.join(work, 'compare_methods.md')).read()
     assert '| lbc | 2:4 |' in table and '| srste | 2:4 |' in table
+    # Training FLOPs (lbc_mm.train_cost): SR-STE's dense weight gradient costs more
+    # than LBC's end state; both below dense.
+    runs = {r['method']: r['train_cost'] for r in study['runs']}
+    assert 0.5 < runs['lbc']['relative'] < 1 and 0.5 < runs['srste']['relative'] < 1
+    assert runs['srste']['step_last'] > runs['lbc']['step_last']
+    assert runs['lbc']['step_first'] == pytest.approx(runs['lbc']['flops_dense'] / 8)
+    assert 'training FLOPs (x dense)' in table
+    assert f'({by_method["lbc"]["train_relative"]:.3f})' in table
+    with open(osp.join(work, 'compare_methods_windows.png'), 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
     with open(osp.join(work, 'compare_methods.png'), 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
     # the config's visualizer backends got the chart (LocalVisBackend here)

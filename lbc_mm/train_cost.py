@@ -1,0 +1,283 @@
+"""Training cost of N:M methods on one counting convention (docs/training_cost.md).
+
+Per Conv2d / Linear layer and training iteration, three GEMMs of the layer's
+forward size (``MACs`` = multiply-adds of one sample's forward,
+:func:`lbc_mm.cost.layer_macs`, times the batch size):
+
+* forward ``Y = X W_eff``, backward for activations ``dX = dY W_eff^T``, backward for
+  weights ``dW = X^T dY``, each counted at the density of the weight entries it
+  needs (a kernel that skips masked work; lbc_mm on PyTorch runs dense kernels with
+  masks, so its wall time does not shrink like these counts);
+* one FLOP = one multiply or add: ``FLOPs = 2 x MACs``.
+
+Densities of an N:M layer (``d = N / M``; layers outside the pattern are dense):
+
+=========  ===========================  =======================  ==================
+method     forward                      backward activations     backward weights
+=========  ===========================  =======================  ==================
+dense      1                            1                        1
+LBC        union of the alive           as forward               as forward (the
+           candidates' positions                                 score gradient
+           (dense -> d as they go)                               needs only those)
+SR-STE/STE d                            d                        1 (dense update)
+ASP        1 before its mask, then d    as forward               as forward
+=========  ===========================  =======================  ==================
+
+LBC's union density at ``k`` alive candidates per group is taken from the schedule
+with an exact formula: the expected share of a group's ``M`` positions covered by
+``k`` of its ``C(M, N)`` candidates drawn uniformly, ``1 - C(C(M-1, N), k) /
+C(C(M, N), k)`` (exact for N = 1, where ``k`` candidates cover ``k`` positions;
+for N > 1 the scores pick which ``k`` survive, so the run's own union may differ,
+docs/training_cost.md measures by how much). Not counted: the input gradient of the
+first layer (which autograd skips), norms, activations, the loss, the optimizer
+step and LBC's score gradient (``O(weights)`` per iteration, not per sample).
+Pure Python over the MACs and the schedule; no GPU, no training.
+"""
+import math
+from collections import Counter
+from typing import Callable, Dict, List, Optional, Tuple
+
+__all__ = ['METHOD_DENSITIES', 'card_counts', 'format_step_cost',
+           'layer_densities', 'run_cost', 'step_cost_lines', 'step_flops',
+           'training_cost', 'union_density']
+
+Patterns = Dict[str, Tuple[int, int]]
+#: Which of (forward, backward activations, backward weights) runs at the N:M
+#: density once a method's mask is in place (False: dense).
+METHOD_DENSITIES = {
+    'dense': (False, False, False),
+    'lbc': (True, True, True),
+    'srste': (True, True, False),
+    'ste': (True, True, False),
+    'asp': (True, True, True),
+}
+
+
+def union_density(k: int, n: int, m: int) -> float:
+    """Expected share of a group's ``m`` positions kept by ``k`` alive candidates
+    drawn uniformly from the ``C(m, n)`` (``k = C``: 1; ``k = 1``: ``n / m``)."""
+    total = math.comb(m, n)
+    if not 1 <= k <= total:
+        raise ValueError(f'union_density(): k={k} not in [1, {total}]')
+    avoid = math.comb(m - 1, n)  # candidates without a given position
+    return 1.0 - math.comb(avoid, k) / math.comb(total, k)
+
+
+def layer_densities(method: str, n: int, m: int,
+                    alive: Optional[int] = None) -> Tuple[float, float, float]:
+    """(forward, backward activations, backward weights) density of an N:M layer.
+
+    Args:
+        method (str): A key of :data:`METHOD_DENSITIES`.
+        n, m (int): The pattern.
+        alive (int, optional): LBC's alive candidates per group (None: 1, the end
+            state); ASP before its mask: call with ``method='dense'``.
+    """
+    if method not in METHOD_DENSITIES:
+        raise ValueError(f'unknown method {method!r}, expected one of '
+                         f'{tuple(METHOD_DENSITIES)}')
+    d = n / m
+    if method == 'lbc' and alive is not None:
+        d = union_density(alive, n, m)
+    return tuple(d if sparse else 1.0 for sparse in METHOD_DENSITIES[method])
+
+
+def step_flops(macs: Dict[str, int], patterns: Patterns, method: str,
+               batch_size: int, alive: Optional[Dict[str, int]] = None
+               ) -> Dict[str, float]:
+    """FLOPs of one training iteration, split into the three GEMMs.
+
+    Args:
+        macs (dict): layer name -> MACs of one sample's forward.
+        patterns (dict): name -> ``(n, m)`` of the N:M layers (others dense).
+        method (str): A key of :data:`METHOD_DENSITIES`.
+        batch_size (int): Samples per iteration.
+        alive (dict, optional): LBC: name -> alive candidates per group.
+
+    Returns:
+        dict: ``forward``, ``backward_act``, ``backward_weight``, ``total``.
+    """
+    out = dict(forward=0.0, backward_act=0.0, backward_weight=0.0)
+    for name, count in macs.items():
+        dens = (1.0, 1.0, 1.0)
+        if name in patterns:
+            dens = layer_densities(method, *patterns[name],
+                                   (alive or {}).get(name))
+        for key, d in zip(out, dens):
+            out[key] += 2.0 * batch_size * count * d
+    out['total'] = sum(out.values())
+    return out
+
+
+def card_counts(card_at: Callable[[float, int], int],
+                progress: Callable[[int], float], iters: int,
+                num_candidates: int) -> Counter:
+    """Iterations spent at each alive count: iteration ``i`` trains with the count
+    the removal after iteration ``i - 1`` left (all ``C`` alive in the first).
+
+    Args:
+        card_at (callable): ``(t, C) -> card`` (``RemovalSchedule.card``).
+        progress (callable): iteration index (0-based, done) -> ``t``.
+        iters (int): Iterations of the run.
+        num_candidates (int): ``C``.
+    """
+    counts: Counter = Counter()
+    current = num_candidates
+    for i in range(iters):
+        counts[current] += 1
+        current = min(current, card_at(progress(i), num_candidates))
+    return counts
+
+
+def training_cost(macs: Dict[str, int], patterns: Patterns, method: str,
+                  batch_size: int, iters: int,
+                  cards: Optional[Dict[int, Counter]] = None,
+                  dense_iters: int = 0) -> Dict[str, float]:
+    """Training FLOPs of a run on the convention above.
+
+    Args:
+        macs, patterns, method, batch_size: As :func:`step_flops`.
+        iters (int): Training iterations.
+        cards (dict, optional): LBC: ``C`` -> :func:`card_counts` of the run.
+        dense_iters (int): ASP: iterations before the mask is fixed (dense).
+
+    Returns:
+        dict: ``flops`` (total), ``flops_dense`` (the dense model, same
+        iterations), ``relative``, the totals of ``forward`` / ``backward_act`` /
+        ``backward_weight``, and ``step_first`` / ``step_last`` (FLOPs of the
+        first and the last iteration).
+    """
+    if method == 'lbc' and cards is None:
+        raise ValueError('training_cost(): LBC needs the card counts')
+    keys = ('forward', 'backward_act', 'backward_weight')
+    total = dict.fromkeys(keys, 0.0)
+    first = last = None
+    if method == 'lbc':
+        # The step cost depends on the alive count of each layer's C.
+        by_c: Dict[int, list] = {}
+        for name, (n, m) in patterns.items():
+            by_c.setdefault(math.comb(m, n), []).append(name)
+        per_c = {c: Counter(cards[c]) for c in by_c}
+        chunks = _lbc_chunks(per_c, iters)
+        for alive_per_c, count in chunks:
+            alive = {name: alive_per_c[c] for c, names in by_c.items()
+                     for name in names}
+            step = step_flops(macs, patterns, 'lbc', batch_size, alive)
+            for key in keys:
+                total[key] += count * step[key]
+        first = step_flops(macs, patterns, 'lbc', batch_size,
+                           {name: c for c, names in by_c.items() for name in names})
+        last = step_flops(macs, patterns, 'lbc', batch_size,
+                          {name: min(cards[c]) for c, names in by_c.items()
+                           for name in names})
+    else:
+        dense_iters = min(iters, dense_iters) if method == 'asp' else 0
+        dense = step_flops(macs, patterns, 'dense', batch_size)
+        sparse = step_flops(macs, patterns, method, batch_size)
+        for key in keys:
+            total[key] = dense_iters * dense[key] + (iters - dense_iters) * sparse[key]
+        first = dense if dense_iters else sparse
+        last = sparse if iters > dense_iters else dense
+    flops = sum(total.values())
+    flops_dense = iters * step_flops(macs, patterns, 'dense', batch_size)['total']
+    return dict(total, flops=flops, flops_dense=flops_dense,
+                relative=flops / flops_dense if flops_dense else 1.0,
+                step_first=first['total'], step_last=last['total'])
+
+
+def _lbc_chunks(per_c: Dict[int, Counter], iters: int):
+    """(alive count per C, iterations) chunks: the alive counts only fall, so the
+    i-th iteration of each C's sorted-descending sequence line up."""
+    seqs = {c: [k for k in sorted(cnt, reverse=True) for _ in range(cnt[k])]
+            for c, cnt in per_c.items()}
+    chunks: Counter = Counter()
+    for i in range(iters):
+        chunks[tuple(sorted((c, seq[i]) for c, seq in seqs.items()))] += 1
+    return [(dict(key), count) for key, count in chunks.items()]
+
+
+def format_step_cost(name: str, step: Dict[str, float]) -> str:
+    """One line: ``name: training step 1.23 GFLOPs (forward .., backward ..)``."""
+    g = 1e9
+    return (f'{name}: training step {step["total"] / g:.3f} GFLOPs (forward '
+            f'{step["forward"] / g:.3f}, backward activations '
+            f'{step["backward_act"] / g:.3f}, backward weights '
+            f'{step["backward_weight"] / g:.3f}; docs/training_cost.md)')
+
+
+def run_cost(runner, model, method: str) -> Dict[str, float]:
+    """:func:`training_cost` of a finished run (the method study): MACs per sample
+    from one training batch through the model (eval mode, no grad), the N:M layers
+    of ``model``, the run's iterations and batch size, and for LBC the
+    ``LBCHook``'s resolved schedule.
+
+    Args:
+        runner: The mmengine Runner after ``train()``.
+        model: Its model, unwrapped.
+        method (str): A key of :data:`METHOD_DENSITIES`.
+    """
+    from .cost import layer_macs
+    from .hooks.lbc_hook import LBCHook
+    from .layers import sparse_layers
+
+    loader = runner.train_dataloader
+    was_training = model.training
+    model.eval()
+    try:
+        data = model.data_preprocessor(next(iter(loader)), False)
+        macs = layer_macs(model, lambda: model(**data, mode='tensor'))
+    finally:
+        model.train(was_training)
+    samples = len(data['inputs'])
+    macs = {name: count / samples for name, count in macs.items()}
+    patterns = {name: (layer.n, layer.m) for name, layer in sparse_layers(model)}
+    cards = None
+    if method == 'lbc':
+        sched = next(h for h in runner.hooks if isinstance(h, LBCHook)).schedule
+        ipe = sched.iters_per_epoch
+        hook = next(h for h in runner.hooks if isinstance(h, LBCHook))
+        sched = hook.schedule
+        ipe = sched.iters_per_epoch
+        cards = {c: card_counts(sched.card, lambda i: sched.progress(i, i // ipe,
+                                                                      i % ipe),
+                                runner.iter, c)
+                 for c in {math.comb(m, n) for n, m in patterns.values()}}
+    cost = training_cost(macs, patterns, method, loader.batch_size, runner.iter,
+                         cards)
+    if method == 'lbc':  # the layers' own kept share, (t, 1 - sparsity), logged
+        cost['kept_log'] = [[row[0], 1.0 - row[2]] for row in hook.history]
+    return cost
+
+
+def step_cost_lines(model, scope: str, shape: Tuple[int, int], method: str,
+                    batch_size: int, label: Optional[str] = None) -> List[str]:
+    """Per-step training FLOPs of a model's N:M layers as built, for a report
+    (``tools/benchmark_train.py``): LBC at its start (every candidate alive) and
+    end (one per group); other methods once.
+
+    Args:
+        model: The model (its N:M layers say ``n`` / ``m``).
+        scope (str): ``'mmdet'`` or ``'mmpretrain'``
+            (:func:`lbc_mm.cost.sample_forward`).
+        shape (tuple): Input ``(H, W)``.
+        method (str): A key of :data:`METHOD_DENSITIES`.
+        batch_size (int): Samples per step.
+        label (str, optional): Line prefix; defaults to ``method``.
+    """
+    import copy
+
+    from .cost import layer_macs, sample_forward
+    from .layers import sparse_layers
+
+    probe = copy.deepcopy(model).cpu().eval()  # the model itself stays as it is
+    macs = layer_macs(probe, sample_forward(probe, scope, shape))
+    patterns = {name: (layer.n, layer.m) for name, layer in sparse_layers(model)}
+    label = label or method
+    if method != 'lbc':
+        return [format_step_cost(label, step_flops(macs, patterns, method,
+                                                   batch_size))]
+    start = {name: math.comb(m, n) for name, (n, m) in patterns.items()}
+    return [format_step_cost(f'{label} (start, all candidates alive)',
+                             step_flops(macs, patterns, 'lbc', batch_size, start)),
+            format_step_cost(f'{label} (end, N:M)',
+                             step_flops(macs, patterns, 'lbc', batch_size))]
