@@ -37,20 +37,26 @@ import math
 from collections import Counter
 from typing import Callable, Dict, List, Optional, Tuple
 
-__all__ = ['METHOD_DENSITIES', 'card_counts', 'format_step_cost',
-           'layer_densities', 'run_cost', 'step_cost_lines', 'step_flops',
-           'training_cost', 'union_density']
+from .methods import method_class
+
+__all__ = ['card_counts', 'format_step_cost', 'gradual', 'layer_densities',
+           'run_cost', 'step_cost_lines', 'step_flops', 'training_cost',
+           'union_density']
 
 Patterns = Dict[str, Tuple[int, int]]
-#: Which of (forward, backward activations, backward weights) runs at the N:M
-#: density once a method's mask is in place (False: dense).
-METHOD_DENSITIES = {
-    'dense': (False, False, False),
-    'lbc': (True, True, True),
-    'srste': (True, True, False),
-    'ste': (True, True, False),
-    'asp': (True, True, True),
-}
+
+
+def _sparse_gemms(method: str) -> Tuple[bool, bool, bool]:
+    """Which of (forward, backward activations, backward weights) run at the N:M
+    density once the method's mask is in place: its registration says
+    (``SparsityMethod.sparse_gemms``); ``'dense'``: none."""
+    return (False, ) * 3 if method == 'dense' else method_class(method).sparse_gemms
+
+
+def gradual(method: str) -> bool:
+    """Whether ``method`` goes from dense to N:M over its removal schedule (its
+    registration's ``gradual``: the alive candidates set the density)."""
+    return method != 'dense' and method_class(method).gradual
 
 
 def union_density(k: int, n: int, m: int) -> float:
@@ -68,18 +74,17 @@ def layer_densities(method: str, n: int, m: int,
     """(forward, backward activations, backward weights) density of an N:M layer.
 
     Args:
-        method (str): A key of :data:`METHOD_DENSITIES`.
+        method (str): ``'dense'`` or a registered method.
         n, m (int): The pattern.
-        alive (int, optional): LBC's alive candidates per group (None: 1, the end
-            state); ASP before its mask: call with ``method='dense'``.
+        alive (int, optional): A gradual method's (LBC's) alive candidates per
+            group (None: 1, the end state); ASP before its mask: call with
+            ``method='dense'``.
     """
-    if method not in METHOD_DENSITIES:
-        raise ValueError(f'unknown method {method!r}, expected one of '
-                         f'{tuple(METHOD_DENSITIES)}')
+    sparse_gemms = _sparse_gemms(method)  # ValueError naming the choices
     d = n / m
-    if method == 'lbc' and alive is not None:
+    if alive is not None and gradual(method):
         d = union_density(alive, n, m)
-    return tuple(d if sparse else 1.0 for sparse in METHOD_DENSITIES[method])
+    return tuple(d if sparse else 1.0 for sparse in sparse_gemms)
 
 
 def step_flops(macs: Dict[str, int], patterns: Patterns, method: str,
@@ -90,7 +95,7 @@ def step_flops(macs: Dict[str, int], patterns: Patterns, method: str,
     Args:
         macs (dict): layer name -> MACs of one sample's forward.
         patterns (dict): name -> ``(n, m)`` of the N:M layers (others dense).
-        method (str): A key of :data:`METHOD_DENSITIES`.
+        method (str): ``'dense'`` or a registered method.
         batch_size (int): Samples per iteration.
         alive (dict, optional): LBC: name -> alive candidates per group.
 
@@ -147,12 +152,12 @@ def training_cost(macs: Dict[str, int], patterns: Patterns, method: str,
         ``backward_weight``, and ``step_first`` / ``step_last`` (FLOPs of the
         first and the last iteration).
     """
-    if method == 'lbc' and cards is None:
-        raise ValueError('training_cost(): LBC needs the card counts')
+    if gradual(method) and cards is None:
+        raise ValueError(f'training_cost(): {method} needs the card counts')
     keys = ('forward', 'backward_act', 'backward_weight')
     total = dict.fromkeys(keys, 0.0)
     first = last = None
-    if method == 'lbc':
+    if gradual(method):
         # The step cost depends on the alive count of each layer's C.
         by_c: Dict[int, list] = {}
         for name, (n, m) in patterns.items():
@@ -162,16 +167,16 @@ def training_cost(macs: Dict[str, int], patterns: Patterns, method: str,
         for alive_per_c, count in chunks:
             alive = {name: alive_per_c[c] for c, names in by_c.items()
                      for name in names}
-            step = step_flops(macs, patterns, 'lbc', batch_size, alive)
+            step = step_flops(macs, patterns, method, batch_size, alive)
             for key in keys:
                 total[key] += count * step[key]
-        first = step_flops(macs, patterns, 'lbc', batch_size,
+        first = step_flops(macs, patterns, method, batch_size,
                            {name: c for c, names in by_c.items() for name in names})
-        last = step_flops(macs, patterns, 'lbc', batch_size,
+        last = step_flops(macs, patterns, method, batch_size,
                           {name: min(cards[c]) for c, names in by_c.items()
                            for name in names})
     else:
-        dense_iters = min(iters, dense_iters) if method == 'asp' else 0
+        dense_iters = min(iters, dense_iters)
         dense = step_flops(macs, patterns, 'dense', batch_size)
         sparse = step_flops(macs, patterns, method, batch_size)
         for key in keys:
@@ -214,10 +219,9 @@ def run_cost(runner, model, method: str) -> Dict[str, float]:
     Args:
         runner: The mmengine Runner after ``train()``.
         model: Its model, unwrapped.
-        method (str): A key of :data:`METHOD_DENSITIES`.
+        method (str): ``'dense'`` or a registered method.
     """
     from .cost import layer_macs
-    from .hooks.lbc_hook import LBCHook
     from .layers import sparse_layers
 
     loader = runner.train_dataloader
@@ -232,10 +236,9 @@ def run_cost(runner, model, method: str) -> Dict[str, float]:
     macs = {name: count / samples for name, count in macs.items()}
     patterns = {name: (layer.n, layer.m) for name, layer in sparse_layers(model)}
     cards = None
-    if method == 'lbc':
-        sched = next(h for h in runner.hooks if isinstance(h, LBCHook)).schedule
-        ipe = sched.iters_per_epoch
-        hook = next(h for h in runner.hooks if isinstance(h, LBCHook))
+    if gradual(method):  # its hook's resolved schedule (LBCHook)
+        hook = next(h for h in runner.hooks
+                    if type(h).__name__ == method_class(method).requires.hook)
         sched = hook.schedule
         ipe = sched.iters_per_epoch
         cards = {c: card_counts(sched.card, lambda i: sched.progress(i, i // ipe,
@@ -244,7 +247,7 @@ def run_cost(runner, model, method: str) -> Dict[str, float]:
                  for c in {math.comb(m, n) for n, m in patterns.values()}}
     cost = training_cost(macs, patterns, method, loader.batch_size, runner.iter,
                          cards)
-    if method == 'lbc':  # the layers' own kept share, (t, 1 - sparsity), logged
+    if gradual(method):  # the layers' own kept share, (t, 1 - sparsity), logged
         cost['kept_log'] = [[row[0], 1.0 - row[2]] for row in hook.history]
     return cost
 
@@ -260,7 +263,7 @@ def step_cost_lines(model, scope: str, shape: Tuple[int, int], method: str,
         scope (str): ``'mmdet'`` or ``'mmpretrain'``
             (:func:`lbc_mm.cost.sample_forward`).
         shape (tuple): Input ``(H, W)``.
-        method (str): A key of :data:`METHOD_DENSITIES`.
+        method (str): ``'dense'`` or a registered method.
         batch_size (int): Samples per step.
         label (str, optional): Line prefix; defaults to ``method``.
     """
@@ -273,11 +276,11 @@ def step_cost_lines(model, scope: str, shape: Tuple[int, int], method: str,
     macs = layer_macs(probe, sample_forward(probe, scope, shape))
     patterns = {name: (layer.n, layer.m) for name, layer in sparse_layers(model)}
     label = label or method
-    if method != 'lbc':
+    if not gradual(method):
         return [format_step_cost(label, step_flops(macs, patterns, method,
                                                    batch_size))]
     start = {name: math.comb(m, n) for name, (n, m) in patterns.items()}
     return [format_step_cost(f'{label} (start, all candidates alive)',
-                             step_flops(macs, patterns, 'lbc', batch_size, start)),
+                             step_flops(macs, patterns, method, batch_size, start)),
             format_step_cost(f'{label} (end, N:M)',
-                             step_flops(macs, patterns, 'lbc', batch_size))]
+                             step_flops(macs, patterns, method, batch_size))]

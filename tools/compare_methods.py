@@ -27,7 +27,7 @@ from typing import List, Optional
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     from lbc_mm.cli import KeyValueAction
     from lbc_mm.study import METHODS, parse_patterns
-    from lbc_mm.study.grid import parse_arm
+    from lbc_mm.study.grid import parse_arm, with_windows
     parser = argparse.ArgumentParser(
         description='Compare dense / LBC / SR-STE / STE / ASP on one config')
     parser.add_argument('config', help='train config (any lbc_mm N:M config)')
@@ -79,19 +79,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         args.work_dir = osp.join('work_dirs', 'compare_methods',
                                  osp.splitext(osp.basename(args.config))[0])
     return args
-
-
-def with_windows(arms: List[str], windows: List[float]) -> List[str]:
-    """Every LBC arm without its own ``t_f`` once per window (``+t_f=W``)."""
-    from lbc_mm.study.grid import parse_arm
-    out: List[str] = []
-    for arm in arms:
-        method, options = parse_arm(arm)
-        if method != 'lbc' or 't_f' in options:
-            out.append(arm)
-        else:
-            out += [f'{arm}+t_f={w:g}' for w in windows]
-    return out
 
 
 def main(argv: Optional[List[str]] = None) -> int:

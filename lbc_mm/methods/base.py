@@ -138,6 +138,12 @@ class SparsityMethod:
     state_keys: ClassVar[Tuple[str, ...]] = ()
     #: Its own operations (methods and properties of the object).
     operations: ClassVar[Tuple[str, ...]] = ()
+    #: Which training GEMMs (forward, backward for activations, backward for weights)
+    #: run at the N:M density once the mask is fixed (:mod:`lbc_mm.train_cost`).
+    sparse_gemms: ClassVar[Tuple[bool, bool, bool]] = (True, True, True)
+    #: Whether the kept positions shrink from dense to N:M during training, as the
+    #: required hook removes candidates (their union sets the density meanwhile).
+    gradual: ClassVar[bool] = False
     #: What a training run with these layers needs (None: nothing).
     requires: ClassVar[Optional[Requirements]] = None
 

@@ -43,6 +43,7 @@ class LBC(SparsityMethod):
     name = 'lbc'
     label = 'LBC'
     options = {'tie_break': 'magnitude'}
+    gradual = True  # dense -> N:M as LBCHook removes candidates
     state_keys = ('scores', 'alive')
     operations = ('remove_candidates', 'keep_magnitude_candidates', 'freeze_scores',
                   'unfreeze_scores', 'alive_checksum', 'num_alive', 'num_candidates',

@@ -24,6 +24,7 @@ class SRSTE(SparsityMethod):
     name = 'srste'
     label = 'SR-STE'
     options = {'srste_lambda': 2e-4}
+    sparse_gemms = (True, True, False)  # the weight gradient stays dense
 
     srste_lambda: float
 

@@ -58,6 +58,7 @@ from .grid import (
     pattern_name,
     rewrite_config,
     run_name,
+    with_windows,
 )
 from .report import (
     markdown_table,
@@ -72,5 +73,5 @@ __all__ = [
     'LOCK', 'METHODS', 'RESULT', 'grid', 'launch', 'lock_study', 'markdown_table',
     'parse_arm', 'parse_patterns', 'pattern_name', 'pick_metric', 'rewrite_config',
     'run_name', 'run_one', 'run_study', 'summarize', 'write_chart',
-    'write_window_chart'
+    'with_windows', 'write_window_chart'
 ]

@@ -75,7 +75,7 @@ def parse_arm(arm: str) -> Tuple[str, dict]:
         ValueError: Unknown method, options on another method, a bad item.
     """
     method, *items = arm.split('+')
-    if method not in METHODS:
+    if method != 'dense' and method not in SPARSE_METHODS:  # registered since too
         raise ValueError(f'unknown method {method!r}, expected one of {METHODS}')
     if items and (method == 'dense' or SPARSE_METHODS[method].requires is None):
         raise ValueError(f'{arm!r}: only a hook-driven method (lbc) takes options '
@@ -93,6 +93,19 @@ def parse_arm(arm: str) -> Tuple[str, dict]:
         options.setdefault('unit', 'fraction')
         options.setdefault('t_i', 0)
     return method, options
+
+
+def with_windows(arms: List[str], windows: Sequence[float]) -> List[str]:
+    """Every arm of a gradual method (LBC) without its own ``t_f`` once per removal
+    window (``+t_f=W``, a fraction of the run); other arms as they are."""
+    out: List[str] = []
+    for arm in arms:
+        method, options = parse_arm(arm)
+        if method == 'dense' or not SPARSE_METHODS[method].gradual or 't_f' in options:
+            out.append(arm)
+        else:
+            out += [f'{arm}+t_f={w:g}' for w in windows]
+    return out
 
 
 def rewrite_config(cfg, method: str, pattern: Optional[Tuple[int, int]],

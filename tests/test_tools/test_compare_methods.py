@@ -146,8 +146,9 @@ def test_arms_and_windows():
     hook = next(h for h in cfg.custom_hooks if h['type'] == 'LBCHook')
     assert (hook['t_f'], hook['t_i'], hook['unit'], hook['noise_margin']) == (
         0.05, 0, 'fraction', 2)
-    assert cm.with_windows(['lbc', 'srste', 'lbc+noise_margin=2', 'lbc+t_f=0.3'],
-                           [0.01, 0.5]) == [
+    assert study_pkg.with_windows(
+        ['lbc', 'srste', 'lbc+noise_margin=2', 'lbc+t_f=0.3'],
+        [0.01, 0.5]) == [
         'lbc+t_f=0.01', 'lbc+t_f=0.5', 'srste', 'lbc+noise_margin=2+t_f=0.01',
         'lbc+noise_margin=2+t_f=0.5', 'lbc+t_f=0.3']
     args = cm.parse_args(['c.py', '--methods', 'lbc,ste', '--windows', '0.1,0.75'])
