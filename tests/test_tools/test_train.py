@@ -210,7 +210,9 @@ def test_t_f_after_the_end_of_training_is_one_line(tmp_path, capsys):
     code, errors = _main_error([path], capsys)
     assert code == 1
     assert errors == ['error: LBCHook: t_f=20 (iter) = 20 iterations is after the '
-                      'end of training (12 iterations): the model would not end N:M']
+                      'end of training (12 iterations): the model would not end N:M; '
+                      'set it inside training, e.g. --cfg-options '
+                      'custom_hooks.0.t_f=6']
 
 
 def test_full_disk_during_training_is_one_line(tmp_path, capsys, monkeypatch):
