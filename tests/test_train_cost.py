@@ -85,10 +85,11 @@ def test_fixed_mask_methods_over_a_run():
     assert srste['relative'] == pytest.approx(0.5)
     asp = training_cost(macs, patterns, 'asp', 2, 10)
     assert asp['relative'] == pytest.approx(0.25)
-    late = training_cost(macs, patterns, 'asp', 2, 10, dense_iters=4)
+    late = training_cost(macs, patterns, 'asp', 2, 10, dense_iters=4)  # ASP of a
+    # dense-trained model: 4 dense iterations, then its mask
     assert late['relative'] == pytest.approx(0.4 + 0.6 * 0.25)
     assert training_cost(macs, {}, 'dense', 2, 10)['relative'] == 1
-    with pytest.raises(ValueError, match='card counts'):
+    with pytest.raises(ValueError, match='lbc needs the card counts'):
         training_cost(macs, patterns, 'lbc', 2, 10)
 
 

@@ -78,8 +78,8 @@ def parse_arm(arm: str) -> Tuple[str, dict]:
     if method != 'dense' and method not in SPARSE_METHODS:  # registered since too
         raise ValueError(f'unknown method {method!r}, expected one of {METHODS}')
     if items and (method == 'dense' or SPARSE_METHODS[method].requires is None):
-        raise ValueError(f'{arm!r}: only a hook-driven method (lbc) takes options '
-                         '(its hook\'s arguments)')
+        raise ValueError(f'{arm!r}: only a method driven by a hook (lbc) takes '
+                         'options (its hook\'s arguments)')
     options = {}
     for item in items:
         key, sep, text = item.partition('=')

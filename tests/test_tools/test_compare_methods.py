@@ -136,7 +136,7 @@ def test_arms_and_windows():
     assert study_pkg.parse_arm('lbc') == ('lbc', {})
     assert study_pkg.parse_arm('lbc+noise_margin=2+t_f=0.05') == (
         'lbc', dict(noise_margin=2, t_f=0.05, unit='fraction', t_i=0))
-    for bad, match in (('lbc+t_f', 'key=value'), ('srste+t_f=0.1', 'only lbc'),
+    for bad, match in (('lbc+t_f', 'key=value'), ('srste+t_f=0.1', 'driven by a hook'),
                        ('magic', 'unknown method')):
         with pytest.raises(ValueError, match=match):
             study_pkg.parse_arm(bad)
