@@ -1,6 +1,6 @@
-# Method study on a set where the methods separate: the study recipe of its _base_ on
+# Method study on a set where dense stays below 100 %: the study recipe of its _base_ on
 # 5 polygon classes whose colour only partly says the class, with pixel noise (32 px,
-# 60 train / 40 val per class: `tools/make_demo_data.py data/demo_polygons --study`),
+# 60 train / 40 val per class: `tools/make_study_data.py data/demo_polygons`),
 # mmpretrain's ResNet_CIFAR stem (3x3, stride 1: 32 px keeps its shapes), 5-way head,
 # 10 epochs of 19 iterations, lr 0.1 (0.00625 did not learn the shapes in 190
 # iterations); LBCHook unchanged (docs/training_cost.md).

@@ -118,28 +118,3 @@ def test_cli(tmp_path):
                           '0'],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and 'num_val' in bad.stderr
-
-
-def test_study_set(tmp_path):
-    """--study: 5 classes, deterministic, the class colour only partly kept."""
-    small = dict(train_per_class=3, val_per_class=2)
-    a = make_demo_data.generate_study(str(tmp_path / 'a'), seed=1, **small)
-    assert _tree_digest(a) == _tree_digest(
-        make_demo_data.generate_study(str(tmp_path / 'b'), seed=1, **small))
-    assert sorted(os.listdir(os.path.join(a, 'train'))) == sorted(
-        make_demo_data.STUDY_CLASSES)
-    for split, num in (('train', 3), ('val', 2)):
-        for kind in make_demo_data.STUDY_CLASSES:
-            names = sorted(os.listdir(os.path.join(a, split, kind)))
-            assert names == [f'{i:06d}.png' for i in range(num)]
-            img = Image.open(os.path.join(a, split, kind, names[0]))
-            assert img.size == (32, 32) and img.mode == 'RGB'
-    # cue=1: the shape has its class colour; cue=0: not (beyond noise).
-    rng = make_demo_data.random.Random(0)
-    img = np.asarray(make_demo_data.make_study_image(rng, 'square', 32, 0.0, 1.0))
-    assert (img[16, 16] == make_demo_data.STUDY_CLASSES['square'][1]).all()
-    with pytest.raises(ValueError, match='cue'):
-        make_demo_data.generate_study(str(tmp_path / 'c'), cue=1.5)
-    proc = subprocess.run([sys.executable, SCRIPT, str(tmp_path / 'd'), '--study',
-                           '--noise', '-1'], capture_output=True, text=True)
-    assert proc.returncode == 2 and proc.stderr.startswith('make_demo_data: study')
