@@ -130,6 +130,12 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     loss_fn = make_batch(dense, scope, args.batch_size, args.img_size, args.device)
     rows = run(models, loss_fn, args.device, args.amp, args.warmup, args.steps)
     print_table(rows, args)
+    from lbc_mm.train_cost import step_cost_lines
+    for var in models:  # training FLOPs per step (docs/training_cost.md)
+        if not var.name.endswith(' end'):  # its LBC row prints the end state
+            print('\n'.join(step_cost_lines(
+                var.model, scope, (args.img_size, args.img_size),
+                var.name.split()[0], args.batch_size, label=var.name)))
     return rows
 
 

@@ -30,10 +30,13 @@ def test_prints_dense_and_sparse_rows_with_ratios(repo_root):
     assert proc.returncode == 0, proc.stderr[-3000:]
     # Row: model name (1-2 fields), step ms, x dense, cpu ms, x dense, peak MB,
     # x dense, saved MB, scores, grad, momentum, alive.
-    rows = {}
+    rows, flops = {}, {}
     for line in proc.stdout.splitlines():
         fields = line.split()
-        if fields and fields[0] in ('dense', 'lbc'):
+        if ': training step ' in line:  # per-step FLOPs (docs/training_cost.md)
+            label, rest = line.split(': training step ')
+            flops[label] = float(rest.split()[0])
+        elif fields and fields[0] in ('dense', 'lbc'):
             name = ' '.join(fields[:len(fields) - 11])
             rows[name] = [float(x) for x in fields[-11:]]
     assert set(rows) == {'dense', 'lbc 2:4', 'lbc 1:4'}
@@ -43,6 +46,11 @@ def test_prints_dense_and_sparse_rows_with_ratios(repo_root):
     # candidates per group (C(4,1)=4) than 2:4 (C(4,2)=6).
     assert rows['lbc 2:4'][7] > rows['lbc 1:4'][7] > 0
     assert rows['lbc 2:4'][5] > rows['dense'][5]  # peak memory grows
+    # Training FLOPs per step: LBC starts dense (every candidate alive) and ends at
+    # the N:M share of the sparse layers' GEMMs; 1:4 ends below 2:4.
+    start, end = (flops['lbc 2:4 (start, all candidates alive)'],
+                  flops['lbc 2:4 (end, N:M)'])
+    assert start == flops['dense'] > end > flops['lbc 1:4 (end, N:M)']
 
 
 def test_optimizer_is_the_training_constructor_with_its_defaults(repo_root):
