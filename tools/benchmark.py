@@ -131,7 +131,8 @@ def main(argv=None):
         return 0
     allowed = None if args.variants is None else [
         v for v in args.variants.split(',') if v and v != 'none']
-    from lbc_mm.apis import CheckpointMismatchError, resolve_config
+    from lbc_mm.apis import resolve_config
+    from lbc_mm.checkpoint_io import CheckpointMismatchError
     from lbc_mm.deploy.bench import Benchmark
     from lbc_mm.deploy.models import Not2of4Error, NotConvertedError
     try:
