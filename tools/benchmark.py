@@ -150,7 +150,7 @@ def main(argv=None):
     def log(line):
         print(line, flush=True)
 
-    from lbc_mm.cli import run_tool
+    from lbc_mm.tool_exit import run_tool
 
     def bench() -> int:
         try:
