@@ -3,18 +3,16 @@
 The arguments ``tools/train.py`` and ``tools/test.py`` take (mmdet / mmpretrain
 style), how they merge into the config, the check that the datasets a config needs
 exist (one line naming the missing path and the fix, instead of a traceback from
-deep inside a dataset class), and how every tool stops: the one line of an error
-(:func:`run_error_line`, :func:`tool_error_line`) and of SIGTERM / Ctrl-C
-(:func:`run_tool`).
+deep inside a dataset class), the runner, and the check that the checkpoint it
+resumes from or loads fits its model. How every tool stops (the one line of an
+error, of SIGTERM and of Ctrl-C) is :mod:`lbc_mm.tool_exit`.
 """
 import argparse
-import errno
 import logging
 import os
 import os.path as osp
-import signal
 import sys
-from typing import Callable, Iterable, Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
@@ -25,11 +23,6 @@ from mmengine.runner import Runner
 SELF_DOWNLOADING = ('CIFAR10', 'CIFAR100', 'MNIST', 'FashionMNIST')
 #: Keys of a dataset config that hold inner dataset configs.
 INNER_KEYS = ('dataset', 'datasets')
-#: errno of a failed write: disk or quota full, file too large, folder read-only or
-#: not writable.
-WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES)
-#: Message prefixes of the errors lbc_mm's hooks stop a run with.
-HOOK_PREFIXES = ('LBCHook', 'FiniteCheckHook')
 
 
 class KeyValueAction(DictAction):
@@ -234,7 +227,8 @@ def check_runner_checkpoint(runner: Runner, path: str, allow_partial: bool = Fal
     """
     from mmengine.model import BaseTTAModel, is_model_wrapper
 
-    from .apis import CheckpointMismatchError, check_checkpoint
+    from .apis import check_checkpoint
+    from .checkpoint_io import CheckpointMismatchError
     # unwrapped as mmengine's load_state_dict does (DDP, and --tta's BaseTTAModel)
     wrapped = is_model_wrapper(runner.model) or isinstance(runner.model, BaseTTAModel)
     model = runner.model.module if wrapped else runner.model
@@ -251,102 +245,3 @@ def check_runner_checkpoint(runner: Runner, path: str, allow_partial: bool = Fal
         print(f'error: {exc}{hint if mismatch else ""}', file=sys.stderr)
         raise SystemExit(1) from None
     return problem
-
-
-def run_error_line(exc: BaseException) -> Optional[str]:
-    """The one line a tool prints for an error that stopped a run, or None.
-
-    One line where the message says it all: a divergence (``FloatingPointError``
-    of ``FiniteCheckHook`` / ``LBCHook``, naming the iteration and the tensors), an
-    lbc_mm hook's refusal (e.g. ``t_f`` after the end of training), a refused
-    checkpoint, a failed write (full disk: the file and the reason). None for
-    anything else: an unexpected error keeps its traceback.
-    """
-    from .apis import CheckpointMismatchError
-    if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
-        what = f'cannot write {exc.filename}' if exc.filename else 'a write failed'
-        return f'error: {what}: {exc.strerror or exc}'
-    if isinstance(exc, (FloatingPointError, CheckpointMismatchError)) or (
-            isinstance(exc, (ValueError, RuntimeError))
-            and str(exc).startswith(HOOK_PREFIXES)):
-        return f'error: {exc}'
-    return None
-
-
-def exit_on_run_error(exc: BaseException, runner: Runner) -> None:
-    """Print :func:`run_error_line` on stderr and exit 1; return for other errors.
-
-    A write failure also names the last complete checkpoint, which ``--resume``
-    continues from once there is space.
-    """
-    line = run_error_line(exc)
-    if line is None:
-        return
-    if isinstance(exc, OSError):
-        from mmengine.runner import find_latest_checkpoint
-        latest = find_latest_checkpoint(runner.work_dir)
-        line += (f'; training stopped, --resume continues from {latest}' if latest
-                 else '; training stopped before its first checkpoint')
-    print(line, file=sys.stderr)
-    raise SystemExit(1) from None
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised as an exception by :func:`raise_on_sigterm` so that cleanups
-    run. A ``KeyboardInterrupt`` subclass: code that handles Ctrl-C handles it too;
-    tools exit with 143 on it (130 on Ctrl-C)."""
-
-
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated('terminated (SIGTERM)')
-
-
-def raise_on_sigterm() -> None:
-    """Make SIGTERM raise :class:`Terminated` in the main thread."""
-    signal.signal(signal.SIGTERM, _raise_terminated)
-
-
-def run_tool(body: Callable[[], int], done: Callable[[], str] = lambda: '') -> int:
-    """Run a tool's work, ``body()``, the one way every lbc_mm tool stops.
-
-    SIGTERM raises :class:`Terminated` (so temp files are removed on the way out,
-    and a child the body waits on can be stopped by its own cleanup); a stop by
-    SIGTERM or Ctrl-C prints one line on stderr, ``error: terminated (SIGTERM)`` /
-    ``error: interrupted``, followed by ``; done()`` (e.g. which files were written)
-    when it is not empty, and returns 143 / 130 (128 + the signal number, the
-    shell's convention).
-
-    Returns:
-        int: ``body()``'s exit code, or 143 / 130 on a stop.
-    """
-    raise_on_sigterm()
-    try:
-        return body()
-    except KeyboardInterrupt as exc:
-        terminated = isinstance(exc, Terminated)
-        note = done()
-        print(('error: terminated (SIGTERM)' if terminated else 'error: interrupted')
-              + (f'; {note}' if note else ''), file=sys.stderr)
-        return 143 if terminated else 130
-
-
-def tool_error_line(exc: Exception, config: str, outputs: Iterable = (),
-                    done: str = '') -> str:
-    """The one line a file tool (convert, export_onnx, get_flops) prints for an
-    error it stops on.
-
-    Args:
-        exc: The error: an ``OSError`` writing one of ``outputs`` (the file and
-            the reason, then ``; done``), a ``KeyError`` (a registry type that
-            ``config`` names is unknown) or any other (its message).
-        config (str): The config path (for the ``KeyError`` line).
-        outputs: The paths the tool writes.
-        done (str): What was written so far (e.g. ``'no file was written'``).
-    """
-    if isinstance(exc, OSError) and exc.errno is not None and (
-            exc.filename in set(filter(None, outputs))):
-        return (f'error: cannot write {exc.filename}: {exc.strerror}'
-                + (f'; {done}' if done else ''))
-    if isinstance(exc, KeyError):
-        return f'error: config {config}: {exc.args[0] if exc.args else exc}'
-    return f'error: {exc}'

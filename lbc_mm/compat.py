@@ -32,18 +32,19 @@ idempotent.
    ``torch.hub.load_state_dict_from_url``, whose default is ``weights_only=False``:
    a file in the hub cache (``$TORCH_HOME/hub/checkpoints``) or behind a URL could
    run code when a config's ``init_cfg``, ``load_from`` or ``resume`` names it. Its
-   ``load_url`` becomes :func:`lbc_mm.apis.read_url_checkpoint` (weights-only), local
-   files go through :func:`lbc_mm.apis.read_checkpoint` (CRC-checked), and the other
+   ``load_url`` becomes :func:`lbc_mm.checkpoint_io.read_url_checkpoint`
+   (weights-only), local files go through
+   :func:`lbc_mm.checkpoint_io.read_checkpoint` (CRC-checked), and the other
    schemes (``s3://``, ``pavi://``, ``open-mmlab://`` names of local files), which
    call ``torch.load`` without ``weights_only`` (so
    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` would turn it off), see a ``torch`` whose
    ``load`` always passes ``weights_only=True``. A refusal is one line naming the
    global; the config text a checkpoint stores is dropped on load
-   (:func:`lbc_mm.apis.drop_config_text`: mmengine's resume and inferencers run it
-   as Python); an ``init_cfg`` ``Pretrained`` checkpoint that cannot
-   be loaded into its module (missing, unreadable, refused, or holding another N:M
-   pattern / method) raises ``CheckpointMismatchError``, which the tools print in
-   one line.
+   (:func:`lbc_mm.checkpoint_io.drop_config_text`: mmengine's resume and
+   inferencers run it as Python); an ``init_cfg`` ``Pretrained`` checkpoint that
+   cannot be loaded into its module (missing, unreadable, refused, or holding
+   another N:M pattern / method) raises ``CheckpointMismatchError``, which the
+   tools print in one line.
 """
 import functools
 import importlib.metadata
@@ -224,8 +225,8 @@ def silence_pkg_resources_deprecation() -> None:
 def _one_line_refusal(loader: Callable) -> Callable:
     """A mmengine scheme loader whose weights-only refusal is one line and whose
     checkpoints come without the config text mmengine would run
-    (:func:`lbc_mm.apis.drop_config_text`)."""
-    from .apis import CheckpointMismatchError, drop_config_text, refusal_line
+    (:func:`lbc_mm.checkpoint_io.drop_config_text`)."""
+    from .checkpoint_io import CheckpointMismatchError, drop_config_text, refusal_line
 
     @functools.wraps(loader)  # keeps ``load_from_<scheme>``: mmengine logs the name
     def load(filename, map_location=None, *args, **kwargs):
@@ -257,15 +258,15 @@ class _WeightsOnlyTorch(types.ModuleType):
 
 
 def load_from_local(filename: str, map_location=None) -> dict:
-    """mmengine's local scheme, as :func:`lbc_mm.apis.read_checkpoint`."""
-    from .apis import read_checkpoint
+    """mmengine's local scheme, as :func:`lbc_mm.checkpoint_io.read_checkpoint`."""
+    from .checkpoint_io import read_checkpoint
     return read_checkpoint(osp.expanduser(filename), map_location=map_location)
 
 
 def _pretrained_call(call: Callable) -> Callable:
     """``PretrainedInit.__call__`` whose failures are one
     ``CheckpointMismatchError`` line naming the checkpoint and the module."""
-    from .apis import CheckpointMismatchError
+    from .checkpoint_io import CheckpointMismatchError
 
     @functools.wraps(call)
     def init(self, module):
@@ -296,7 +297,7 @@ def weights_only_mmengine_loading() -> bool:
     from mmengine.runner import checkpoint as mm_checkpoint
     from mmengine.utils import dl_utils
 
-    from .apis import read_url_checkpoint
+    from .checkpoint_io import read_url_checkpoint
     loaders = mm_checkpoint.CheckpointLoader
     if getattr(loaders._schemes.get(''), 'lbc_mm_weights_only', False):
         return False

@@ -23,7 +23,8 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from .apis import build_model, load_checkpoint_into, load_config, read_checkpoint
+from .apis import build_model, load_checkpoint_into, load_config
+from .checkpoint_io import read_checkpoint
 from .export.bake import SPARSE_ONLY_KEYS, densify_model
 from .export.compressed import FORMAT, index_bits
 from .sparse_model import lbc_layers, nm_report

@@ -11,8 +11,8 @@ left behind is removed by the next write into that folder (its writer's pid no
 longer runs: :func:`sweep_stale_temps`). The file gets the mode a plain ``open()``
 would give it (``0o666`` minus the umask). A write failure is an ``OSError`` naming
 the final path (also when ``torch.save`` reports it as a ``RuntimeError``); tools
-print it as one line (:func:`lbc_mm.cli.tool_error_line`), and a stop unwinds
-through the cleanup (:func:`lbc_mm.cli.run_tool`).
+print it as one line (:func:`lbc_mm.tool_exit.tool_error_line`), and a stop unwinds
+through the cleanup (:func:`lbc_mm.tool_exit.run_tool`).
 """
 import errno
 import os

@@ -6,7 +6,7 @@ the datasets (:func:`lbc_mm.cli.find_missing_data`), one line and exit 2 each. T
 distributed set-up, the Runner, and the checkpoint it resumes from or loads
 (:func:`lbc_mm.cli.check_runner_checkpoint`, one line and exit 1). An error that
 stops training with a message that says it all is one line and exit 1
-(:func:`lbc_mm.cli.exit_on_run_error`).
+(:func:`lbc_mm.tool_exit.exit_on_run_error`).
 """
 import logging
 import sys
@@ -15,12 +15,8 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.runner import Runner, find_latest_checkpoint
 
-from .cli import (
-    build_runner,
-    check_runner_checkpoint,
-    exit_on_run_error,
-    find_missing_data,
-)
+from .cli import build_runner, check_runner_checkpoint, find_missing_data
+from .tool_exit import exit_on_run_error
 
 __all__ = ['prepare_training', 'run_training']
 

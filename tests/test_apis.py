@@ -1,4 +1,5 @@
-"""lbc_mm.apis: the one config -> model -> checkpoint module (no lbc_mm imports)."""
+"""lbc_mm.apis: the one config -> model -> checkpoint module, and the checkpoint
+reader beneath it (lbc_mm.checkpoint_io); both sit below every other lbc_mm module."""
 import ast
 import os
 
@@ -28,11 +29,19 @@ def test_build_model_without_default_scope_is_one_line():
     assert '\n' not in str(info.value)
 
 
-def test_apis_imports_no_other_lbc_mm_module():
-    path = os.path.join(os.path.dirname(lbc_mm.__file__), 'apis.py')
+def lbc_mm_imports(module: str):
+    """The lbc_mm modules ``lbc_mm/<module>.py`` imports (anywhere in the file)."""
+    path = os.path.join(os.path.dirname(lbc_mm.__file__), f'{module}.py')
     tree = ast.parse(open(path).read())
     names = [n.module or '' for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
              if n.level or (n.module or '').startswith('lbc_mm')]
     names += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import)
               for a in n.names if a.name.startswith('lbc_mm')]
-    assert names == []
+    return names
+
+
+@pytest.mark.parametrize('module, allowed', [('checkpoint_io', []),
+                                             ('apis', ['checkpoint_io'])])
+def test_apis_and_the_checkpoint_reader_import_no_other_lbc_mm_module(module,
+                                                                       allowed):
+    assert lbc_mm_imports(module) == allowed

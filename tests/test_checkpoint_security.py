@@ -26,7 +26,7 @@ from mmengine.runner.checkpoint import (
     get_torchvision_models,
 )
 
-from lbc_mm.apis import CheckpointMismatchError, read_any_checkpoint
+from lbc_mm.checkpoint_io import CheckpointMismatchError, read_any_checkpoint
 
 TESTS = osp.dirname(osp.abspath(__file__))
 from checkpoint_poison import assert_refused, poison  # noqa: E402

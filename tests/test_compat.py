@@ -146,7 +146,7 @@ def test_checkpoint_with_pickled_callable_is_refused(tmp_path):
                evil)
     from mmengine.runner import load_checkpoint
 
-    from lbc_mm.apis import CheckpointMismatchError
+    from lbc_mm.checkpoint_io import CheckpointMismatchError
     with pytest.raises(CheckpointMismatchError, match='GLOBAL posix.system'):
         load_checkpoint(ToyModel(), str(evil), map_location='cpu')  # one line
     with pytest.raises(pickle.UnpicklingError):
@@ -229,7 +229,7 @@ def test_a_loaded_history_buffer_cannot_change_the_statistics_table(tmp_path):
     was (issue 22 item 4)."""
     from mmengine.logging.history_buffer import HistoryBuffer
 
-    from lbc_mm.apis import read_checkpoint
+    from lbc_mm.checkpoint_io import read_checkpoint
     path = tmp_path / 'hub.pth'
     proc = subprocess.run([sys.executable, '-c', textwrap.dedent('''
         import sys, torch

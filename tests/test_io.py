@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 
-from lbc_mm import cli
-from lbc_mm.cli import Terminated, run_tool, tool_error_line
+from lbc_mm import tool_exit
 from lbc_mm.io import atomic_torch_save, atomic_write, atomic_write_all
+from lbc_mm.tool_exit import Terminated, run_tool, tool_error_line
 
 
 def _failing_save(exc):
@@ -132,7 +132,7 @@ def test_torch_save_failing_on_a_full_disk_is_an_oserror(tmp_path):
 
 _SIGTERM = r'''
 import sys, time
-from lbc_mm.cli import Terminated, raise_on_sigterm
+from lbc_mm.tool_exit import Terminated, raise_on_sigterm
 from lbc_mm.io import atomic_write
 raise_on_sigterm()
 
@@ -191,7 +191,7 @@ def test_run_tool_turns_a_stop_into_one_line_and_its_code(capsys, exc, code, lin
 def test_run_tool_passes_the_exit_code_and_installs_the_sigterm_handler():
     try:
         assert run_tool(lambda: 3) == 3
-        assert signal.getsignal(signal.SIGTERM) is cli._raise_terminated
+        assert signal.getsignal(signal.SIGTERM) is tool_exit._raise_terminated
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 

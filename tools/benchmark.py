@@ -131,7 +131,8 @@ def main(argv=None):
         return 0
     allowed = None if args.variants is None else [
         v for v in args.variants.split(',') if v and v != 'none']
-    from lbc_mm.apis import CheckpointMismatchError, resolve_config
+    from lbc_mm.apis import resolve_config
+    from lbc_mm.checkpoint_io import CheckpointMismatchError
     from lbc_mm.deploy.bench import Benchmark
     from lbc_mm.deploy.models import Not2of4Error, NotConvertedError
     try:
@@ -149,7 +150,7 @@ def main(argv=None):
     def log(line):
         print(line, flush=True)
 
-    from lbc_mm.cli import run_tool
+    from lbc_mm.tool_exit import run_tool
 
     def bench() -> int:
         try:

@@ -146,5 +146,5 @@ def cli() -> int:
 
 
 if __name__ == '__main__':
-    from lbc_mm.cli import run_tool
+    from lbc_mm.tool_exit import run_tool
     sys.exit(run_tool(cli))

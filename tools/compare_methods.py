@@ -85,8 +85,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Run the study; 0, 1 when a run failed, 143 / 130 on SIGTERM / Ctrl-C."""
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    from lbc_mm.cli import run_tool
     from lbc_mm.study import run_study
+    from lbc_mm.tool_exit import run_tool
     command = ' '.join(['python tools/compare_methods.py'] + [
         a if ' ' not in a else repr(a) for a in argv])
     running: List[Optional[str]] = [None]  # the run training now

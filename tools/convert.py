@@ -39,7 +39,6 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     import lbc_mm  # noqa: F401  (compat: weights-only loading of mmengine ckpts)
-    from lbc_mm.cli import run_tool, tool_error_line
     from lbc_mm.export import export_checkpoint, format_table
     from lbc_mm.export.convert import (
         default_compressed_path,
@@ -48,6 +47,7 @@ def main(argv=None) -> int:
     )
     from lbc_mm.io import atomic_write, check_writable, file_ids, replaced_since
     from lbc_mm.sparsity.patterns import parse_pattern
+    from lbc_mm.tool_exit import run_tool, tool_error_line
     outputs = {'OUT': args.out,
                '--compressed': args.compressed or default_compressed_path(args.out),
                'stock config': default_config_path(args.out), '--json': args.json}

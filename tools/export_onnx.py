@@ -102,13 +102,13 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 1
     import lbc_mm  # noqa: F401  (compat shims, registries)
-    from lbc_mm.cli import run_tool, tool_error_line
     from lbc_mm.deploy.models import load_converted, random_weights, require_2of4
     from lbc_mm.deploy.onnx import check as chk
     from lbc_mm.deploy.onnx import export as exp
     from lbc_mm.deploy.onnx import trtexec as trt
     from lbc_mm.export.convert import refuse_overwrites
     from lbc_mm.io import atomic_write
+    from lbc_mm.tool_exit import run_tool, tool_error_line
     out = args.out or (default_out(args.model_file) if args.model_file else
                        os.path.join('work_dirs', 'onnx', os.path.basename(
                            args.config.split('::')[-1]).replace('.py', '.onnx')))

@@ -41,9 +41,9 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     import lbc_mm  # noqa: F401  (registers the layers; weights-only mmengine ckpts)
-    from lbc_mm.cli import run_tool, tool_error_line
     from lbc_mm.cost import cost_report, format_report
     from lbc_mm.io import atomic_write
+    from lbc_mm.tool_exit import run_tool, tool_error_line
 
     def report_cost() -> int:
         try:

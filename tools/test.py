@@ -118,5 +118,5 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == '__main__':
-    from lbc_mm.cli import run_tool
+    from lbc_mm.tool_exit import run_tool
     sys.exit(run_tool(lambda: main() or 0))  # SIGTERM: one line, exit 143

@@ -20,10 +20,10 @@ too, and one that cannot be loaded into its module (missing, corrupted, refused,
 another N:M pattern or method) stops the run in one line. An error that stops
 training with a message that says it all (a divergence, an ``LBCHook`` refusal
 such as ``t_f`` after the end of training, a full disk) is one line on stderr, exit
-1 (:func:`lbc_mm.cli.run_error_line`); any other keeps its traceback. A distributed
-launch without a GPU initialises gloo itself (mmengine 0.10.7 assumes CUDA) and every
-distributed launch uses ``LBCDistributedDataParallel`` (see ``lbc_mm/dist.py``); a
-finished run destroys its process group before it exits.
+1 (:func:`lbc_mm.tool_exit.run_error_line`); any other keeps its traceback. A
+distributed launch without a GPU initialises gloo itself (mmengine 0.10.7 assumes
+CUDA) and every distributed launch uses ``LBCDistributedDataParallel`` (see
+``lbc_mm/dist.py``); a finished run destroys its process group before it exits.
 """
 # isort: off
 # lbc_mm first: compat shims, the ``lbc_mm::`` config prefix, registries.
@@ -67,5 +67,5 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == '__main__':
-    from lbc_mm.cli import run_tool
+    from lbc_mm.tool_exit import run_tool
     sys.exit(run_tool(lambda: main() or 0))  # SIGTERM: one line, exit 143

@@ -24,14 +24,8 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from ..apis import (
-    CheckpointMismatchError,
-    build_model,
-    checkpoint_mismatch,
-    load_config,
-    read_checkpoint,
-    state_dict_of,
-)
+from ..apis import build_model, checkpoint_mismatch, load_config, state_dict_of
+from ..checkpoint_io import CheckpointMismatchError, read_checkpoint
 from ..export.bake import SPARSE_ONLY_KEYS, NotNMError, densify_model, nm_violations
 from ..export.compressed import FORMAT, decompress_state_dict
 from ..layers import divisibility_problem

@@ -1,6 +1,7 @@
 """Export: bake N:M masks, verify N:M, stock checkpoint, compressed N:M format.
 
-Config / model / checkpoint loading is :mod:`lbc_mm.apis`.
+Config / model / checkpoint loading is :mod:`lbc_mm.apis` (reading a checkpoint
+file: :mod:`lbc_mm.checkpoint_io`).
 """
 from .bake import SPARSE_ONLY_KEYS, NotNMError, densify_model, nm_violations
 from .compressed import (

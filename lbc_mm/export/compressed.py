@@ -171,9 +171,9 @@ def load_compressed(path: str) -> Dict[str, Tensor]:
     Raises:
         FileNotFoundError: no such file.
         CheckpointMismatchError: corrupted (zip CRCs), unreadable or refused file,
-            on one line (``lbc_mm.apis.read_checkpoint``).
+            on one line (``lbc_mm.checkpoint_io.read_checkpoint``).
     """
-    from ..apis import read_checkpoint
+    from ..checkpoint_io import read_checkpoint
     return decompress_state_dict(read_checkpoint(path))
 
 

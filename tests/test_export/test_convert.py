@@ -7,7 +7,8 @@ import pytest
 import torch
 from mmengine.runner import load_checkpoint
 
-from lbc_mm.apis import CheckpointMismatchError, build_model, load_config
+from lbc_mm.apis import build_model, load_config
+from lbc_mm.checkpoint_io import CheckpointMismatchError
 from lbc_mm.export import NotNMError, export_checkpoint, format_table, load_compressed
 from lbc_mm.layers import sparse_layers
 from lbc_mm.sparsity.patterns import parse_pattern

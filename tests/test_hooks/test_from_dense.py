@@ -155,7 +155,7 @@ def test_resume_test_and_init_cfg_of_a_checkpoint_stock_mmpretrain_wrote(
     from mmengine.runner.checkpoint import CheckpointLoader
     from mmpretrain.registry import MODELS
 
-    from lbc_mm.apis import read_any_checkpoint
+    from lbc_mm.checkpoint_io import read_any_checkpoint
     for read in (read_any_checkpoint, CheckpointLoader.load_checkpoint):
         assert 'backbone.conv1.weight' in read(stock['checkpoint'])['state_dict']
     backbone = MODELS.build(dict(

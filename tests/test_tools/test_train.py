@@ -245,10 +245,10 @@ def test_full_disk_during_training_is_one_line(tmp_path, capsys, monkeypatch):
 def test_sigterm_during_training_is_one_line_and_leaves_no_temp_file(
         tmp_path, capsys, monkeypatch):
     """SIGTERM while the checkpoint of iteration 8 is written (what tools/train.py
-    runs under ``lbc_mm.cli.run_tool``): exit 143, one line, the temp file removed,
-    iter_4.pth left for --resume."""
-    from lbc_mm.cli import run_tool
+    runs under ``lbc_mm.tool_exit.run_tool``): exit 143, one line, the temp file
+    removed, iter_4.pth left for --resume."""
     from lbc_mm.hooks import checkpoint
+    from lbc_mm.tool_exit import run_tool
     real = checkpoint.atomic_write
 
     def atomic_write(path, write):

@@ -1,0 +1,217 @@
+"""Reading checkpoints, weights-only, from any address: the one reader every stage uses.
+
+A local file is read with :func:`read_checkpoint`: its zip CRCs are verified first
+(:func:`verify_archive`; ``torch.load`` does not), then ``torch.load(...,
+weights_only=True)``. A URL (``http(s)://``, and mmengine's ``torchvision://``,
+``open-mmlab://``, ``mmcls://`` names, which resolve to URLs) is downloaded once into
+the torch hub cache and that file is read the same way (:func:`read_url_checkpoint`;
+``lbc_mm.compat`` routes mmengine's loaders, and so ``load_from``, ``resume`` and
+``init_cfg``, through these). A file that pickles anything but tensors, plain
+containers and mmengine's checkpoint objects is refused in one line naming the global
+(:func:`refusal_line`). The config text mmengine stores in a checkpoint is dropped on
+load (:func:`drop_config_text`): no string from a checkpoint is run as code.
+
+It imports no other lbc_mm module, so every layer may import it; whether a checkpoint
+fits a model is :mod:`lbc_mm.apis`.
+"""
+import os
+import pickle
+import re
+import urllib.error
+import zipfile
+import zlib
+from typing import Dict, Optional
+from urllib.parse import urlparse
+
+import torch
+
+__all__ = ['CheckpointMismatchError', 'download_checkpoint', 'drop_config_text',
+           'read_any_checkpoint', 'read_checkpoint', 'read_url_checkpoint',
+           'refusal_line', 'verify_archive']
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint that cannot be used: unreadable, corrupted or refused, or its
+    keys / shapes do not fit the model built from the config."""
+
+
+def verify_archive(path: str, where: Optional[str] = None) -> None:
+    """Check the CRC of every entry of a (zip-format) torch checkpoint.
+
+    ``torch.load`` does not check CRCs: a checkpoint whose stored bytes changed on
+    disk (bit rot, a bad copy) loads silently wrong weights. Files in torch's
+    legacy (non-zip) format are left to ``torch.load``.
+
+    Args:
+        path (str): the file.
+        where (str, optional): how messages name it. Defaults to ``path``.
+
+    Raises:
+        CheckpointMismatchError: an entry's bytes do not match its CRC (naming
+            the entry), or the archive is truncated / broken.
+    """
+    where = path if where is None else where
+    with open(path, 'rb') as f:
+        if f.read(4) != b'PK\x03\x04':
+            return  # legacy format, or not an archive at all: torch.load says which
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise CheckpointMismatchError(
+            f'checkpoint {where} is corrupted (truncated or damaged zip archive: '
+            f'{exc})') from None
+    if bad is not None:
+        raise CheckpointMismatchError(
+            f'checkpoint {where} is corrupted: entry {bad} does not match its CRC '
+            f'(the file changed after it was written); use another copy')
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ''
+
+
+def refusal_line(path: str, exc: pickle.UnpicklingError) -> str:
+    """One line saying why weights-only loading refused ``path`` (any name of it).
+
+    torch's message suggests ``weights_only=False`` (arbitrary code execution) and
+    hides the offending global in its last lines: keep the global, drop the advice.
+    """
+    text = str(exc)
+    found = re.search(r'GLOBAL [\w.]+(\([^)]*\))?', text)
+    if found:
+        return (f'checkpoint {path} refused: it pickles {found.group(0)}, which '
+                f'weights-only loading does not allow (lbc_mm loads tensors, plain '
+                f'containers and the objects mmengine checkpoints hold, nothing '
+                f'else); do not load this file unless you know where it comes from')
+    detail = text.split('WeightsUnpickler error:', 1)[-1].strip()
+    detail = _first_line(detail) if 'weights_only' not in _first_line(detail) else ''
+    return (f'checkpoint {path} refused: not a weights-only loadable checkpoint'
+            + (f' ({detail})' if detail else ''))
+
+
+def read_checkpoint(path: str, where: Optional[str] = None,
+                    map_location=None) -> Dict[str, object]:
+    """``torch.load(path, weights_only=True)`` with one-line errors.
+
+    Import lbc_mm first: its compat module allow-lists the mmengine globals that
+    mmengine checkpoints contain. The archive's CRCs are verified first
+    (:func:`verify_archive`).
+
+    Args:
+        path (str): local file.
+        where (str, optional): how messages name it (e.g. its URL and cache
+            file). Defaults to ``path``.
+        map_location: as :func:`torch.load`. Defaults to None (CPU).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointMismatchError: corrupted, not a loadable (weights-only)
+            checkpoint, or refused (the message names the global it pickles).
+    """
+    where = path if where is None else where
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'checkpoint not found: {where}')
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(4)
+        if not head:
+            raise CheckpointMismatchError(f'checkpoint {where} is empty')
+        if head != b'PK\x03\x04' and head[:1] != b'\x80':  # zip / legacy pickle
+            raise CheckpointMismatchError(
+                f'{where} is not a torch checkpoint (neither a zip archive nor a '
+                f'pickle)')
+        verify_archive(path, where)
+    except OSError as exc:
+        raise CheckpointMismatchError(
+            f'cannot read checkpoint {where}: {exc.strerror or exc}') from None
+    try:
+        ckpt = torch.load(path, map_location=map_location or 'cpu',
+                          weights_only=True)
+    except OSError as exc:
+        raise CheckpointMismatchError(
+            f'cannot read checkpoint {where}: {exc.strerror or exc}') from None
+    except pickle.UnpicklingError as exc:  # weights-only refusal, or not a pickle
+        raise CheckpointMismatchError(refusal_line(where, exc)) from None
+    except (RuntimeError, EOFError, ValueError, KeyError, IndexError) as exc:
+        # the zip reader, or a legacy-format pickle cut short / malformed
+        raise CheckpointMismatchError(
+            f'cannot read checkpoint {where}: {type(exc).__name__}: '
+            f'{_first_line(exc)}') from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointMismatchError(f'checkpoint {where} is not a dict')
+    return drop_config_text(ckpt)
+
+
+def drop_config_text(ckpt):
+    """``ckpt`` without (removed in place) the config text mmengine stores in it,
+    which ``Runner.resume`` (``meta['config']``) and inferencers built without a
+    config (``meta['cfg']``, the message hub's ``cfg``) run as Python."""
+    meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
+    hub = ckpt.get('message_hub') if isinstance(ckpt, dict) else None
+    info = hub.get('runtime_info') if isinstance(hub, dict) else None
+    for holder, key in ((meta, 'config'), (meta, 'cfg'), (info, 'cfg')):
+        if isinstance(holder, dict):
+            holder.pop(key, None)
+    return ckpt
+
+
+def download_checkpoint(url: str, model_dir: Optional[str] = None,
+                        file_name: Optional[str] = None, progress: bool = True,
+                        check_hash: bool = False) -> str:
+    """The local copy of ``url`` in the torch hub cache, downloaded if absent.
+
+    Where ``torch.hub.load_state_dict_from_url`` keeps it: ``model_dir`` or
+    ``<TORCH_HOME>/hub/checkpoints``, named after the URL's file (or
+    ``file_name``); the download goes to a temporary file first.
+
+    Raises:
+        CheckpointMismatchError: the download failed (one line with the reason).
+    """
+    from torch.hub import HASH_REGEX, download_url_to_file, get_dir
+    model_dir = model_dir or os.path.join(get_dir(), 'checkpoints')
+    name = file_name or os.path.basename(urlparse(url).path)
+    cached = os.path.join(model_dir, name)
+    if os.path.exists(cached):
+        return cached
+    found = HASH_REGEX.search(name) if check_hash else None
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+        download_url_to_file(url, cached, found.group(1) if found else None,
+                             progress=progress)
+    except (OSError, RuntimeError) as exc:  # URLError / HTTPError are OSErrors
+        reason = (str(exc) if isinstance(exc, urllib.error.HTTPError) else
+                  exc.reason if isinstance(exc, urllib.error.URLError) else
+                  exc.strerror or _first_line(exc))
+        raise CheckpointMismatchError(
+            f'cannot download checkpoint {url} to {cached}: {reason}') from None
+    return cached
+
+
+def read_url_checkpoint(url: str, model_dir: Optional[str] = None,
+                        map_location=None, progress: bool = True,
+                        check_hash: bool = False, file_name: Optional[str] = None,
+                        **_ignored) -> Dict[str, object]:
+    """``torch.hub.load_state_dict_from_url`` (mmengine's ``load_url``), but
+    weights-only with :func:`read_checkpoint`'s one-line errors, which name the URL
+    and the cache file. Other keyword arguments (``weights_only``) are ignored:
+    it is always weights-only."""
+    cached = download_checkpoint(url, model_dir, file_name, progress, check_hash)
+    return read_checkpoint(cached, f'{url} (cached as {cached})', map_location)
+
+
+def read_any_checkpoint(path: str) -> Dict[str, object]:
+    """A checkpoint from a local path or any address mmengine knows (``http(s)://``,
+    ``torchvision://``, ``open-mmlab://``, ``s3://`` ...), weights-only.
+
+    Addresses go through mmengine's ``CheckpointLoader``, which ``lbc_mm.compat``
+    makes weights-only (URLs: :func:`read_url_checkpoint`).
+    """
+    if '://' not in path:
+        return read_checkpoint(path)
+    from mmengine.runner.checkpoint import CheckpointLoader
+    ckpt = CheckpointLoader.load_checkpoint(path, map_location='cpu')
+    if not isinstance(ckpt, dict):
+        raise CheckpointMismatchError(f'checkpoint {path} is not a dict')
+    return ckpt
