@@ -333,24 +333,36 @@ def _children(pid):
     return out
 
 
-def test_sigterm_stops_the_running_run_too(tmp_path):
-    """SIGTERM to the study while a run trains: the run stops too (no orphan that
-    trains on), one line, exit 143, and the run is not recorded as finished."""
+def _study_with_a_run(tmp_path, **pipes):
+    """Start a study of one never-ending run; wait until that run trains.
+
+    Returns:
+        tuple: the study ``Popen``, its work dir, the run's pids (empty when the run
+        never started: the caller asserts, then kills what it started).
+    """
     config = write_cm_config(str(tmp_path / 'toy.py'),
                              cm_cfg(str(tmp_path / 'x'), iters=10**6))
     work = str(tmp_path / 'study')
     study = subprocess.Popen(
         [sys.executable, osp.join(REPO, 'tools', 'compare_methods.py')]
-        + _argv(config, work), env=_env(), cwd=str(tmp_path), text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        + _argv(config, work), env=_env(), cwd=str(tmp_path), **pipes)
     children = []
-    try:
-        deadline = time.monotonic() + 120
-        while not children and time.monotonic() < deadline:
-            time.sleep(0.2)
-            children = _children(study.pid)
-        assert children, 'the run never started'
+    deadline = time.monotonic() + 120
+    while not children and time.monotonic() < deadline:
+        time.sleep(0.2)
+        children = _children(study.pid)
+    if children:
         time.sleep(1.0)  # the run is under way
+    return study, work, children
+
+
+def test_sigterm_stops_the_running_run_too(tmp_path):
+    """SIGTERM to the study while a run trains: the run stops too (no orphan that
+    trains on), one line, exit 143, and the run is not recorded as finished."""
+    study, work, children = _study_with_a_run(
+        tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert children, 'the run never started'
         study.send_signal(signal.SIGTERM)
         _out, err = study.communicate(timeout=60)
         assert study.returncode == 143, err[-3000:]
@@ -385,21 +397,10 @@ def test_kill_9_of_the_study_stops_the_run_and_keeps_the_lock_until_then(tmp_pat
     was free at once, so a rerun trained the same run folder twice) (issue 22
     item 6)."""
     import fcntl
-    config = write_cm_config(str(tmp_path / 'toy.py'),
-                             cm_cfg(str(tmp_path / 'x'), iters=10**6))
-    work = str(tmp_path / 'study')
-    study = subprocess.Popen(
-        [sys.executable, osp.join(REPO, 'tools', 'compare_methods.py')]
-        + _argv(config, work), env=_env(), cwd=str(tmp_path),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    children = []
+    study, work, children = _study_with_a_run(
+        tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
-        while not children and time.monotonic() < deadline:
-            time.sleep(0.2)
-            children = _children(study.pid)
         assert children, 'the run never started'
-        time.sleep(1.0)  # the run is under way
         study.kill()
         study.wait()
         fd = os.open(osp.join(work, study_pkg.LOCK), os.O_RDWR)
