@@ -224,22 +224,22 @@ def log_frozen_layers(frozen: Sequence[str], mode: str,
                   logger='current')
 
 
-def _margin(diag: dict) -> str:
+def _measures(diag: dict) -> str:
+    """A card step's settledness measures (docs/method.md, "Ties"), in words."""
     margin = diag.get('margin_steps')
-    return f'{margin:.3g}' if margin is not None else 'n/a'
+    return (f'decision margin {"n/a" if margin is None else f"{margin:.3g}"} '
+            f'score steps ({diag["tied"]:.1%} of the decisions on exactly equal '
+            f'scores, {diag["unmoved"]:.1%} in groups whose scores never moved), '
+            f'kept = magnitude choice in {diag["agree_mag"]:.1%} of groups (chance '
+            f'{diag["chance_agree"]:.1%}), score spread {diag["score_spread"]:.3g} '
+            f'x init')
 
 
 def log_card_step(diag: dict, cards: Sequence[int]) -> None:
     """The line of a card step (``diag``: :class:`SettlednessTracker` + iter, t)."""
-    print_log(
-        f'LBCHook: card step at iteration {int(diag["iter"])} (t={diag["t"]:g}), '
-        f'card {"/".join(str(c) for c in cards)}: decision margin {_margin(diag)}'
-        f' score steps (median gap kept-vs-removed / RMS per-iteration score '
-        f'change), {diag["tied"]:.1%} of the decisions on exactly equal scores '
-        f'({diag["unmoved"]:.1%} in groups whose scores never moved; tie_break '
-        f'decides); best candidate = magnitude choice in '
-        f'{diag["agree_mag"]:.1%} of groups (chance {diag["chance_agree"]:.1%}); '
-        f'score spread {diag["score_spread"]:.3g} x init', logger='current')
+    print_log(f'LBCHook: card step at iteration {int(diag["iter"])} '
+              f'(t={diag["t"]:g}), card {"/".join(str(c) for c in cards)}: '
+              f'{_measures(diag)}', logger='current')
 
 
 def _tie_breaks(layers: Layers) -> str:
@@ -252,8 +252,7 @@ def log_settledness(diag: dict, unsettled_steps: float, layers: Layers = ()) -> 
     decisions had no gradient evidence (scores never moved) or when the moved
     groups' median margin is below ``unsettled_steps`` (a short window)."""
     margin: Optional[float] = diag.get('margin_steps')
-    unmoved = diag.get('unmoved', 0.0)
-    short = margin is not None and margin < unsettled_steps
+    unmoved = diag['unmoved']
     verdict = ''
     if unmoved >= 0.5:
         verdict += (f'; {unmoved:.1%} of the decisions were in groups whose '
@@ -262,19 +261,13 @@ def log_settledness(diag: dict, unsettled_steps: float, layers: Layers = ()) -> 
                     f"float32's resolution of the scores: a score lr too small for "
                     f'the score gradients, raise scores_lr_mult), decided by '
                     f"tie_break='{_tie_breaks(layers)}', not learned")
-    if short:
+    if margin is not None and margin < unsettled_steps:
         verdict += (f'; the groups that learned have a margin below '
                     f'{unsettled_steps:g} score steps '
                     f'({diag["tied"] - unmoved:.1%} of the decisions tied): the '
                     f'final choice rests on a few iterations of score movement; a '
                     f'longer removal window (t_f) or a larger score lr '
                     f'(scores_lr_mult) gives the scores more gradient to decide on')
-    print_log(
-        f'LBCHook: settledness of the last card step (iteration '
-        f'{int(diag["iter"])}): decision margin {_margin(diag)} score steps '
-        f'({diag["tied"]:.1%} of the decisions on exactly equal scores, '
-        f'{unmoved:.1%} in groups whose scores never moved), kept = magnitude '
-        f'choice in {diag["agree_mag"]:.1%} of groups (chance '
-        f'{diag["chance_agree"]:.1%}), score spread '
-        f'{diag["score_spread"]:.3g} x init' + verdict, logger='current',
-        level=logging.WARNING if verdict else logging.INFO)
+    print_log(f'LBCHook: settledness of the last card step (iteration '
+              f'{int(diag["iter"])}): {_measures(diag)}{verdict}', logger='current',
+              level=logging.WARNING if verdict else logging.INFO)
