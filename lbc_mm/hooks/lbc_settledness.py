@@ -37,9 +37,8 @@ class SettlednessTracker:
         self.sample = sample
         self._prev: Dict[str, Tuple[Tensor, Tensor]] = {}  # sampled snapshots
         self._idx: Dict[str, Tensor] = {}  # sampled rows per layer
-        self._steps: Dict[str, list] = {}  # sum of squared steps, count
-        # Sum of squared steps about their group's mean step, count (noise()).
-        self._dev: Dict[str, list] = {}
+        # Sums of squared score steps and of squared relative steps, iterations.
+        self._steps: Dict[str, list] = {}
         self._pending: List[Tensor] = []  # margins / step of this card step
         # Decisions on exactly equal scores, of them in unmoved groups, decisions.
         self._ties = [0, 0, 0]
@@ -65,23 +64,22 @@ class SettlednessTracker:
                 if prev is None:
                     continue
                 idx, before = prev
-                step = score_step_rms(before, layer.scores[idx], layer.alive[idx])
-                acc = self._steps.setdefault(name, [0.0, 0])
+                after, alive = layer.scores[idx], layer.alive[idx]
+                step = score_step_rms(before, after, alive)
+                dev = relative_step_rms(before, after, alive)
+                acc = self._steps.setdefault(name, [0.0, 0.0, 0])
                 acc[0] = acc[0] + step * step  # stays on the device until used
-                acc[1] += 1
-                dev = relative_step_rms(before, layer.scores[idx], layer.alive[idx])
-                acc = self._dev.setdefault(name, [0.0, 0])
-                acc[0] = acc[0] + dev * dev
-                acc[1] += 1
+                acc[1] = acc[1] + dev * dev
+                acc[2] += 1
 
     def noise(self, name: str) -> float:
         """How far noise alone would have moved two alive scores of a group apart
         by now: :func:`relative_step_rms` times the square root of the iterations
         measured (a random walk); 0 before two snapshots."""
-        acc = self._dev.get(name)
-        if not acc or not acc[1]:
+        acc = self._steps.get(name)
+        if not acc or not acc[2]:
             return 0.0
-        return float(acc[0] / acc[1])**0.5 * acc[1]**0.5
+        return float(acc[1] / acc[2])**0.5 * acc[2]**0.5
 
     def before_removal(self, name: str, layer, keep: int) -> None:
         """Measure the decision a removal step down to ``keep`` is about to take."""
@@ -91,7 +89,7 @@ class SettlednessTracker:
             idx = self.rows(name, layer)
             scores, alive = layer.scores[idx], layer.alive[idx]
             acc = self._steps.get(name)
-            step = float(acc[0] / acc[1])**0.5 if acc and acc[1] else 0.0
+            step = float(acc[0] / acc[2])**0.5 if acc and acc[2] else 0.0
             margins = decision_margin(scores, alive, keep)  # (G',)
             unmoved = unmoved_groups(scores, alive)[alive.sum(dim=1) > keep]
             self._ties[0] += int((margins == 0).sum())
