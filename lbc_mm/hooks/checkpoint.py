@@ -37,10 +37,6 @@ class AtomicLocalBackend(LocalBackend):
 register_backend(BACKEND_NAME, AtomicLocalBackend, force=True)
 
 
-def _is_local(path: str) -> bool:
-    return '://' not in str(path)
-
-
 @HOOKS.register_module()
 class AtomicCheckpointHook(CheckpointHook):
     """``CheckpointHook`` with atomic writes and delete-after-write.
@@ -64,7 +60,7 @@ class AtomicCheckpointHook(CheckpointHook):
         """Write through the atomic backend; remove temporaries of a killed run."""
         out_dir = self.out_dir if self.out_dir is not None else runner.work_dir
         self._atomic = (self.backend_args is None and self.file_client_args is None
-                        and _is_local(out_dir))
+                        and '://' not in str(out_dir))
         if self._atomic:
             self.backend_args = dict(backend=BACKEND_NAME)
         super().before_train(runner)

@@ -23,7 +23,6 @@ def _loss_value(runner, outputs: Optional[dict]) -> Optional[float]:
     if isinstance(value, torch.Tensor):
         value = value.detach()
         value = value.float().sum() if value.numel() != 1 else value
-        return float(value)
     return float(value)
 
 
