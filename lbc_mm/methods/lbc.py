@@ -245,22 +245,16 @@ class LBC(SparsityMethod):
                 missing_keys.remove(key)
         self.loaded_dense = (not has_scores and key not in state_dict
                              and prefix + 'weight' in state_dict)
-        if self.loaded_dense:
-            self._init_from_dense(prefix, missing_keys)
+        if self.loaded_dense:  # the state starts afresh, not a missing key
+            with torch.no_grad():
+                layer.scores.copy_(init_scores(
+                    layer.scores.shape[0], layer.n, layer.m,
+                    dtype=layer.scores.dtype, device=layer.scores.device))
+                layer.alive.fill_(True)
+            for name in self.state_keys:
+                if prefix + name in missing_keys:
+                    missing_keys.remove(prefix + name)
         self._alive_changed()
-
-    def _init_from_dense(self, prefix: str, missing_keys: list) -> None:
-        """Dense weights without LBC state loaded: the state starts afresh, which is
-        not a missing key (``LBCHook`` reports these layers)."""
-        layer = self.layer
-        with torch.no_grad():
-            layer.scores.copy_(init_scores(layer.scores.shape[0], layer.n, layer.m,
-                                           dtype=layer.scores.dtype,
-                                           device=layer.scores.device))
-            layer.alive.fill_(True)
-        for key in self.state_keys:
-            if prefix + key in missing_keys:
-                missing_keys.remove(prefix + key)
 
 
 def training_run() -> Optional[str]:
