@@ -1,25 +1,11 @@
 """N:M sparse ``Conv2d`` and ``Linear`` layers; the method is a pluggable part.
 
-Both are registered in mmengine's root ``MODELS`` registry, so
-``conv_cfg=dict(type='NMSparseConv', n=2, m=4)`` works from ``mmdet`` and
-``mmpretrain`` scopes wherever mmcv's ``build_conv_layer`` is used (it calls
-``layer(*args, **kwargs, **cfg)`` with the ``nn.Conv2d`` positional arguments).
-
-A layer keeps the ``nn`` plumbing: the conv / linear forward, the weight, the
-divisibility rule, ``from_dense`` / ``to_dense`` (torchao's shape) and checkpoint
-loading. Everything the sparsity method decides lives in its method object,
-``layer.sparsity`` (:mod:`lbc_mm.methods`: LBC, SR-STE, STE, ASP): the mask, the
-extra state (registered on the layer, so checkpoint keys are ``scores`` /
-``alive`` / ``asp_mask`` as ever), the gradient rule and the method's own
-operations, called on it: ``layer.sparsity.remove_candidates(1)`` (on a layer of
-another method: :class:`~lbc_mm.methods.UnsupportedOperation`, one line).
-
-A layer whose grouped axis (``in/groups`` or ``in_features``) is not a multiple of
-``m`` stays dense (``is_sparse = False``, one log line), or raises a ``ValueError``
-with ``strict=True`` (:func:`divisibility_problem`, the one rule).
-
-:func:`sparse_layers` finds the layers in a model; the other model-level helpers
-(``lbc_layers``, ``nm_report``, ``set_submodule``, ...) are :mod:`lbc_mm.sparse_model`.
+Registered in mmengine's root ``MODELS``, so ``conv_cfg=dict(type='NMSparseConv',
+n=2, m=4)`` works from ``mmdet`` and ``mmpretrain`` scopes wherever mmcv's
+``build_conv_layer`` is used. A layer keeps the ``nn`` plumbing (forward, weight,
+divisibility rule, ``from_dense`` / ``to_dense``, checkpoint loading); what the
+method decides lives in ``layer.sparsity`` (:mod:`lbc_mm.methods`). Model-level
+helpers: :mod:`lbc_mm.sparse_model`.
 """
 from typing import Any, Iterator, Optional, Sequence, Tuple
 
@@ -40,11 +26,8 @@ __all__ = [
 
 
 def divisibility_problem(shape: Sequence[int], n: int, m: int) -> Optional[str]:
-    """Why a weight of ``shape`` cannot be ``n:m`` sparse, or None when it can.
-
-    The grouped axis (``in/groups`` of a conv, ``in_features`` of a linear,
-    ``shape[1]``) must be a multiple of ``m``.
-    """
+    """Why a weight of ``shape`` cannot be ``n:m`` sparse (its grouped axis,
+    ``shape[1]``, is not a multiple of ``m``), or None when it can."""
     cin = int(shape[1])
     if cin % m == 0:
         return None
@@ -124,17 +107,11 @@ class _NMSparseMixin:
             self.sparsity.after_load(state_dict, prefix, missing_keys)
 
     def _check_loaded_state(self, state_dict, prefix: str) -> None:
-        """Refuse a checkpoint whose mask this layer would silently drop.
+        """``ValueError`` for a checkpoint whose mask this layer would drop.
 
         A non-strict load (``init_cfg`` Pretrained, ``load_from``) only warns about
-        unexpected keys and size mismatches; for the mask state that would leave a
-        layer with another mask than the checkpoint's (e.g. an LBC backbone's
-        chosen candidates replaced by a magnitude mask, or by all candidates).
-
-        Raises:
-            ValueError: The checkpoint holds another method's mask state (LBC
-                ``scores`` / ``alive``, ASP ``asp_mask``) than this layer's, or
-                its state has another shape (another N:M pattern, another model).
+        unexpected keys and size mismatches: another method's mask state, or state
+        of another shape, would silently leave another mask than the checkpoint's.
         """
         where = f'{self.describe()} loading {prefix or "<root>"}'
         for cls in METHODS.values():
@@ -190,9 +167,9 @@ class _NMSparseMixin:
         new.train(self.training)
         return new
 
-    def _sparse_extra_repr(self) -> str:
-        return f'n={self.n}, m={self.m}, method={self.method!r}' + (
-            '' if self.is_sparse else ', dense')
+    def extra_repr(self) -> str:
+        return (f'{super().extra_repr()}, n={self.n}, m={self.m}, '
+                f'method={self.method!r}' + ('' if self.is_sparse else ', dense'))
 
 
 @MODELS.register_module()
@@ -247,9 +224,6 @@ class NMSparseConv(_NMSparseMixin, nn.Conv2d):
         """Convolution with the masked weight."""
         return self._conv_forward(input, self.sparse_weight(), self.bias)
 
-    def extra_repr(self) -> str:
-        return super().extra_repr() + ', ' + self._sparse_extra_repr()
-
 
 @MODELS.register_module()
 class NMSparseLinear(_NMSparseMixin, nn.Linear):
@@ -283,9 +257,6 @@ class NMSparseLinear(_NMSparseMixin, nn.Linear):
     def forward(self, input: Tensor) -> Tensor:
         """Linear map with the masked weight."""
         return F.linear(input, self.sparse_weight(), self.bias)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + ', ' + self._sparse_extra_repr()
 
 
 SparseLayer = (NMSparseConv, NMSparseLinear)

@@ -1,21 +1,4 @@
-"""DDP wrapper that trains LBC models on CPU (gloo) and GPU alike.
-
-Three things plain ``MMDistributedDataParallel`` gets wrong for LBC:
-
-1. ``Runner.wrap_model`` always passes ``device_ids=[LOCAL_RANK]``; a CPU module needs
-   ``device_ids=None`` (DDP refuses device ids for CPU modules).
-2. DDP only synchronises the gradients of parameters that require gradients *when it
-   is built*. mmdet's ``frozen_stages`` turns ``requires_grad`` off on every parameter
-   of the stem and stage 1 - scores included - before the model is wrapped, so with
-   ``LBCHook(frozen_layers='learn')`` those scores would learn from unsynchronised
-   gradients and the ranks would remove different candidates. We switch
-   ``requires_grad`` on for every LBC ``scores`` right before DDP is built.
-3. ``LBCHook`` freezes the scores of a layer at card 1 (``requires_grad=False``); DDP
-   then waits forever for their gradients unless ``find_unused_parameters=True``. That
-   is the default here for models with LBC layers (costs one graph traversal per
-   iteration); a parameter unused on every rank keeps ``grad=None``, so the optimizer
-   applies neither momentum nor weight decay to it.
-"""
+"""DDP wrapper that trains LBC models on CPU (gloo) and GPU alike."""
 from typing import Optional
 
 import torch.nn as nn
@@ -33,6 +16,12 @@ def lbc_scores(module: nn.Module) -> list:
 @MODEL_WRAPPERS.register_module()
 class LBCDistributedDataParallel(MMDistributedDataParallel):
     """``MMDistributedDataParallel`` for LBC models, on CPU or GPU.
+
+    Three changes for LBC: a CPU module gets ``device_ids=None`` (mmengine always
+    passes ``LOCAL_RANK``); every LBC ``scores`` requires grad when DDP is built
+    (DDP only syncs those, and ``frozen_stages`` turned frozen layers' scores off,
+    which ``frozen_layers='learn'`` trains); ``find_unused_parameters`` defaults to
+    True for LBC models, since ``LBCHook`` freezes scores at card 1.
 
     Args:
         module (nn.Module): The model to wrap (already on its device).

@@ -1,28 +1,4 @@
-"""Optimizer settings of the LBC scores.
-
-The Runner builds the optimizer before any hook runs (``Runner.train``: optimizer and
-parameter schedulers first, then ``before_run``), so a hook cannot give the scores their
-own settings without breaking the schedulers' per-group bookkeeping. The settings
-therefore live in the optimizer config::
-
-    optim_wrapper = dict(
-        optimizer=dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=1e-4),
-        constructor='LBCOptimWrapperConstructor',
-        paramwise_cfg=dict(scores_lr_mult=1.0, scores_decay_mult=1.0))
-
-Every LBC ``scores`` parameter gets its own param group with
-``lr = base_lr * scores_lr_mult`` and ``weight_decay = base_wd * scores_decay_mult``
-(defaults 1.0 and 1.0: the scores learn with the weights' lr, momentum and weight
-decay, as in the LBC authors' released code), whatever other ``custom_keys`` say,
-and is in the optimizer even when its ``requires_grad`` is off at build time (mmdet's
-``frozen_stages``): mmengine's default constructor skips such parameters when any
-``paramwise_cfg`` is given, which would leave frozen layers' scores unlearnable. The
-groups carry ``lbc_scores=True`` so :class:`~lbc_mm.hooks.LBCHook` can check them.
-
-What decay on the scores changes (``scores_decay_mult``): docs/method.md §10. Once a
-layer is at one candidate per group, :class:`~lbc_mm.hooks.LBCHook` turns its scores'
-gradient off, so they get no further momentum or weight decay.
-"""
+"""Optimizer settings of the LBC scores (:class:`LBCOptimWrapperConstructor`)."""
 import logging
 from typing import Optional
 
@@ -51,6 +27,21 @@ class _DropFrozenSkips(logging.Filter):
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class LBCOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """``DefaultOptimWrapperConstructor`` plus the scores' own lr / weight decay.
+
+    The Runner builds the optimizer before any hook runs, so the scores' settings
+    live in the optimizer config::
+
+        optim_wrapper = dict(
+            optimizer=dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=1e-4),
+            constructor='LBCOptimWrapperConstructor',
+            paramwise_cfg=dict(scores_lr_mult=1.0, scores_decay_mult=1.0))
+
+    Every LBC ``scores`` parameter gets its own param group (flagged
+    ``lbc_scores=True`` for ``LBCHook``'s audit) with ``lr = base_lr *
+    scores_lr_mult`` and ``weight_decay = base_wd * scores_decay_mult``, whatever
+    other ``custom_keys`` say; the defaults follow the authors' code
+    (docs/method.md §10). Scores frozen at build time (mmdet's ``frozen_stages``)
+    are in the optimizer too; mmengine's constructor would skip them.
 
     Args:
         optim_wrapper_cfg (dict): As for ``DefaultOptimWrapperConstructor``.

@@ -1,18 +1,6 @@
-"""Model-level helpers over lbc_mm's sparse layers (one place each).
-
-* :func:`lbc_layers`: the sparse LBC layers of a (possibly wrapped) model;
-* :func:`name_sparse_layers`: every sparse layer's ``layer_name`` (its messages
-  then name it);
-* :func:`set_submodule`: swap a sub-module by dotted name (the transform, the export
-  bake and deploy);
-* :func:`nm_report`: the one N:M report of a model (the training end check, the
-  export and deploy build on it; :func:`lbc_mm.sparsity.count_nm_violations` is the
-  one pure check underneath);
-* :func:`non_finite_tensors` / :func:`describe_tensors`: NaN / inf parameters and
-  buffers (``FiniteCheckHook`` and the export).
-
-Imports only :mod:`lbc_mm.layers`, :mod:`lbc_mm.methods` and :mod:`lbc_mm.sparsity`
-of the package, so
+"""Model-level helpers over lbc_mm's sparse layers (one place each): the LBC
+layers, layer names, sub-module swaps, the N:M report (training end check, export,
+deploy) and the non-finite tensors. Imports only layers, methods and sparsity, so
 hooks, export and deploy can all use it.
 """
 from typing import Any, Dict, List, Optional, Tuple
@@ -41,12 +29,8 @@ def lbc_layers(model: nn.Module) -> List[Tuple[str, nn.Module]]:
 
 
 def name_sparse_layers(model: nn.Module) -> int:
-    """Set ``layer_name`` of every N:M layer (dense fallbacks included), so the
-    layers' own messages name them (``LBCHook`` calls it at ``before_train``).
-
-    Returns:
-        int: Number of layers named.
-    """
+    """Set ``layer_name`` of every N:M layer (dense fallbacks included), so their
+    messages name them; returns the count."""
     model = _unwrap(model)
     count = 0
     for name, layer in sparse_layers(model, only_sparse=False):
@@ -67,9 +51,8 @@ def nm_report(model: nn.Module,
               ) -> List[Dict[str, Any]]:
     """The N:M report of a model: one row per layer that must be N:M.
 
-    A sparse layer (``NMSparseConv`` / ``NMSparseLinear``) is checked on its mask
-    (``get_mask()``), any other layer (a stock layer after :meth:`to_dense`) on
-    its weight. A group breaks the pattern when it keeps more than ``n`` of ``m``.
+    A sparse layer is checked on its mask, any other (a stock layer after
+    ``to_dense``) on its weight.
 
     Args:
         model (nn.Module): The model (wrappers are unwrapped).
@@ -78,7 +61,7 @@ def nm_report(model: nn.Module,
 
     Returns:
         list[dict]: per layer ``layer`` (name), ``shape``, ``pattern`` (``'n:m'``),
-        ``bad_groups``, ``groups`` and ``sparsity`` (fraction of zeros).
+        ``bad_groups`` (more than ``n`` kept), ``groups`` and ``sparsity``.
 
     Raises:
         ValueError: A layer's weight cannot hold the pattern (names the layer).
@@ -106,15 +89,7 @@ MAX_NAMED = 5
 
 
 def non_finite_tensors(model: nn.Module) -> List[str]:
-    """Names of the parameters and floating-point buffers holding NaN or inf.
-
-    Args:
-        model (nn.Module): The model (a DDP wrapper is unwrapped).
-
-    Returns:
-        list[str]: Dotted names (e.g. ``'backbone.layer1.0.conv1.weight'``), in
-        module order; empty when everything is finite.
-    """
+    """Dotted names of the parameters and float buffers holding NaN or inf."""
     model = _unwrap(model)
     tensors = [(name, t) for name, t in model.named_parameters()]
     tensors += [(name, t) for name, t in model.named_buffers()

@@ -5,20 +5,11 @@ Use it as the model of any mmdet / mmpretrain config::
     model = dict(type='NMSparsify', model=<original model cfg>, n=2, m=4,
                  method='lbc', include=['backbone.*'], exclude=['backbone.conv1'])
 
-The inner model is built with the registry of the current default scope, its
-layers are swapped at build time (before the optimizer and the DDP wrapper exist),
-and the original model object (same class) is returned. The swap reuses the
-original ``weight`` / ``bias`` parameters, so every original state-dict key stays and
-a dense checkpoint loads into the sparse model: the new keys (``scores``, ``alive``,
-``asp_mask``) are simply missing from it (LBC scores keep their initial value, ASP
-masks are computed from the loaded weights).
-
-Module-name patterns are shell-style :mod:`fnmatch` patterns matched against the
-full module name (``'backbone.layer*'``, ``'*.qkv'``, ``'backbone.conv1'``). Only
-layers whose type is exactly ``nn.Conv2d`` / ``nn.Linear`` or mmcv's ``Conv2d`` /
-``Linear`` wrappers (which only special-case empty inputs on torch < 1.6; mmcv's FFN
-uses them) are swapped: other subclasses with their own forward (weight-standardised
-convs, ``MultiheadAttention.out_proj``) would lose their behaviour.
+The swap happens at build time and reuses the original ``weight`` / ``bias``, so a
+dense checkpoint loads into the sparse model (the new keys are simply missing).
+Only layers whose type is exactly ``nn.Conv2d`` / ``nn.Linear`` or mmcv's
+``Conv2d`` / ``Linear`` wrappers are swapped: subclasses with their own forward
+(weight-standardised convs, ``MultiheadAttention.out_proj``) would lose it.
 """
 import copy
 import fnmatch

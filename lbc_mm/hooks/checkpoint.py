@@ -1,33 +1,4 @@
-"""AtomicCheckpointHook: training checkpoints that a crash never truncates.
-
-mmengine 0.10.7's ``CheckpointHook`` writes ``iter_N.pth`` / ``epoch_N.pth`` in place
-(a ``kill -9`` or a full disk during the write leaves a truncated file under the
-final name) and, with ``max_keep_ckpts``, deletes the oldest checkpoint *before*
-writing the new one; ``last_checkpoint`` is rewritten in place as well. A crash at
-the wrong instant leaves nothing to resume from, or a ``last_checkpoint`` naming a
-file that does not load.
-
-This subclass keeps every option and file name of ``CheckpointHook`` and changes the
-order and the writes, for checkpoints in a local folder:
-
-1. the checkpoint goes to a hidden temporary file in the same folder
-   (``.iter_8.pth.XXXX.tmp``), is flushed and ``fsync``-ed, then renamed onto its
-   final name (``os.replace``, atomic) and the folder is ``fsync``-ed;
-2. only then is ``last_checkpoint`` replaced (the same way), and
-3. only then are checkpoints beyond ``max_keep_ckpts`` deleted.
-
-So at any instant the folder holds the previous complete checkpoint and a
-``last_checkpoint`` naming a complete file: ``--resume`` always works. A failed
-write removes its temporary file; one left by ``kill -9`` is hidden, never named by
-``last_checkpoint``, and removed when the next run starts in that folder. The
-"best" checkpoints (``save_best``) are written atomically too (mmengine still
-deletes the previous best one first; the regular checkpoints keep the run
-resumable). Remote ``out_dir`` (``s3://`` ...) or explicit ``backend_args`` keep
-mmengine's behaviour.
-
-Select it in a config with ``default_hooks = dict(checkpoint=dict(
-type='AtomicCheckpointHook', ...))``.
-"""
+"""AtomicCheckpointHook: training checkpoints that a crash never truncates."""
 import glob
 import os
 import os.path as osp
@@ -48,8 +19,7 @@ LAST_CHECKPOINT = 'last_checkpoint'
 
 
 def atomic_put(data: bytes, path: Union[str, Path]) -> None:
-    """Write ``data`` to ``path`` with :func:`lbc_mm.io.atomic_write` (temp file,
-    fsync, rename, folder fsync)."""
+    """Write ``data`` to ``path`` atomically (:func:`lbc_mm.io.atomic_write`)."""
     atomic_write(str(path), lambda f: f.write(data))
 
 
@@ -67,22 +37,30 @@ class AtomicLocalBackend(LocalBackend):
 register_backend(BACKEND_NAME, AtomicLocalBackend, force=True)
 
 
-def _is_local(path: str) -> bool:
-    return '://' not in str(path)
-
-
 @HOOKS.register_module()
 class AtomicCheckpointHook(CheckpointHook):
-    """``CheckpointHook`` with atomic writes and delete-after-write (see module).
+    """``CheckpointHook`` with atomic writes and delete-after-write.
 
-    Takes exactly ``CheckpointHook``'s arguments.
+    mmengine's ``CheckpointHook`` writes ``iter_N.pth`` and ``last_checkpoint`` in
+    place and, with ``max_keep_ckpts``, deletes the oldest checkpoint *before*
+    writing the new one: a crash at the wrong instant leaves nothing to resume
+    from. For a local folder this hook writes each file to a hidden temporary
+    (``.iter_8.pth.XXXX.tmp``), fsyncs and renames it (``os.replace``), then
+    replaces ``last_checkpoint`` the same way, and only then deletes checkpoints
+    beyond ``max_keep_ckpts``; so ``--resume`` always finds a complete file.
+    Temporaries a ``kill -9`` left are removed when the next run starts there.
+    ``save_best`` files are written atomically too; a remote ``out_dir`` or
+    explicit ``backend_args`` keep mmengine's behaviour.
+
+    Takes exactly ``CheckpointHook``'s arguments; select it with
+    ``default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook', ...))``.
     """
 
     def before_train(self, runner) -> None:
         """Write through the atomic backend; remove temporaries of a killed run."""
         out_dir = self.out_dir if self.out_dir is not None else runner.work_dir
         self._atomic = (self.backend_args is None and self.file_client_args is None
-                        and _is_local(out_dir))
+                        and '://' not in str(out_dir))
         if self._atomic:
             self.backend_args = dict(backend=BACKEND_NAME)
         super().before_train(runner)

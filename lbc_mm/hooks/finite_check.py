@@ -1,31 +1,4 @@
-"""FiniteCheckHook: stop training when the loss or the weights stop being finite.
-
-A run whose learning rate explodes (or whose data holds a NaN) would otherwise go on
-to the end with a NaN loss, write NaN weights into its checkpoints and exit 0. The
-hook makes that a failure naming the iteration and, for weights, the tensors:
-
-* after every training iteration it reads the loss the model returned (already a
-  number: no extra pass over the model);
-* every ``interval`` iterations, whenever the loss is not finite, before every
-  checkpoint is written and at the end of training it scans the model's parameters
-  and floating-point buffers (one reduction per tensor and a single device sync on
-  the fast path). LBC ``scores`` are parameters, so the scan covers them too, and
-  ``LBCHook`` leaves its own per-iteration scan of the scores to this hook when a
-  run has one.
-
-A run with an ``LBCHook`` but no ``FiniteCheckHook`` (a user's own config) is
-guarded all the same: ``LBCHook`` then runs :func:`check_loss` after every iteration
-and :func:`check_weights` before every checkpoint, and its end-of-training check
-fails on non-finite weights.
-
-Non-finite weights always make the next forward pass non-finite, so the loss check
-stops such a run within one iteration; the periodic scan catches tensors that do not
-enter the loss (LBC scores only matter when candidates are removed, and the removal
-step refuses non-finite scores by itself).
-
-It fails with ``FloatingPointError``, in every phase of an LBC run (before ``t_i``,
-during candidate removal, after ``t_f``) and in dense or SR-STE / ASP runs alike.
-"""
+"""FiniteCheckHook and the loss / weight checks ``LBCHook`` also runs."""
 import math
 from typing import Optional
 
@@ -50,7 +23,6 @@ def _loss_value(runner, outputs: Optional[dict]) -> Optional[float]:
     if isinstance(value, torch.Tensor):
         value = value.detach()
         value = value.float().sum() if value.numel() != 1 else value
-        return float(value)
     return float(value)
 
 
@@ -59,35 +31,23 @@ FIX = 'training diverged (lower the learning rate, clip gradients or check the d
 
 
 def where(runner, done: Optional[int] = None) -> str:
-    """``'iteration 9 (epoch 1)'``: the iteration just done, 1-based, inside
-    ``after_train_iter`` (where ``runner.iter`` is still that iteration's index);
-    ``'iteration 24'`` for ``done``, a count of finished iterations (a checkpoint's
-    ``meta['iter']``, or ``runner.iter`` after training)."""
+    """``'iteration 9 (epoch 1)'`` (1-based, inside ``after_train_iter``), or
+    ``'iteration 24'`` for ``done`` finished iterations."""
     if done is not None:
         return f'iteration {done}'
     return f'iteration {runner.iter + 1} (epoch {runner.epoch + 1})'
 
 
 def saved_iter(checkpoint: dict) -> Optional[int]:
-    """The iterations a checkpoint being saved holds (mmengine's ``meta['iter']``:
-    ``runner.iter + 1`` in an iteration loop, ``runner.iter`` at an epoch's end)."""
+    """The iterations a checkpoint being saved holds (mmengine's ``meta['iter']``)."""
     meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
     done = meta.get('iter') if isinstance(meta, dict) else None
     return done if isinstance(done, int) else None
 
 
 def check_loss(runner, outputs: Optional[dict], owner: str = 'FiniteCheckHook') -> None:
-    """Fail when the iteration's loss is not finite, naming the non-finite weights.
-
-    Args:
-        runner (Runner): The runner.
-        outputs (dict, optional): What ``train_step`` returned (``after_train_iter``).
-        owner (str): The hook named in the message.
-
-    Raises:
-        FloatingPointError: e.g. ``'LBCHook: non-finite loss (nan) at iteration 9
-            (epoch 1); non-finite weights in 1 tensor: head.weight; training ...'``.
-    """
+    """``FloatingPointError`` when the iteration's loss (``outputs`` of
+    ``train_step``) is not finite, naming ``owner`` and the non-finite weights."""
     loss = _loss_value(runner, outputs)
     if loss is None or math.isfinite(loss):
         return
@@ -100,19 +60,9 @@ def check_loss(runner, outputs: Optional[dict], owner: str = 'FiniteCheckHook') 
 
 def check_weights(runner, when: str = '', owner: str = 'FiniteCheckHook',
                   done: Optional[int] = None) -> None:
-    """Scan the model; fail naming the non-finite tensors.
-
-    Args:
-        runner (Runner): The runner.
-        when (str): What the check precedes, for the message (e.g.
-            ``'before saving a checkpoint'``); empty for none.
-        owner (str): The hook named in the message.
-        done (int, optional): Iterations finished (see :func:`where`); None
-            inside ``after_train_iter``.
-
-    Raises:
-        FloatingPointError: naming the iteration and the tensors.
-    """
+    """Scan the model; ``FloatingPointError`` naming ``owner``, ``when`` (e.g.
+    ``'before saving a checkpoint'``), the iteration (:func:`where`) and the
+    non-finite tensors."""
     names = non_finite_tensors(runner.model)
     if names:
         at = f'{when} at' if when else 'at'
@@ -124,6 +74,14 @@ def check_weights(runner, when: str = '', owner: str = 'FiniteCheckHook',
 @HOOKS.register_module()
 class FiniteCheckHook(Hook):
     """Fail on a non-finite loss or non-finite weights, naming iteration and tensors.
+
+    A diverged run would otherwise go on with a NaN loss, write NaN weights into its
+    checkpoints and exit 0. The hook reads the loss after every iteration (no extra
+    pass) and scans the parameters and floating-point buffers (LBC scores
+    included; one device sync on the fast path) every ``interval`` iterations,
+    whenever the loss is not finite, before every checkpoint and at the end. It
+    raises ``FloatingPointError`` in dense, LBC, SR-STE and ASP runs alike. An
+    ``LBCHook`` without it runs the same loss and checkpoint checks itself.
 
     Args:
         interval (int): Scan the weights every this many iterations (besides

@@ -1,9 +1,5 @@
 """What ``LBCHook`` checks and says: the N:M end state, DDP rank agreement, the
-optimizer audit, finite scores, the EMA model's candidates and the log lines.
-
-Plain functions of layers, hooks and optimizers; the hook decides when to call them
-(:mod:`lbc_mm.hooks.lbc_hook`).
-"""
+optimizer audit, finite scores, the EMA model's candidates and the log lines."""
 import logging
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
@@ -23,18 +19,8 @@ Layers = Sequence[Tuple[str, nn.Module]]
 
 
 def nm_problems(model: nn.Module, prefix: str = '') -> List[str]:
-    """Describe every sparse LBC layer that is not exactly N:M.
-
-    Exactly N:M means one alive candidate per group, so the mask keeps exactly
-    ``n`` of every ``m`` weights of every group (:func:`lbc_mm.sparse_model.nm_report`).
-
-    Args:
-        model (nn.Module): The model (wrappers are unwrapped).
-        prefix (str): Put before each layer name (e.g. ``'EMA model: '``).
-
-    Returns:
-        list[str]: One line per offending layer; empty when all are exact.
-    """
+    """One line per LBC layer that is not exactly N:M (one alive candidate per
+    group, ``n`` of ``m`` weights kept), each after ``prefix``."""
     layers = dict(lbc_layers(model))
     rows = nm_report(model, {name: (lay.n, lay.m) for name, lay in layers.items()})
     lines = []
@@ -58,13 +44,8 @@ def ema_hooks(hooks: Iterable) -> List[EMAHook]:
 
 
 def sync_ema(hooks: Iterable) -> int:
-    """Give every ``EMAHook``'s EMA model the trained model's candidates.
-
-    Its ``alive`` buffers are copied and its scores of removed candidates set to 0.
-
-    Returns:
-        int: Number of EMA layers synchronised.
-    """
+    """Give every ``EMAHook``'s EMA model the trained model's ``alive`` (removed
+    scores set to 0); returns the number of EMA layers synchronised."""
     count = 0
     for hook in ema_hooks(hooks):
         src = dict(lbc_layers(hook.src_model))
@@ -78,14 +59,9 @@ def sync_ema(hooks: Iterable) -> int:
 
 
 def end_of_training_check(model: nn.Module, hooks: Iterable, layers: Layers) -> None:
-    """Fail when the model (or an EMA model) holds a non-finite tensor or is not
-    exactly N:M, else log :func:`passed_line`.
-
-    Raises:
-        FloatingPointError: naming the non-finite tensors (a diverged run: its
-            masks may still be N:M).
-        RuntimeError: naming the layers that are not N:M.
-    """
+    """Fail when the model (or an EMA model) holds a non-finite tensor
+    (``FloatingPointError``) or is not exactly N:M (``RuntimeError``), naming
+    them; else log :func:`passed_line`."""
     emas = ema_hooks(hooks)
     bad = non_finite_tensors(model) + [
         f'EMA model: {name}' for hook in emas
@@ -106,10 +82,7 @@ def end_of_training_check(model: nn.Module, hooks: Iterable, layers: Layers) -> 
 
 
 def check_ranks_agree(layers: Layers) -> None:
-    """Fail when DDP ranks kept different candidates (no-op on one process).
-
-    A collective: every rank must call it.
-    """
+    """Fail when DDP ranks kept different candidates (a collective)."""
     if get_world_size() == 1:
         return
     mine = torch.stack([layer.sparsity.alive_checksum()
@@ -140,12 +113,8 @@ def passed_line(layers: Layers, with_ema: bool, dense: int = 0) -> str:
 
 
 def check_optimizer(optim_wrapper, learning: Layers) -> None:
-    """The scores of layers that still learn must be optimised, without the
-    generic weight decay rules (only a warning for the latter).
-
-    Raises:
-        RuntimeError: Some scores are in no param group.
-    """
+    """``RuntimeError`` when scores of ``learning`` layers are in no param group;
+    a warning when the generic rules set their weight decay."""
     wrappers = (list(optim_wrapper.values()) if hasattr(optim_wrapper, 'values')
                 else [optim_wrapper])
     group_of: Dict[int, dict] = {}
@@ -174,11 +143,7 @@ def check_optimizer(optim_wrapper, learning: Layers) -> None:
 
 
 def check_finite(active: Layers, iteration: int, epoch: int) -> None:
-    """Fail when an alive score is NaN or inf (``iteration`` / ``epoch`` 1-based).
-
-    Raises:
-        FloatingPointError: naming the layers.
-    """
+    """``FloatingPointError`` naming the layers with a non-finite alive score."""
     with torch.no_grad():
         # Fast path: one reduction per layer, one sync (NaN / inf propagate).
         total = torch.stack([layer.scores.sum() for _, layer in active]).sum()
@@ -211,11 +176,8 @@ def log_start(layers: Layers, schedule, finished: Set[str]) -> None:
 
 
 def check_finished(layers: Layers, finished: Set[str]) -> None:
-    """``require_finished``: every LBC layer loaded at one candidate per group.
-
-    Raises:
-        RuntimeError: naming the unfinished layers.
-    """
+    """``require_finished``: ``RuntimeError`` naming the layers not at one
+    candidate per group."""
     unfinished = [f'{name} (up to {int(layer.sparsity.num_alive.max())} of '
                   f'{layer.sparsity.num_candidates} candidates alive)'
                   for name, layer in layers if name not in finished]
@@ -238,11 +200,7 @@ def dense_fallbacks(model: nn.Module) -> Tuple[List[str], int]:
 
 
 def log_dense_fallbacks(model: nn.Module) -> None:
-    """Warn, naming them, about the sparse-typed layers that stayed dense (Cin not
-    divisible by M): the run is not the N:M network the config asks for.
-
-    The layer logs its shape when built; only the model knows its name.
-    """
+    """Warn, naming them, about the sparse-typed layers that stayed dense."""
     dense, total = dense_fallbacks(model)
     if dense:
         print_log(f'LBCHook: {len(dense)} of {total} N:M layers stay dense (input '
@@ -266,22 +224,22 @@ def log_frozen_layers(frozen: Sequence[str], mode: str,
                   logger='current')
 
 
-def _margin(diag: dict) -> str:
+def _measures(diag: dict) -> str:
+    """A card step's settledness measures (docs/method.md, "Ties"), in words."""
     margin = diag.get('margin_steps')
-    return f'{margin:.3g}' if margin is not None else 'n/a'
+    return (f'decision margin {"n/a" if margin is None else f"{margin:.3g}"} '
+            f'score steps ({diag["tied"]:.1%} of the decisions on exactly equal '
+            f'scores, {diag["unmoved"]:.1%} in groups whose scores never moved), '
+            f'kept = magnitude choice in {diag["agree_mag"]:.1%} of groups (chance '
+            f'{diag["chance_agree"]:.1%}), score spread {diag["score_spread"]:.3g} '
+            f'x init')
 
 
 def log_card_step(diag: dict, cards: Sequence[int]) -> None:
     """The line of a card step (``diag``: :class:`SettlednessTracker` + iter, t)."""
-    print_log(
-        f'LBCHook: card step at iteration {int(diag["iter"])} (t={diag["t"]:g}), '
-        f'card {"/".join(str(c) for c in cards)}: decision margin {_margin(diag)}'
-        f' score steps (median gap kept-vs-removed / RMS per-iteration score '
-        f'change), {diag["tied"]:.1%} of the decisions on exactly equal scores '
-        f'({diag["unmoved"]:.1%} in groups whose scores never moved; tie_break '
-        f'decides); best candidate = magnitude choice in '
-        f'{diag["agree_mag"]:.1%} of groups (chance {diag["chance_agree"]:.1%}); '
-        f'score spread {diag["score_spread"]:.3g} x init', logger='current')
+    print_log(f'LBCHook: card step at iteration {int(diag["iter"])} '
+              f'(t={diag["t"]:g}), card {"/".join(str(c) for c in cards)}: '
+              f'{_measures(diag)}', logger='current')
 
 
 def _tie_breaks(layers: Layers) -> str:
@@ -294,8 +252,7 @@ def log_settledness(diag: dict, unsettled_steps: float, layers: Layers = ()) -> 
     decisions had no gradient evidence (scores never moved) or when the moved
     groups' median margin is below ``unsettled_steps`` (a short window)."""
     margin: Optional[float] = diag.get('margin_steps')
-    unmoved = diag.get('unmoved', 0.0)
-    short = margin is not None and margin < unsettled_steps
+    unmoved = diag['unmoved']
     verdict = ''
     if unmoved >= 0.5:
         verdict += (f'; {unmoved:.1%} of the decisions were in groups whose '
@@ -304,19 +261,13 @@ def log_settledness(diag: dict, unsettled_steps: float, layers: Layers = ()) -> 
                     f"float32's resolution of the scores: a score lr too small for "
                     f'the score gradients, raise scores_lr_mult), decided by '
                     f"tie_break='{_tie_breaks(layers)}', not learned")
-    if short:
+    if margin is not None and margin < unsettled_steps:
         verdict += (f'; the groups that learned have a margin below '
                     f'{unsettled_steps:g} score steps '
                     f'({diag["tied"] - unmoved:.1%} of the decisions tied): the '
                     f'final choice rests on a few iterations of score movement; a '
                     f'longer removal window (t_f) or a larger score lr '
                     f'(scores_lr_mult) gives the scores more gradient to decide on')
-    print_log(
-        f'LBCHook: settledness of the last card step (iteration '
-        f'{int(diag["iter"])}): decision margin {_margin(diag)} score steps '
-        f'({diag["tied"]:.1%} of the decisions on exactly equal scores, '
-        f'{unmoved:.1%} in groups whose scores never moved), kept = magnitude '
-        f'choice in {diag["agree_mag"]:.1%} of groups (chance '
-        f'{diag["chance_agree"]:.1%}), score spread '
-        f'{diag["score_spread"]:.3g} x init' + verdict, logger='current',
-        level=logging.WARNING if verdict else logging.INFO)
+    print_log(f'LBCHook: settledness of the last card step (iteration '
+              f'{int(diag["iter"])}): {_measures(diag)}{verdict}', logger='current',
+              level=logging.WARNING if verdict else logging.INFO)

@@ -1,26 +1,11 @@
-"""LBCHook: drives the LBC candidate-removal schedule during training.
+"""LBCHook: drives the LBC candidate-removal schedule during training (docs/method.md
+§5-§8; what it does when: docs/architecture.md).
 
-Zhang, Lin et al., "Learning Best Combination for Efficient N:M Sparsity", NeurIPS
-2022 (arXiv 2206.06662); docs/method.md §5-§8. The hook decides *when* things
-happen; the math is :mod:`lbc_mm.sparsity`, the schedule :mod:`.lbc_schedule`, the
-state changes the layers' own methods (``remove_candidates``, ``freeze_scores``,
-``keep_magnitude_candidates``), the checks and log lines :mod:`.lbc_checks`, the
-plot :mod:`lbc_mm.visualization`. Contract: docs/architecture.md, "Hook contract".
-
-* ``before_train``: name the sparse layers, find the LBC ones, resolve the schedule,
-  finish layers already at one candidate per group, handle layers with frozen
-  weights (``frozen_layers``), audit the optimizer.
-* after every iteration: finite loss and scores (left to a ``FiniteCheckHook`` when
-  the run has one), ``remove_candidates(card(t))``, scores frozen
-  at card 1; settledness at every card step; ``lbc_*`` statistics every
-  ``log_interval`` iterations (no ``/`` in the keys: mmdet's and mmpretrain's
-  ``analyze_logs.py`` take such keys for val metrics), per-layer scalars to the
-  visualizer backends (:mod:`.lbc_report`).
-* before every validation, checkpoint and the end: the EMA model takes the trained
-  model's candidates.
-* ``after_train``: settledness verdict, ``lbc_schedule.png`` (work dir and
-  visualizer backends), equal candidates on
-  all DDP ranks, finite weights and an exactly N:M model (and EMA model).
+The hook decides *when*; the schedule is :mod:`.lbc_schedule`, the state changes the
+layers' own methods, the checks and log lines :mod:`.lbc_checks`, the settledness
+measures :mod:`.lbc_settledness`, the numbers and plot :mod:`.lbc_report`. The
+``lbc_*`` log keys hold no ``/``: mmdet's and mmpretrain's ``analyze_logs.py`` take
+such keys for val metrics.
 """
 import logging
 from typing import Dict, List, Optional, Tuple
@@ -84,8 +69,9 @@ class LBCHook(Hook):
         by_epoch (bool, optional): Measure progress in (fractional) epochs rather
             than iterations. Defaults to None: follow the train loop.
         power (float): Exponent ``p`` of the schedule. Defaults to 3 (paper).
-        frozen_layers (str): What layers with frozen weights do: ``'learn'`` or
-            ``'asp'`` (see the module docstring). Defaults to ``'learn'``.
+        frozen_layers (str): What LBC layers with frozen weights do: ``'learn'``
+            (their scores keep learning) or ``'asp'`` (they take the magnitude
+            mask at once), docs/method.md §8. Defaults to ``'learn'``.
         plot (bool): Write ``lbc_schedule.png`` to the work dir at the end of
             training. Defaults to True.
         log_interval (int, optional): Compute and log the statistics every this
@@ -146,8 +132,8 @@ class LBCHook(Hook):
         self.history: List[List[float]] = []
         self._settled = SettlednessTracker(self.DIAG_SAMPLE)
         self._stats = Statistics()
-        #: The last card step's measures (``agree_mag``, ``tied``, ``unmoved``,
-        #: ``score_spread``, ``chance_agree``, ``margin_steps``, ``iter``, ``t``).
+        #: The last card step's measures (:meth:`SettlednessTracker.after_removal`
+        #: plus ``iter`` and ``t``).
         self.diagnostics: Dict[str, float] = {}
 
     # -- set-up ---------------------------------------------------------------
@@ -215,7 +201,7 @@ class LBCHook(Hook):
         """Remove candidates down to ``card(t)``, freeze at 1, log."""
         if self._scan_scores:  # no FiniteCheckHook: a NaN loss stops the run here
             check_loss(runner, outputs, 'LBCHook')
-        t = self.progress(runner, batch_idx)
+        t = self.schedule.progress(runner.iter, runner.epoch, batch_idx)
         active = [(name, layer) for name, layer in self._layers
                   if name not in self._finished]
         if active:
@@ -223,7 +209,7 @@ class LBCHook(Hook):
                 check_finite(active, runner.iter + 1, runner.epoch + 1)
             self._settled.measure_steps(active)
             for name, layer in active:
-                keep = self.schedule_card(t, layer.sparsity.num_candidates)
+                keep = self.schedule.card(t, layer.sparsity.num_candidates)
                 self._settled.before_removal(name, layer, keep)
                 try:
                     margin = (self.noise_margin * self._settled.noise(name)
@@ -248,23 +234,10 @@ class LBCHook(Hook):
                 or self.is_last_train_iter(runner)):
             self._record(runner, t)
 
-    def schedule_card(self, t: float, num_candidates: int) -> int:
-        """Candidates to keep per group after progress ``t`` (see
-        :meth:`RemovalSchedule.card`)."""
-        return self.schedule.card(t, num_candidates)
-
-    def progress(self, runner, batch_idx: int) -> float:
-        """Training progress ``t`` after the current iteration (fractional epochs
-        done, or iterations done; ``batch_idx`` in the epoch for epoch loops)."""
-        return self.schedule.progress(runner.iter, runner.epoch, batch_idx)
-
     # -- statistics and logging -----------------------------------------------
-    def statistics(self, t: float) -> Dict[str, float]:
-        """What is logged as ``lbc_*`` at progress ``t`` (:meth:`Statistics.run`)."""
-        return self._stats.run(self._layers, lambda num_c: self.schedule_card(t, num_c))
-
     def _record(self, runner, t: float) -> None:
-        stats = self.statistics(t)
+        stats = self._stats.run(self._layers,
+                                lambda num_c: self.schedule.card(t, num_c))
         for key, value in stats.items():
             runner.message_hub.update_scalar(LOG_PREFIX + key, value)
         self.history.append([float(t), stats['alive'], stats['sparsity']])

@@ -1,16 +1,4 @@
-"""Where ``LBCHook``'s pictures and numbers go, and what it says about the layers it
-takes over.
-
-* :func:`take_over`: mark the LBC layers as driven by the hook (an LBC layer refuses
-  to train in a Runner without one: :meth:`lbc_mm.methods.LBC.check_driven`)
-  and say in one line how many a dense checkpoint initialised;
-* :class:`Statistics`: the ``lbc_*`` numbers of the training log, and per-layer
-  alive candidates, sparsity and settledness as scalars for mmengine's visualizer
-  backends (TensorBoard, W&B, ``vis_data/scalars.json``) only: 52 layers would
-  drown the text / JSON training log;
-* :func:`publish_plot`: ``lbc_schedule.png`` in the work dir and, as an image, in
-  every visualizer backend.
-"""
+"""``LBCHook``'s numbers and plot, and its take-over of the layers."""
 import logging
 import os.path as osp
 from typing import Callable, Dict, Optional, Sequence, Tuple
@@ -20,7 +8,6 @@ from mmengine.logging import print_log
 from torch import nn
 
 from ..visualization import add_figure, lbc_schedule_figure, write_figure
-from .lbc_settledness import mask_statistics
 
 Layers = Sequence[Tuple[str, nn.Module]]
 
@@ -33,12 +20,8 @@ DRIVER = 'LBCHook'
 
 
 def take_over(layers: Layers) -> int:
-    """Mark ``layers`` as driven by an ``LBCHook`` (they may then train) and log
-    how many of them the last load initialised from dense weights.
-
-    Returns:
-        int: That number (no line when 0).
-    """
+    """Mark ``layers`` as driven by an ``LBCHook`` (:meth:`LBC.check_driven`) and
+    log how many the last load initialised from dense weights; returns that."""
     for _, layer in layers:
         layer.sparsity.driver = DRIVER
     count = sum(1 for _, layer in layers if layer.sparsity.loaded_dense)
@@ -52,29 +35,38 @@ def take_over(layers: Layers) -> int:
 class Statistics:
     """The hook's numbers, recomputed only when some layer's ``alive`` changed.
 
-    :meth:`run`: :func:`mask_statistics` and ``card`` for the message hub (the
-    ``lbc_*`` keys of the training log). :meth:`per_layer`:
-    ``lbc_layers/<layer>/{alive,sparsity,margin_steps}`` for the visualizer
-    backends only: mean alive candidates per group, fraction of masked weights,
-    and the median decision margin of the layer's last card step in score steps
+    :meth:`run`: ``alive`` (mean alive candidates per group), ``sparsity`` (share
+    of masked weights), ``nm_layers`` (layers at one candidate) and ``card`` for
+    the training log. :meth:`per_layer`: ``lbc_layers/<layer>/{alive,sparsity,
+    margin_steps}`` for the visualizer backends only (52 layers would drown the
+    text log); ``margin_steps``: the layer's last card step
     (:class:`~.lbc_settledness.SettlednessTracker`).
     """
 
     def __init__(self) -> None:
-        self._cache: Dict[str, tuple] = {}
+        self._cache: tuple = (None, {})
 
-    def _cached(self, what: str, layers: Layers, compute) -> dict:
+    def _counts(self, layers: Layers) -> Dict[str, Tuple[int, int, int, int, int]]:
+        """Per layer: alive candidates, groups, max alive, kept weights, weights."""
         key = tuple((layer.alive._version, layer.alive.data_ptr())
                     for _, layer in layers)
-        if what not in self._cache or self._cache[what][0] != key:
+        if self._cache[0] != key:
+            counts = {}
             with torch.no_grad():
-                self._cache[what] = (key, compute())
-        return dict(self._cache[what][1])
+                for name, layer in layers:
+                    alive, mask = layer.sparsity.num_alive, layer.get_mask()  # (G,)
+                    counts[name] = (int(alive.sum()), alive.numel(), int(alive.max()),
+                                    int(mask.sum()), mask.numel())
+            self._cache = (key, counts)
+        return self._cache[1]
 
     def run(self, layers: Layers, card_of: Callable[[int], int]) -> Dict[str, float]:
-        """``alive``, ``sparsity``, ``nm_layers`` and ``card`` (``card_{n}of{m}``
-        per pattern when the model mixes them; ``card_of(C)``: the schedule's)."""
-        stats = self._cached('run', layers, lambda: mask_statistics(layers))
+        """The ``lbc_*`` numbers (``card_{n}of{m}`` per pattern when the model mixes
+        them; ``card_of(C)``: the schedule's)."""
+        counts = self._counts(layers).values()
+        alive, groups, _, kept, numel = (sum(col) for col in zip(*counts))
+        stats = dict(alive=alive / groups, sparsity=1.0 - kept / numel,
+                     nm_layers=float(sum(row[2] == 1 for row in counts)))
         patterns = {(layer.n, layer.m): layer.sparsity.num_candidates
                     for _, layer in layers}
         for (n, m), num_c in sorted(patterns.items()):
@@ -85,17 +77,10 @@ class Statistics:
     def per_layer(self, layers: Layers,
                   margins: Dict[str, Optional[float]]) -> Dict[str, float]:
         """The per-layer scalars (see the class docstring)."""
-
-        def compute():
-            out = {}
-            for name, layer in layers:
-                out[f'{LAYER_PREFIX}{name}/alive'] = float(
-                    layer.sparsity.num_alive.float().mean())
-                out[f'{LAYER_PREFIX}{name}/sparsity'] = 1.0 - float(
-                    layer.get_mask().float().mean())
-            return out
-
-        out = self._cached('per_layer', layers, compute)
+        out = {}
+        for name, (alive, groups, _, kept, numel) in self._counts(layers).items():
+            out[f'{LAYER_PREFIX}{name}/alive'] = alive / groups
+            out[f'{LAYER_PREFIX}{name}/sparsity'] = 1.0 - kept / numel
         for name, margin in margins.items():
             if margin is not None:
                 out[f'{LAYER_PREFIX}{name}/margin_steps'] = float(margin)
@@ -104,11 +89,8 @@ class Statistics:
 
 def publish_plot(runner, file_name: str, schedule, layers: Layers,
                  history: Sequence[Sequence[float]]) -> None:
-    """Write the schedule plot to the work dir and give it to the visualizer.
-
-    A file that cannot be written (full disk, read-only dir) is a warning: the
-    run still ends.
-    """
+    """Write the schedule plot to the work dir (a warning when it cannot) and give
+    it to the visualizer backends."""
     patterns = sorted({(layer.n, layer.m, layer.sparsity.num_candidates)
                        for _, layer in layers})
     fig = lbc_schedule_figure(schedule, patterns, history)

@@ -1,16 +1,9 @@
 """``RemovalSchedule``: LBCHook's progress measure and ``card(t)`` for a run.
 
-Progress ``t``: with an epoch-based measure (``by_epoch=True``, the default for an
-epoch loop) ``t = epoch + (batch_idx + 1) / iters_per_epoch`` after an iteration,
-i.e. completed epochs plus the fraction of the current epoch done; with an iteration
-measure ``t`` = iterations done. ``t_i`` / ``t_f`` are given in ``unit`` ('epoch',
-'iter', or 'fraction' of the whole run) and converted to the measure's unit once,
-by :meth:`RemovalSchedule.resolve`.
-
-``card_update='iter'`` recomputes ``card(t)`` after every iteration (candidates go
-one or a few at a time); ``'epoch'`` (the LBC authors' code) recomputes it once per
-epoch, at its start. Both agree at epoch boundaries. Pure Python over
-:mod:`lbc_mm.sparsity`; the hook passes the loop facts in.
+``t_i`` / ``t_f`` are given in ``unit`` and converted to the measure's unit (epochs
+or iterations) once, by :meth:`RemovalSchedule.resolve`; ``card_update='epoch'``
+recomputes ``card`` once per epoch, at its start (the authors' code, docs/method.md
+§10). Pure Python over :mod:`lbc_mm.sparsity`.
 """
 import math
 from typing import Optional
@@ -57,12 +50,9 @@ class RemovalSchedule:
                 max_iters: int, key: str = 'custom_hooks.<i>') -> None:
         """Fix the measure and ``t_i`` / ``t_f`` in it for a run.
 
-        Args:
-            key (str): the hook's config key, named in the error's fix.
-
         Raises:
             ValueError: ``t_f`` lies after the end of training; the message names
-                the ``--cfg-options`` fix (``t_f`` at half of training).
+                the ``--cfg-options`` fix for the hook's config ``key``.
         """
         self.loop_by_epoch = loop_by_epoch
         self.measure_epochs = (loop_by_epoch if self.by_epoch is None
@@ -84,8 +74,8 @@ class RemovalSchedule:
                 f'--cfg-options {key}.t_f={self.length / factor / 2:g}')
 
     def progress(self, iteration: int, epoch: int, batch_idx: int) -> float:
-        """Progress ``t`` after an iteration (``iteration``: 0-based, just done;
-        ``batch_idx``: in the epoch for epoch loops)."""
+        """Progress ``t`` after an iteration (0-based, just done): iterations done,
+        or epochs done plus the fraction of the current one (``batch_idx``)."""
         if not self.measure_epochs:
             return float(iteration + 1)
         if self.loop_by_epoch:

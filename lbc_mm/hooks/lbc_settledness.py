@@ -1,9 +1,6 @@
 """How settled the LBC layers' candidate choice is over a run (``LBCHook``'s
-settledness line and per-layer scalars), and their alive / sparsity statistics.
-
-The measures themselves are pure tensor math (:mod:`lbc_mm.sparsity.diagnostics`);
-this module applies them to the layers, step by step.
-"""
+settledness line and per-layer scalars); the measures are
+:mod:`lbc_mm.sparsity.diagnostics`."""
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -13,52 +10,14 @@ from ..sparsity import to_groups
 from ..sparsity.diagnostics import (
     decision_margin,
     magnitude_agreement,
+    relative_step_rms,
     score_spread,
     score_step_rms,
     settledness,
     unmoved_groups,
 )
 
-__all__ = ['SettlednessTracker', 'mask_statistics', 'relative_step_rms']
-
-
-def relative_step_rms(before: Tensor, after: Tensor, alive: Tensor) -> Tensor:
-    """RMS of the alive scores' step about their group's mean step (0-dim).
-
-    What moves one candidate relative to the others of its group (gradient noise
-    and signal); the part every candidate of a group shares (weight decay on equal
-    scores) cancels. Groups with fewer than two alive candidates do not count.
-    """
-    a = alive.to(torch.float32)  # (G, C)
-    step = (after.detach() - before.detach()).to(torch.float32) * a
-    cnt = a.sum(dim=1, keepdim=True)  # (G, 1)
-    dev = (step - step.sum(dim=1, keepdim=True) / cnt.clamp(min=1)) * a
-    multi = (cnt >= 2).to(torch.float32)
-    return (dev.pow(2) * multi).sum().div((cnt * multi).sum().clamp(min=1)).sqrt()
-
-
-def mask_statistics(layers: Sequence[Tuple[str, object]]) -> Dict[str, float]:
-    """Alive candidates and sparsity of sparse LBC layers (what ``lbc/`` logs).
-
-    Args:
-        layers: ``(name, layer)`` of LBC layers (``num_alive``, ``get_mask()``).
-
-    Returns:
-        dict: ``alive`` (mean alive candidates per group), ``sparsity`` (fraction
-        of masked weights) and ``nm_layers`` (layers at one candidate per group).
-    """
-    alive_sum = groups = kept = numel = nm_layers = 0
-    with torch.no_grad():
-        for _, layer in layers:
-            alive = layer.sparsity.num_alive  # (G,)
-            alive_sum += int(alive.sum())
-            groups += alive.numel()
-            nm_layers += int(int(alive.max()) == 1)
-            mask = layer.get_mask()
-            kept += int(mask.sum())
-            numel += mask.numel()
-    return dict(alive=alive_sum / groups, sparsity=1.0 - kept / numel,
-                nm_layers=float(nm_layers))
+__all__ = ['SettlednessTracker']
 
 
 class SettlednessTracker:
@@ -71,19 +30,15 @@ class SettlednessTracker:
     returns the measures of a card step (None when no layer's card changed).
 
     ``layer_margins``: per layer, the median decision margin (score steps) of its
-    last card step (the per-layer scalars).
-
-    Layers: lbc_mm's sparse LBC layers (their ``scores`` / ``alive`` are what is
-    measured; ``current_card()``, ``num_groups``, ``num_candidates``).
+    last card step.
     """
 
     def __init__(self, sample: int = 4096) -> None:
         self.sample = sample
         self._prev: Dict[str, Tuple[Tensor, Tensor]] = {}  # sampled snapshots
         self._idx: Dict[str, Tensor] = {}  # sampled rows per layer
-        self._steps: Dict[str, list] = {}  # sum of squared steps, count
-        # Sum of squared steps about their group's mean step, count (noise()).
-        self._dev: Dict[str, list] = {}
+        # Sums of squared score steps and of squared relative steps, iterations.
+        self._steps: Dict[str, list] = {}
         self._pending: List[Tensor] = []  # margins / step of this card step
         # Decisions on exactly equal scores, of them in unmoved groups, decisions.
         self._ties = [0, 0, 0]
@@ -109,24 +64,22 @@ class SettlednessTracker:
                 if prev is None:
                     continue
                 idx, before = prev
-                step = score_step_rms(before, layer.scores[idx], layer.alive[idx])
-                acc = self._steps.setdefault(name, [0.0, 0])
+                after, alive = layer.scores[idx], layer.alive[idx]
+                step = score_step_rms(before, after, alive)
+                dev = relative_step_rms(before, after, alive)
+                acc = self._steps.setdefault(name, [0.0, 0.0, 0])
                 acc[0] = acc[0] + step * step  # stays on the device until used
-                acc[1] += 1
-                dev = relative_step_rms(before, layer.scores[idx], layer.alive[idx])
-                acc = self._dev.setdefault(name, [0.0, 0])
-                acc[0] = acc[0] + dev * dev
-                acc[1] += 1
+                acc[1] = acc[1] + dev * dev
+                acc[2] += 1
 
     def noise(self, name: str) -> float:
         """How far noise alone would have moved two alive scores of a group apart
-        by now: the RMS per-iteration step about the group's mean step (decay and
-        any step shared by the whole group cancel), times the square root of the
-        iterations measured (a random walk). 0 before two snapshots."""
-        acc = self._dev.get(name)
-        if not acc or not acc[1]:
+        by now: :func:`relative_step_rms` times the square root of the iterations
+        measured (a random walk); 0 before two snapshots."""
+        acc = self._steps.get(name)
+        if not acc or not acc[2]:
             return 0.0
-        return float(acc[0] / acc[1])**0.5 * acc[1]**0.5
+        return float(acc[1] / acc[2])**0.5 * acc[2]**0.5
 
     def before_removal(self, name: str, layer, keep: int) -> None:
         """Measure the decision a removal step down to ``keep`` is about to take."""
@@ -136,7 +89,7 @@ class SettlednessTracker:
             idx = self.rows(name, layer)
             scores, alive = layer.scores[idx], layer.alive[idx]
             acc = self._steps.get(name)
-            step = float(acc[0] / acc[1])**0.5 if acc and acc[1] else 0.0
+            step = float(acc[0] / acc[2])**0.5 if acc and acc[2] else 0.0
             margins = decision_margin(scores, alive, keep)  # (G',)
             unmoved = unmoved_groups(scores, alive)[alive.sum(dim=1) > keep]
             self._ties[0] += int((margins == 0).sum())

@@ -1,20 +1,5 @@
-"""Sparsity methods, one module each, behind a small registry.
-
-========  ==========================  ======================  ==================
-name      class                       state on the layer      options
-========  ==========================  ======================  ==================
-``lbc``   :class:`~.lbc.LBC`          ``scores``, ``alive``   ``tie_break``
-``srste`` :class:`~.srste.SRSTE`      (none)                  ``srste_lambda``
-``ste``   :class:`~.srste.STE`        (none)                  (``srste_lambda=0``)
-``asp``   :class:`~.asp.ASP`          ``asp_mask``            (none)
-========  ==========================  ======================  ==================
-
-:mod:`.base` holds the interface (:class:`SparsityMethod`) and the registry
-(:data:`METHODS`); a new method is a subclass decorated with
-:func:`register_method`, carrying all of its facts: options, state, operations and
-what a training run needs beside its layers (``requires``: LBC's ``LBCHook`` and
-the scores' optimizer constructor).
-"""
+"""Sparsity methods (``lbc``, ``srste``, ``ste``, ``asp``), one module each; the
+interface and registry are :mod:`.base`."""
 from .base import (
                    METHODS,
                    Requirements,

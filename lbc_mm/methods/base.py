@@ -1,26 +1,12 @@
 """The interface of a sparsity method and the registry of methods.
 
-A sparse layer (:mod:`lbc_mm.layers`) keeps the ``nn`` plumbing (conv / linear, the
-weight, ``from_dense`` / ``to_dense``, the divisibility rule) and holds one method
-object, ``layer.sparsity``, built here by name. The method object owns:
-
-* its options (``options``: name -> default) and their rules
-  (:meth:`SparsityMethod.check_options`);
-* the layer's extra state, registered on the layer under fixed names
-  (``state_keys``: the checkpoint keys, e.g. LBC's ``scores`` / ``alive``);
-* the mask and the masked weight with its gradient rule;
-* what a checkpoint load means for that state;
-* its own operations (``operations``, e.g. LBC's ``remove_candidates``), called on
-  it directly: ``layer.sparsity.remove_candidates(1)``. On a layer of another method
-  they fail one way: :class:`UnsupportedOperation`, one line naming the layer and
-  the methods that have it;
-* what a training run needs beside the layers (``requires``, a
-  :class:`Requirements`: LBC's layers need an ``LBCHook`` and the scores' optimizer
-  constructor). :mod:`lbc_mm.config_check`, the method study and the hook's checks
-  read it from here.
-
-The method object is bound once to its layer (``self.layer``; it also holds the
-layer's caches); ``n`` / ``m`` are read from the layer.
+A sparse layer (:mod:`lbc_mm.layers`) keeps the ``nn`` plumbing and holds one method
+object, ``layer.sparsity``, bound once to it. The method class owns its options,
+the layer state it registers (``state_keys``, also the checkpoint keys), the mask
+and masked weight, what a load means for that state, its own operations (another
+method's operation is :class:`UnsupportedOperation`) and what a run needs beside
+the layers (``requires``, read by :mod:`lbc_mm.config_check`, the study and
+``LBCHook``).
 """
 from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, Optional, Tuple, Type
@@ -95,16 +81,7 @@ def driver_hooks() -> Tuple[str, ...]:
 
 
 def check_sparsity_args(n: int, m: int, method: str, **options: Any) -> Dict[str, Any]:
-    """The rules for a sparse layer's N:M arguments (the layers and
-    :mod:`lbc_mm.config_check` both use them).
-
-    Args:
-        n, m (int): The pattern.
-        method (str): A registered method name.
-        **options: The method's options; ``None`` means its default.
-
-    Returns:
-        dict: The method's options, defaults filled in.
+    """A sparse layer's options, defaults filled in (``None``: the default).
 
     Raises:
         ValueError: An invalid pattern, an unknown method, an option the method
@@ -197,11 +174,7 @@ class SparsityMethod:
 
     # -- checkpoints ----------------------------------------------------------
     def check_load(self, state_dict: dict, prefix: str, where: str) -> None:
-        """Refuse a checkpoint whose state for this method has other shapes.
-
-        Raises:
-            ValueError: ``where``, the key and both shapes.
-        """
+        """``ValueError`` (``where``, key, shapes) for state of another shape."""
         for key in self.state_keys:
             own, theirs = getattr(self.layer, key), state_dict.get(prefix + key)
             if theirs is not None and tuple(theirs.shape) != tuple(own.shape):

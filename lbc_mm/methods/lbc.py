@@ -1,11 +1,8 @@
-"""LBC: learnable candidate scores, removed down to one per group (docs/method.md).
+"""LBC bound to a layer (docs/method.md); the math is :mod:`lbc_mm.sparsity.lbc`.
 
-State on the layer: ``scores`` ``(G, C)`` (a Parameter; removed candidates are
-exactly 0) and ``alive`` ``(G, C)`` bool (a buffer), both in checkpoints;
-``candidates`` ``(C, m)``, rebuilt from ``(n, m)`` (a non-persistent buffer).
-``LBCHook`` drives the removal through :meth:`LBC.remove_candidates`; the method's
-registration says so (:attr:`LBC.requires`), and an LBC layer refuses to train in an
-mmengine run that has no ``LBCHook`` (:meth:`LBC.check_driven`).
+State on the layer: ``scores`` ``(G, C)`` (a Parameter, removed candidates exactly
+0) and ``alive`` ``(G, C)`` bool, both in checkpoints; ``candidates`` ``(C, m)``
+(not persistent). ``LBCHook`` calls :meth:`LBC.remove_candidates`.
 """
 from typing import Optional, Tuple
 
@@ -58,11 +55,9 @@ class LBC(SparsityMethod):
         super().__init__(layer, **options)
         self._card_cache: Optional[tuple] = None
         self._mask_cache: Optional[tuple] = None
-        #: Who removes the candidates (``'LBCHook'`` once it attached at
-        #: ``before_train``); see :meth:`check_driven`.
+        #: ``'LBCHook'`` once it took the layer over (:meth:`check_driven`).
         self.driver: Optional[str] = None
-        #: The mmengine run already training when the layer was built (see
-        #: :func:`training_run`): a later run must have a driver.
+        #: The mmengine run training when the layer was built.
         self.built_during = training_run()
         #: The last load gave this layer dense weights without LBC state.
         self.loaded_dense = False
@@ -94,14 +89,10 @@ class LBC(SparsityMethod):
                         layer.alive)
 
     def masked_weight(self) -> Tensor:
-        # The mask depends on `alive` only: cache it in the weight's dtype (which
-        # multiplies fastest) until `alive` changes. Any in-place update (removal,
-        # load_state_dict, an EMA hook copying it) bumps the tensor's version
-        # counter; a device move replaces the tensor.
+        # The mask depends on `alive` only: cached in the weight's dtype until an
+        # in-place update bumps alive's version or a device move replaces it.
         layer = self.layer
         weight = layer.weight
-        # In train or eval mode (a frozen stage is in eval mode): a forward with
-        # gradients inside a run nobody drives would end dense.
         if self.driver is None and torch.is_grad_enabled():
             self.check_driven()
         alive = layer.alive
@@ -109,25 +100,18 @@ class LBC(SparsityMethod):
         if self._mask_cache is None or self._mask_cache[0] != key:
             mask = lbc_mask(layer.scores, layer.candidates, weight.shape, alive)
             self._mask_cache = (key, mask.to(weight.dtype))
-        # The score gradient skips the `* alive` factor only when every candidate of
-        # every group is alive: groups may differ in alive count (a hand-edited or
-        # partially loaded checkpoint), and removed candidates must get no gradient.
+        # The score gradient skips `* alive` only when every candidate is alive
+        # (docs/method.md §4).
         return LBCMaskFunction.apply(weight, layer.scores, layer.candidates,
                                      None if self._alive_counts()[1] else alive,
                                      self._mask_cache[1])
 
     def check_driven(self) -> None:
-        """Fail when this unfinished LBC layer computes gradients (in train or eval
-        mode) in an mmengine run without an ``LBCHook``: nothing would remove its
-        candidates and the run would end dense.
+        """``RuntimeError`` (layer, cause, fix) when this unfinished layer computes
+        gradients in an mmengine run without an ``LBCHook``: it would end dense.
 
-        The run is read from mmengine's message hub (:func:`training_run`), not
-        from the call stack. A hand-written loop (no run, or one that already
-        trained when the layer was built) drives :meth:`remove_candidates` itself,
-        so the layer trains as told.
-
-        Raises:
-            RuntimeError: One line naming the layer, the cause and the fix.
+        A hand-written loop (no run, or the run that built the layer) drives
+        :meth:`remove_candidates` itself.
         """
         if self.current_card() == 1:  # already N:M: nothing left to remove
             return
@@ -144,8 +128,7 @@ class LBC(SparsityMethod):
             f"child's custom_hooks too")
 
     def _alive_counts(self) -> Tuple[int, bool]:
-        """(max alive candidates per group, every candidate alive), cached per
-        version of ``alive``."""
+        """(max alive per group, every candidate alive), cached per ``alive``."""
         alive = self.layer.alive
         key = (alive._version, alive.data_ptr())
         if self._card_cache is None or self._card_cache[0] != key:
@@ -172,15 +155,10 @@ class LBC(SparsityMethod):
         return self._alive_counts()[0]
 
     def remove_candidates(self, keep: int, margin: Optional[float] = None) -> None:
-        """Keep the ``keep`` best candidates per group (docs/method.md §6).
+        """Keep the ``keep`` best candidates per group (``removal_step``, §6).
 
-        Removed candidates stay removed; their scores are re-zeroed on every call
-        (momentum may have moved them). A no-op for a dense layer.
-
-        Args:
-            keep (int): ``card(t)``; clipped to ``[1, C]``.
-            margin (float, optional): Score gaps up to this are ties, ranked by
-                magnitude (``LBCHook(noise_margin=...)``); None: exact ties only.
+        ``keep`` is clipped to ``[1, C]``; removed scores are re-zeroed on every
+        call (momentum may have moved them). A no-op for a dense layer.
 
         Raises:
             FloatingPointError: An alive score is not finite (names the layer).
@@ -206,12 +184,8 @@ class LBC(SparsityMethod):
                 layer.scores.masked_fill_(~layer.alive, 0.0)
 
     def keep_magnitude_candidates(self) -> None:
-        """Jump to the end state with the magnitude (ASP) choice.
-
-        Every group keeps exactly the one candidate equal to the magnitude mask of
-        the current weight (``LBCHook(frozen_layers='asp')`` for layers whose
-        weights are frozen); its score becomes 1, the others 0.
-        """
+        """Jump to the end state with the magnitude (ASP) candidate of every group
+        (``LBCHook(frozen_layers='asp')``); its score becomes 1, the others 0."""
         layer = self.layer
         if not layer.is_sparse:
             return
@@ -228,12 +202,7 @@ class LBC(SparsityMethod):
         self.remove_candidates(1)
 
     def alive_checksum(self) -> Tensor:
-        """Order-sensitive float64 checksum of ``alive`` (exact < 2**53).
-
-        Returns:
-            Tensor: ``(2,)``, equal on two layers iff (practically) the same
-            candidates are alive.
-        """
+        """``(2,)`` order-sensitive float64 checksum of ``alive`` (DDP ranks)."""
         flat = self.layer.alive.flatten().to(torch.float64)  # (G*C,)
         index = torch.arange(1, flat.numel() + 1, dtype=torch.float64,
                              device=flat.device)
@@ -248,8 +217,7 @@ class LBC(SparsityMethod):
         layer.scores.grad = None
 
     def unfreeze_scores(self) -> None:
-        """Learn the scores again (``requires_grad=True``; frozen layers' scores,
-        which ``model.train()`` / a frozen stage turned off)."""
+        """Learn the scores again (a frozen stage turned them off)."""
         if self.layer.is_sparse:
             self.layer.scores.requires_grad_(True)
 
@@ -277,33 +245,24 @@ class LBC(SparsityMethod):
                 missing_keys.remove(key)
         self.loaded_dense = (not has_scores and key not in state_dict
                              and prefix + 'weight' in state_dict)
-        if self.loaded_dense:
-            self._init_from_dense(prefix, missing_keys)
+        if self.loaded_dense:  # the state starts afresh, not a missing key
+            with torch.no_grad():
+                layer.scores.copy_(init_scores(
+                    layer.scores.shape[0], layer.n, layer.m,
+                    dtype=layer.scores.dtype, device=layer.scores.device))
+                layer.alive.fill_(True)
+            for name in self.state_keys:
+                if prefix + name in missing_keys:
+                    missing_keys.remove(prefix + name)
         self._alive_changed()
-
-    def _init_from_dense(self, prefix: str, missing_keys: list) -> None:
-        """Dense weights without LBC state loaded (a model-zoo checkpoint): the LBC
-        state starts afresh (initial scores, every candidate alive), which is not a
-        missing key; ``LBCHook`` reports these layers in one line."""
-        layer = self.layer
-        with torch.no_grad():
-            layer.scores.copy_(init_scores(layer.scores.shape[0], layer.n, layer.m,
-                                           dtype=layer.scores.dtype,
-                                           device=layer.scores.device))
-            layer.alive.fill_(True)
-        for key in self.state_keys:
-            if prefix + key in missing_keys:
-                missing_keys.remove(prefix + key)
 
 
 def training_run() -> Optional[str]:
     """The name of the mmengine run that is training, or None.
 
-    Read from mmengine's message hub, where components that cannot reach the
-    runner get its state: a ``Runner`` / ``FlexibleRunner`` makes its hub the
-    current one when built, and its ``RuntimeInfoHook`` writes ``max_iters`` there
-    at ``before_train``. A hub that trained before stays current, so callers
-    compare with the run seen when the layer was built.
+    A runner makes its message hub current when built; ``RuntimeInfoHook`` writes
+    ``max_iters`` there at ``before_train``. A hub that trained before stays
+    current, so callers compare with the run seen when the layer was built.
     """
     from mmengine.logging import MessageHub
     hub = MessageHub.get_current_instance()

@@ -14,18 +14,15 @@ from .patterns import (
                   candidate_matrix,
                   count_nm_violations,
                   from_groups,
-                  group_dim,
-                  grouped_product,
                   magnitude_mask,
                   num_candidates,
                   to_groups,
                   validate_pattern,
 )
-from .srste import SRSTEFunction, srste_masked_weight
+from .srste import srste_masked_weight
 
 __all__ = [
     'LBCMaskFunction',
-    'SRSTEFunction',
     'TIE_BREAKS',
     'candidate_magnitude',
     'candidate_matrix',
@@ -33,8 +30,6 @@ __all__ = [
     'card_at_epoch_start',
     'count_nm_violations',
     'from_groups',
-    'group_dim',
-    'grouped_product',
     'init_scores',
     'lbc_mask',
     'lbc_masked_weight',

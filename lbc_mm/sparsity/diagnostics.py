@@ -1,28 +1,10 @@
-"""How settled LBC's candidate choice is (pure tensor math, no OpenMMLab imports).
+"""How settled LBC's candidate choice is (docs/method.md, "Ties"); pure tensor math.
 
-LBC decides which candidate of a group survives from accumulated score gradients.
-When the removal window is short, the alive scores of a group may differ by less
-than what one or two noisy iterations move them: the choice is then close to a coin
-flip. These functions measure that; ``LBCHook`` logs them at every card step and at
-the end of training.
-
-* :func:`decision_margin`: per group, the gap between the lowest kept and the
-  highest removed alive score of a removal step (``keep`` = card after the step);
-  for ``keep=1`` the gap between the best and the second alive score.
-* :func:`score_step_rms`: the RMS change of alive scores between two snapshots, i.e.
-  how far one iteration (optimizer step: gradient, momentum, decay) moves a score.
-  ``margin / step`` is the margin in "iterations' worth of score movement": below a
-  few, a handful of batches could have swapped the choice.
-* :func:`magnitude_agreement`: the fraction of groups whose best alive candidate
-  is the magnitude choice (the ``n`` largest ``|w|``). By chance it is ``1 / C``
-  for random choices; 1 means LBC chose what one-shot magnitude pruning (ASP)
-  would have.
-* :func:`score_spread`: the RMS deviation of alive scores from their group mean.
-* :func:`unmoved_groups`: groups whose alive scores are all exactly equal, i.e.
-  never got gradient (frozen or zero-gradient weights): there the choice rests on
-  the layer's ``tie_break``, not on a margin, so they are counted apart.
-
-Over a run, on the layers themselves: :mod:`lbc_mm.hooks.lbc_settledness`.
+A short removal window can leave a group's alive scores closer than one or two noisy
+iterations move them: the choice is then close to a coin flip. ``LBCHook`` logs
+these measures at every card step and at the end of training
+(:mod:`lbc_mm.hooks.lbc_settledness` applies them to the layers). The margin over
+:func:`score_step_rms` is the margin in iterations' worth of score movement.
 
 Shapes: ``scores`` / ``alive`` ``(G, C)``, candidates ``(C, m)``.
 """
@@ -35,6 +17,7 @@ __all__ = [
     'best_candidate',
     'decision_margin',
     'magnitude_agreement',
+    'relative_step_rms',
     'score_spread',
     'score_step_rms',
     'settledness',
@@ -49,34 +32,17 @@ def _check(scores: Tensor, alive: Tensor) -> None:
 
 
 def best_candidate(scores: Tensor, alive: Tensor) -> Tensor:
-    """Index of the best alive candidate of every group.
-
-    Ties go to the lower candidate index (``removal_step`` with
-    ``tie_break='index'``); at card 1 this is the one alive candidate.
-
-    Returns:
-        Tensor: ``(G,)`` long.
-    """
+    """``(G,)`` index of the best alive candidate (ties: the lower index)."""
     _check(scores, alive)
-    # argmax returns the first maximal index.
     return scores.detach().masked_fill(~alive, float('-inf')).argmax(dim=1)
 
 
 def decision_margin(scores: Tensor, alive: Tensor, keep: int) -> Tensor:
-    """Score gap a removal step down to ``keep`` candidates decides on.
-
-    For every group with more than ``keep`` alive candidates: the ``keep``-th best
-    alive score minus the ``keep + 1``-th best (>= 0). Call it *before* the
-    removal.
-
-    Args:
-        scores (Tensor): ``(G, C)``.
-        alive (Tensor): ``(G, C)`` bool.
-        keep (int): Candidates kept per group by the step (>= 1).
+    """Score gap a removal step down to ``keep`` decides on (call it before).
 
     Returns:
-        Tensor: ``(G',)`` float margins of the ``G'`` groups the step changes
-        (empty when it changes none).
+        Tensor: ``(G',)``, for the ``G'`` groups with more than ``keep`` alive
+        candidates: the ``keep``-th best alive score minus the next (>= 0).
     """
     _check(scores, alive)
     if keep < 1:
@@ -90,14 +56,8 @@ def decision_margin(scores: Tensor, alive: Tensor, keep: int) -> Tensor:
 
 
 def unmoved_groups(scores: Tensor, alive: Tensor) -> Tensor:
-    """Groups whose alive scores are all exactly equal (no gradient evidence).
-
-    Scores that never got gradient move together (same init, same decay and
-    momentum), so they stay bit-equal; one alive candidate counts as unmoved.
-
-    Returns:
-        Tensor: ``(G,)`` bool.
-    """
+    """``(G,)`` bool: the alive scores are all exactly equal (never got gradient;
+    one alive candidate counts as unmoved)."""
     _check(scores, alive)
     s = scores.detach()
     high = s.masked_fill(~alive, float('-inf')).amax(dim=1)  # (G,)
@@ -108,19 +68,24 @@ def unmoved_groups(scores: Tensor, alive: Tensor) -> Tensor:
 def score_step_rms(before: Tensor, after: Tensor, alive: Tensor) -> Tensor:
     """RMS change of the alive scores between two snapshots (0 when none alive).
 
-    Args:
-        before (Tensor): ``(G, C)`` scores at an earlier iteration.
-        after (Tensor): ``(G, C)`` scores now.
-        alive (Tensor): ``(G, C)`` bool, candidates alive now.
-
-    Returns:
-        Tensor: 0-dim float32 on the scores' device (no host sync, so a hook can
-        call it every iteration on a GPU).
+    A 0-dim float32 tensor on the scores' device: no host sync per iteration.
     """
     _check(after, alive)
     a = alive.to(torch.float32)
     diff = (after.detach() - before.detach()).to(torch.float32) * a
     return diff.pow(2).sum().div(a.sum().clamp(min=1)).sqrt()
+
+
+def relative_step_rms(before: Tensor, after: Tensor, alive: Tensor) -> Tensor:
+    """RMS of the alive scores' step about their group's mean step (0-dim): what
+    moves one candidate against the others of its group; a step the whole group
+    shares (decay on equal scores) cancels. Groups with one alive do not count."""
+    a = alive.to(torch.float32)  # (G, C)
+    step = (after.detach() - before.detach()).to(torch.float32) * a
+    cnt = a.sum(dim=1, keepdim=True)  # (G, 1)
+    dev = (step - step.sum(dim=1, keepdim=True) / cnt.clamp(min=1)) * a
+    multi = (cnt >= 2).to(torch.float32)
+    return (dev.pow(2) * multi).sum().div((cnt * multi).sum().clamp(min=1)).sqrt()
 
 
 def score_spread(scores: Tensor, alive: Tensor) -> float:
@@ -143,22 +108,9 @@ def score_spread(scores: Tensor, alive: Tensor) -> float:
 
 def magnitude_agreement(weight_groups: Tensor, scores: Tensor, alive: Tensor,
                         candidates: Tensor) -> float:
-    """Fraction of groups whose best alive candidate is the magnitude choice.
-
-    The magnitude choice keeps the ``n`` largest ``|w|`` of a group; a candidate is
-    that choice when its smallest kept ``|w|`` is at least its largest removed
-    ``|w|`` (with equal magnitudes either choice counts).
-
-    Args:
-        weight_groups (Tensor): ``(G, m)`` weights in the grouped view
-            (``to_groups(weight, m)``, or some of its rows).
-        scores (Tensor): ``(G, C)`` (the same rows).
-        alive (Tensor): ``(G, C)`` bool.
-        candidates (Tensor): ``(C, m)`` 0/1 candidate matrix.
-
-    Returns:
-        float: In ``[0, 1]`` (0 for no groups).
-    """
+    """Share of groups whose best alive candidate keeps the ``n`` largest ``|w|``
+    of ``weight_groups`` ``(G, m)`` (equal magnitudes: either counts; 0 for no
+    groups). By chance about ``1 / C``."""
     _check(scores, alive)
     if weight_groups.shape[0] != scores.shape[0] or (
             weight_groups.shape[1] != candidates.shape[1]):
@@ -175,15 +127,8 @@ def magnitude_agreement(weight_groups: Tensor, scores: Tensor, alive: Tensor,
 
 
 def settledness(margins: Tensor, step: float) -> Optional[float]:
-    """Median decision margin in units of one iteration's score movement.
-
-    Args:
-        margins (Tensor): Margins from :func:`decision_margin`.
-        step (float): From :func:`score_step_rms` (same layer / schedule).
-
-    Returns:
-        float or None: None when there is no margin or the scores did not move.
-    """
+    """Median of :func:`decision_margin` over ``step`` (:func:`score_step_rms`);
+    None without margins or when the scores did not move."""
     if margins.numel() == 0 or not step > 0:
         return None
     return float(margins.float().median()) / step

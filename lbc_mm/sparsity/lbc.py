@@ -1,13 +1,7 @@
-"""LBC (Learning Best Combination) math: scores, mask, schedule and removal.
+"""LBC math (docs/method.md §2-§7): scores, mask, schedule and removal.
 
-Zhang, Lin et al., "Learning Best Combination for Efficient N:M Sparsity",
-NeurIPS 2022 (arXiv 2206.06662); docs/method.md §2-§7.
-
-Shapes: a layer has ``G = numel / m`` groups (:mod:`lbc_mm.sparsity.patterns`
-fixes their layout) and ``C = C(m, n)`` candidates; scores and ``alive`` are
-``(G, C)``, the candidate matrix ``B`` is ``(C, m)``.
-
-Pure tensor math, no OpenMMLab imports.
+Shapes: ``G = numel / m`` groups, ``C = C(m, n)`` candidates; scores and ``alive``
+``(G, C)``, the candidate matrix ``B`` ``(C, m)``. Pure tensor math.
 """
 import math
 from typing import Any, Optional, Sequence, Tuple
@@ -15,7 +9,6 @@ from typing import Any, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from .noise_margin import noise_tier
 from .patterns import from_groups, grouped_product, validate_pattern
 
 #: How :func:`removal_step` ranks alive candidates with exactly equal scores:
@@ -42,33 +35,14 @@ def init_scores(num_groups: int,
                 m: int,
                 dtype: torch.dtype = torch.float32,
                 device: Optional[torch.device] = None) -> Tensor:
-    """Initial scores: every entry ``1 / C(m-1, n-1)`` (step 2).
-
-    Each weight belongs to ``C(m-1, n-1)`` candidates, so every weight's summed
-    score starts at exactly 1.
-
-    Args:
-        num_groups (int): ``G``.
-        n (int): Kept weights per group.
-        m (int): Group size.
-        dtype (torch.dtype): Defaults to torch.float32.
-        device (torch.device, optional): Defaults to None.
-
-    Returns:
-        Tensor: ``(G, C(m, n))``.
-    """
+    """``(G, C(m, n))`` initial scores, every entry ``1 / C(m-1, n-1)`` (§2)."""
     validate_pattern(n, m)
     value = 1.0 / math.comb(m - 1, n - 1)
     return torch.full((num_groups, math.comb(m, n)), value, dtype=dtype, device=device)
 
 
 def _group_mask(alive: Tensor, candidates: Tensor) -> Tensor:
-    """``(G, C)`` alive x ``(C, m)`` candidates -> ``(G, m)`` bool mask.
-
-    A weight is kept while at least one alive candidate contains it (step 3).
-    Counting alive candidates (instead of summing scores) gives the same mask and
-    cannot be fooled by alive scores that cancel to exactly 0.
-    """
+    """``(G, C)`` alive x ``(C, m)`` candidates -> ``(G, m)`` bool mask (§3)."""
     with torch.autocast(alive.device.type, enabled=False):
         return (alive.to(candidates.dtype) @ candidates) > 0  # (G, m)
 
@@ -88,19 +62,6 @@ class LBCMaskFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, weight: Tensor, scores: Tensor, candidates: Tensor,
                 alive: Optional[Tensor], mask: Optional[Tensor] = None) -> Tensor:
-        """Masked weight.
-
-        Args:
-            ctx (Any): Autograd context.
-            weight (Tensor): Weight (Linear or Conv2d shape).
-            scores (Tensor): ``(G, C)``; only its gradient is produced here.
-            candidates (Tensor): ``(C, m)``.
-            alive (Tensor, optional): ``(G, C)`` bool; None: all alive.
-            mask (Tensor, optional): Precomputed mask in ``weight.shape``.
-
-        Returns:
-            Tensor: ``mask * weight`` in ``weight.shape``.
-        """
         if mask is None:
             if alive is None:
                 mask = torch.ones_like(weight, dtype=torch.bool)
@@ -130,18 +91,8 @@ def lbc_masked_weight(weight: Tensor,
                       scores: Tensor,
                       candidates: Tensor,
                       alive: Optional[Tensor] = None) -> Tensor:
-    """Effective weight of an LBC layer (steps 3-4).
-
-    Args:
-        weight (Tensor): Weight (Linear or Conv2d shape).
-        scores (Tensor): ``(G, C)`` scores.
-        candidates (Tensor): ``(C, m)`` from
-            :func:`~lbc_mm.sparsity.patterns.candidate_matrix`.
-        alive (Tensor, optional): ``(G, C)`` bool; defaults to ``scores != 0``.
-
-    Returns:
-        Tensor: ``mask * weight``; gradients flow to ``weight`` and ``scores``.
-    """
+    """``mask * weight`` with gradients to ``weight`` and ``scores`` (§3-§4);
+    ``alive`` defaults to ``scores != 0``."""
     _check_scores(weight, scores, candidates)
     if alive is None:
         alive = scores.detach() != 0
@@ -152,17 +103,8 @@ def lbc_mask(scores: Tensor,
              candidates: Tensor,
              shape: Sequence[int],
              alive: Optional[Tensor] = None) -> Tensor:
-    """Current binary mask of an LBC layer.
-
-    Args:
-        scores (Tensor): ``(G, C)``.
-        candidates (Tensor): ``(C, m)``.
-        shape (Sequence[int]): Weight shape.
-        alive (Tensor, optional): ``(G, C)`` bool; defaults to ``scores != 0``.
-
-    Returns:
-        Tensor: bool mask in ``shape`` (contiguous).
-    """
+    """Contiguous bool mask in the weight ``shape``; ``alive`` defaults to
+    ``scores != 0``."""
     if alive is None:
         alive = scores.detach() != 0
     return from_groups(_group_mask(alive, candidates), shape).contiguous()
@@ -182,20 +124,9 @@ def card(t: float,
          t_i: float,
          t_f: float,
          power: float = 3) -> int:
-    """Alive candidates per group at progress ``t`` (step 5).
+    """Alive candidates per group at progress ``t``, in ``[1, C]`` (§5).
 
-    ``card(t) = 1 + ceil((C - 1) * (1 - (t - t_i) / (t_f - t_i)) ** power)``,
-    ``C`` before ``t_i``, 1 from ``t_f`` on.
-
-    Args:
-        t (float): Training progress (epochs or iterations).
-        num_candidates (int): ``C``.
-        t_i (float): Start of removal, same unit as ``t``.
-        t_f (float): End of removal, same unit as ``t``.
-        power (float): Exponent ``p``. Defaults to 3.
-
-    Returns:
-        int: In ``[1, C]``.
+    ``t``, ``t_i`` and ``t_f`` share a unit (epochs or iterations).
     """
     if num_candidates < 1:
         raise ValueError(f'card(): num_candidates must be >= 1, got {num_candidates}')
@@ -218,27 +149,10 @@ def card_at_epoch_start(epochs_done: int,
                         t_f: float,
                         power: float = 3,
                         epoch_length: float = 1.0) -> int:
-    """Alive candidates per group during an epoch when ``card`` is recomputed once
-    per epoch, at its start (the LBC authors' released code).
-
-    During epoch ``epochs_done`` (0-based: that many epochs are complete) every
-    removal step keeps ``card(epochs_done * epoch_length)``: with ``t_i = 0`` nothing
-    is removed during the first epoch, then at each epoch start several candidates
-    may go at once. At epoch boundaries it equals the per-iteration :func:`card`.
-
-    Args:
-        epochs_done (int): Completed epochs, ``>= 0``.
-        num_candidates (int): ``C``.
-        t_i (float): Start of removal, in units where one epoch is
-            ``epoch_length`` long.
-        t_f (float): End of removal, same unit.
-        power (float): Exponent ``p``. Defaults to 3.
-        epoch_length (float): Length of one epoch in the unit of ``t_i`` / ``t_f``
-            (1 for epochs, the iterations per epoch for iterations). Defaults to 1.
-
-    Returns:
-        int: In ``[1, C]``.
-    """
+    """``card`` during epoch ``epochs_done`` (0-based) when it is recomputed once
+    per epoch, at its start (the authors' code, §10): ``card(epochs_done *
+    epoch_length)``, with ``epoch_length`` one epoch in the unit of ``t_i`` /
+    ``t_f``."""
     if epochs_done < 0 or int(epochs_done) != epochs_done:
         raise ValueError(f'card_at_epoch_start(): epochs_done must be an integer '
                          f'>= 0, got {epochs_done}')
@@ -249,17 +163,8 @@ def card_at_epoch_start(epochs_done: int,
 
 
 def candidate_magnitude(weight_groups: Tensor, candidates: Tensor) -> Tensor:
-    """Summed ``|w|`` over each candidate's ``n`` positions (the magnitude evidence).
-
-    Args:
-        weight_groups (Tensor): ``(G, m)`` weights in the grouped view
-            (``to_groups(weight, m)``).
-        candidates (Tensor): ``(C, m)`` 0/1 candidate matrix.
-
-    Returns:
-        Tensor: ``(G, C)`` float64 (exact sums of a few float32 values, no TF32,
-        so every rank ranks equal weights the same way).
-    """
+    """``(G, C)`` summed ``|w|`` over each candidate's positions, from ``(G, m)``
+    grouped weights; float64 without TF32, so every rank ranks alike."""
     if weight_groups.dim() != 2 or weight_groups.shape[1] != candidates.shape[1]:
         raise ValueError(f'candidate_magnitude(): weight groups '
                          f'{tuple(weight_groups.shape)} do not match candidates '
@@ -271,27 +176,12 @@ def candidate_magnitude(weight_groups: Tensor, candidates: Tensor) -> Tensor:
 
 def removal_step(scores: Tensor, alive: Tensor, keep: int,
                  magnitude: Optional[Tensor] = None, margin=None) -> None:
-    """Remove the lowest-scoring candidates of every group, in place (step 6).
+    """Keep the ``keep`` best alive candidates of every group, in place (§6).
 
-    Afterwards exactly ``min(keep, alive_before)`` candidates per group are alive,
-    and every removed score (old or new) is exactly 0. Removed candidates rank
-    lowest. Alive candidates with exactly equal scores (scores that got no
-    gradient) rank by ``magnitude`` (larger first) when it is given, then by the
-    lower candidate index, so every DDP rank removes the same candidates. Where
-    the scores differ the result does not depend on ``magnitude``.
-
-    Args:
-        scores (Tensor): ``(G, C)`` float scores (a Parameter is fine).
-        alive (Tensor): ``(G, C)`` bool, updated in place.
-        keep (int): Candidates to keep per group, ``card(t)``.
-        magnitude (Tensor, optional): ``(G, C)`` tie-break key, e.g.
-            :func:`candidate_magnitude` (``tie_break='magnitude'``). Defaults to
-            None: ties go to the lower index (``tie_break='index'``).
-        margin (float or Tensor, optional): Score gaps up to this count as ties
-            (``LBCHook(noise_margin=...)``): the candidates within ``margin`` of
-            the ``keep``-th best score are ranked by ``magnitude`` (required),
-            those above it are kept (:func:`noise_tier`). Defaults to None:
-            exact ties only (the rule above, bit for bit).
+    Removed scores (old or new) become exactly 0. Exactly equal alive scores rank
+    by ``magnitude`` (``(G, C)``, larger first) when given, then by the lower
+    index. ``margin`` (``LBCHook(noise_margin=...)``, needs ``magnitude``): score
+    gaps up to it count as ties too (:func:`noise_tier`); None: exact ties only.
 
     Raises:
         ValueError: If the shapes differ or ``keep < 1``.
@@ -332,3 +222,20 @@ def removal_step(scores: Tensor, alive: Tensor, keep: int,
             kept = torch.zeros_like(alive).scatter_(1, rank[:, :keep], True)
             alive &= kept
         scores.masked_fill_(~alive, 0.0)
+
+
+def noise_tier(scores: Tensor, alive: Tensor, keep: int, margin) -> Tensor:
+    """``(G, C)`` rank tiers of a removal step whose near-ties go to magnitude.
+
+    With ``s_k`` the ``keep``-th best alive score of a group: 2 above ``s_k +
+    margin`` (kept), 1 within ``margin`` of ``s_k`` (ranked by magnitude), 0 below,
+    -1 removed. ``margin`` (``>= 0``, scalar or ``(G, 1)``) 0 gives the exact ties.
+    """
+    keys = scores.detach().masked_fill(~alive, float('-inf'))  # (G, C)
+    s_k = torch.topk(keys, keep, dim=1).values[:, keep - 1:keep]  # (G, 1)
+    # A group with fewer than `keep` alive candidates has s_k = -inf: all its
+    # alive candidates are tier 2 (nothing to decide).
+    above = alive & (keys > s_k + margin)
+    near = alive & ~above & (keys >= s_k - margin)
+    tier = torch.where(alive, 0.0, -1.0).to(torch.float32)
+    return tier.masked_fill(near, 1.0).masked_fill(above, 2.0)

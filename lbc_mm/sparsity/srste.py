@@ -22,18 +22,6 @@ class SRSTEFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, weight: Tensor, n: int, m: int, lambda_w: float) -> Tensor:
-        """Masked weight with the magnitude mask of the current weight.
-
-        Args:
-            ctx (Any): Autograd context.
-            weight (Tensor): Linear or Conv2d weight.
-            n (int): Kept weights per group.
-            m (int): Group size.
-            lambda_w (float): Decay of the pruned weights.
-
-        Returns:
-            Tensor: ``mask * weight``.
-        """
         mask = magnitude_mask(weight, n, m)  # bool, weight shape
         ctx.lambda_w = float(lambda_w)
         if lambda_w:
@@ -53,17 +41,7 @@ def srste_masked_weight(weight: Tensor,
                         n: int,
                         m: int,
                         lambda_w: float = 2e-4) -> Tensor:
-    """Effective weight of an SR-STE (or, with ``lambda_w=0``, STE) layer.
-
-    Args:
-        weight (Tensor): Linear or Conv2d weight.
-        n (int): Kept weights per group.
-        m (int): Group size.
-        lambda_w (float): Decay of the pruned weights. Defaults to 2e-4.
-
-    Returns:
-        Tensor: ``mask * weight`` with the SR-STE backward.
-    """
+    """``mask * weight`` with the SR-STE backward (STE: ``lambda_w=0``)."""
     if lambda_w < 0:
         raise ValueError(f'SR-STE lambda_w must be >= 0, got {lambda_w}')
     return SRSTEFunction.apply(weight, n, m, lambda_w)

@@ -139,7 +139,7 @@ def test_card_update_epoch_steps_at_epoch_starts(tmp_path, by_epoch, length, hoo
             assert want == card(it / 6, C24, 0, 3, 1)
     hook_obj = next(h for h in runner.hooks if isinstance(h, LBCHook))
     t_mid = 0.5 if hook_obj.schedule.measure_epochs else 3
-    assert hook_obj.schedule_card(t_mid, C24) == C24
+    assert hook_obj.schedule.card(t_mid, C24) == C24
 
 
 def test_card_update_bad_value():
