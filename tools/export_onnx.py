@@ -102,7 +102,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 1
     import lbc_mm  # noqa: F401  (compat shims, registries)
-    from lbc_mm.deploy.models import load_converted, random_weights, require_2of4
+    from lbc_mm.deploy.models import prepare
     from lbc_mm.deploy.onnx import check as chk
     from lbc_mm.deploy.onnx import export as exp
     from lbc_mm.deploy.onnx import trtexec as trt
@@ -124,10 +124,10 @@ def main(argv=None) -> int:
         try:
             refuse_overwrites({'MODEL': args.model_file, 'CONFIG': args.config},
                               outputs)
-            got = random_weights(args.config, score_thr=0.0) if args.random_weights \
-                else load_converted(args.config, args.model_file)
+            got = prepare(args.config,
+                          None if args.random_weights else args.model_file)
+            got.require_2of4()  # N:M, and 2:4 (1:4 / 2:8 / 1:16 / 2:4; not 4:8)
             model, scope, patterns = got.model, got.scope, got.patterns
-            require_2of4(model, patterns)  # 1:4 / 2:8 / 1:16 / 2:4 weights; not 4:8
             shape = tuple(args.shape) if args.shape else \
                 exp.default_shape(got.cfg, scope)
             images = exp.find_images(args.images)

@@ -12,6 +12,11 @@ import torch
 LAYER_TOL = {torch.float16: 1e-2, torch.bfloat16: 4e-2, torch.float32: 1e-4}
 
 
+def error_line(exc: BaseException) -> str:
+    """``'Type: message'``, first line only."""
+    return f'{type(exc).__name__}: {exc}'.splitlines()[0]
+
+
 def _sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -22,7 +27,7 @@ def safe_sync() -> Optional[str]:
     try:
         _sync()
     except Exception as exc:  # noqa: BLE001  (e.g. an invalidated graph capture)
-        return f'{type(exc).__name__}: {exc}'.splitlines()[0]
+        return error_line(exc)
     return None
 
 
@@ -83,8 +88,7 @@ def time_many(fns: Dict[str, Callable[[], object]], *, graph: bool,
                 min_run_time=repeats * target_ms / 1e3)
             del keep
         except Exception as exc:  # noqa: BLE001  (report, keep timing the others)
-            results[name] = {'error': f'{type(exc).__name__}: {exc}'.splitlines()[0],
-                             'mode': mode}
+            results[name] = {'error': error_line(exc), 'mode': mode}
             safe_sync()
             continue
         results[name] = {'ms': got.median * 1e3, 'min_ms': min(got.times) * 1e3,
