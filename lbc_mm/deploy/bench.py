@@ -1,5 +1,5 @@
 """Dense vs 2:4 benchmark of one model, side by side in one process
-(``tools/benchmark.py``; docs/benchmark.md).
+(``tools/benchmark.py``).
 
 :class:`Benchmark` runs three stages and rewrites its JSON after each
 (:mod:`lbc_mm.deploy.report`), so a timeout still leaves results:
@@ -32,8 +32,7 @@ DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16, 'fp32': torch.float32}
 E2E_TOL = 5e-2  # end-to-end output agreement (relative to max |ref|), fp16
 NOTES = [
     'times are medians of torch.utils.benchmark.Timer blocks; speedup = dense ms / '
-    '2:4 ms on the '
-    'same dense-with-zeros weights',
+    '2:4 ms on the same dense-with-zeros weights',
     'auto: a unit runs 2:4 only where its isolated timing at the model shape beat '
     'dense by the margin and matched dense output; if the result is slower end to '
     'end, auto falls back to dense (1.00x)',
@@ -56,26 +55,12 @@ def model_label(config: Optional[str], model_file: Optional[str]) -> str:
 class Benchmark:
     """Benchmark one model; :meth:`run` returns the process exit code.
 
-    Args:
-        config (str, optional): config path or ``pkg::path``; None: the stock
-            config ``model_file`` records.
-        model_file (str, optional): what ``tools/convert.py`` wrote; None: random
-            weights with magnitude masks.
-        out_json (str): JSON path (rewritten after every stage).
-        out_png (str, optional): per-layer speedup bar chart.
-        model_name (str, optional): label in tables (:func:`model_label`).
-        batch (int, optional): Defaults to 1 for detectors, 64 for classifiers.
-        dtype (str): end-to-end dtype; ``layer_dtypes``: those of the per-layer table.
-        img_size (int, optional): classifier input size (224).
-        det_shape (Sequence[int]): detector input (H, W).
-        channels_last (bool): run the model channels-last.
-        margin (float): auto needs a sparse unit ``1 + margin`` times faster.
-        time_budget (float): seconds; later stages are skipped past it.
-        allowed_variants (Sequence[str], optional): 2:4 variants this run may use
-            (None: all; ``[]``: dense only).
-        log (callable): line printer.
-        dry_run (bool): the whole pipeline on CPU in fp32, the dense feature-major
-            GEMM standing in for the 2:4 kernels (its numbers mean nothing).
+    ``config`` / ``model_file``: as ``tools/benchmark.py`` takes them (no
+    ``model_file``: random weights with magnitude masks); the other arguments are
+    its flags (``allowed_variants``: ``--variants``, None: all, ``[]``: dense only;
+    ``dry_run``: ``--dry-run-cpu``, the pipeline on CPU in fp32 with the dense
+    feature-major GEMM standing in for the 2:4 kernels). ``batch`` defaults to 1
+    for detectors, 64 for classifiers; ``log`` prints a line.
     """
 
     def __init__(self, config: Optional[str], model_file: Optional[str] = None, *,
@@ -103,17 +88,14 @@ class Benchmark:
         self.status = 0
         self.workload: Optional[Workload] = None
         self.found: Dict[str, dict] = {}  # plan.find_units: inputs, units, rows
-        # signature -> main dtype timing
-        self.unit_results: Dict[str, plan.UnitTiming] = {}
+        self.unit_results: Dict[str, plan.UnitTiming] = {}  # main dtype's
         self.result: Dict[str, object] = {
-            'model_name': self.name, 'config': config,
-            'model_file': model_file,
+            'model_name': self.name, 'config': config, 'model_file': model_file,
             'batch': batch, 'dtype': dtype, 'layer_dtypes': list(layer_dtypes),
             'channels_last': channels_last, 'margin': margin,
             'env': report.environment(), 'stages_done': [], 'truncated': [],
             'layers': {}, 'end_to_end': {}, 'notes': list(NOTES)}
 
-    # -- stages ----------------------------------------------------------------
     def run(self) -> int:
         """All stages. Returns 0 done, 1 weights not N:M or a stage crashed, 2 no
         sparse timing possible here (no GPU / pre-Ampere GPU).
@@ -295,7 +277,6 @@ class Benchmark:
                  f'{timing.get("all_sparse", {}).get("ms")} ms, checks {checks}')
         return entry
 
-    # -- output ----------------------------------------------------------------
     def write(self) -> None:
         """Rewrite the JSON (atomically)."""
         report.write_json(self.result, self.out_json)
