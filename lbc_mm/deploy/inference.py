@@ -114,15 +114,11 @@ def accelerate(model: nn.Module, plan_spec: Union[str, Dict[str, str]] = 'auto',
                               'that are not 2:4')
     installed = {}
     for name, variant in chosen.items():
-        dense = model.get_submodule(name)
         if stand_in:
             variant = '+'.join('dense' for _ in variant.split('+')) \
                 if '+' in variant else 'dense_fm'
-        unit = plan.build_unit(_copy_to(dense, dtype), variant)
+        unit = plan.build_unit(
+            copy.deepcopy(model.get_submodule(name)).to(dtype=dtype).eval(), variant)
         set_submodule(model, name, _Unit(unit, variant))
         installed[name] = variant
     return installed
-
-
-def _copy_to(mod: nn.Module, dtype: torch.dtype) -> nn.Module:
-    return copy.deepcopy(mod).to(dtype=dtype).eval()

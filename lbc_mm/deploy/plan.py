@@ -6,6 +6,7 @@ activation kept feature-major). Auto runs a unit 2:4 only where its isolated tim
 at its shape in the model beat dense by ``margin`` and its output matched dense.
 """
 import copy
+import functools
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -47,26 +48,16 @@ def record_inputs(model: nn.Module, names: Sequence[str],
     """Run ``run()`` once; name -> ``{'shape', 'channels_last'}`` of the first
     input each named module sees (modules never called are absent)."""
     seen: Dict[str, Dict[str, object]] = {}
-    handles = []
 
-    def make_hook(name):
+    def hook(name, _module, args):
+        x = args[0] if args else None
+        if name not in seen and torch.is_tensor(x):
+            seen[name] = {'shape': list(x.shape), 'channels_last': bool(
+                x.dim() == 4 and x.shape[0] > 1 and not x.is_contiguous()
+                and x.is_contiguous(memory_format=torch.channels_last))}
 
-        def hook(_module, args):
-            if name in seen or not args or not torch.is_tensor(args[0]):
-                return
-            x = args[0]
-            seen[name] = {
-                'shape': list(x.shape),
-                'channels_last': bool(x.dim() == 4 and x.shape[0] > 1 and
-                                      not x.is_contiguous() and x.is_contiguous(
-                                          memory_format=torch.channels_last)),
-            }
-
-        return hook
-
-    for name in names:
-        handles.append(model.get_submodule(name).register_forward_pre_hook(
-            make_hook(name)))
+    handles = [model.get_submodule(name).register_forward_pre_hook(
+        functools.partial(hook, name)) for name in names]
     try:
         with torch.no_grad():
             run()
@@ -190,15 +181,6 @@ def _variants(mod: nn.Module, with_dense_fm: bool, stand_in: bool = False,
     return {}
 
 
-def make_input(inp: Dict[str, object], dtype: torch.dtype,
-               device: torch.device) -> torch.Tensor:
-    """Random input of the recorded shape / memory format."""
-    x = torch.randn(*inp['shape'], dtype=dtype, device=device)
-    if inp.get('channels_last'):
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
-
-
 def time_unit(mod: nn.Module, inp: Dict[str, object], dtype: torch.dtype,
               device: torch.device, modes: Sequence[str] = ('cuda_graph', 'eager'),
               with_dense_fm: bool = False, stand_in: bool = False,
@@ -211,14 +193,15 @@ def time_unit(mod: nn.Module, inp: Dict[str, object], dtype: torch.dtype,
     variant ran and matched dense.
     """
     dense = copy.deepcopy(mod).to(device=device, dtype=dtype).eval()
-    x = make_input(inp, dtype, device)
+    x = torch.randn(*inp['shape'], dtype=dtype, device=device)
+    if inp.get('channels_last'):
+        x = x.contiguous(memory_format=torch.channels_last)
     result = UnitTiming()
     builders = _variants(dense, with_dense_fm, stand_in, allowed_variants,
                          channels_last=bool(inp.get('channels_last')))
     if not builders:
-        why = dm.conv1x1_unsupported(dense) if isinstance(dense, nn.Conv2d) else \
-            f'{type(dense).__name__} has no 2:4 path'
-        result.unsupported = why
+        result.unsupported = dm.conv1x1_unsupported(dense) if isinstance(
+            dense, nn.Conv2d) else f'{type(dense).__name__} has no 2:4 path'
         return result
     with torch.no_grad():
         ref = dense(x)
@@ -241,14 +224,11 @@ def time_unit(mod: nn.Module, inp: Dict[str, object], dtype: torch.dtype,
         for mode in modes:
             timing = time_many(fns, graph=(mode == 'cuda_graph'), target_ms=10.0)
             result.timing[mode] = timing
-            best, best_sp = None, None
-            for k in cands:
-                if k in ('dense_fm', 'dense+dense') and not stand_in:
-                    continue
-                sp = speedup(timing.get('dense'), timing.get(k))
-                if sp is not None and (best_sp is None or sp > best_sp):
-                    best, best_sp = k, sp
-            result.best[mode] = [best, best_sp]
+            sps = {k: speedup(timing.get('dense'), timing.get(k)) for k in cands
+                   if stand_in or k not in ('dense_fm', 'dense+dense')}
+            best = max((k for k in sps if sps[k] is not None), key=sps.get,
+                       default=None)
+            result.best[mode] = [best, sps.get(best)]
     return result
 
 

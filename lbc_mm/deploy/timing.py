@@ -1,9 +1,6 @@
-"""GPU timing: ``torch.utils.benchmark.Timer`` (CUDA sync, median of blocks), of
-eager calls or of CUDA-graph replays (the capture is the one thing the Timer lacks).
-
-Without CUDA (the CPU dry run of the benchmark pipeline) eager calls are timed the
-same way and graph mode reports an error.
-"""
+"""Timing with ``torch.utils.benchmark.Timer`` (CUDA sync, median of blocks), of
+eager calls or of CUDA-graph replays (the capture is what the Timer lacks); on CPU
+(the dry run) eager only."""
 from typing import Callable, Dict, Optional
 
 import torch
@@ -50,25 +47,16 @@ def _capture(fn: Callable[[], object], warmup: int):
 def time_many(fns: Dict[str, Callable[[], object]], *, graph: bool,
               warmup: int = 3, repeats: int = 5, target_ms: float = 20.0
               ) -> Dict[str, Dict[str, object]]:
-    """Time several callables on the current device, one after the other.
-
-    Args:
-        fns (dict[str, callable]): name -> zero-argument function launching work.
-        graph (bool): capture each in a CUDA graph and time replays (no host
-            overhead) instead of eager calls.
-        warmup (int): warm-up calls before capture / timing. Defaults to 3.
-        repeats (int): about this many timed blocks of about ``target_ms``
-            (``Timer.blocked_autorange``); the median is reported. Defaults to 5.
-        target_ms (float): Defaults to 20.
+    """Time zero-argument callables one after the other: eager calls, or with
+    ``graph`` CUDA-graph replays (no host overhead); about ``repeats`` blocks of
+    ``target_ms`` (``Timer.blocked_autorange``) after ``warmup`` calls.
 
     Returns:
         dict[str, dict]: name -> ``{'ms': median, 'min_ms', 'max_ms', 'iters'
-        (calls per block), 'repeats' (blocks), 'mode'}`` or ``{'error': str}`` if
-        that candidate failed (its failure does not stop the others).
+        (calls per block), 'repeats' (blocks), 'mode'}``, or ``{'error', 'mode'}``
+        for one that failed (the others are still timed).
     """
-    # Imported here: torch.utils.benchmark imports cpp_extension, which logs a
-    # CUDA_HOME warning on a machine without CUDA (the tools' error paths say one
-    # line and never time anything).
+    # Imported here: it logs a CUDA_HOME warning on a machine without CUDA
     from torch.utils.benchmark import Timer
     mode = 'cuda_graph' if graph else 'eager'
     results: Dict[str, Dict[str, object]] = {}
@@ -99,11 +87,8 @@ def time_many(fns: Dict[str, Callable[[], object]], *, graph: bool,
 
 
 def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
-    """``max|out - ref| / max|ref|`` in fp32.
-
-    inf when the shapes differ or either side has a non-finite value (an fp16
-    overflow must never pass a check as NaN, which compares False to everything).
-    """
+    """``max|out - ref| / max|ref|`` in fp32; inf for other shapes or a non-finite
+    value (an fp16 overflow must not pass as NaN, which compares False)."""
     if out.shape != ref.shape:
         return float('inf')
     ref32, out32 = ref.float(), out.float()

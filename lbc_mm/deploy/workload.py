@@ -12,19 +12,9 @@ __all__ = ['Workload', 'output_error']
 
 
 class Workload:
-    """The model under test plus its input and the functions that are timed.
-
-    Args:
-        model (nn.Module): dense-with-zeros model (plain layers).
-        scope (str): ``'mmdet'`` (a detector) or the classifier's scope.
-        batch (int): batch size.
-        dtype (torch.dtype): the model's dtype (a detector's heads stay fp32 and
-            run under autocast, which is how mmdet evaluates mixed precision).
-        device (torch.device): where it runs.
-        img_size (int, optional): classifier input size (default 224).
-        det_shape (Sequence[int]): detector input ``(H, W)``.
-        channels_last (bool): run the model channels-last.
-    """
+    """The dense-with-zeros model on ``device`` in ``dtype`` (a detector's heads
+    stay fp32 under autocast, as mmdet evaluates mixed precision), its random input
+    (``img_size``, default 224, or ``det_shape`` ``(H, W)``) and timed functions."""
 
     def __init__(self, model: nn.Module, scope: str, batch: int, dtype: torch.dtype,
                  device: torch.device, img_size: Optional[int],
@@ -131,11 +121,8 @@ class Workload:
 
 
 def output_error(out, ref) -> Optional[float]:
-    """Relative error between outputs (tensor or sequence of tensors).
-
-    None for outputs that are not tensors (a detector's ``predict`` results: NMS
-    makes them discrete; the backbone+neck features are compared instead).
-    """
+    """:func:`rel_error` of outputs (tensors or sequences of them); None for
+    others (a detector's ``predict``: its backbone+neck features are compared)."""
     if torch.is_tensor(out):
         return rel_error(out, ref)
     if isinstance(out, (list, tuple)) and out and all(torch.is_tensor(o) for o in out):
