@@ -6,29 +6,14 @@ Usage:
         [--json REPORT.json] [--trt-precision fp16|fp32] [--no-trt] [--fp16-onnx]
         [--polygraphy]
 
-MODEL is what tools/convert.py wrote: the stock ``.pth`` or the compressed ``.nm.pth``
-(docs/export_format.md); it records its stock config, so CONFIG is optional.
-mmpretrain classifiers are exported whole; mmdet detectors
-as backbone + neck (the heads are left to mmdeploy, docs/deploy.md). After export,
-always: ``onnx.checker``; every sparse layer's initializer checked N:M in TensorRT's
-layout (a table of every Conv/Gemm/MatMul weight: 2:4 or not, and why); onnxruntime
-(CPU) outputs equal PyTorch's within a stated tolerance. The .onnx file is written
-(atomically) only when all of that passes; with ``--polygraphy`` NVIDIA's
-``polygraphy inspect sparsity`` then says which weights are 2:4. Sparse weights
-must be 2:4 (1:4, 2:8, 1:16 and 2:4 models are; a 4:8 model is refused). With
-TensorRT (trtexec) dense and 2:4 engines are built and timed side by side with the
-flags of its version (on TensorRT 11, strongly typed, from OUT.fp16.onnx), and the
-JSON says which layers got sparse kernels; without it one line says how, and the
-exit code is 0.
-Errors (an output path that is MODEL, CONFIG or another output; a read-only folder,
-a full disk) are one line on stderr, exit code 1; Ctrl-C exits 130 and SIGTERM 143,
-leaving no temp file.
-
-``--random-weights`` (no MODEL): magnitude 2:4 masks on the config's random-init
-weights, for timing TensorRT without a trained model.
+MODEL is what tools/convert.py wrote (``.pth`` / ``.nm.pth``; CONFIG is optional),
+its sparse weights 2:4. The .onnx file is written only when ``onnx.checker``, the
+N:M check of every sparse initializer in TensorRT's layout and onnxruntime's
+equality with PyTorch pass; then Polygraphy (``--polygraphy``) and TensorRT, dense
+vs 2:4 engines, where trtexec is installed (else one line says how, exit 0). Errors
+are one line on stderr, exit 1; Ctrl-C exits 130, SIGTERM 143. docs/deploy.md.
 """
 import argparse
-import json
 import os
 import sys
 
@@ -82,12 +67,6 @@ def default_out(model: str) -> str:
     return (root[:-len('.nm')] if root.endswith('.nm') else root) + '.onnx'
 
 
-def _write_json(path, report):
-    from lbc_mm.io import atomic_write
-    text = json.dumps(report, indent=1, default=str).encode()
-    atomic_write(path, lambda f: f.write(text))
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     if not args.model_file and not args.random_weights:
@@ -106,6 +85,7 @@ def main(argv=None) -> int:
     from lbc_mm.deploy.onnx import check as chk
     from lbc_mm.deploy.onnx import export as exp
     from lbc_mm.deploy.onnx import trtexec as trt
+    from lbc_mm.deploy.report import write_json
     from lbc_mm.export.convert import refuse_overwrites
     from lbc_mm.io import atomic_write
     from lbc_mm.tool_exit import run_tool, tool_error_line
@@ -175,7 +155,7 @@ def main(argv=None) -> int:
                     command=' '.join(poly['command']), sparse=len(poly['sparse']),
                     sparse_layers_not_2of4=missed)
             if args.json:  # written now, rewritten after each TensorRT engine
-                _write_json(args.json, report)
+                write_json(report, args.json)
                 written.append(args.json)
             what = f'the whole {scope} model' if part == 'whole' else \
                 f'{part} of the {scope} model'
@@ -208,7 +188,7 @@ def main(argv=None) -> int:
                                                   rows16 or rows, report)
                 print(trt.format_engines(report['tensorrt']))
             if args.json:
-                _write_json(args.json, report)
+                write_json(report, args.json)
         # a write / missing file; same paths, not N:M / not 2:4, mismatch,
         # corrupted, Polygraphy failed; a registry type the config names is unknown
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
@@ -229,22 +209,22 @@ def _done(written) -> str:
 def run_tensorrt(args, trt, found, onnx_path, rows, report):
     """Dense and 2:4 engines; the JSON is rewritten after each engine."""
     from lbc_mm.deploy.onnx.trt_layers import layer_verdicts
-    shape = report['input']
+    from lbc_mm.deploy.report import write_json
+    from lbc_mm.deploy.timing import error_line
 
     def on_step(partial):
         report['tensorrt'] = partial
         if args.json:
-            _write_json(args.json, report)
+            write_json(report, args.json)
 
     try:
         engines = trt.compare_engines(
-            onnx_path, shape, args.trt_dir or os.path.join(
+            onnx_path, report['input'], args.trt_dir or os.path.join(
                 os.path.dirname(os.path.abspath(onnx_path)), 'trt'),
             args.trt_precision, found=found, on_step=on_step)
     except Exception as exc:  # noqa: BLE001  (a TensorRT failure: report, go on)
-        msg = f'{type(exc).__name__}: {exc}'.splitlines()[0]
         return dict(report.get('tensorrt') or {}, available=False,
-                    line=f'TensorRT failed: {msg}')
+                    line=f'TensorRT failed: {error_line(exc)}')
     if engines.get('available'):
         sparse = engines['runs']['sparse']
         engines['verdicts'] = layer_verdicts(
