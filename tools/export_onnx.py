@@ -112,7 +112,8 @@ def main(argv=None) -> int:
                 exp.default_shape(got.cfg, scope)
             images = exp.find_images(args.images)
             x, source = exp.example_input(model, shape, args.batch, images)
-            wrapper = exp.ExportWrapper(model, exp.export_part(scope))
+            part = exp.export_part(scope)
+            wrapper = exp.ExportWrapper(model, part)
             opset = args.opset or exp.DEFAULT_OPSET
             proto = exp.export_onnx(wrapper, x, opset, args.dynamic_batch,
                                     args.dynamic_shape)
@@ -125,20 +126,16 @@ def main(argv=None) -> int:
                     f'onnxruntime disagrees with PyTorch on {worst["name"]}: max '
                     f'|diff| {worst["max_abs_diff"]:.3g} (tolerance '
                     f'{ort["tolerance"]})')
-            rows16 = None
+            files, rows16 = {out: proto}, None
             if out16:  # TensorRT 11 (strongly typed) builds FP16 from an FP16 file
-                proto16, wrapper16 = exp.export_onnx_fp16(
+                files[out16], wrapper16 = exp.export_onnx_fp16(
                     wrapper, x, opset, args.dynamic_batch, args.dynamic_shape)
-                rows16 = chk.initializer_rows(proto16, wrapper16, patterns)
+                rows16 = chk.initializer_rows(files[out16], wrapper16, patterns)
                 chk.check_rows(rows16, patterns)  # the 2:4 check on the FP16 weights
-            data = proto.SerializeToString()
-            atomic_write(out, lambda f: f.write(data))
-            written.append(out)
-            if out16:
-                data16 = proto16.SerializeToString()
-                atomic_write(out16, lambda f: f.write(data16))
-                written.append(out16)
-            part = exp.export_part(scope)
+            for path, graph in files.items():
+                data = graph.SerializeToString()
+                atomic_write(path, lambda f: f.write(data))
+                written.append(path)
             dyn = [a for a, on in (('batch', args.dynamic_batch),
                                    ('H/W', args.dynamic_shape)) if on]
             report = dict(model_file=got.model_file, onnx=out, onnx_fp16=out16,
@@ -162,7 +159,7 @@ def main(argv=None) -> int:
             print(f'wrote {out}: {what}, opset {opset}, input '
                   f'{args.batch}x3x{shape[0]}x{shape[1]} '
                   f'({"dynamic " + ", ".join(dyn) if dyn else "static"}), '
-                  f'{len(data) / 2**20:.1f} MiB; onnx.checker passed')
+                  f'{os.path.getsize(out) / 2**20:.1f} MiB; onnx.checker passed')
             if part != 'whole':
                 print('detector: backbone + neck only (all N:M layers are there); '
                       'export the heads with mmdeploy (docs/deploy.md)')
@@ -177,7 +174,7 @@ def main(argv=None) -> int:
                  else '') + f'; within {ort["tolerance"]}: yes')
             if out16:
                 print(f'wrote {out16} (FP16 weights and I/O): ' +
-                      chk.summarize_rows(rows16, len(proto16.graph.initializer)))
+                      chk.summarize_rows(rows16, len(files[out16].graph.initializer)))
             if missed:
                 print(f'error: Polygraphy does not call the weights of {len(missed)} '
                       f'sparse layers of {out} 2:4: {", ".join(missed[:3])}',

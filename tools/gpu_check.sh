@@ -56,11 +56,8 @@ bench() {  # bench NAME WANT_SECONDS CONFIG ARGS...
   shift 3
   t=$(cap "$want")
   step "benchmark $name" "$t" "$PY" tools/benchmark.py "$cfg" --name "$name" \
-    --out-json "$WORK/$name.json" --out-png "$WORK/$name.png" \
-    --time-budget $(( t > 40 ? t - 25 : 15 )) --variants "$VARIANTS" "$@"
-  (( PLAN )) && return 0
-  [ -f "$WORK/$name.json" ] && cp "$WORK/$name.json" "$OUT/$name.json"
-  return 0
+    --out-json "$OUT/$name.json" --time-budget $(( t > 40 ? t - 25 : 15 )) \
+    --variants "$VARIANTS" "$@"
 }
 
 main() {
@@ -99,7 +96,7 @@ print("lbc_mm", lbc_mm.__version__, environment())'
   bench mask-rcnn 75 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py' --batch 1
   local jsons=()
   for n in deit-small vit-base resnet50 mask-rcnn; do
-    [ -f "$WORK/$n.json" ] && jsons+=("$WORK/$n.json")
+    [ -f "$OUT/$n.json" ] && jsons+=("$OUT/$n.json")
   done
   if (( ${#jsons[@]} || PLAN )); then
     step "summary" 40 "$PY" tools/benchmark.py --combine "${jsons[@]}" \

@@ -1,18 +1,12 @@
-"""Dense vs 2:4 benchmark of one model, side by side in one process
-(``tools/benchmark.py``).
+"""Dense vs 2:4 benchmark of one model in one process (``tools/benchmark.py``).
 
-:class:`Benchmark` runs three stages and rewrites its JSON after each
-(:mod:`lbc_mm.deploy.report`), so a timeout still leaves results:
-
-1. ``weights``: the model (:func:`lbc_mm.deploy.models.prepare`) and its N:M check
-   (also without a GPU, which then stops with exit code 2);
-2. ``layers_<dtype>``: every sparse unit timed dense vs each 2:4 variant at the
-   input shape it sees in the model, eager and under CUDA graphs;
-3. ``end_to_end``: dense, **auto** (a unit runs 2:4 only where it measured faster)
-   and all-2:4 models, outputs checked against the dense-with-zeros model, then
-   timed (a detector's ``predict`` eager only: NMS has data-dependent shapes).
-   Auto never ships a slower model: if it loses end to end, it falls back to dense
-   (1.00x) and says so.
+Stages, the JSON rewritten after each (a timeout still leaves results):
+``weights`` (the model and its N:M check, also without a GPU, which then stops with
+exit code 2); ``layers_<dtype>`` (each unit dense vs each 2:4 variant at its shape
+in the model); ``end_to_end`` (dense, **auto**: units 2:4 only where faster, and
+all-2:4 models, outputs checked against dense, then timed; a detector's ``predict``
+eager only: NMS has data-dependent shapes). Auto never ships a slower model: if it
+loses end to end it falls back to dense (1.00x) and says so.
 """
 import copy
 import os

@@ -1,13 +1,9 @@
 """The model deploy runs: a converted file's weights in its stock model, or random
 weights with magnitude N:M masks.
 
-This is the one place that reads a converted file (``tools/convert.py``,
-docs/export_format.md) and checks its N:M: :func:`load_converted` builds the stock
-model (the config the file records, or ``config`` made stock), loads the weights
-strictly, takes the N:M layers from the export record and checks them once
-(:attr:`LoadedModel.nm_rows`, :attr:`LoadedModel.not_2of4`). A file without that
-record is refused with one line saying to run ``tools/convert.py``: which layers are
-N:M is never guessed from the weights.
+The one place that reads a converted file (docs/export_format.md) and checks its
+N:M, once (:class:`LoadedModel`). The N:M layers come from the file's export record,
+never from the weights: a file without it is refused (run ``tools/convert.py``).
 """
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
@@ -45,22 +41,12 @@ class Not2of4Error(ValueError):
 
 @dataclass
 class LoadedModel:
-    """The model deploy runs, where its weights came from, and their N:M check.
-
-    Attributes:
-        model: eval model with plain Conv2d / Linear layers (N:M zeros in them).
-        scope: ``'mmpretrain'`` or ``'mmdet'``.
-        cfg: the mmengine ``Config`` it was built from.
-        patterns: N:M layer name -> ``(n, m)``.
-        kind: ``'stock'`` / ``'compressed'`` (the file's kind) or ``'random'``.
-        rule: how the N:M layers were picked (a sentence).
-        source: what the weights are (a sentence, for logs and reports).
-        model_file: the converted file; None for random weights.
-        meta: the file's ``meta`` (empty for random weights).
-        nm_rows: ``nm_report`` rows of the N:M layers at their patterns.
-        not_2of4: the same at 2:4, rows that break it (``trained``: the pattern).
-            1:4, 2:8 and 1:16 weights are 2:4 too, 4:8 ones only by chance.
-    """
+    """The eval model (plain Conv2d / Linear layers, N:M zeros in them), its N:M
+    ``patterns`` (name -> ``(n, m)``), where it came from (``kind``: ``'stock'`` /
+    ``'compressed'`` file or ``'random'``; ``rule`` and ``source``: sentences for the
+    reports) and the N:M check, computed once: ``nm_rows`` (``nm_report``) and
+    ``not_2of4`` (rows that break 2:4, ``trained``: their pattern; 1:4, 2:8 and 1:16
+    weights are 2:4 too, 4:8 ones only by chance)."""
     model: nn.Module
     scope: str
     cfg: object
@@ -102,13 +88,9 @@ class LoadedModel:
 
 
 def read_model_file(model_file: str) -> Tuple[Dict[str, object], Dict, str]:
-    """Read a converted file -> ``(stock state dict, meta, 'stock' | 'compressed')``.
-
-    Raises:
-        FileNotFoundError: no such file.
-        CheckpointMismatchError: corrupted, unreadable or refused file.
-        NotConvertedError: a training checkpoint, or no ``meta['lbc_mm_export']``.
-    """
+    """A converted file -> ``(stock state dict, meta, 'stock' | 'compressed')``;
+    ``NotConvertedError`` for a training checkpoint or a file without
+    ``meta['lbc_mm_export']``."""
     ckpt = read_checkpoint(model_file)
     if ckpt.get('format') == FORMAT:
         try:
@@ -160,21 +142,10 @@ def _stock_config(meta: Dict, config: Optional[str], model_file: str):
 
 def load_converted(config: Optional[str], model_file: str, check: bool = True,
                    score_thr: Optional[float] = None) -> LoadedModel:
-    """Converted model file (+ config) -> :class:`LoadedModel` (``kind``: the file's).
-
-    Args:
-        config (str, optional): the training or the stock config (path or
-            ``pkg::path``); None: the stock config the file records.
-        model_file (str): what ``tools/convert.py`` wrote (``.pth`` / ``.nm.pth``).
-        check (bool): :meth:`LoadedModel.require_2of4` before returning.
-        score_thr (float, optional): detector score threshold override.
-
-    Raises:
-        NotConvertedError: see :func:`read_model_file`; no N:M layer named.
-        CheckpointMismatchError: the file does not fit the config, or names a
-            layer that is not a Conv2d / Linear of the model.
-        NotNMError, Not2of4Error: (``check``) see :meth:`LoadedModel.require_2of4`.
-    """
+    """Converted model file (+ ``config``, training or stock; None: the one the
+    file records) -> :class:`LoadedModel`; ``check``: also
+    :meth:`~LoadedModel.require_2of4`. One-line errors: ``NotConvertedError``,
+    ``CheckpointMismatchError`` (the file does not fit the model)."""
     sd, meta, kind = read_model_file(model_file)
     cfg = _stock_config(meta, config, model_file)
     model, scope = _build(cfg, score_thr)

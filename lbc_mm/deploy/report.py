@@ -1,9 +1,5 @@
-"""What a benchmark writes: its JSON, markdown tables, the per-layer chart.
-
-Every file goes through :func:`lbc_mm.io.atomic_write` (the umask's mode, no
-temp file left behind). ``tools/benchmark.py --combine`` merges several JSON files
-with :func:`combined_markdown` and :func:`plot_layers`.
-"""
+"""What a benchmark writes (each file through :func:`lbc_mm.io.atomic_write`): its
+JSON, markdown tables and the per-layer chart, also of several (``--combine``)."""
 import json
 import platform
 from typing import Dict, List, Optional
@@ -134,15 +130,8 @@ def combined_markdown(results: List[dict], unreadable: List[str]) -> str:
 
 
 def plot_layers(results: List[dict], path: str, title: str = '') -> Optional[str]:
-    """Bar chart of per-layer 2:4 speedups (CUDA graphs), one panel per result.
-
-    Args:
-        results (list[dict]): benchmark JSON objects.
-        path (str): PNG path (written atomically).
-
-    Returns:
-        str | None: the path, or None when there was nothing to plot.
-    """
+    """PNG bar chart of per-layer 2:4 speedups, a panel per result and dtype;
+    returns ``path``, or None when there was nothing to plot."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
