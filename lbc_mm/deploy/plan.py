@@ -20,14 +20,10 @@ from .timing import LAYER_TOL, error_line, rel_error, speedup, time_many
 
 @dataclass
 class UnitTiming:
-    """One unit timed dense vs its 2:4 variants (:func:`time_unit`).
-
-    Attributes:
-        check: variant -> relative output error vs dense, or the error line.
-        timing: mode -> :func:`~lbc_mm.deploy.timing.time_many` result.
-        best: mode -> ``[variant, speedup]`` (``[None, None]``: none faster).
-        unsupported: why no 2:4 variant could run; error: the timing crashed.
-    """
+    """One unit timed dense vs its 2:4 variants (:func:`time_unit`): ``check``
+    (variant -> relative error vs dense, or the error line), ``timing`` (mode ->
+    ``time_many`` result), ``best`` (mode -> ``[variant, speedup]``), why no variant
+    could run (``unsupported``) or the timing crashed (``error``)."""
     check: Dict[str, object] = field(default_factory=dict)
     timing: Dict[str, Dict[str, dict]] = field(default_factory=dict)
     best: Dict[str, list] = field(default_factory=dict)
@@ -108,13 +104,9 @@ def signature(mod: nn.Module, inp: Dict[str, object]) -> str:
 
 def find_units(model: nn.Module, layers: Sequence[str],
                run: Callable[[], object]) -> Dict[str, dict]:
-    """The units of the sparse ``layers``, their inputs as ``run()`` shows them.
-
-    Returns:
-        dict: ``inputs`` (:func:`record_inputs`), ``units`` (unit name ->
-        signature; fc1 / fc2 run inside their MLP unit) and ``rows`` (signature ->
-        per-layer table row, for every sparse layer and MLP).
-    """
+    """The units of the sparse ``layers``: ``inputs`` (:func:`record_inputs` of
+    ``run``), ``units`` (name -> signature; fc1 / fc2 run inside their MLP) and
+    ``rows`` (signature -> per-layer table row, every sparse layer and MLP)."""
     names = list(layers)
     mlps = find_mlps(model, names)
     in_mlp = {n for pair in mlps.values() for n in pair}

@@ -85,14 +85,9 @@ def shape_text(shape: Sequence[int]) -> str:
 def trtexec_argv(trtexec: str, onnx_path: str, version: str, sparse: bool,
                  workdir: str, precision: str = 'fp16',
                  shapes: Optional[Dict[str, Sequence[int]]] = None) -> List[str]:
-    """The ``trtexec`` command for one engine of TensorRT ``version`` (pure).
-
-    ``--shapes`` only for dynamic inputs (trtexec refuses them for a static file);
-    ``--fp16`` before 11.x, which is strongly typed (an FP16 ONNX file instead,
-    :func:`needs_fp16_onnx`); ``--explicitBatch`` only before 8.2 (deprecated after),
-    ``--profilingVerbosity`` / ``--exportLayerInfo`` from 8.2 (the inspector's first
-    release). Engine, layer information and times go to ``workdir``.
-    """
+    """The ``trtexec`` command for one engine of TensorRT ``version`` (pure; the
+    flags per version: docs/deploy.md, "TensorRT, by version"). Engine, layer
+    information and times go to ``workdir``."""
     major, minor = version_tuple(version)
     if major < 8:
         raise ValueError(f'TensorRT {version} is too old: 8.x or newer is needed '
