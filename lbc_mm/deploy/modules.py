@@ -35,16 +35,12 @@ class _GEMM(nn.Module):
         self.out_features, self.in_features = weight2d.shape
         self.dtype = weight2d.dtype
         self.bias = None if bias is None else bias.detach().to(weight2d.dtype)
-        self.weight = None
-        self.w24 = None
-        self.packed = None
-        if variant == 'dense_fm':
-            self.weight = weight2d.detach().contiguous()  # (N, K)
-        else:
-            self.w24 = kernels.compress_24(weight2d)  # (N, K) 2:4
-            self.packed = self.w24.packed
+        dense = variant == 'dense_fm'
+        self.weight = weight2d.detach().contiguous() if dense else None  # (N, K)
+        self.w24 = None if dense else kernels.compress_24(weight2d)  # (N, K) 2:4
+        self.packed = None if dense else self.w24.packed
         # cuSPARSELt wants M padded to 8; the dense GEMM does not care
-        self.align = 1 if variant == 'dense_fm' else kernels.DENSE_ALIGN
+        self.align = 1 if dense else kernels.DENSE_ALIGN
         # 'cslt_t' and the dense GEMM read a token-major input as B = x^T in place
         self.contiguous = variant in ('mm', 'cslt')
 
@@ -155,21 +151,14 @@ def conv1x1_unsupported(conv: nn.Module) -> Optional[str]:
 def match_mlp(seq: nn.Module):
     """``(fc1, act, fc2)`` when ``seq`` is mmcv's ``FFN.layers``,
     ``Seq(Seq(fc1, act, drop), fc2, drop)`` with element-wise ``act``; else None."""
-    if not isinstance(seq, nn.Sequential) or len(seq) != 3:
+    if not (isinstance(seq, nn.Sequential) and len(seq) == 3
+            and isinstance(seq[0], nn.Sequential) and len(seq[0]) == 3):
         return None
-    first, fc2, drop = seq[0], seq[1], seq[2]
-    if not (isinstance(first, nn.Sequential) and len(first) == 3):
-        return None
-    fc1, act, drop1 = first[0], first[1], first[2]
-    if not (isinstance(fc1, nn.Linear) and isinstance(fc2, nn.Linear)):
-        return None
-    if not isinstance(act, ELEMENTWISE_ACTS):
-        return None
-    if not (isinstance(drop1, nn.Dropout) and isinstance(drop, nn.Dropout)):
-        return None
-    if fc1.out_features != fc2.in_features:
-        return None
-    return fc1, act, fc2
+    (fc1, act, drop1), fc2, drop = seq
+    ok = (isinstance(fc1, nn.Linear) and isinstance(fc2, nn.Linear)
+          and isinstance(act, ELEMENTWISE_ACTS) and isinstance(drop1, nn.Dropout)
+          and isinstance(drop, nn.Dropout) and fc1.out_features == fc2.in_features)
+    return (fc1, act, fc2) if ok else None
 
 
 # -- which variants run on this GPU ---------------------------------------------
