@@ -6,18 +6,12 @@ Usage:
     python tools/benchmark.py --combine a.json b.json --out-png all.png --out-md all.md
     python tools/benchmark.py --preflight     (which 2:4 variants run on this GPU)
 
-CONFIG is a repo config path or ``mmpretrain::deit/deit-small_4xb256_in1k.py`` /
-``mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py``. MODEL is what tools/convert.py
-wrote: the compressed ``.nm.pth`` (or the stock ``.pth``); the model is the stock
-config the file records (or CONFIG, made stock) with those weights, and the file
-names the N:M layers and their patterns. A training checkpoint is refused on one line
-(run tools/convert.py first). Any trained pattern whose weights are 2:4 runs (1:4,
-2:8, 1:16 and 2:4 always are); weights that are not 2:4 (a 4:8 model) are refused
-on one line. Without MODEL the layers the config makes sparse (for a stock config:
-those of NMSparsify's default rule) get magnitude 2:4 masks of their random-init
-weights (timing does not depend on values). On a machine without an Ampere-or-newer
-GPU it still checks the weights are N:M, prints one line saying why no sparse timing
-is possible and exits with 2.
+CONFIG is a config path or ``pkg::path`` (``mmdet::mask_rcnn/...``). MODEL is what
+tools/convert.py wrote (``.nm.pth`` or ``.pth``; CONFIG is then optional), its N:M
+layers 2:4 (1:4, 2:8, 1:16 and 2:4 models are; 4:8 is refused on one line). Without
+MODEL the layers the config makes sparse (a stock config: NMSparsify's default
+rule) get magnitude 2:4 masks of random-init weights. Without an Ampere-or-newer
+GPU the weights are still checked, then one line says why no sparse timing.
 Exit codes: 0 done, 1 error / weights not N:M or not 2:4, 2 no sparse timing here.
 """
 import argparse
@@ -60,6 +54,7 @@ def parse_args(argv=None):
                         help='test the pipeline on CPU (fp32, dense GEMMs stand in for '
                         '2:4 kernels; numbers mean nothing)')
     parser.add_argument('--variants', default=None,
+                        type=lambda s: [v for v in s.split(',') if v and v != 'none'],
                         help='comma-separated 2:4 variants allowed (default all: '
                         'mm,cslt,cslt_t); "none" times dense only')
     parser.add_argument('--preflight', action='store_true',
@@ -74,13 +69,6 @@ def parse_args(argv=None):
             not args.preflight:
         parser.error('CONFIG is required (or --combine JSON... / --preflight)')
     return args
-
-
-def model_name(config, model_file) -> str:
-    """The label in tables: the config's stem, else the model file's."""
-    stem = os.path.basename((config or model_file).split('::')[-1])
-    return stem[:-len('.nm.pth')] if stem.endswith('.nm.pth') else \
-        os.path.splitext(stem)[0]
 
 
 def combine(paths, out_png, out_md):
@@ -107,7 +95,7 @@ def combine(paths, out_png, out_md):
             print(f'error: cannot write {exc.filename}: {exc.strerror or exc}',
                   file=sys.stderr)
             return 1
-    if out_png and results:
+    if out_png:
         try:
             plot_layers(results, out_png, title='per-layer 2:4 speedups')
         except Exception as exc:  # noqa: BLE001  (the markdown is already written)
@@ -129,28 +117,13 @@ def main(argv=None):
             return 2
         preflight(lambda line: print(line, flush=True))
         return 0
-    allowed = None if args.variants is None else [
-        v for v in args.variants.split(',') if v and v != 'none']
-    from lbc_mm.apis import resolve_config
-    from lbc_mm.checkpoint_io import CheckpointMismatchError
-    from lbc_mm.deploy.bench import Benchmark
-    from lbc_mm.deploy.models import Not2of4Error, NotConvertedError
-    try:
-        if args.config is not None:
-            resolve_config(args.config)
-    except FileNotFoundError as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        return 1
-    if args.model_file is not None and not os.path.isfile(args.model_file):
-        print(f'error: model file not found: {args.model_file}', file=sys.stderr)
-        return 1
-    name = args.name or model_name(args.config, args.model_file)
+    from lbc_mm.deploy.bench import Benchmark, model_label
+    from lbc_mm.tool_exit import run_tool, tool_error_line
+    name = args.name or model_label(args.config, args.model_file)
     out_json = args.out_json or os.path.join('work_dirs', 'benchmark', f'{name}.json')
 
     def log(line):
         print(line, flush=True)
-
-    from lbc_mm.tool_exit import run_tool
 
     def bench() -> int:
         try:
@@ -160,14 +133,12 @@ def main(argv=None):
                 dtype=args.dtype, layer_dtypes=tuple(args.layer_dtypes),
                 img_size=args.img_size, det_shape=tuple(args.det_shape),
                 channels_last=args.channels_last, margin=args.margin,
-                time_budget=args.time_budget, allowed_variants=allowed, log=log,
-                dry_run=args.dry_run_cpu).run()
-        except (CheckpointMismatchError, NotConvertedError, Not2of4Error) as exc:
-            # mismatched, truncated, refused; a training checkpoint; 4:8 not 2:4
-            print(f'error: {exc}', file=sys.stderr)
-            return 1
-        except OSError as exc:  # the JSON could not be written (disk full, ...)
-            print(f'error: cannot write {exc.filename}: {exc.strerror or exc}',
+                time_budget=args.time_budget, allowed_variants=args.variants,
+                log=log, dry_run=args.dry_run_cpu).run()
+        # a missing, refused, mismatched or truncated file; 4:8 not 2:4; a failed
+        # write of the JSON; a registry type the config names is unknown
+        except (OSError, ValueError, KeyError) as exc:
+            print(tool_error_line(exc, args.config or args.model_file, [out_json]),
                   file=sys.stderr)
             return 1
         print(f'[bench] wrote {out_json}', flush=True)

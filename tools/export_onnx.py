@@ -6,29 +6,14 @@ Usage:
         [--json REPORT.json] [--trt-precision fp16|fp32] [--no-trt] [--fp16-onnx]
         [--polygraphy]
 
-MODEL is what tools/convert.py wrote: the stock ``.pth`` or the compressed ``.nm.pth``
-(docs/export_format.md); it records its stock config, so CONFIG is optional.
-mmpretrain classifiers are exported whole; mmdet detectors
-as backbone + neck (the heads are left to mmdeploy, docs/deploy.md). After export,
-always: ``onnx.checker``; every sparse layer's initializer checked N:M in TensorRT's
-layout (a table of every Conv/Gemm/MatMul weight: 2:4 or not, and why); onnxruntime
-(CPU) outputs equal PyTorch's within a stated tolerance. The .onnx file is written
-(atomically) only when all of that passes; with ``--polygraphy`` NVIDIA's
-``polygraphy inspect sparsity`` then says which weights are 2:4. Sparse weights
-must be 2:4 (1:4, 2:8, 1:16 and 2:4 models are; a 4:8 model is refused). With
-TensorRT (trtexec) dense and 2:4 engines are built and timed side by side with the
-flags of its version (on TensorRT 11, strongly typed, from OUT.fp16.onnx), and the
-JSON says which layers got sparse kernels; without it one line says how, and the
-exit code is 0.
-Errors (an output path that is MODEL, CONFIG or another output; a read-only folder,
-a full disk) are one line on stderr, exit code 1; Ctrl-C exits 130 and SIGTERM 143,
-leaving no temp file.
-
-``--random-weights`` (no MODEL): magnitude 2:4 masks on the config's random-init
-weights, for timing TensorRT without a trained model.
+MODEL is what tools/convert.py wrote (``.pth`` / ``.nm.pth``; CONFIG is optional),
+its sparse weights 2:4. The .onnx file is written only when ``onnx.checker``, the
+N:M check of every sparse initializer in TensorRT's layout and onnxruntime's
+equality with PyTorch pass; then Polygraphy (``--polygraphy``) and TensorRT, dense
+vs 2:4 engines, where trtexec is installed (else one line says how, exit 0). Errors
+are one line on stderr, exit 1; Ctrl-C exits 130, SIGTERM 143. docs/deploy.md.
 """
 import argparse
-import json
 import os
 import sys
 
@@ -82,12 +67,6 @@ def default_out(model: str) -> str:
     return (root[:-len('.nm')] if root.endswith('.nm') else root) + '.onnx'
 
 
-def _write_json(path, report):
-    from lbc_mm.io import atomic_write
-    text = json.dumps(report, indent=1, default=str).encode()
-    atomic_write(path, lambda f: f.write(text))
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     if not args.model_file and not args.random_weights:
@@ -102,10 +81,11 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 1
     import lbc_mm  # noqa: F401  (compat shims, registries)
-    from lbc_mm.deploy.models import load_converted, random_weights, require_2of4
+    from lbc_mm.deploy.models import prepare
     from lbc_mm.deploy.onnx import check as chk
     from lbc_mm.deploy.onnx import export as exp
     from lbc_mm.deploy.onnx import trtexec as trt
+    from lbc_mm.deploy.report import write_json
     from lbc_mm.export.convert import refuse_overwrites
     from lbc_mm.io import atomic_write
     from lbc_mm.tool_exit import run_tool, tool_error_line
@@ -124,15 +104,16 @@ def main(argv=None) -> int:
         try:
             refuse_overwrites({'MODEL': args.model_file, 'CONFIG': args.config},
                               outputs)
-            got = random_weights(args.config, score_thr=0.0) if args.random_weights \
-                else load_converted(args.config, args.model_file)
+            got = prepare(args.config,
+                          None if args.random_weights else args.model_file)
+            got.require_2of4()  # N:M, and 2:4 (1:4 / 2:8 / 1:16 / 2:4; not 4:8)
             model, scope, patterns = got.model, got.scope, got.patterns
-            require_2of4(model, patterns)  # 1:4 / 2:8 / 1:16 / 2:4 weights; not 4:8
             shape = tuple(args.shape) if args.shape else \
                 exp.default_shape(got.cfg, scope)
             images = exp.find_images(args.images)
             x, source = exp.example_input(model, shape, args.batch, images)
-            wrapper = exp.ExportWrapper(model, exp.export_part(scope))
+            part = exp.export_part(scope)
+            wrapper = exp.ExportWrapper(model, part)
             opset = args.opset or exp.DEFAULT_OPSET
             proto = exp.export_onnx(wrapper, x, opset, args.dynamic_batch,
                                     args.dynamic_shape)
@@ -145,20 +126,16 @@ def main(argv=None) -> int:
                     f'onnxruntime disagrees with PyTorch on {worst["name"]}: max '
                     f'|diff| {worst["max_abs_diff"]:.3g} (tolerance '
                     f'{ort["tolerance"]})')
-            rows16 = None
+            files, rows16 = {out: proto}, None
             if out16:  # TensorRT 11 (strongly typed) builds FP16 from an FP16 file
-                proto16, wrapper16 = exp.export_onnx_fp16(
+                files[out16], wrapper16 = exp.export_onnx_fp16(
                     wrapper, x, opset, args.dynamic_batch, args.dynamic_shape)
-                rows16 = chk.initializer_rows(proto16, wrapper16, patterns)
+                rows16 = chk.initializer_rows(files[out16], wrapper16, patterns)
                 chk.check_rows(rows16, patterns)  # the 2:4 check on the FP16 weights
-            data = proto.SerializeToString()
-            atomic_write(out, lambda f: f.write(data))
-            written.append(out)
-            if out16:
-                data16 = proto16.SerializeToString()
-                atomic_write(out16, lambda f: f.write(data16))
-                written.append(out16)
-            part = exp.export_part(scope)
+            for path, graph in files.items():
+                data = graph.SerializeToString()
+                atomic_write(path, lambda f: f.write(data))
+                written.append(path)
             dyn = [a for a, on in (('batch', args.dynamic_batch),
                                    ('H/W', args.dynamic_shape)) if on]
             report = dict(model_file=got.model_file, onnx=out, onnx_fp16=out16,
@@ -175,14 +152,14 @@ def main(argv=None) -> int:
                     command=' '.join(poly['command']), sparse=len(poly['sparse']),
                     sparse_layers_not_2of4=missed)
             if args.json:  # written now, rewritten after each TensorRT engine
-                _write_json(args.json, report)
+                write_json(report, args.json)
                 written.append(args.json)
             what = f'the whole {scope} model' if part == 'whole' else \
                 f'{part} of the {scope} model'
             print(f'wrote {out}: {what}, opset {opset}, input '
                   f'{args.batch}x3x{shape[0]}x{shape[1]} '
                   f'({"dynamic " + ", ".join(dyn) if dyn else "static"}), '
-                  f'{len(data) / 2**20:.1f} MiB; onnx.checker passed')
+                  f'{os.path.getsize(out) / 2**20:.1f} MiB; onnx.checker passed')
             if part != 'whole':
                 print('detector: backbone + neck only (all N:M layers are there); '
                       'export the heads with mmdeploy (docs/deploy.md)')
@@ -197,7 +174,7 @@ def main(argv=None) -> int:
                  else '') + f'; within {ort["tolerance"]}: yes')
             if out16:
                 print(f'wrote {out16} (FP16 weights and I/O): ' +
-                      chk.summarize_rows(rows16, len(proto16.graph.initializer)))
+                      chk.summarize_rows(rows16, len(files[out16].graph.initializer)))
             if missed:
                 print(f'error: Polygraphy does not call the weights of {len(missed)} '
                       f'sparse layers of {out} 2:4: {", ".join(missed[:3])}',
@@ -208,7 +185,7 @@ def main(argv=None) -> int:
                                                   rows16 or rows, report)
                 print(trt.format_engines(report['tensorrt']))
             if args.json:
-                _write_json(args.json, report)
+                write_json(report, args.json)
         # a write / missing file; same paths, not N:M / not 2:4, mismatch,
         # corrupted, Polygraphy failed; a registry type the config names is unknown
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
@@ -229,22 +206,22 @@ def _done(written) -> str:
 def run_tensorrt(args, trt, found, onnx_path, rows, report):
     """Dense and 2:4 engines; the JSON is rewritten after each engine."""
     from lbc_mm.deploy.onnx.trt_layers import layer_verdicts
-    shape = report['input']
+    from lbc_mm.deploy.report import write_json
+    from lbc_mm.deploy.timing import error_line
 
     def on_step(partial):
         report['tensorrt'] = partial
         if args.json:
-            _write_json(args.json, report)
+            write_json(report, args.json)
 
     try:
         engines = trt.compare_engines(
-            onnx_path, shape, args.trt_dir or os.path.join(
+            onnx_path, report['input'], args.trt_dir or os.path.join(
                 os.path.dirname(os.path.abspath(onnx_path)), 'trt'),
             args.trt_precision, found=found, on_step=on_step)
     except Exception as exc:  # noqa: BLE001  (a TensorRT failure: report, go on)
-        msg = f'{type(exc).__name__}: {exc}'.splitlines()[0]
         return dict(report.get('tensorrt') or {}, available=False,
-                    line=f'TensorRT failed: {msg}')
+                    line=f'TensorRT failed: {error_line(exc)}')
     if engines.get('available'):
         sparse = engines['runs']['sparse']
         engines['verdicts'] = layer_verdicts(

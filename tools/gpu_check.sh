@@ -4,17 +4,11 @@
 #   e.g. bash tools/gpu_check.sh .device "$OUT"
 #
 # On a GPU machine without a package index: installs the OpenMMLab wheels
-# (WHEEL_DIR/install.sh -> /tmp/site), then, in the order that tells most first:
-# versions and the 2:4 preflight, the GPU tests, one classifier benchmark
-# (tools/benchmark.py, dense vs 2:4: DeiT-small), then ViT-B/16, ResNet-50, Mask R-CNN
-# R50-FPN, the summary, and ONNX + TensorRT where TensorRT is installed (the lent GPU
-# machine has none). OUT_DIR gets at most 8 files, each as soon as its step ends:
-#   gpu_check.log (every step's start, end, rc and output as it happens),
-#   deit-small.json, vit-base.json, resnet50.json, mask-rcnn.json, summary.md
-#   (paste-ready tables), per_layer_speedups.png, and with TensorRT
-#   onnx_trt_resnet50.json (tools/export_onnx.py: rewritten after each engine)
-# Every step has its own timeout and the whole run stays under ~5.5 minutes.
-# Never calls torch._cslt_sparse_mm_search (it crashed the CUDA context on H200).
+# (WHEEL_DIR/install.sh -> /tmp/site), then, what tells most first: versions and the
+# 2:4 preflight, the `gpu` tests, benchmarks of DeiT-small, ViT-B/16, ResNet-50 and
+# Mask R-CNN, their summary, and ONNX + TensorRT where trtexec is installed. Each
+# step has a timeout within the ~5.5 min budget; OUT_DIR gets gpu_check.log, the
+# benchmark JSONs, summary.md, per_layer_speedups.png (onnx_trt_resnet50.json).
 set -u -o pipefail
 
 PLAN=0
@@ -62,11 +56,8 @@ bench() {  # bench NAME WANT_SECONDS CONFIG ARGS...
   shift 3
   t=$(cap "$want")
   step "benchmark $name" "$t" "$PY" tools/benchmark.py "$cfg" --name "$name" \
-    --out-json "$WORK/$name.json" --out-png "$WORK/$name.png" \
-    --time-budget $(( t > 40 ? t - 25 : 15 )) --variants "$VARIANTS" "$@"
-  (( PLAN )) && return 0
-  [ -f "$WORK/$name.json" ] && cp "$WORK/$name.json" "$OUT/$name.json"
-  return 0
+    --out-json "$OUT/$name.json" --time-budget $(( t > 40 ? t - 25 : 15 )) \
+    --variants "$VARIANTS" "$@"
 }
 
 main() {
@@ -77,26 +68,11 @@ main() {
   step "install wheels" 120 bash "$WHEELS/install.sh"
   export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
   export MPLBACKEND=Agg PYTHONUNBUFFERED=1
-  # 1. preflight: versions, then each 2:4 variant once, in its own process: one
-  # that crashes the CUDA context is left out of the benchmarks instead of taking
-  # a whole model down.
-  step "versions" 30 "$PY" - <<'PY'
-import torch
-print('torch', torch.__version__, 'cuda', torch.version.cuda,
-      'gpu', torch.cuda.get_device_name() if torch.cuda.is_available() else None)
-try:
-    print('cuSPARSELt', torch.backends.cusparselt.version())
-except Exception as exc:
-    print('cuSPARSELt ?', exc)
-import lbc_mm, mmcv, mmdet, mmpretrain, mmengine
-print('lbc_mm', lbc_mm.__version__, 'mmcv', mmcv.__version__, 'mmdet', mmdet.__version__,
-      'mmpretrain', mmpretrain.__version__, 'mmengine', mmengine.__version__)
-try:
-    import tensorrt
-    print('tensorrt', tensorrt.__version__)
-except Exception as exc:
-    print('tensorrt: not installed', type(exc).__name__)
-PY
+  # 1. each 2:4 variant once, in its own process: one that crashes the CUDA context
+  # is left out of the benchmarks instead of taking a whole model down
+  step "versions" 30 "$PY" -c 'import lbc_mm
+from lbc_mm.deploy.report import environment
+print("lbc_mm", lbc_mm.__version__, environment())'
   step "preflight (each 2:4 variant once)" 40 bash -c \
     "'$PY' tools/benchmark.py --preflight > '$WORK/preflight.txt' 2>&1"
   (( PLAN )) || cat "$WORK/preflight.txt"
@@ -104,9 +80,7 @@ PY
     paste -sd, -)
   [ -z "$VARIANTS" ] && VARIANTS=none
   (( PLAN )) || echo "[gpu_check] 2:4 variants that passed the preflight: $VARIANTS"
-  # 2. the GPU tests (every 2:4 path vs dense-with-zeros, and the other
-  # `gpu`-marked tests): pytest when the machine has it, else the deploy file's own
-  # runner; -rA lists every test's outcome in the log
+  # 2. the `gpu`-marked tests (pytest, else the 2:4 paths' own runner)
   if "$PY" -c 'import pytest' 2>/dev/null; then
     step "gpu tests (pytest -m gpu)" 60 "$PY" -m pytest -q -rA -p no:cacheprovider \
       -m gpu --continue-on-collection-errors tests
@@ -114,10 +88,7 @@ PY
     step "gpu tests (no pytest: direct runner)" 60 \
       "$PY" tests/test_deploy/test_gpu_paths.py
   fi
-  # 3. one classifier benchmark, then the rest. Upstream configs, no trained model:
-  # random weights with magnitude 2:4 masks on the layers NMSparsify's default rule
-  # picks (timing does not depend on values). A trained model is benchmarked from
-  # its converted file: CONFIG MODEL.nm.pth.
+  # 3. upstream configs, random weights with magnitude 2:4 masks
   bench deit-small 60 'mmpretrain::deit/deit-small_4xb256_in1k.py' --batch 256
   bench vit-base 65 'mmpretrain::vision_transformer/vit-base-p16_64xb64_in1k.py' \
     --batch 256
@@ -125,15 +96,13 @@ PY
   bench mask-rcnn 75 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py' --batch 1
   local jsons=()
   for n in deit-small vit-base resnet50 mask-rcnn; do
-    [ -f "$WORK/$n.json" ] && jsons+=("$WORK/$n.json")
+    [ -f "$OUT/$n.json" ] && jsons+=("$OUT/$n.json")
   done
   if (( ${#jsons[@]} || PLAN )); then
     step "summary" 40 "$PY" tools/benchmark.py --combine "${jsons[@]}" \
       --out-md "$OUT/summary.md" --out-png "$OUT/per_layer_speedups.png"
   fi
-  # 4. TensorRT, only where it is installed: ResNet-50 (the LBC 2:4 config's sparse
-  # layers, random weights with magnitude 2:4 masks) to ONNX, verified, then dense
-  # vs 2:4 engines with the flags of the installed version.
+  # 4. TensorRT, only where it is installed: ResNet-50 to ONNX, dense vs 2:4 engines
   if command -v trtexec >/dev/null 2>&1 || [ -x /usr/src/tensorrt/bin/trtexec ] || \
       (( PLAN )); then
     (( PLAN )) && echo "[plan] (TensorRT step: only where trtexec is installed)"

@@ -1,42 +1,32 @@
-"""Dense vs 2:4 benchmark of one model, side by side in one process.
+"""Dense vs 2:4 benchmark of one model in one process (``tools/benchmark.py``).
 
-:class:`Benchmark` runs three stages; its JSON is rewritten after each (through
-:mod:`lbc_mm.deploy.report`), so a timeout still leaves results:
-
-1. ``weights``: the model from the config and the converted model file
-   (:func:`lbc_mm.deploy.models.prepare`: a
-   :class:`~lbc_mm.deploy.models.LoadedModel`), every sparse layer checked N:M (also
-   on machines without a GPU, which then stop with exit code 2);
-2. ``layers_<dtype>``: every sparse unit timed dense vs each 2:4 variant at the input
-   shape it sees in the model (forward hooks), eager and under CUDA graphs;
-3. ``end_to_end`` (:mod:`lbc_mm.deploy.end_to_end`): dense, **auto** (a unit runs
-   sparse only where it measured faster) and all-sparse models, outputs checked
-   against the dense-with-zeros model, eager and CUDA-graph timings (a detector's
-   ``predict`` is eager only: its NMS has data-dependent shapes; backbone+neck is
-   also graph-timed).
-
-The model and its input are a :class:`~lbc_mm.deploy.workload.Workload`.
+Stages, the JSON rewritten after each (a timeout still leaves results):
+``weights`` (the model and its N:M check, also without a GPU, which then stops with
+exit code 2); ``layers_<dtype>`` (each unit dense vs each 2:4 variant at its shape
+in the model); ``end_to_end`` (dense, **auto**: units 2:4 only where faster, and
+all-2:4 models, outputs checked against dense, then timed; a detector's ``predict``
+eager only: NMS has data-dependent shapes). Auto never ships a slower model: if it
+loses end to end it falls back to dense (1.00x) and says so.
 """
+import copy
 import os
 import time
 from typing import Callable, Dict, Optional, Sequence
 
 import torch
 
-from ..sparse_model import nm_report
 from . import kernels, plan, report
-from .end_to_end import EndToEnd, EndToEndResult
-from .models import LoadedModel, Not2of4Error, prepare, require_2of4
-from .timing import safe_sync
-from .workload import Workload, find_units
+from .models import LoadedModel, prepare
+from .timing import error_line, safe_sync, speedup, time_many
+from .workload import Workload
 
-__all__ = ['Benchmark', 'DTYPES']
+__all__ = ['Benchmark', 'DTYPES', 'model_label']
 
 DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16, 'fp32': torch.float32}
+E2E_TOL = 5e-2  # end-to-end output agreement (relative to max |ref|), fp16
 NOTES = [
     'times are medians of torch.utils.benchmark.Timer blocks; speedup = dense ms / '
-    '2:4 ms on the '
-    'same dense-with-zeros weights',
+    '2:4 ms on the same dense-with-zeros weights',
     'auto: a unit runs 2:4 only where its isolated timing at the model shape beat '
     'dense by the margin and matched dense output; if the result is slower end to '
     'end, auto falls back to dense (1.00x)',
@@ -49,31 +39,22 @@ NOTES = [
     'exactly as in the dense model']
 
 
+def model_label(config: Optional[str], model_file: Optional[str]) -> str:
+    """The label in tables: the config's stem, else the model file's."""
+    stem = os.path.basename((config or model_file).split('::')[-1])
+    return stem[:-len('.nm.pth')] if stem.endswith('.nm.pth') else \
+        os.path.splitext(stem)[0]
+
+
 class Benchmark:
     """Benchmark one model; :meth:`run` returns the process exit code.
 
-    Args:
-        config (str, optional): config path or ``pkg::path``; None: the stock
-            config ``model_file`` records.
-        model_file (str, optional): what ``tools/convert.py`` wrote (``.nm.pth``
-            or the stock ``.pth``); None -> random weights with magnitude masks.
-        out_json (str): JSON path (rewritten after every stage).
-        out_png (str, optional): per-layer speedup bar chart.
-        model_name (str, optional): label in tables. Defaults to the config stem.
-        batch (int, optional): Defaults to 1 for detectors, 64 for classifiers.
-        dtype (str): end-to-end dtype. Defaults to ``'fp16'``.
-        layer_dtypes (Sequence[str]): dtypes of the per-layer table.
-        img_size (int, optional): classifier input size. Defaults to 224.
-        det_shape (Sequence[int]): detector input (H, W).
-        channels_last (bool): run the model channels-last.
-        margin (float): auto needs a sparse unit ``1 + margin`` times faster.
-        time_budget (float): seconds; later stages are skipped past it.
-        allowed_variants (Sequence[str], optional): 2:4 variants this run may use
-            (None: all; ``[]``: dense only).
-        log (callable): line printer.
-        dry_run (bool): run the whole pipeline on CPU in fp32 with the dense
-            feature-major GEMM standing in for the 2:4 kernels (tests the script;
-            its numbers mean nothing and the JSON says so).
+    ``config`` / ``model_file``: as ``tools/benchmark.py`` takes them (no
+    ``model_file``: random weights with magnitude masks); the other arguments are
+    its flags (``allowed_variants``: ``--variants``, None: all, ``[]``: dense only;
+    ``dry_run``: ``--dry-run-cpu``, the pipeline on CPU in fp32 with the dense
+    feature-major GEMM standing in for the 2:4 kernels). ``batch`` defaults to 1
+    for detectors, 64 for classifiers; ``log`` prints a line.
     """
 
     def __init__(self, config: Optional[str], model_file: Optional[str] = None, *,
@@ -88,8 +69,7 @@ class Benchmark:
                  log: Callable[[str], None] = print, dry_run: bool = False):
         self.config, self.model_file = config, model_file
         self.out_json, self.out_png = out_json, out_png
-        self.name = model_name or os.path.splitext(
-            os.path.basename((config or model_file).split('::')[-1]))[0]
+        self.name = model_name or model_label(config, model_file)
         self.batch, self.dtype = batch, dtype
         self.layer_dtypes = tuple(layer_dtypes)
         self.img_size, self.det_shape = img_size, list(det_shape)
@@ -101,20 +81,15 @@ class Benchmark:
         self.modes = ('eager', ) if dry_run else ('cuda_graph', 'eager')
         self.status = 0
         self.workload: Optional[Workload] = None
-        self.units: Dict[str, str] = {}  # unit name -> signature
-        self.rows: Dict[str, dict] = {}  # signature -> per-layer table row
-        self.inputs: Dict[str, dict] = {}  # module name -> recorded input
-        # signature -> main dtype timing
-        self.unit_results: Dict[str, plan.UnitTiming] = {}
+        self.found: Dict[str, dict] = {}  # plan.find_units: inputs, units, rows
+        self.unit_results: Dict[str, plan.UnitTiming] = {}  # main dtype's
         self.result: Dict[str, object] = {
-            'model_name': self.name, 'config': config,
-            'model_file': model_file,
+            'model_name': self.name, 'config': config, 'model_file': model_file,
             'batch': batch, 'dtype': dtype, 'layer_dtypes': list(layer_dtypes),
             'channels_last': channels_last, 'margin': margin,
             'env': report.environment(), 'stages_done': [], 'truncated': [],
             'layers': {}, 'end_to_end': {}, 'notes': list(NOTES)}
 
-    # -- stages ----------------------------------------------------------------
     def run(self) -> int:
         """All stages. Returns 0 done, 1 weights not N:M or a stage crashed, 2 no
         sparse timing possible here (no GPU / pre-Ampere GPU).
@@ -128,12 +103,6 @@ class Benchmark:
                          device='cuda' if ok and not self.dry_run else 'cpu')
         if not self.check_weights(loaded):
             return 1
-        try:  # 1:4, 2:8 and 1:16 weights are 2:4 too; 4:8 ones mostly not
-            require_2of4(loaded.model, loaded.patterns)
-        except Not2of4Error as exc:
-            self.result['not_2of4'] = exc.rows
-            self.write()
-            raise
         if self.dry_run:
             ok, self.dtype, self.layer_dtypes = True, 'fp32', ('fp32', )
             self.result.update(dry_run=True, dtype='fp32', layer_dtypes=['fp32'])
@@ -162,64 +131,56 @@ class Benchmark:
         return self.status
 
     def check_weights(self, loaded: LoadedModel) -> bool:
-        """Stage 1: record the weights and their N:M check; False when a sparse
-        layer is not N:M."""
-        res = self.result
+        """Stage 1: the weights and their N:M check into the JSON; False when a
+        sparse layer is not N:M (:class:`Not2of4Error` when not 2:4)."""
         self.batch = self.batch or (1 if loaded.scope == 'mmdet' else 64)
-        rows = nm_report(loaded.model, loaded.patterns)
-        bad = [r for r in rows if r['bad_groups']]
-        res.update(batch=self.batch, weights=loaded.kind, weights_source=loaded.source,
-                   scope_rule=loaded.rule,
-                   scope=loaded.scope, nm_check={'layers': len(rows),
-                                                 'layers_not_nm': len(bad),
-                                                 'rows': rows})
-        res['stages_done'].append('weights')
+        rows, bad = loaded.nm_rows, loaded.not_nm
+        self.result.update(
+            batch=self.batch, weights=loaded.kind, weights_source=loaded.source,
+            scope_rule=loaded.rule, scope=loaded.scope,
+            nm_check={'layers': len(rows), 'layers_not_nm': len(bad), 'rows': rows})
+        if loaded.not_2of4:
+            self.result['not_2of4'] = loaded.not_2of4
+        self.result['stages_done'].append('weights')
         self.log(f'[bench] {self.name}: {len(rows)} sparse layers, '
                  f'{len(bad)} not N:M; {loaded.source}')
         self.write()
         if bad:
             self.log('[bench] refusing to time: layers not N:M: ' + ', '.join(
                 f'{r["layer"]} ({r["bad_groups"]}/{r["groups"]} groups)' for r in bad))
-        return not bad
+            return False
+        loaded.require_2of4()  # 1:4, 2:8, 1:16 weights are 2:4 too; 4:8 mostly not
+        return True
 
     def setup(self, loaded: LoadedModel) -> None:
-        """The workload on its device, the recorded inputs and the units."""
+        """The workload on its device, the units and their recorded inputs."""
         device = torch.device('cpu' if self.dry_run else 'cuda')
         torch.backends.cudnn.benchmark = True
         work = Workload(loaded.model, loaded.scope, self.batch, DTYPES[self.dtype],
                         device, self.img_size, self.det_shape, self.channels_last)
         self.workload = work
-        self.result['input_shape'] = list(work.x.shape)
-        names = list(loaded.patterns)
-        mlps = plan.find_mlps(work.model, names)
-        self.inputs = plan.record_inputs(work.model, names + list(mlps),
-                                         lambda: work.main_fn()(work.model))
-        found = find_units(work.model, names, self.inputs)
-        self.units, self.rows = found['units'], found['rows']
-        self.result['units'] = self.units
-        self.result['allowed_variants'] = self.allowed_variants  # None: every one
+        self.found = plan.find_units(work.model, list(loaded.patterns),
+                                     lambda: work.main_fn()(work.model))
+        self.result.update(input_shape=list(work.x.shape), units=self.found['units'],
+                           allowed_variants=self.allowed_variants)  # None: all
 
     def time_layers(self, dtype_name: str, deadline: float) -> None:
         """Stage 2: per-layer timing for one dtype into ``result['layers']``."""
-        res = self.result
-        rows_out = res['layers'].setdefault(dtype_name, [])
-        done = {r['signature'] for r in rows_out}
-        for sig, row in self.rows.items():
-            if sig in done:
-                continue
+        rows_out = self.result['layers'].setdefault(dtype_name, [])
+        for sig, row in self.found['rows'].items():
             if time.time() > deadline:
-                res['truncated'].append(f'layers_{dtype_name}: stopped at time budget')
+                self.result['truncated'].append(
+                    f'layers_{dtype_name}: stopped at time budget')
                 self.log(f'[bench] time budget reached in layers_{dtype_name}')
                 return
             try:
                 timing = plan.time_unit(
                     self.workload.model.get_submodule(row['module']),
-                    self.inputs[row['module']], DTYPES[dtype_name],
+                    self.found['inputs'][row['module']], DTYPES[dtype_name],
                     self.workload.device, modes=self.modes, stand_in=self.dry_run,
                     allowed_variants=self.allowed_variants)
             except Exception as exc:  # noqa: BLE001  (one layer must not stop the rest)
-                timing = plan.UnitTiming(
-                    error=f'{type(exc).__name__}: {exc}'.splitlines()[0])
+                timing = plan.UnitTiming(error=error_line(exc))
                 safe_sync()
             rows_out.append({**row, **timing.to_dict()})
             if dtype_name == self.dtype:
@@ -232,13 +193,8 @@ class Benchmark:
 
     def end_to_end(self, order) -> None:
         """Stage 3 (a crash is recorded, exit code 1), then the tables."""
-        def publish(out: EndToEndResult) -> None:
-            self.result.update(end_to_end=out.entries, plans=out.plans)
-            self.write()
-
         try:
-            publish(EndToEnd(self.workload, self.units, self.modes, publish,
-                             self.log).run(self.unit_results, self.margin))
+            self.time_models()
             self.result['stages_done'].append('end_to_end')
         except Exception as exc:  # noqa: BLE001
             self.result['end_to_end']['error'] = f'{type(exc).__name__}: {exc}'
@@ -246,7 +202,75 @@ class Benchmark:
             self.status = 1
         self.finish(order, final=False)
 
-    # -- output ----------------------------------------------------------------
+    def time_models(self) -> None:
+        """Deploy the auto and all-2:4 plans, check their outputs, time them."""
+        choices = {f'auto_{mode}': plan.choose(self.unit_results, mode, self.margin)
+                   for mode in ('cuda_graph', 'eager')}
+        # every unit on its fastest 2:4 variant, win or lose
+        choices['all_sparse'] = {
+            sig: r.best_in(self.modes[0])[0] for sig, r in self.unit_results.items()}
+        deployed = {}
+        for key, choice in choices.items():
+            model = copy.deepcopy(self.workload.model)
+            deployed[key] = (model, plan.apply_plan(model, self.found['units'], choice))
+        self.result['plans'] = {k: v[1] for k, v in deployed.items()}
+        self.write()
+        e2e = self.result['end_to_end']
+        outputs = self.workload.check_outputs(
+            {k: model for k, (model, _) in deployed.items()}, self.log)
+        for fname, got in outputs.items():
+            if 'error' in got:
+                e2e[fname] = got
+                continue
+            for mode in self.modes:
+                if got['graph'] or mode == 'eager':
+                    e2e[f'{fname}_{mode}'] = self.time_function(fname, got, mode,
+                                                                deployed)
+                    self.write()
+        deployed.clear()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def time_function(self, fname: str, got: dict, mode: str,
+                      deployed: Dict[str, tuple]) -> dict:
+        """Dense / auto / all-2:4 timings of one checked function in one mode."""
+        fn, checks, auto_key = got['fn'], got['checks'], f'auto_{mode}'
+        models = {'dense': self.workload.model, 'auto': deployed[auto_key][0],
+                  'all_sparse': deployed['all_sparse'][0]}
+        # a model whose output failed the check is not timed
+        rejected = [k for k, ck in (('auto', checks.get(auto_key)),
+                                    ('all_sparse', checks.get('all_sparse')))
+                    if isinstance(ck, str) or (isinstance(ck, float) and ck > E2E_TOL)]
+        fns = {k: (lambda m=m: fn(m)) for k, m in models.items() if k not in rejected}
+        with torch.no_grad():
+            timing = time_many(fns, graph=(mode == 'cuda_graph'), target_ms=60.0)
+        auto_sp = speedup(timing.get('dense'), timing.get('auto'))
+        dense_ms = timing.get('dense', {}).get('ms')
+        entry = {'function': fname, 'mode': mode, 'timing': timing,
+                 'note': got['note'],
+                 'checks': {'auto': checks.get(auto_key),
+                            'all_sparse': checks.get('all_sparse')},
+                 'rejected_by_check': rejected, 'units': len(self.found['units']),
+                 'auto_sparse_units': len(deployed[auto_key][1]),
+                 'all_sparse_units': len(deployed['all_sparse'][1]),
+                 'auto_layers_speedup': auto_sp,
+                 'all_sparse_speedup': speedup(timing.get('dense'),
+                                               timing.get('all_sparse'))}
+        if auto_sp is not None and auto_sp >= 1.0:
+            entry.update(auto_ms=timing['auto']['ms'], auto_speedup=auto_sp,
+                         auto_fallback_to_dense=False)
+        else:  # auto never ships a slower model
+            entry.update(auto_ms=dense_ms, auto_fallback_to_dense=True,
+                         auto_speedup=1.0 if dense_ms is not None else None)
+        entry['check_summary'] = ' / '.join(
+            ('%.1e' % c) if isinstance(c, float) else
+            ('n/a' if c is None else str(c)[:40])
+            for c in (checks.get(auto_key), checks.get('all_sparse')))
+        self.log(f'[bench] e2e {fname} {mode}: dense {dense_ms} ms, auto-layers '
+                 f'{timing.get("auto", {}).get("ms")} ms ({auto_sp}), all-2:4 '
+                 f'{timing.get("all_sparse", {}).get("ms")} ms, checks {checks}')
+        return entry
+
     def write(self) -> None:
         """Rewrite the JSON (atomically)."""
         report.write_json(self.result, self.out_json)

@@ -1,27 +1,5 @@
-"""2:4 inference in PyTorch: swap cuSPARSELt units into a loaded converted model.
-
-::
-
-    model = init_detector(cfg, 'model.pth', device='cuda')  # or inferencer.model
-    from lbc_mm.deploy import accelerate
-    accelerate(model, 'work_dirs/benchmark/mask-rcnn.json')  # or 'auto', run=...
-
-The model is the stock one loaded from what ``tools/convert.py`` wrote (zeros in
-the weights). Its 2:4 layers are found from the weights (:func:`two_of_four_layers`;
-1:4, 2:8 and 1:16 weights are 2:4 as well). The plan says which units run 2:4:
-
-- a ``tools/benchmark.py`` JSON: its ``plans['auto_<mode>']`` (the units whose
-  isolated timing beat dense); nothing when the end-to-end timing in that mode
-  fell back to dense;
-- ``'auto'``: the same choice made here, timing each unit at the input shape
-  ``run()`` (one forward pass of a typical input) shows it;
-- a dict ``{unit name: variant}``.
-
-Each unit runs in ``dtype`` (fp16) and returns its input's dtype, so an fp32 model
-keeps working around it. Without a 2:4-capable GPU :func:`accelerate` raises
-:class:`AccelerateError` with one line; ``stand_in=True`` (tests) installs the
-dense feature-major GEMM in place of each 2:4 kernel, so the swapping runs on CPU.
-"""
+"""2:4 inference in PyTorch: :func:`accelerate` swaps cuSPARSELt units into a
+loaded converted model (docs/deploy.md, "2:4 inference in PyTorch")."""
 import copy
 import json
 from typing import Callable, Dict, List, Optional, Union
@@ -33,7 +11,6 @@ from ..sparse_model import set_submodule
 from ..sparsity.patterns import count_nm_violations
 from . import kernels, plan
 from . import modules as dm
-from .workload import find_units
 
 __all__ = ['AccelerateError', 'accelerate', 'two_of_four_layers']
 
@@ -86,22 +63,6 @@ def _plan_from_json(path: str, mode: str) -> Dict[str, str]:
     return {} if fell_back else dict(plans[f'auto_{mode}'])
 
 
-def _auto(model: nn.Module, layers: List[str], run: Callable[[], object],
-          dtype: torch.dtype, device: torch.device, mode: str, margin: float,
-          stand_in: bool) -> Dict[str, str]:
-    mlps = plan.find_mlps(model, layers)
-    inputs = plan.record_inputs(model, layers + list(mlps), run)
-    units = find_units(model, layers, inputs)['units']
-    results = {}
-    for name, sig in units.items():
-        if sig not in results:
-            results[sig] = plan.time_unit(
-                model.get_submodule(name), inputs[name], dtype, device,
-                modes=(mode, ), stand_in=stand_in)
-    choice = plan.choose(results, mode, margin)
-    return {name: choice[sig] for name, sig in units.items() if choice.get(sig)}
-
-
 def accelerate(model: nn.Module, plan_spec: Union[str, Dict[str, str]] = 'auto',
                run: Optional[Callable[[], object]] = None,
                dtype: torch.dtype = torch.float16, mode: str = 'eager',
@@ -139,7 +100,8 @@ def accelerate(model: nn.Module, plan_spec: Union[str, Dict[str, str]] = 'auto',
         if run is None:
             raise AccelerateError("plan 'auto' needs run=, one forward pass of a "
                                   'typical input (it times each unit at its shape)')
-        chosen = _auto(model, layers, run, dtype, device, mode, margin, stand_in)
+        chosen = plan.auto_plan(model, layers, run, dtype, device, mode, margin,
+                                stand_in)
     elif isinstance(plan_spec, str):
         chosen = _plan_from_json(plan_spec, mode)
     else:
@@ -152,15 +114,11 @@ def accelerate(model: nn.Module, plan_spec: Union[str, Dict[str, str]] = 'auto',
                               'that are not 2:4')
     installed = {}
     for name, variant in chosen.items():
-        dense = model.get_submodule(name)
         if stand_in:
             variant = '+'.join('dense' for _ in variant.split('+')) \
                 if '+' in variant else 'dense_fm'
-        unit = plan.build_unit(_copy_to(dense, dtype), variant)
+        unit = plan.build_unit(
+            copy.deepcopy(model.get_submodule(name)).to(dtype=dtype).eval(), variant)
         set_submodule(model, name, _Unit(unit, variant))
         installed[name] = variant
     return installed
-
-
-def _copy_to(mod: nn.Module, dtype: torch.dtype) -> nn.Module:
-    return copy.deepcopy(mod).to(dtype=dtype).eval()

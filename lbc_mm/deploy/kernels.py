@@ -1,16 +1,9 @@
-"""2:4 sparse GEMM kernels (cuSPARSELt) and the dense GEMMs they are compared with.
+"""2:4 sparse GEMMs (cuSPARSELt) and the dense GEMMs they are compared with.
 
-Every function here computes a GEMM with the weight ``W`` of shape ``(N, K)`` (out
-features x reduction) on the **left**, which is the form cuSPARSELt runs fast on
-Hopper (see docs/platform.md, "2:4 inference on Hopper"):
-
-- feature-major: ``Y^T (N, M) = W (N, K) @ X^T (K, M)`` with ``X^T`` contiguous;
-- token-major result: same GEMM, cuSPARSELt writes ``Y (M, N)`` directly
-  (``transpose_result=True``), so no transpose copy of the output is needed.
-
-``M`` is the number of tokens / pixels. The 2:4 weight is built with
-``torch.sparse.to_sparse_semi_structured`` on the cuSPARSELt backend (the CUTLASS
-backend fails on sm90). ``torch._cslt_sparse_mm_search`` is never called: it crashed
+The weight ``W (N, K)`` is on the left, the form cuSPARSELt runs fast on Hopper
+(docs/platform.md, "2:4 inference on Hopper"): ``Y^T (N, M) = W @ X^T (K, M)``, or
+the same GEMM with ``Y (M, N)`` written token-major (``transpose_result=True``); ``M``
+counts tokens / pixels. ``torch._cslt_sparse_mm_search`` is never called: it crashed
 the CUDA context on H200.
 """
 from typing import Optional, Tuple
@@ -27,15 +20,8 @@ SPARSE_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def sparse_support(device: Optional[torch.device] = None) -> Tuple[bool, str]:
-    """Say whether 2:4 sparse GEMMs can run here.
-
-    Args:
-        device (torch.device, optional): CUDA device to ask about. Defaults to
-            the current device.
-
-    Returns:
-        tuple[bool, str]: ``(ok, reason)``; ``reason`` is one line saying why not.
-    """
+    """``(ok, reason)``: whether 2:4 sparse GEMMs run on ``device`` (default: the
+    current one); ``reason`` is one line saying why not."""
     if not torch.cuda.is_available():
         return False, ('no CUDA GPU visible (torch.cuda.is_available() is False); '
                        '2:4 sparse tensor cores need an Ampere-or-newer NVIDIA GPU')
@@ -53,7 +39,7 @@ def sparse_support(device: Optional[torch.device] = None) -> Tuple[bool, str]:
 
 
 def cusparselt_version() -> Optional[int]:
-    """Return cuSPARSELt's version number (e.g. 800 for 0.8.0), or None."""
+    """cuSPARSELt's version number (e.g. 800 for 0.8.0), or None."""
     try:
         return torch.backends.cusparselt.version()
     except Exception:  # noqa: BLE001  (missing backend or no CUDA build)
@@ -61,11 +47,7 @@ def cusparselt_version() -> Optional[int]:
 
 
 def can_compress(weight2d: torch.Tensor) -> Optional[str]:
-    """Return None if ``weight2d`` can become a cuSPARSELt 2:4 tensor, else why not.
-
-    Args:
-        weight2d (Tensor): ``(N, K)`` weight, already 2:4 along K.
-    """
+    """Why a ``(N, K)`` 2:4 weight cannot become a cuSPARSELt tensor, or None."""
     if weight2d.dim() != 2:
         return f'weight must be 2-D, got shape {tuple(weight2d.shape)}'
     if weight2d.dtype not in SPARSE_DTYPES:
@@ -78,17 +60,9 @@ def can_compress(weight2d: torch.Tensor) -> Optional[str]:
 
 
 def compress_24(weight2d: torch.Tensor) -> torch.Tensor:
-    """Compress a 2:4 weight for cuSPARSELt.
-
-    Args:
-        weight2d (Tensor): ``(N, K)`` CUDA fp16/bf16 weight with at most 2 non-zeros
-            in every group of 4 consecutive entries of a row (the caller checks).
-
-    Returns:
-        Tensor: a ``SparseSemiStructuredTensor`` (cuSPARSELt backend) of shape
-        ``(N, K)``; its ``packed`` attribute is the buffer ``torch._cslt_sparse_mm``
-        takes.
-    """
+    """A CUDA fp16/bf16 ``(N, K)`` 2:4 weight (the caller checks 2:4) -> a
+    ``SparseSemiStructuredTensor`` on the cuSPARSELt backend; its ``packed`` is
+    what ``torch._cslt_sparse_mm`` takes."""
     why = can_compress(weight2d)
     if why is not None:
         raise ValueError(why)
@@ -99,21 +73,11 @@ def compress_24(weight2d: torch.Tensor) -> torch.Tensor:
 
 def dense_operand(x: torch.Tensor, x_fm: bool, contiguous: bool,
                   align: int = DENSE_ALIGN) -> Tuple[torch.Tensor, int]:
-    """The ``(K, M)`` right operand of ``W (N, K) @ B`` from an activation.
+    """``(B (K, Mp), M)``: the right operand of ``W (N, K) @ B`` from ``x``,
+    ``(K, M)`` if ``x_fm`` else ``(M, K)``, M zero-padded to ``align``.
 
-    Args:
-        x (Tensor): ``(K, M)`` if ``x_fm`` (feature-major) else ``(M, K)``
-            (token-major).
-        x_fm (bool): orientation of ``x``.
-        contiguous (bool): True: ``B`` is a contiguous (row-major) ``(K, M)``
-            tensor, a transpose copy when ``x`` is token-major. False: ``B`` may be
-            the view ``x.t()`` (column-major; cuSPARSELt then reads B transposed,
-            no copy).
-        align (int): zero-pad M to a multiple of this (cuSPARSELt needs 8 for
-            fp16 / bf16).
-
-    Returns:
-        tuple[Tensor, int]: ``B`` of shape ``(K, Mp)`` and the unpadded ``M``.
+    ``contiguous``: B is a row-major copy; else a token-major ``x`` gives the
+    column-major view ``x.t()`` (cuSPARSELt reads it transposed, no copy).
     """
     x = x if x.is_contiguous() else x.contiguous()
     if x_fm:
@@ -133,22 +97,11 @@ def sparse_gemm(variant: str, b: torch.Tensor, m: int, out_fm: bool, *,
                 packed: Optional[torch.Tensor] = None,
                 weight: Optional[torch.Tensor] = None,
                 bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``W @ B (+ bias)`` on one execution path.
+    """``W @ B (+ bias)`` on one path: ``(N, M)`` if ``out_fm`` else ``(M, N)``.
 
-    Args:
-        variant (str): ``'dense_fm'`` (``weight``, cuBLAS / CPU), ``'mm'``
-            (``torch.mm(w24, B)`` on the SparseSemiStructuredTensor), ``'cslt'`` /
-            ``'cslt_t'`` (``torch._cslt_sparse_mm(packed, B)``, bias fused; they
-            differ only in the operand ``dense_operand`` built).
-        b (Tensor): ``(K, Mp)`` operand from :func:`dense_operand`.
-        m (int): unpadded M.
-        out_fm (bool): True -> ``(N, M)``; False -> ``(M, N)`` (for ``'cslt'`` written
-            token-major by cuSPARSELt, ``transpose_result=True``; for ``'mm'`` a
-            transposed view).
-        w24, packed, weight, bias: the layer's operands.
-
-    Returns:
-        Tensor: ``(N, M)`` or ``(M, N)``.
+    ``variant``: ``'dense_fm'`` (``weight``, cuBLAS / CPU), ``'mm'`` (``torch.mm`` on
+    ``w24``) or ``'cslt'`` / ``'cslt_t'`` (``torch._cslt_sparse_mm`` on ``packed``,
+    bias fused; they differ only in ``b``). ``b``, ``m``: from :func:`dense_operand`.
     """
     if variant == 'dense_fm':
         if out_fm:

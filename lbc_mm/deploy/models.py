@@ -1,22 +1,9 @@
-"""The model deploy runs: the config's stock structure with an exported file's weights.
+"""The model deploy runs: a converted file's weights in its stock model, or random
+weights with magnitude N:M masks.
 
-Deploy reads what export writes. ``tools/convert.py`` writes a stock ``.pth`` and a
-compressed ``.nm.pth`` (docs/export_format.md); both name their N:M layers (the
-compressed file by its ``layers`` entries, the stock file in
-``meta['lbc_mm_export']['sparse_layers']``) and record the stock config.
-:func:`load_converted` builds the stock model (from that record, or from a config
-given, made stock without building its sparse layers), loads the file's weights
-strictly and takes the N:M layers and patterns from the file. A file without that
-record (a training checkpoint, an upstream checkpoint) is refused on one line that
-says to run ``tools/convert.py`` first: which layers are N:M is never guessed from the
-weights.
-
-Without a file, :func:`random_weights` gives random-init weights with magnitude N:M
-masks for timing (values do not change the timing): on the layers the config makes
-sparse, or, for a stock config, on the layers ``NMSparsify``'s default rule
-(``lbc_mm.transforms``) would make sparse.
-
-Either way the result is a :class:`LoadedModel`.
+The one place that reads a converted file (docs/export_format.md) and checks its
+N:M, once (:class:`LoadedModel`). The N:M layers come from the file's export record,
+never from the weights: a file without it is refused (run ``tools/convert.py``).
 """
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
@@ -33,28 +20,33 @@ from ..sparse_model import nm_report
 from ..sparsity.patterns import magnitude_mask, parse_pattern
 from ..transforms import select_layers
 
-__all__ = ['LoadedModel', 'Not2of4Error', 'NotConvertedError', 'converted_config',
-           'load_converted', 'magnitude_sparse', 'not_2of4', 'prepare',
-           'random_weights', 'read_model_file', 'require_2of4']
+__all__ = ['LoadedModel', 'Not2of4Error', 'NotConvertedError', 'load_converted',
+           'magnitude_sparse', 'prepare', 'random_weights', 'read_model_file']
 
 Patterns = Dict[str, Tuple[int, int]]
 
 
+class NotConvertedError(ValueError):
+    """The model file is not one that ``tools/convert.py`` wrote."""
+
+
+class Not2of4Error(ValueError):
+    """N:M weights that are not 2:4 (e.g. 4:8): no GPU 2:4 kernel runs them.
+    ``rows``: :attr:`LoadedModel.not_2of4`."""
+
+    def __init__(self, message: str, rows: List[Dict[str, object]]):
+        super().__init__(message)
+        self.rows = rows
+
+
 @dataclass
 class LoadedModel:
-    """The model deploy runs and where its weights came from.
-
-    Attributes:
-        model: eval model with plain Conv2d / Linear layers (N:M zeros in them).
-        scope: ``'mmpretrain'`` or ``'mmdet'``.
-        cfg: the loaded mmengine ``Config``.
-        patterns: N:M layer name -> ``(n, m)``.
-        kind: ``'stock'`` / ``'compressed'`` (the model file's kind) or ``'random'``.
-        rule: how the N:M layers were picked (a sentence).
-        source: what the weights are (a sentence, for logs and reports).
-        model_file: the converted model file; None for random weights.
-        meta: the file's ``meta`` (empty for random weights).
-    """
+    """The eval model (plain Conv2d / Linear layers, N:M zeros in them), its N:M
+    ``patterns`` (name -> ``(n, m)``), where it came from (``kind``: ``'stock'`` /
+    ``'compressed'`` file or ``'random'``; ``rule`` and ``source``: sentences for the
+    reports) and the N:M check, computed once: ``nm_rows`` (``nm_report``) and
+    ``not_2of4`` (rows that break 2:4, ``trained``: their pattern; 1:4, 2:8 and 1:16
+    weights are 2:4 too, 4:8 ones only by chance)."""
     model: nn.Module
     scope: str
     cfg: object
@@ -64,58 +56,41 @@ class LoadedModel:
     source: str
     model_file: Optional[str] = None
     meta: Dict = field(default_factory=dict)
+    nm_rows: List[Dict[str, object]] = field(init=False)
+    not_2of4: List[Dict[str, object]] = field(init=False)
 
-
-class NotConvertedError(ValueError):
-    """The model file is not one that ``tools/convert.py`` wrote."""
-
-
-class Not2of4Error(ValueError):
-    """Sparse weights that are N:M but not 2:4: no GPU 2:4 kernel (cuSPARSELt,
-    TensorRT) can run them. ``rows``: the :func:`not_2of4` rows."""
-
-    def __init__(self, message: str, rows: List[Dict[str, object]]):
-        super().__init__(message)
-        self.rows = rows
-
-
-def not_2of4(model: nn.Module, patterns: Patterns) -> List[Dict[str, object]]:
-    """The sparse layers whose weights break 2:4 (``nm_report`` rows).
-
-    1:4, 2:8 and 1:16 weights are 2:4 too (at most 2 non-zeros in any 4
-    consecutive input channels), 4:8 weights only by chance: the weights decide.
-    """
-    rows = nm_report(model, {name: (2, 4) for name in patterns})
-    return [dict(r, trained='%d:%d' % patterns[r['layer']]) for r in rows
+    def __post_init__(self):
+        self.model.eval()
+        self.nm_rows = nm_report(self.model, self.patterns)
+        self.not_2of4 = [
+            dict(r, trained='%d:%d' % self.patterns[r['layer']])
+            for r in nm_report(self.model, {k: (2, 4) for k in self.patterns})
             if r['bad_groups']]
 
+    @property
+    def not_nm(self) -> List[Dict[str, object]]:
+        """The :attr:`nm_rows` of layers that break their N:M pattern."""
+        return [r for r in self.nm_rows if r['bad_groups']]
 
-def require_2of4(model: nn.Module, patterns: Patterns) -> None:
-    """Raise :class:`Not2of4Error` (one line) unless every sparse weight is 2:4."""
-    bad = not_2of4(model, patterns)
-    if bad:
-        r = bad[0]
-        raise Not2of4Error(
-            f'{len(bad)} of {len(patterns)} sparse layers are not 2:4, the only '
-            f'pattern GPU sparse kernels run: {r["layer"]} (trained {r["trained"]}) '
-            f'has {r["bad_groups"]}/{r["groups"]} groups of 4 weights with more than '
-            '2 non-zeros (1:4, 2:8, 1:16 and 2:4 models deploy; 4:8 ones do not)',
-            bad)
+    def require_2of4(self) -> None:
+        """Raise unless every N:M layer is N:M (``NonFiniteWeightsError``,
+        ``NotNMError``) and 2:4 (:class:`Not2of4Error`), each on one line."""
+        if self.not_nm:  # the lines (non-finite weights named first)
+            raise NotNMError(nm_violations(self.model, self.patterns))
+        if self.not_2of4:
+            r = self.not_2of4[0]
+            raise Not2of4Error(
+                f'{len(self.not_2of4)} of {len(self.patterns)} sparse layers are not '
+                f'2:4, the only pattern GPU sparse kernels run: {r["layer"]} (trained '
+                f'{r["trained"]}) has {r["bad_groups"]}/{r["groups"]} groups of 4 '
+                'weights with more than 2 non-zeros (1:4, 2:8, 1:16 and 2:4 models '
+                'deploy; 4:8 ones do not)', self.not_2of4)
 
 
 def read_model_file(model_file: str) -> Tuple[Dict[str, object], Dict, str]:
-    """Read a converted model file (stock ``.pth`` or compressed ``.nm.pth``).
-
-    Returns:
-        tuple: stock state dict (dense with zeros), ``meta``, and the file kind
-        (``'stock'`` or ``'compressed'``).
-
-    Raises:
-        FileNotFoundError: no such file.
-        CheckpointMismatchError: corrupted, unreadable or refused file.
-        NotConvertedError: a training checkpoint, or a file without the export
-            record ``meta['lbc_mm_export']``.
-    """
+    """A converted file -> ``(stock state dict, meta, 'stock' | 'compressed')``;
+    ``NotConvertedError`` for a training checkpoint or a file without
+    ``meta['lbc_mm_export']``."""
     ckpt = read_checkpoint(model_file)
     if ckpt.get('format') == FORMAT:
         try:
@@ -141,23 +116,17 @@ def read_model_file(model_file: str) -> Tuple[Dict[str, object], Dict, str]:
     return sd, meta, kind
 
 
-def _override_score_thr(cfg, score_thr: Optional[float]) -> None:
-    """Detector ``test_cfg.rcnn.score_thr`` override, so random-init weights still
-    send boxes through the mask head."""
+def _build(cfg, score_thr: Optional[float]):
+    """The model of ``cfg``; ``score_thr`` overrides a detector's
+    ``test_cfg.rcnn.score_thr`` (random-init weights still reach the mask head)."""
     if score_thr is not None and 'test_cfg' in cfg.model and \
             cfg.model.test_cfg.get('rcnn') is not None:
         cfg.model.test_cfg.rcnn.score_thr = score_thr
+    return build_model(cfg)
 
 
-def converted_config(meta: Dict, config: Optional[str], model_file: str):
-    """The stock config to build the model of a converted file: ``config`` made
-    stock (:func:`lbc_mm.export.convert.stock_config`: no LBC layers are built), or
-    without one the stock config the export recorded (plain data).
-
-    Raises:
-        NotConvertedError: no ``config`` and the record holds no stock config (a
-            file from an older ``tools/convert.py``).
-    """
+def _stock_config(meta: Dict, config: Optional[str], model_file: str):
+    """``config`` made stock (no LBC layer is built), else the recorded one."""
     from mmengine.config import Config
 
     from ..export.convert import stock_config
@@ -173,28 +142,13 @@ def converted_config(meta: Dict, config: Optional[str], model_file: str):
 
 def load_converted(config: Optional[str], model_file: str, check: bool = True,
                    score_thr: Optional[float] = None) -> LoadedModel:
-    """Converted model file (+ config) -> eval model with plain layers.
-
-    Args:
-        config (str, optional): the lbc_mm training config or the stock upstream
-            one (path or ``pkg::path``); None: the stock config the file records.
-        model_file (str): what ``tools/convert.py`` wrote (``.pth`` or ``.nm.pth``).
-        check (bool): raise :class:`NotNMError` when a named layer is not N:M.
-        score_thr (float, optional): detector score threshold override.
-
-    Returns:
-        LoadedModel: ``kind`` is the file's kind.
-
-    Raises:
-        NotNMError: (``check``) a layer the file names is not N:M.
-        NotConvertedError: see :func:`read_model_file`; no N:M layer named.
-        CheckpointMismatchError: the file does not fit the config, or names a
-            layer that is not a Conv2d / Linear of the model.
-    """
+    """Converted model file (+ ``config``, training or stock; None: the one the
+    file records) -> :class:`LoadedModel`; ``check``: also
+    :meth:`~LoadedModel.require_2of4`. One-line errors: ``NotConvertedError``,
+    ``CheckpointMismatchError`` (the file does not fit the model)."""
     sd, meta, kind = read_model_file(model_file)
-    cfg = converted_config(meta, config, model_file)
-    _override_score_thr(cfg, score_thr)
-    model, scope = build_model(cfg)
+    cfg = _stock_config(meta, config, model_file)
+    model, scope = _build(cfg, score_thr)
     problem = checkpoint_mismatch(model, sd)
     if problem is not None:
         raise CheckpointMismatchError(
@@ -212,30 +166,23 @@ def load_converted(config: Optional[str], model_file: str, check: bool = True,
                 f'model file {model_file} lists sparse layer {name}, which is not a '
                 f'Conv2d / Linear of the model built from '
                 f'{config or "its recorded stock config"}')
-    if check:
-        bad = nm_violations(model, patterns)
-        if bad:
-            raise NotNMError(bad)
-    return LoadedModel(
-        model=model.eval(), scope=scope, cfg=cfg, patterns=patterns, kind=kind,
+    got = LoadedModel(
+        model=model, scope=scope, cfg=cfg, patterns=patterns, kind=kind,
         rule=f'layers the {kind} model file names as N:M',
         source=(f'trained weights from {model_file} ({kind} file written by '
                 'tools/convert.py)'),
         model_file=model_file, meta=meta)
+    if check:
+        got.require_2of4()
+    return got
 
 
 def magnitude_sparse(model: nn.Module, patterns: Optional[Patterns] = None,
                      n: int = 2, m: int = 4) -> Tuple[Patterns, str]:
-    """Bake magnitude N:M masks (:func:`~lbc_mm.sparsity.magnitude_mask`) into a
-    model with stock layers (in place).
+    """Bake magnitude N:M masks into a model with stock layers (in place).
 
-    Args:
-        model (nn.Module): plain Conv2d / Linear layers.
-        patterns (dict, optional): the layers to mask and their patterns; empty or
-            None: the layers ``NMSparsify``'s default rule picks, at ``n:m``.
-
-    Returns:
-        tuple: ``{name: (n, m)}`` of the masked layers, and how they were picked.
+    ``patterns``: the layers to mask; empty or None: those ``NMSparsify``'s default
+    rule picks, at ``n:m``. Returns ``({name: (n, m)} masked, how they were picked)``.
     """
     if patterns:
         rule = 'layers the config made sparse (NMSparseConv / NMSparseLinear)'
@@ -257,30 +204,24 @@ def magnitude_sparse(model: nn.Module, patterns: Optional[Patterns] = None,
 
 def random_weights(config: str, n: int = 2, m: int = 4,
                    score_thr: Optional[float] = None) -> LoadedModel:
-    """Random-init model with magnitude ``n:m`` masks (timing does not need
-    trained values): on the layers the config makes sparse, else on those of
-    ``NMSparsify``'s default rule (``kind='random'``, no model file)."""
+    """Random-init model with magnitude ``n:m`` masks (timing does not need trained
+    values) on the layers the config makes sparse, else on those of ``NMSparsify``'s
+    default rule."""
     cfg = load_config(config)
-    _override_score_thr(cfg, score_thr)
-    model, scope = build_model(cfg)
+    model, scope = _build(cfg, score_thr)
     config_patterns = densify_model(model)  # the layers the config made sparse
-    # they get the timed pattern (the GPU kernels run 2:4)
     patterns, rule = magnitude_sparse(
         model, {name: (n, m) for name in config_patterns}, n, m)
     return LoadedModel(
-        model=model.eval(), scope=scope, cfg=cfg, patterns=patterns, kind='random',
+        model=model, scope=scope, cfg=cfg, patterns=patterns, kind='random',
         rule=rule, source=(f'random-init weights with magnitude {n}:{m} masks (no '
                            'model file given; timing does not depend on the values)'))
 
 
 def prepare(config: Optional[str], model_file: Optional[str], n: int = 2, m: int = 4,
             score_thr: Optional[float] = 0.0, device: str = 'cpu') -> LoadedModel:
-    """Config (+ converted model file) -> the benchmark's model on ``device``.
-
-    :func:`load_converted` (N:M checked by the caller, ``nm_report``) or, without
-    ``model_file``, :func:`random_weights`; ``score_thr``: the detector
-    ``test_cfg.rcnn.score_thr`` override.
-    """
+    """What the tools load: :func:`load_converted` (unchecked: the caller reads
+    the rows) or, without ``model_file``, :func:`random_weights`; on ``device``."""
     if model_file is not None:
         got = load_converted(config, model_file, check=False, score_thr=score_thr)
     else:

@@ -1,25 +1,11 @@
-"""Drop-in inference modules that run a 2:4 layer on cuSPARSELt.
+"""Drop-in modules that run a dense-with-zeros 2:4 layer on cuSPARSELt.
 
-Each module is built from a dense layer whose weight already holds the 2:4 zeros
-(the "dense-with-zeros" model) and computes the same function. ``variant`` picks the
-execution path (``lbc_mm.deploy.kernels``):
-
-- ``'dense_fm'``: dense GEMM in the same feature-major form (runs on CPU too; the
-  reference for the layout code and a dense timing point);
-- ``'mm'``: ``torch.mm(W24, X^T)`` on the ``SparseSemiStructuredTensor``;
-- ``'cslt'``: ``torch._cslt_sparse_mm`` on the packed weight, bias fused, result
-  written token-major where the consumer wants it (no output transpose), input
-  copied to a contiguous feature-major ``x^T``;
-- ``'cslt_t'``: the same, but a token-major input is passed as the column-major
-  view ``x^T`` (no copy; cuSPARSELt reads B transposed).
-
-Modules hold the compressed weight as a plain attribute (not a parameter), cast
-inputs to their own dtype and turn autocast off inside, so they also run inside a
-detector evaluated under ``torch.autocast``.
-
-:func:`preflight` runs each variant once on small layers, eager and graph-replayed
-(``tools/benchmark.py --preflight``, run first by ``tools/gpu_check.sh`` in its own
-process): which 2:4 variants run on this GPU.
+``variant`` picks the path (:func:`lbc_mm.deploy.kernels.sparse_gemm`; the benchmark
+JSON's notes describe each): ``'dense_fm'`` (dense GEMM in the same form, CPU too),
+``'mm'``, ``'cslt'``, ``'cslt_t'``. The modules hold the compressed weight as a plain
+attribute, cast inputs to their own dtype and turn autocast off inside (mmdet
+evaluates under ``torch.autocast``). :func:`preflight`: which variants run on this
+GPU (``tools/benchmark.py --preflight``).
 """
 from typing import Callable, List, Optional
 
@@ -49,22 +35,17 @@ class _GEMM(nn.Module):
         self.out_features, self.in_features = weight2d.shape
         self.dtype = weight2d.dtype
         self.bias = None if bias is None else bias.detach().to(weight2d.dtype)
-        self.weight = None
-        self.w24 = None
-        self.packed = None
-        if variant == 'dense_fm':
-            self.weight = weight2d.detach().contiguous()  # (N, K)
-        else:
-            self.w24 = kernels.compress_24(weight2d)  # (N, K) 2:4
-            self.packed = self.w24.packed
+        dense = variant == 'dense_fm'
+        self.weight = weight2d.detach().contiguous() if dense else None  # (N, K)
+        self.w24 = None if dense else kernels.compress_24(weight2d)  # (N, K) 2:4
+        self.packed = None if dense else self.w24.packed
         # cuSPARSELt wants M padded to 8; the dense GEMM does not care
-        self.align = 1 if variant == 'dense_fm' else kernels.DENSE_ALIGN
+        self.align = 1 if dense else kernels.DENSE_ALIGN
         # 'cslt_t' and the dense GEMM read a token-major input as B = x^T in place
         self.contiguous = variant in ('mm', 'cslt')
 
     def forward(self, x: torch.Tensor, x_fm: bool, out_fm: bool) -> torch.Tensor:
-        """x: ``(K, M)`` if ``x_fm`` else ``(M, K)``; returns ``(N, M)`` if ``out_fm``
-        else ``(M, N)``."""
+        """x: ``(K, M)`` if ``x_fm`` else ``(M, K)`` -> ``(N, M)`` if ``out_fm``."""
         b, m = kernels.dense_operand(x, x_fm, self.contiguous, self.align)
         return kernels.sparse_gemm(self.variant, b, m, out_fm, w24=self.w24,
                                    packed=self.packed, weight=self.weight,
@@ -72,12 +53,7 @@ class _GEMM(nn.Module):
 
 
 class Sparse24Linear(nn.Module):
-    """``nn.Linear`` replacement: ``y = x W^T + b`` via ``W (N, K) @ x^T (K, M)``.
-
-    Args:
-        linear (nn.Linear): dense-with-zeros layer (weight ``(N, K)``).
-        variant (str): one of ``VARIANTS``.
-    """
+    """``nn.Linear`` replacement: ``y = x W^T + b`` via ``W (N, K) @ x^T (K, M)``."""
 
     def __init__(self, linear: nn.Linear, variant: str = 'cslt'):
         super().__init__()
@@ -96,14 +72,8 @@ class Sparse24Linear(nn.Module):
 class Sparse24Conv1x1(nn.Module):
     """1x1 ``nn.Conv2d`` (groups 1, no padding) as a GEMM over pixels.
 
-    NCHW input with batch 1 is already feature-major (``(C, H*W)`` is a view) and the
-    output ``(N, H*W)`` is NCHW again, so the conv is a pure GEMM. Larger NCHW batches
-    pay one copy in and one out; channels-last input is token-major (``(B*H*W, C)``
-    view).
-
-    Args:
-        conv (nn.Conv2d): dense-with-zeros 1x1 conv.
-        variant (str): one of ``VARIANTS``.
+    NCHW input of batch 1 is feature-major already (a pure GEMM); larger NCHW
+    batches pay a copy in and out; channels-last input is token-major (a view).
     """
 
     def __init__(self, conv: nn.Conv2d, variant: str = 'cslt'):
@@ -137,15 +107,9 @@ class Sparse24Conv1x1(nn.Module):
 class FeatureMajorMLP(nn.Module):
     """fc1 -> act -> fc2 with the hidden activation kept feature-major.
 
-    ``h^T (H, M) = W1 @ x^T``; ``act`` element-wise; ``y (M, C) = (W2 @ h^T)^T``
-    written token-major. Either GEMM may be sparse or dense. Dropouts are dropped
-    (inference only).
-
-    Args:
-        fc1 (nn.Linear): ``(H, C)``; fc2 (nn.Linear): ``(C, H)``.
-        act (nn.Module): element-wise activation.
-        variant1 (str): variant for fc1 (``VARIANTS`` or ``'dense'``).
-        variant2 (str): variant for fc2.
+    ``h^T (H, M) = W1 @ x^T``, ``act`` element-wise, ``y (M, C) = (W2 @ h^T)^T``
+    written token-major; ``variant1`` / ``variant2``: ``VARIANTS`` or ``'dense'``.
+    Dropouts are left out (inference only).
     """
 
     def __init__(self, fc1: nn.Linear, act: nn.Module, fc2: nn.Linear,
@@ -169,7 +133,7 @@ class FeatureMajorMLP(nn.Module):
 
 
 def conv1x1_unsupported(conv: nn.Module) -> Optional[str]:
-    """Return why ``conv`` cannot run as a GEMM, or None."""
+    """Why ``conv`` cannot run as a GEMM, or None."""
     if not isinstance(conv, nn.Conv2d):
         return f'{type(conv).__name__} is not a Conv2d'
     if tuple(conv.kernel_size) != (1, 1):
@@ -185,27 +149,16 @@ def conv1x1_unsupported(conv: nn.Module) -> Optional[str]:
 
 
 def match_mlp(seq: nn.Module):
-    """Match mmcv's ``FFN.layers`` = ``Seq(Seq(fc1, act, drop), fc2, drop)``.
-
-    Returns:
-        tuple | None: ``(fc1, act, fc2)`` when ``seq`` has exactly that structure
-        with element-wise ``act``, else None.
-    """
-    if not isinstance(seq, nn.Sequential) or len(seq) != 3:
+    """``(fc1, act, fc2)`` when ``seq`` is mmcv's ``FFN.layers``,
+    ``Seq(Seq(fc1, act, drop), fc2, drop)`` with element-wise ``act``; else None."""
+    if not (isinstance(seq, nn.Sequential) and len(seq) == 3
+            and isinstance(seq[0], nn.Sequential) and len(seq[0]) == 3):
         return None
-    first, fc2, drop = seq[0], seq[1], seq[2]
-    if not (isinstance(first, nn.Sequential) and len(first) == 3):
-        return None
-    fc1, act, drop1 = first[0], first[1], first[2]
-    if not (isinstance(fc1, nn.Linear) and isinstance(fc2, nn.Linear)):
-        return None
-    if not isinstance(act, ELEMENTWISE_ACTS):
-        return None
-    if not (isinstance(drop1, nn.Dropout) and isinstance(drop, nn.Dropout)):
-        return None
-    if fc1.out_features != fc2.in_features:
-        return None
-    return fc1, act, fc2
+    (fc1, act, drop1), fc2, drop = seq
+    ok = (isinstance(fc1, nn.Linear) and isinstance(fc2, nn.Linear)
+          and isinstance(act, ELEMENTWISE_ACTS) and isinstance(drop1, nn.Dropout)
+          and isinstance(drop, nn.Dropout) and fc1.out_features == fc2.in_features)
+    return (fc1, act, fc2) if ok else None
 
 
 # -- which variants run on this GPU ---------------------------------------------
@@ -238,14 +191,11 @@ def _check_variant(variant: str) -> None:
 
 
 def preflight(log: Callable[[str], None] = print) -> List[str]:
-    """Run every 2:4 variant once on small layers, eager and graph-replayed.
+    """Run each 2:4 variant once on small layers, eager and graph-replayed; the
+    variants that matched dense.
 
-    Prints ``PREFLIGHT_OK <variant>`` as each one passes, safest first, so when a
-    variant kills the process (a CUDA context crash) the caller still knows which
-    ones are safe to benchmark.
-
-    Returns:
-        list[str]: the variants that ran and matched dense.
+    Logs ``PREFLIGHT_OK <variant>`` as each passes, so when one kills the process
+    (a CUDA context crash) the caller still knows which are safe.
     """
     ok_variants = []
     torch.manual_seed(0)

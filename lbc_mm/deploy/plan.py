@@ -1,14 +1,12 @@
-"""Per-layer 2:4 execution plan: real input shapes, per-layer timing, auto choice.
+"""Per-unit 2:4 plan: units and their real input shapes, timing, auto choice, swap.
 
-A *unit* is what the plan switches between dense and sparse: a single
-``nn.Linear`` / 1x1 ``nn.Conv2d``, or an mmcv ``FFN.layers`` MLP (fc1 -> act -> fc2,
-whose hidden activation then stays feature-major). The auto plan runs a unit sparse
-only where its isolated timing, at the input shape it sees inside the model, beat
-dense by ``margin`` and its output matched the dense-with-zeros layer; so the
-deployed model is built never to be slower than dense (the end-to-end timing checks
-this, see ``lbc_mm.deploy.bench``).
+A *unit* is what the plan switches between dense and 2:4: an ``nn.Linear`` / 1x1
+``nn.Conv2d``, or an mmcv ``FFN.layers`` MLP (fc1 -> act -> fc2, the hidden
+activation kept feature-major). Auto runs a unit 2:4 only where its isolated timing
+at its shape in the model beat dense by ``margin`` and its output matched dense.
 """
 import copy
+import functools
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -17,21 +15,15 @@ from torch import nn
 
 from ..sparse_model import set_submodule
 from . import modules as dm
-from .timing import LAYER_TOL, rel_error, speedup, time_many
+from .timing import LAYER_TOL, error_line, rel_error, speedup, time_many
 
 
 @dataclass
 class UnitTiming:
-    """One unit timed dense vs its 2:4 variants (:func:`time_unit`).
-
-    Attributes:
-        check: variant -> relative output error vs dense, or the error line.
-        timing: mode -> :func:`~lbc_mm.deploy.timing.time_many` result
-            (``{variant: {'ms': ...}}``, ``'dense'`` included).
-        best: mode -> ``[variant, speedup]`` (``[None, None]``: none faster).
-        unsupported: why no 2:4 variant could run (None when some did).
-        error: the timing itself crashed (one line).
-    """
+    """One unit timed dense vs its 2:4 variants (:func:`time_unit`): ``check``
+    (variant -> relative error vs dense, or the error line), ``timing`` (mode ->
+    ``time_many`` result), ``best`` (mode -> ``[variant, speedup]``), why no variant
+    could run (``unsupported``) or the timing crashed (``error``)."""
     check: Dict[str, object] = field(default_factory=dict)
     timing: Dict[str, Dict[str, dict]] = field(default_factory=dict)
     best: Dict[str, list] = field(default_factory=dict)
@@ -40,43 +32,28 @@ class UnitTiming:
 
     def best_in(self, mode: str) -> Tuple[Optional[str], Optional[float]]:
         """``(variant, speedup)`` of the fastest 2:4 variant in ``mode``."""
-        variant, sp = self.best.get(mode) or (None, None)
-        return variant, sp
+        return tuple(self.best.get(mode) or (None, None))
 
     def to_dict(self) -> Dict[str, object]:
-        """JSON row fields (the per-layer table reads them back as a dict)."""
+        """The per-layer JSON row's fields."""
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def record_inputs(model: nn.Module, names: Sequence[str],
                   run: Callable[[], object]) -> Dict[str, Dict[str, object]]:
-    """Run ``run()`` once and record the first input each named module sees.
-
-    Returns:
-        dict[str, dict]: name -> ``{'shape': list[int], 'channels_last': bool}``
-        (modules never called are absent).
-    """
+    """Run ``run()`` once; name -> ``{'shape', 'channels_last'}`` of the first
+    input each named module sees (modules never called are absent)."""
     seen: Dict[str, Dict[str, object]] = {}
-    handles = []
 
-    def make_hook(name):
+    def hook(name, _module, args):
+        x = args[0] if args else None
+        if name not in seen and torch.is_tensor(x):
+            seen[name] = {'shape': list(x.shape), 'channels_last': bool(
+                x.dim() == 4 and x.shape[0] > 1 and not x.is_contiguous()
+                and x.is_contiguous(memory_format=torch.channels_last))}
 
-        def hook(_module, args):
-            if name in seen or not args or not torch.is_tensor(args[0]):
-                return
-            x = args[0]
-            seen[name] = {
-                'shape': list(x.shape),
-                'channels_last': bool(x.dim() == 4 and x.shape[0] > 1 and
-                                      not x.is_contiguous() and x.is_contiguous(
-                                          memory_format=torch.channels_last)),
-            }
-
-        return hook
-
-    for name in names:
-        handles.append(model.get_submodule(name).register_forward_pre_hook(
-            make_hook(name)))
+    handles = [model.get_submodule(name).register_forward_pre_hook(
+        functools.partial(hook, name)) for name in names]
     try:
         with torch.no_grad():
             run()
@@ -87,11 +64,7 @@ def record_inputs(model: nn.Module, names: Sequence[str],
 
 
 def find_mlps(model: nn.Module, sparse_names: Sequence[str]) -> Dict[str, List[str]]:
-    """Find mmcv FFN MLPs whose fc1 or fc2 is a sparse layer.
-
-    Returns:
-        dict[str, list[str]]: MLP module name -> ``[fc1 name, fc2 name]``.
-    """
+    """mmcv FFN MLPs whose fc1 or fc2 is sparse: name -> ``[fc1, fc2]`` names."""
     sparse = set(sparse_names)
     found = {}
     for name, mod in model.named_modules():
@@ -114,26 +87,50 @@ def unit_kind(mod: nn.Module) -> str:
     return 'other'
 
 
+def _weight_shape(mod: nn.Module) -> list:
+    mlp = dm.match_mlp(mod)
+    if mlp is not None:
+        return [list(mlp[0].weight.shape), list(mlp[2].weight.shape)]
+    return list(mod.weight.shape)
+
+
 def signature(mod: nn.Module, inp: Dict[str, object]) -> str:
     """A key equal for layers that time the same (type, weight, stride, input)."""
-    if dm.match_mlp(mod) is not None:
-        fc1, _act, fc2 = dm.match_mlp(mod)
-        wshape = [list(fc1.weight.shape), list(fc2.weight.shape)]
-        extra = type(_act).__name__
-    else:
-        wshape = list(mod.weight.shape)
-        extra = str(tuple(getattr(mod, 'stride', ())))
-    return (f'{unit_kind(mod)} w={wshape} {extra} in={inp["shape"]}'
+    mlp = dm.match_mlp(mod)
+    extra = type(mlp[1]).__name__ if mlp else str(tuple(getattr(mod, 'stride', ())))
+    return (f'{unit_kind(mod)} w={_weight_shape(mod)} {extra} in={inp["shape"]}'
             f'{" cl" if inp["channels_last"] else ""}')
 
 
-def allowed(variant: str, allowed_variants: Optional[Sequence[str]] = None) -> bool:
-    """Whether a sparse variant (or ``'a+b'`` MLP combination) may run.
+def find_units(model: nn.Module, layers: Sequence[str],
+               run: Callable[[], object]) -> Dict[str, dict]:
+    """The units of the sparse ``layers``: ``inputs`` (:func:`record_inputs` of
+    ``run``), ``units`` (name -> signature; fc1 / fc2 run inside their MLP) and
+    ``rows`` (signature -> per-layer table row, every sparse layer and MLP)."""
+    names = list(layers)
+    mlps = find_mlps(model, names)
+    in_mlp = {n for pair in mlps.values() for n in pair}
+    inputs = record_inputs(model, names + list(mlps), run)
+    units: Dict[str, str] = {}
+    rows: Dict[str, Dict[str, object]] = {}
+    for name in names + list(mlps):
+        if name not in inputs:
+            continue
+        mod = model.get_submodule(name)
+        sig = signature(mod, inputs[name])
+        row = rows.setdefault(sig, {'signature': sig, 'kind': unit_kind(mod),
+                                    'input_shape': inputs[name]['shape'],
+                                    'layers': [], 'module': name,
+                                    'weight_shape': _weight_shape(mod)})
+        row['layers'].append(name)
+        if name in mlps or name not in in_mlp:
+            units[name] = sig
+    return {'inputs': inputs, 'units': units, 'rows': rows}
 
-    ``allowed_variants``: the 2:4 variants this run may use (``None``: all).
-    ``tools/gpu_check.sh`` takes them from a preflight process (``--variants``), so
-    a variant that would crash the CUDA context is never run by a benchmark.
-    """
+
+def allowed(variant: str, allowed_variants: Optional[Sequence[str]] = None) -> bool:
+    """Whether a variant (or ``'a+b'`` MLP combination) uses only allowed 2:4
+    variants (``None``: all; ``tools/gpu_check.sh`` passes the preflight's)."""
     if allowed_variants is None:
         return True
     return all(v in ('dense', 'dense_fm') or v in allowed_variants
@@ -143,12 +140,11 @@ def allowed(variant: str, allowed_variants: Optional[Sequence[str]] = None) -> b
 def _variants(mod: nn.Module, with_dense_fm: bool, stand_in: bool = False,
               allowed_variants: Optional[Sequence[str]] = None,
               channels_last: bool = True) -> Dict[str, Callable[[], nn.Module]]:
-    """name -> builder of the sparse (and dense-GEMM) candidates for one unit.
+    """name -> builder of the 2:4 (and dense-GEMM) candidates for one unit.
 
     ``stand_in`` (CPU dry run): only the dense feature-major GEMM, standing in for
-    the 2:4 kernels so the pipeline around them can run without a GPU.
-    ``allowed_variants``: see :func:`allowed`. ``channels_last``: a conv's input
-    is channels-last (token-major), where ``'cslt_t'`` reads it in place.
+    the 2:4 kernels. ``channels_last``: a conv's input is token-major, which
+    ``'cslt_t'`` reads in place.
     """
     kind = unit_kind(mod)
     names = (('dense_fm', ) if with_dense_fm or stand_in else ()) + (
@@ -177,45 +173,27 @@ def _variants(mod: nn.Module, with_dense_fm: bool, stand_in: bool = False,
     return {}
 
 
-def make_input(inp: Dict[str, object], dtype: torch.dtype,
-               device: torch.device) -> torch.Tensor:
-    """Random input of the recorded shape / memory format."""
-    x = torch.randn(*inp['shape'], dtype=dtype, device=device)
-    if inp.get('channels_last'):
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
-
-
 def time_unit(mod: nn.Module, inp: Dict[str, object], dtype: torch.dtype,
               device: torch.device, modes: Sequence[str] = ('cuda_graph', 'eager'),
               with_dense_fm: bool = False, stand_in: bool = False,
               allowed_variants: Optional[Sequence[str]] = None) -> UnitTiming:
-    """Time one unit dense vs each 2:4 variant at its real input shape.
+    """Time one dense-with-zeros unit vs each 2:4 variant at its input ``inp``
+    (:func:`record_inputs`), in each of ``modes`` (``'cuda_graph'``, ``'eager'``).
 
-    Args:
-        mod (nn.Module): dense-with-zeros unit (weights already 2:4).
-        inp (dict): from ``record_inputs``.
-        dtype (torch.dtype): fp16 or bf16.
-        device (torch.device): CUDA device.
-        modes (Sequence[str]): ``'cuda_graph'`` and/or ``'eager'``.
-        with_dense_fm (bool): also time the dense feature-major GEMM.
-        stand_in (bool): CPU dry run: the dense feature-major GEMM is the only
-            candidate and counts as the "sparse" one.
-        allowed_variants (Sequence[str], optional): 2:4 variants allowed
-            (None: all).
-
-    Returns:
-        UnitTiming: ``unsupported`` set when no 2:4 variant ran and matched dense.
+    ``with_dense_fm``: also time the dense feature-major GEMM; ``stand_in`` and
+    ``allowed_variants``: see :func:`_variants`. ``unsupported`` is set when no 2:4
+    variant ran and matched dense.
     """
     dense = copy.deepcopy(mod).to(device=device, dtype=dtype).eval()
-    x = make_input(inp, dtype, device)
+    x = torch.randn(*inp['shape'], dtype=dtype, device=device)
+    if inp.get('channels_last'):
+        x = x.contiguous(memory_format=torch.channels_last)
     result = UnitTiming()
     builders = _variants(dense, with_dense_fm, stand_in, allowed_variants,
                          channels_last=bool(inp.get('channels_last')))
     if not builders:
-        why = dm.conv1x1_unsupported(dense) if isinstance(dense, nn.Conv2d) else \
-            f'{type(dense).__name__} has no 2:4 path'
-        result.unsupported = why
+        result.unsupported = dm.conv1x1_unsupported(dense) if isinstance(
+            dense, nn.Conv2d) else f'{type(dense).__name__} has no 2:4 path'
         return result
     with torch.no_grad():
         ref = dense(x)
@@ -225,7 +203,7 @@ def time_unit(mod: nn.Module, inp: Dict[str, object], dtype: torch.dtype,
                 cand = build()
                 err = rel_error(cand(x), ref)
             except Exception as exc:  # noqa: BLE001  (a variant may be unsupported)
-                result.check[name] = f'{type(exc).__name__}: {exc}'.splitlines()[0]
+                result.check[name] = error_line(exc)
                 continue
             result.check[name] = err
             if err <= LAYER_TOL.get(dtype, 1e-2):
@@ -238,37 +216,38 @@ def time_unit(mod: nn.Module, inp: Dict[str, object], dtype: torch.dtype,
         for mode in modes:
             timing = time_many(fns, graph=(mode == 'cuda_graph'), target_ms=10.0)
             result.timing[mode] = timing
-            best, best_sp = None, None
-            for k in cands:
-                if k in ('dense_fm', 'dense+dense') and not stand_in:
-                    continue
-                sp = speedup(timing.get('dense'), timing.get(k))
-                if sp is not None and (best_sp is None or sp > best_sp):
-                    best, best_sp = k, sp
-            result.best[mode] = [best, best_sp]
+            sps = {k: speedup(timing.get('dense'), timing.get(k)) for k in cands
+                   if stand_in or k not in ('dense_fm', 'dense+dense')}
+            best = max((k for k in sps if sps[k] is not None), key=sps.get,
+                       default=None)
+            result.best[mode] = [best, sps.get(best)]
     return result
 
 
 def choose(unit_results: Dict[str, UnitTiming], mode: str,
            margin: float = 0.03) -> Dict[str, Optional[str]]:
-    """Auto choice: per signature, the fastest sparse variant if it wins by margin.
-
-    Args:
-        unit_results (dict): signature -> :func:`time_unit` result.
-        mode (str): ``'cuda_graph'`` or ``'eager'``.
-        margin (float): a sparse variant must be at least ``1 + margin`` times faster.
-
-    Returns:
-        dict[str, str | None]: signature -> variant, or None for dense.
-    """
+    """Auto choice: signature -> the fastest 2:4 variant in ``mode`` where it is
+    at least ``1 + margin`` times faster than dense, else None (dense)."""
     plan = {}
     for sig, res in unit_results.items():
         variant, sp = res.best_in(mode)
-        if variant is not None and sp is not None and sp >= 1.0 + margin:
-            plan[sig] = variant
-        else:
-            plan[sig] = None
+        plan[sig] = variant if sp is not None and sp >= 1.0 + margin else None
     return plan
+
+
+def auto_plan(model: nn.Module, layers: Sequence[str], run: Callable[[], object],
+              dtype: torch.dtype, device: torch.device, mode: str, margin: float,
+              stand_in: bool = False) -> Dict[str, str]:
+    """Time each unit at the shape ``run()`` shows and :func:`choose`:
+    unit name -> variant of the units that run 2:4."""
+    found = find_units(model, layers, run)
+    results = {}
+    for name, sig in found['units'].items():
+        if sig not in results:
+            results[sig] = time_unit(model.get_submodule(name), found['inputs'][name],
+                                     dtype, device, modes=(mode, ), stand_in=stand_in)
+    choice = choose(results, mode, margin)
+    return {name: choice[sig] for name, sig in found['units'].items() if choice[sig]}
 
 
 def build_unit(mod: nn.Module, variant: str) -> nn.Module:
@@ -278,16 +257,9 @@ def build_unit(mod: nn.Module, variant: str) -> nn.Module:
 
 def apply_plan(model: nn.Module, units: Dict[str, str],
                choice: Dict[str, Optional[str]]) -> Dict[str, str]:
-    """Swap units of ``model`` (in place) to the chosen 2:4 variants.
-
-    Args:
-        model (nn.Module): dense-with-zeros model on the target device / dtype.
-        units (dict[str, str]): unit module name -> signature.
-        choice (dict[str, str | None]): signature -> variant (None: stay dense).
-
-    Returns:
-        dict[str, str]: unit name -> variant actually installed (sparse only).
-    """
+    """Swap the units (name -> signature) of a dense-with-zeros ``model`` in place
+    to ``choice`` (signature -> variant, None: dense); returns name -> variant
+    installed."""
     installed = {}
     for name, sig in units.items():
         variant = choice.get(sig)

@@ -1,9 +1,5 @@
-"""What a benchmark writes: its JSON, markdown tables, the per-layer chart.
-
-Every file goes through :func:`lbc_mm.io.atomic_write` (the umask's mode, no
-temp file left behind). ``tools/benchmark.py --combine`` merges several JSON files
-with :func:`combined_markdown` and :func:`plot_layers`.
-"""
+"""What a benchmark writes (each file through :func:`lbc_mm.io.atomic_write`): its
+JSON, markdown tables and the per-layer chart, also of several (``--combine``)."""
 import json
 import platform
 from typing import Dict, List, Optional
@@ -51,62 +47,62 @@ def _fmt(value, pattern: str = '%.3f') -> str:
     return (pattern % value) if isinstance(value, (int, float)) else '-'
 
 
+def _table(header: List[str], rows: List[List[object]]) -> str:
+    lines = [header, ['---'] * len(header)] + rows
+    return '\n'.join('| ' + ' | '.join(str(c) for c in line) + ' |' for line in lines)
+
+
 def layer_markdown(rows: List[dict], dtype: str) -> str:
     """Markdown table of per-layer timings for one dtype."""
-    out = [f'| layer ({dtype}) | kind | weight | input | dense ms (graph) | '
-           '2:4 ms (graph) | speedup graph | speedup eager | best 2:4 variant (graph / '
-           'eager) |',
-           '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+    out = []
     for row in rows:
         graph = row.get('timing', {}).get('cuda_graph', {})
         best_graph = row.get('best', {}).get('cuda_graph') or [None, None]
         best_eager = row.get('best', {}).get('eager') or [None, None]
-        dense_ms = graph.get('dense', {}).get('ms')
         sparse_ms = graph.get(best_graph[0], {}).get('ms') if best_graph[0] else None
         if best_graph[0] or best_eager[0]:
             variant = f'{best_graph[0] or "-"} / {best_eager[0] or "-"}'
         else:
             variant = row.get('unsupported') or row.get('error') or '-'
-        out.append(f'| {short_names(row["layers"])} | {row["kind"]} | '
-                   f'{row.get("weight_shape")} | {row["input_shape"]} | '
-                   f'{_fmt(dense_ms)} | {_fmt(sparse_ms)} | '
-                   f'{_fmt(best_graph[1], "%.2fx")} | {_fmt(best_eager[1], "%.2fx")} | '
-                   f'{variant} |')
-    return '\n'.join(out)
+        out.append([short_names(row['layers']), row['kind'], row.get('weight_shape'),
+                    row['input_shape'], _fmt(graph.get('dense', {}).get('ms')),
+                    _fmt(sparse_ms), _fmt(best_graph[1], '%.2fx'),
+                    _fmt(best_eager[1], '%.2fx'), variant])
+    return _table([f'layer ({dtype})', 'kind', 'weight', 'input', 'dense ms (graph)',
+                   '2:4 ms (graph)', 'speedup graph', 'speedup eager',
+                   'best 2:4 variant (graph / eager)'], out)
 
 
 def e2e_markdown(model_name: str, e2e: Dict[str, dict]) -> str:
-    """Markdown table of end-to-end timings."""
-    out = ['| model | function | mode | dense ms | auto ms | auto speedup | '
-           'per-layer choice ms (speedup) | all-2:4 ms | all-2:4 speedup | '
-           'sparse units (auto) | output rel. err (auto / all-2:4) |',
-           '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+    """Markdown table of end-to-end timings (``result['end_to_end']``)."""
+    out = []
     for key, entry in e2e.items():
-        if 'timing' not in entry:
-            out.append(f'| {model_name} | {key} | - | error: {entry.get("error")} |')
+        if not isinstance(entry, dict):  # the stage's own error line
             continue
-        timing = entry['timing']
+        if 'timing' not in entry:
+            out.append([model_name, key, '-', f'error: {entry.get("error")}'])
+            continue
+        ms = {k: _fmt(v.get('ms'), '%.2f') for k, v in entry['timing'].items()}
         fallback = ' (fallback: dense)' if entry.get('auto_fallback_to_dense') else ''
-        out.append(
-            f'| {model_name} | {entry["function"]} | {entry["mode"]} | '
-            f'{_fmt(timing.get("dense", {}).get("ms"), "%.2f")} | '
-            f'{_fmt(entry.get("auto_ms"), "%.2f")} | '
-            f'{_fmt(entry.get("auto_speedup"), "%.2fx")}{fallback} | '
-            f'{_fmt(timing.get("auto", {}).get("ms"), "%.2f")} '
-            f'({_fmt(entry.get("auto_layers_speedup"), "%.2fx")}) | '
-            f'{_fmt(timing.get("all_sparse", {}).get("ms"), "%.2f")} | '
-            f'{_fmt(entry.get("all_sparse_speedup"), "%.2fx")} | '
-            f'{entry.get("auto_sparse_units", "-")}/{entry.get("units", "-")} | '
-            f'{entry.get("check_summary", "-")} |')
-    return '\n'.join(out)
+        out.append([
+            model_name, entry['function'], entry['mode'], ms.get('dense', '-'),
+            _fmt(entry.get('auto_ms'), '%.2f'),
+            _fmt(entry.get('auto_speedup'), '%.2fx') + fallback,
+            f'{ms.get("auto", "-")} '
+            f'({_fmt(entry.get("auto_layers_speedup"), "%.2fx")})',
+            ms.get('all_sparse', '-'), _fmt(entry.get('all_sparse_speedup'), '%.2fx'),
+            f'{entry.get("auto_sparse_units", "-")}/{entry.get("units", "-")}',
+            entry.get('check_summary', '-')])
+    return _table(['model', 'function', 'mode', 'dense ms', 'auto ms', 'auto speedup',
+                   'per-layer choice ms (speedup)', 'all-2:4 ms', 'all-2:4 speedup',
+                   'sparse units (auto)', 'output rel. err (auto / all-2:4)'], out)
 
 
 def tables(result: dict, dtypes: List[str]) -> Dict[str, object]:
     """The markdown tables of one benchmark result (stored in its JSON)."""
-    e2e = {k: v for k, v in result['end_to_end'].items() if isinstance(v, dict)}
     return {'layers': {dt: layer_markdown(result['layers'].get(dt, []), dt)
                        for dt in dtypes if result['layers'].get(dt)},
-            'end_to_end': e2e_markdown(result['model_name'], e2e)}
+            'end_to_end': e2e_markdown(result['model_name'], result['end_to_end'])}
 
 
 def combined_markdown(results: List[dict], unreadable: List[str]) -> str:
@@ -124,10 +120,8 @@ def combined_markdown(results: List[dict], unreadable: List[str]) -> str:
                      f'stages: {res.get("stages_done")}{cut}')
         if res.get('no_sparse_timing'):
             lines.append(f'no sparse timing: {res["no_sparse_timing"]}')
-        e2e = {k: v for k, v in res.get('end_to_end', {}).items()
-               if isinstance(v, dict)}
-        if e2e:
-            lines.append(e2e_markdown(res.get('model_name'), e2e))
+        if any(isinstance(v, dict) for v in res.get('end_to_end', {}).values()):
+            lines.append(e2e_markdown(res.get('model_name'), res['end_to_end']))
         for dt, rows in res.get('layers', {}).items():
             if rows:
                 lines.append(layer_markdown(rows, dt))
@@ -136,15 +130,8 @@ def combined_markdown(results: List[dict], unreadable: List[str]) -> str:
 
 
 def plot_layers(results: List[dict], path: str, title: str = '') -> Optional[str]:
-    """Bar chart of per-layer 2:4 speedups (CUDA graphs), one panel per result.
-
-    Args:
-        results (list[dict]): benchmark JSON objects.
-        path (str): PNG path (written atomically).
-
-    Returns:
-        str | None: the path, or None when there was nothing to plot.
-    """
+    """PNG bar chart of per-layer 2:4 speedups, a panel per result and dtype;
+    returns ``path``, or None when there was nothing to plot."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt

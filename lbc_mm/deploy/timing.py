@@ -1,15 +1,17 @@
-"""GPU timing: ``torch.utils.benchmark.Timer`` (CUDA sync, median of blocks), of
-eager calls or of CUDA-graph replays (the capture is the one thing the Timer lacks).
-
-Without CUDA (the CPU dry run of the benchmark pipeline) eager calls are timed the
-same way and graph mode reports an error.
-"""
+"""Timing with ``torch.utils.benchmark.Timer`` (CUDA sync, median of blocks), of
+eager calls or of CUDA-graph replays (the capture is what the Timer lacks); on CPU
+(the dry run) eager only."""
 from typing import Callable, Dict, Optional
 
 import torch
 
 #: One 2:4 layer vs its dense twin: ``rel_error`` allowed per dtype.
 LAYER_TOL = {torch.float16: 1e-2, torch.bfloat16: 4e-2, torch.float32: 1e-4}
+
+
+def error_line(exc: BaseException) -> str:
+    """``'Type: message'``, first line only."""
+    return f'{type(exc).__name__}: {exc}'.splitlines()[0]
 
 
 def _sync() -> None:
@@ -22,7 +24,7 @@ def safe_sync() -> Optional[str]:
     try:
         _sync()
     except Exception as exc:  # noqa: BLE001  (e.g. an invalidated graph capture)
-        return f'{type(exc).__name__}: {exc}'.splitlines()[0]
+        return error_line(exc)
     return None
 
 
@@ -45,25 +47,16 @@ def _capture(fn: Callable[[], object], warmup: int):
 def time_many(fns: Dict[str, Callable[[], object]], *, graph: bool,
               warmup: int = 3, repeats: int = 5, target_ms: float = 20.0
               ) -> Dict[str, Dict[str, object]]:
-    """Time several callables on the current device, one after the other.
-
-    Args:
-        fns (dict[str, callable]): name -> zero-argument function launching work.
-        graph (bool): capture each in a CUDA graph and time replays (no host
-            overhead) instead of eager calls.
-        warmup (int): warm-up calls before capture / timing. Defaults to 3.
-        repeats (int): about this many timed blocks of about ``target_ms``
-            (``Timer.blocked_autorange``); the median is reported. Defaults to 5.
-        target_ms (float): Defaults to 20.
+    """Time zero-argument callables one after the other: eager calls, or with
+    ``graph`` CUDA-graph replays (no host overhead); about ``repeats`` blocks of
+    ``target_ms`` (``Timer.blocked_autorange``) after ``warmup`` calls.
 
     Returns:
         dict[str, dict]: name -> ``{'ms': median, 'min_ms', 'max_ms', 'iters'
-        (calls per block), 'repeats' (blocks), 'mode'}`` or ``{'error': str}`` if
-        that candidate failed (its failure does not stop the others).
+        (calls per block), 'repeats' (blocks), 'mode'}``, or ``{'error', 'mode'}``
+        for one that failed (the others are still timed).
     """
-    # Imported here: torch.utils.benchmark imports cpp_extension, which logs a
-    # CUDA_HOME warning on a machine without CUDA (the tools' error paths say one
-    # line and never time anything).
+    # Imported here: it logs a CUDA_HOME warning on a machine without CUDA
     from torch.utils.benchmark import Timer
     mode = 'cuda_graph' if graph else 'eager'
     results: Dict[str, Dict[str, object]] = {}
@@ -83,8 +76,7 @@ def time_many(fns: Dict[str, Callable[[], object]], *, graph: bool,
                 min_run_time=repeats * target_ms / 1e3)
             del keep
         except Exception as exc:  # noqa: BLE001  (report, keep timing the others)
-            results[name] = {'error': f'{type(exc).__name__}: {exc}'.splitlines()[0],
-                             'mode': mode}
+            results[name] = {'error': error_line(exc), 'mode': mode}
             safe_sync()
             continue
         results[name] = {'ms': got.median * 1e3, 'min_ms': min(got.times) * 1e3,
@@ -95,11 +87,8 @@ def time_many(fns: Dict[str, Callable[[], object]], *, graph: bool,
 
 
 def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
-    """``max|out - ref| / max|ref|`` in fp32.
-
-    inf when the shapes differ or either side has a non-finite value (an fp16
-    overflow must never pass a check as NaN, which compares False to everything).
-    """
+    """``max|out - ref| / max|ref|`` in fp32; inf for other shapes or a non-finite
+    value (an fp16 overflow must not pass as NaN, which compares False)."""
     if out.shape != ref.shape:
         return float('inf')
     ref32, out32 = ref.float(), out.float()

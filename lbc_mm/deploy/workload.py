@@ -1,31 +1,20 @@
-"""What a benchmark runs: the model on its device and dtype, its input, the timed
-functions, and the units (layers / MLPs) the plan switches between dense and 2:4."""
+"""What a benchmark runs: the model on its device and dtype, its input, and the
+timed functions with their outputs checked against the dense model's."""
 import copy
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import torch
 from torch import nn
 
-from . import modules, plan
-from .timing import rel_error
+from .timing import error_line, rel_error
 
-__all__ = ['Workload', 'find_units', 'output_error']
+__all__ = ['Workload', 'output_error']
 
 
 class Workload:
-    """The model under test plus its input and the functions that are timed.
-
-    Args:
-        model (nn.Module): dense-with-zeros model (plain layers).
-        scope (str): ``'mmdet'`` (a detector) or the classifier's scope.
-        batch (int): batch size.
-        dtype (torch.dtype): the model's dtype (a detector's heads stay fp32 and
-            run under autocast, which is how mmdet evaluates mixed precision).
-        device (torch.device): where it runs.
-        img_size (int, optional): classifier input size (default 224).
-        det_shape (Sequence[int]): detector input ``(H, W)``.
-        channels_last (bool): run the model channels-last.
-    """
+    """The dense-with-zeros model on ``device`` in ``dtype`` (a detector's heads
+    stay fp32 under autocast, as mmdet evaluates mixed precision), its random input
+    (``img_size``, default 224, or ``det_shape`` ``(H, W)``) and timed functions."""
 
     def __init__(self, model: nn.Module, scope: str, batch: int, dtype: torch.dtype,
                  device: torch.device, img_size: Optional[int],
@@ -90,53 +79,52 @@ class Workload:
         """The function whose run records the sparse layers' input shapes."""
         return self.functions()['backbone_neck' if self.is_det else 'forward']['fn']
 
+    def check_outputs(self, models: Dict[str, nn.Module],
+                      log: Callable[[str], None]) -> Dict[str, dict]:
+        """Each function's outputs on ``models`` vs the dense model's.
+
+        Returns:
+            dict: function -> ``{'fn', 'graph', 'note', 'checks': {key: relative
+            error or error line}}`` (``fn``: the fallback where the dense model
+            fails the function, ``note`` says so), or ``{'error'}`` when neither
+            runs.
+        """
+        out, tensor_checks = {}, {}
+        for fname, spec in self.functions().items():
+            fn, note = spec['fn'], None
+            with torch.no_grad():
+                try:
+                    ref = fn(self.model)
+                except Exception as exc:  # noqa: BLE001
+                    err = error_line(exc)
+                    log(f'[bench] {fname} failed on the dense model: {err}')
+                    if 'fallback' not in spec:
+                        out[fname] = {'error': err}
+                        continue
+                    try:
+                        fn, ref = spec['fallback'], spec['fallback'](self.model)
+                    except Exception as exc2:  # noqa: BLE001
+                        out[fname] = {'error': f'{err}; fallback: {error_line(exc2)}'}
+                        continue
+                    note = f'{spec["fallback_note"]}: {err}'
+                checks = {}
+                for key, model in models.items():
+                    try:
+                        checks[key] = output_error(fn(model), ref)
+                    except Exception as exc:  # noqa: BLE001
+                        checks[key] = error_line(exc)
+                    if checks[key] is None:  # predict: its backbone+neck check
+                        checks[key] = tensor_checks.get(key)
+            tensor_checks.update({k: v for k, v in checks.items() if v is not None})
+            out[fname] = dict(fn=fn, graph=spec['graph'], note=note, checks=checks)
+        return out
+
 
 def output_error(out, ref) -> Optional[float]:
-    """Relative error between outputs (tensor or sequence of tensors).
-
-    None for outputs that are not tensors (a detector's ``predict`` results: NMS
-    makes them discrete; the backbone+neck features are compared instead).
-    """
+    """:func:`rel_error` of outputs (tensors or sequences of them); None for
+    others (a detector's ``predict``: its backbone+neck features are compared)."""
     if torch.is_tensor(out):
         return rel_error(out, ref)
     if isinstance(out, (list, tuple)) and out and all(torch.is_tensor(o) for o in out):
         return max(rel_error(o, r) for o, r in zip(out, ref))
     return None
-
-
-def find_units(model: nn.Module, layers: Sequence[str],
-               inputs: Dict[str, dict]) -> Dict[str, Dict[str, object]]:
-    """Units for the end-to-end plan and the per-layer table.
-
-    Args:
-        model (nn.Module): the model.
-        layers (Sequence[str]): the sparse layers' names.
-        inputs (dict): from :func:`lbc_mm.deploy.plan.record_inputs`.
-
-    Returns:
-        dict: ``{'units': {unit name: signature}, 'rows': {signature: {...}}}``;
-        rows cover every sparse layer (incl. fc1/fc2 inside an MLP) and each MLP.
-    """
-    names: List[str] = list(layers)
-    mlps = plan.find_mlps(model, names)
-    in_mlp = {n for pair in mlps.values() for n in pair}
-    units: Dict[str, str] = {}
-    rows: Dict[str, Dict[str, object]] = {}
-    for name in names + list(mlps):
-        if name not in inputs:
-            continue
-        mod = model.get_submodule(name)
-        sig = plan.signature(mod, inputs[name])
-        kind = plan.unit_kind(mod)
-        row = rows.setdefault(sig, {'signature': sig, 'kind': kind,
-                                    'input_shape': inputs[name]['shape'],
-                                    'layers': [], 'module': name})
-        if kind == 'mlp':
-            fc1, _act, fc2 = modules.match_mlp(mod)
-            row['weight_shape'] = [list(fc1.weight.shape), list(fc2.weight.shape)]
-        else:
-            row['weight_shape'] = list(mod.weight.shape)
-        row['layers'].append(name)
-        if name in mlps or name not in in_mlp:
-            units[name] = sig
-    return {'units': units, 'rows': rows}

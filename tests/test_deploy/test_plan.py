@@ -8,7 +8,6 @@ from mmengine.config import Config
 from lbc_mm.apis import build_model
 from lbc_mm.deploy import plan as P
 from lbc_mm.deploy.models import magnitude_sparse
-from lbc_mm.deploy.workload import find_units as _units
 from lbc_mm.sparse_model import nm_report
 
 TINY_VIT = dict(
@@ -75,7 +74,8 @@ def test_record_inputs_and_units(vit):
     qkv = inputs['backbone.layers.0.attn.qkv']
     assert qkv['shape'] == [3, 17, 64] and tokens == 51
     assert inputs['backbone.layers.0.ffn.layers.1']['shape'] == [3, 17, 128]
-    uu = _units(model, layers, inputs)
+    uu = P.find_units(model, layers, lambda: model(x, mode='tensor'))
+    assert uu['inputs'] == inputs
     # units: 2 MLPs + qkv and proj of each block; fc1/fc2 run inside the MLPs
     assert len(uu['units']) == 6
     assert not any(u.endswith('.0.0') for u in uu['units'])
@@ -87,10 +87,7 @@ def test_record_inputs_and_units(vit):
 def test_apply_plan_dense_fm_is_the_same_model(vit):
     model, layers = vit
     x = torch.randn(2, 3, 32, 32)
-    names = list(layers)
-    mlps = P.find_mlps(model, names)
-    inputs = P.record_inputs(model, names + list(mlps), lambda: model(x, mode='tensor'))
-    uu = _units(model, layers, inputs)
+    uu = P.find_units(model, layers, lambda: model(x, mode='tensor'))
     choice = {sig: ('dense+dense' if row['kind'] == 'mlp' else 'dense_fm')
               for sig, row in uu['rows'].items()}
     dep = copy.deepcopy(model)

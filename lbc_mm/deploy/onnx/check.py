@@ -1,16 +1,11 @@
 """Checks on an exported ONNX model: N:M in TensorRT's layout, onnxruntime equality.
 
-TensorRT's sparse kernels read a weight in groups of 4 consecutive *input* channels:
-a Conv weight ``(O, I/g, kh, kw)`` at every ``(o, kh, kw)``, a GEMM weight ``(N, K)``
-along ``K``. That is ``lbc_mm.sparsity.patterns.to_groups``; ONNX stores a ``Gemm``
-weight as ``(N, K)`` when ``transB=1`` and a ``MatMul`` weight as ``(K, N)``, so those
-are transposed to ``(N, K)`` first.
-
-Each Conv / Gemm / MatMul weight initializer becomes a table row: the layer it came
-from (the node's module scope), its N:M state, whether it is 2:4 (what TensorRT's
-``--sparsity=enable`` uses: NVIDIA's ``polygraphy inspect sparsity`` decides where
-it is run, :func:`judge_by_polygraphy`; our count where it is not), and why a dense
-one is dense.
+TensorRT groups a weight along its *input* channels, as
+``lbc_mm.sparsity.patterns.to_groups`` does: a Conv ``(O, I/g, kh, kw)`` as is, a
+GEMM as ``(N, K)`` (a ``Gemm`` without ``transB`` and a ``MatMul`` store ``(K, N)``).
+Each Conv / Gemm / MatMul weight initializer is a table row: its layer (the node's
+module scope), N:M state, 2:4 or not (``polygraphy inspect sparsity`` decides where
+it is run, :func:`judge_by_polygraphy`; else our count), and why a dense one is.
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -31,12 +26,10 @@ class OnnxCheckError(ValueError):
 
 
 def layer_of(node_name: str, module_names: Sequence[str]) -> Optional[str]:
-    """Module name from a TorchScript-exporter node name.
-
-    ``'/model/backbone/layer1/layer1.0/conv1/Conv'`` -> ``'model.backbone.layer1.0
-    .conv1'``: each scope part is relative to the nearest enclosing *called* module,
-    so ``layer1.0`` follows ``layer1`` but hangs off ``backbone``.
-    """
+    """Module name of a TorchScript-exporter node name: each scope part is
+    relative to the nearest enclosing *called* module
+    (``'/model/backbone/layer1/layer1.0/conv1/Conv'`` -> ``'model.backbone.layer1.0
+    .conv1'``)."""
     names = set(module_names)
     parts = [p for p in node_name.split('/') if p][:-1]
     cur = ''
@@ -91,18 +84,13 @@ def dense_reason(op: str, node, arr: np.ndarray, view) -> str:
 def initializer_rows(proto, wrapper: nn.Module,
                      patterns: Dict[str, Tuple[int, int]],
                      prefix: str = 'model.') -> List[Dict[str, object]]:
-    """One row per Conv / Gemm / MatMul weight initializer of ``proto``.
-
-    Args:
-        proto (onnx.ModelProto): the exported model.
-        wrapper (nn.Module): the exported module (node scopes resolve against it).
-        patterns (dict): sparse layer (names without ``prefix``) -> ``(n, m)``.
-        prefix (str): what the wrapper adds in front of the model's names.
+    """One row per Conv / Gemm / MatMul weight initializer of ``proto``, exported
+    from ``wrapper`` (``patterns``: sparse layer names without ``prefix``).
 
     Returns:
         list[dict]: ``initializer, op, node, layer, shape, dtype, pattern, nm_ok,
-        is_2of4, zeros_kept, sparsity, why``. ``zeros_kept`` (sparse layers):
-        every zero of the PyTorch weight is zero in the initializer.
+        is_2of4, zeros_kept`` (every zero of the PyTorch weight kept), ``sparsity,
+        why``.
     """
     from onnx import numpy_helper
     inits = {i.name: i for i in proto.graph.initializer}
@@ -121,11 +109,8 @@ def initializer_rows(proto, wrapper: nn.Module,
         if weight not in inits:
             continue
         arr = numpy_helper.to_array(inits[weight])
-        # The node's module scope names its layer (a module call shows in the scopes,
-        # a method call such as extract_feat does not). A parameter initializer names
-        # a layer too, but the exporter shares one initializer between layers with
-        # equal weights (e.g. all-zero folded Conv+BN), so its name is used only
-        # where it lies inside the node's scope.
+        # The node's module scope names its layer; the initializer's name only
+        # where it lies inside that scope (equal weights share one initializer).
         scope = layer_of(node.name, list(modules)) or layer_of(
             '/' + prefix.rstrip('.') + node.name, list(modules)) or ''
         owner = weight[:-len('.weight')]
@@ -137,11 +122,9 @@ def initializer_rows(proto, wrapper: nn.Module,
                    shape=list(arr.shape), dtype=str(arr.dtype), pattern='',
                    nm_ok=None, is_2of4=None, zeros_kept=None,
                    sparsity=float((arr == 0).mean()) if arr.size else 0.0)
-        w = torch.from_numpy(np.array(view)) if view is not None and \
-            np.issubdtype(arr.dtype, np.floating) else None
-        if w is not None and w.dim() == 4 and node.op_type == 'Conv' and \
-                _conv_groups(node) > 1:
-            w = None
+        grouped = node.op_type == 'Conv' and _conv_groups(node) > 1
+        w = torch.from_numpy(np.array(view)) if view is not None and not grouped \
+            and np.issubdtype(arr.dtype, np.floating) else None
         if w is not None:
             row['is_2of4'] = _is_nm(w, 2, 4)
         if name in patterns:
@@ -213,12 +196,9 @@ def summarize_rows(rows: List[Dict[str, object]], n_inits: int) -> str:
 
 def compare_onnxruntime(proto, x: torch.Tensor, expected: Sequence[torch.Tensor],
                         rtol: float = RTOL, atol: float = ATOL) -> Dict[str, object]:
-    """Run ``proto`` in onnxruntime (CPU) on ``x``; compare with PyTorch's outputs.
-
-    Returns:
-        dict: ``outputs`` (name, shape, max_abs_diff, max_abs_ref, ok), ``ok``,
-        ``tolerance`` (a sentence); ``top1_agree`` for a single 2-D output.
-    """
+    """``proto`` in onnxruntime (CPU) on ``x`` vs PyTorch's ``expected``: ``outputs``
+    (name, shape, max_abs_diff, max_abs_ref, ok), ``ok``, ``tolerance`` (a sentence),
+    ``top1_agree`` for a single 2-D output."""
     import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
@@ -246,14 +226,9 @@ def compare_onnxruntime(proto, x: torch.Tensor, expected: Sequence[torch.Tensor]
 
 def polygraphy_sparsity(onnx_path: str, exe: Optional[str] = None,
                         timeout: int = 3600) -> Dict[str, object]:
-    """Run NVIDIA's checker, ``polygraphy inspect sparsity ONNX``; read its verdicts.
-
-    Polygraphy (pip ``polygraphy``, CPU) logs ``Found sparse tensor: NAME`` for each
-    Conv / Gemm / MatMul weight that is 2:4 along the input-channel axis and
-    ``Found non-sparse tensor: NAME`` for the others.
-
-    Returns:
-        dict: ``sparse`` and ``non_sparse`` (sorted initializer names), ``command``.
+    """NVIDIA's ``polygraphy inspect sparsity ONNX`` (CPU): ``sparse`` and
+    ``non_sparse`` (the initializer names its ``Found [non-]sparse tensor: NAME``
+    lines give) and ``command``.
 
     Raises:
         FileNotFoundError: polygraphy is not installed.
@@ -263,9 +238,9 @@ def polygraphy_sparsity(onnx_path: str, exe: Optional[str] = None,
     import shutil
     import subprocess
     import sys
-    exe = exe or shutil.which('polygraphy') or next(
-        (p for p in [os.path.join(os.path.dirname(sys.executable), 'polygraphy')]
-         if os.access(p, os.X_OK)), None)
+    local = os.path.join(os.path.dirname(sys.executable), 'polygraphy')
+    exe = exe or shutil.which('polygraphy') or (
+        local if os.access(local, os.X_OK) else None)
     if exe is None:
         raise FileNotFoundError('polygraphy is not installed: pip install polygraphy '
                                 '(or pip install -e ".[deploy]")')
@@ -286,13 +261,9 @@ def polygraphy_sparsity(onnx_path: str, exe: Optional[str] = None,
 
 def judge_by_polygraphy(rows: List[Dict[str, object]],
                         poly: Dict[str, object]) -> List[str]:
-    """Polygraphy's verdicts become the ``is_2of4`` column (in place), for the
-    weights TensorRT can group (``is_2of4`` not None: a grouped conv has no 2:4
-    kernel, so it stays out whatever Polygraphy says).
-
-    Returns:
-        list[str]: the sparse layers whose initializer Polygraphy does not call 2:4.
-    """
+    """Polygraphy's verdicts become the ``is_2of4`` column (in place) where it is
+    not None (a grouped conv has no 2:4 kernel whatever Polygraphy says); returns
+    the sparse layers whose initializer Polygraphy does not call 2:4."""
     sparse = set(poly['sparse'])
     for r in rows:
         if r['is_2of4'] is not None:

@@ -1,20 +1,8 @@
-"""Converted N:M model file -> PyTorch model -> ONNX (TorchScript exporter, pinned).
+"""A loaded N:M model (:mod:`lbc_mm.deploy.models`) -> ONNX, TorchScript exporter.
 
-The model file is what ``tools/convert.py`` writes (docs/export_format.md): the stock
-``.pth`` or the compressed ``.nm.pth``, read by :func:`lbc_mm.deploy.models.
-load_converted` (the benchmark's loader too). Its
-``meta['lbc_mm_export']['sparse_layers']`` names the N:M layers; they are checked N:M
-before anything is exported.
-
-What is exported:
-
-- mmpretrain classifiers: the whole model, ``input`` (normalised NCHW) -> ``logits``;
-- mmdet detectors: backbone + neck (``extract_feat``), ``input`` -> ``feat0..featK``.
-  Every N:M layer lives there; the heads (RPN / RoI, NMS) are left to mmdeploy
-  (docs/deploy.md says why).
-
-The data preprocessor (mean / std, BGR -> RGB) is not part of the graph, as with
-mmdeploy: the caller feeds normalised tensors.
+Classifiers whole (``input`` -> ``logits``), detectors as backbone + neck (``input``
+-> ``feat0..featK``; the heads are left to mmdeploy, docs/deploy.md). As with
+mmdeploy the data preprocessor is not in the graph: feed normalised tensors.
 """
 import copy
 import glob
@@ -26,8 +14,7 @@ from typing import List, Sequence, Tuple
 import torch
 from torch import nn
 
-#: ONNX opset used unless ``--opset`` says otherwise (TensorRT 8.6+ and onnxruntime
-#: 1.14+ read it).
+#: ONNX opset unless ``--opset`` says otherwise (TensorRT 8.6+, onnxruntime 1.14+).
 DEFAULT_OPSET = 17
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp')
 
@@ -72,14 +59,9 @@ def find_images(paths: Sequence[str]) -> List[str]:
 
 def example_input(model: nn.Module, shape: Tuple[int, int], batch: int,
                   images: Sequence[str] = ()) -> Tuple[torch.Tensor, str]:
-    """A normalised ``(batch, 3, H, W)`` input through the model's preprocessor.
-
-    Images are resized to ``shape`` (cycled to fill the batch); without images a
-    fixed-seed uint8 image stands in.
-
-    Returns:
-        tuple: the tensor and a sentence saying where it came from.
-    """
+    """A normalised ``(batch, 3, H, W)`` input through the model's preprocessor
+    (``images`` resized to ``shape``, else fixed-seed random ones) and a sentence
+    saying where it came from."""
     import mmcv
     h, w = shape
     if images:
@@ -128,16 +110,10 @@ def torch_outputs(wrapper: nn.Module, x: torch.Tensor) -> List[torch.Tensor]:
 
 def export_onnx(wrapper: nn.Module, x: torch.Tensor, opset: int = DEFAULT_OPSET,
                 dynamic_batch: bool = False, dynamic_hw: bool = False):
-    """Export with the TorchScript exporter (``dynamo=False``) and check the model.
-
-    The TorchScript exporter keeps each node's module scope in its name (which maps
-    initializers back to layers) and takes ``dynamic_axes``. In eval mode it folds
-    BatchNorm into the preceding conv (``W * s`` per output channel): zeros stay
-    zeros, which :mod:`lbc_mm.deploy.onnx.check` verifies.
-
-    Returns:
-        onnx.ModelProto: passed ``onnx.checker.check_model(full_check=True)``.
-    """
+    """Export with the TorchScript exporter (``dynamo=False``: node names keep the
+    module scopes that map initializers to layers) -> an ``onnx.ModelProto`` that
+    passed ``onnx.checker`` (full check). Folding BatchNorm scales the weights per
+    output channel: zeros stay zeros (:mod:`~lbc_mm.deploy.onnx.check` verifies)."""
     import onnx
     outs = torch_outputs(wrapper, x)
     out_names = ['logits'] if len(outs) == 1 and wrapper.part == 'whole' else \
@@ -166,13 +142,9 @@ def export_onnx(wrapper: nn.Module, x: torch.Tensor, opset: int = DEFAULT_OPSET,
 
 def export_onnx_fp16(wrapper: nn.Module, x: torch.Tensor, opset: int = DEFAULT_OPSET,
                      dynamic_batch: bool = False, dynamic_hw: bool = False):
-    """The same graph with FP16 weights, input and outputs (TensorRT 11 is strongly
-    typed: an FP16 engine needs an FP16 network). Exported from an FP16 copy of the
-    model, so the 2:4 check runs on the FP16 initializers TensorRT reads.
-
-    Returns:
-        tuple: ``(onnx.ModelProto, the FP16 wrapper)``.
-    """
+    """``(proto, FP16 wrapper)``: the graph with FP16 weights and I/O (TensorRT 11
+    is strongly typed), from an FP16 copy, so 2:4 is checked on what TensorRT
+    reads."""
     half = copy.deepcopy(wrapper).half().eval()
     return export_onnx(half, x.half(), opset, dynamic_batch, dynamic_hw), half
 

@@ -1,18 +1,13 @@
-"""What a TensorRT build says about sparse kernels: the log and the layer information.
-
-Which layers ran with sparse kernels comes from the engine's layer information
-(``--exportLayerInfo`` file or ``IEngineInspector`` JSON: ``HasSparseWeights``, or
-a tactic name containing ``sparse``), with TensorRT's verbose build log
-("(Sparsity) ... picked sparse implementation for layers: ...") as a second signal;
-:func:`layer_verdicts` maps both back to the model's layers and names the ones that
-were 2:4 in the ONNX file but did not get a sparse kernel. Pure functions of text /
-JSON (no TensorRT needed); :mod:`lbc_mm.deploy.onnx.trtexec` runs the builds.
+"""Which layers a TensorRT build ran with sparse kernels (pure functions of its
+text / JSON): the engine's layer information (``--exportLayerInfo``:
+``HasSparseWeights`` or a ``sparse`` tactic), the verbose build log's "(Sparsity)
+... picked sparse implementation for layers" as a second signal, and
+:func:`layer_verdicts` mapping both back to the ONNX file's 2:4 weights.
 """
 import re
 from typing import Dict, List, Sequence
 
-__all__ = ['engine_layers', 'layer_verdicts', 'parse_trtexec_log',
-           'sparse_tactic_layers']
+__all__ = ['engine_layers', 'layer_verdicts', 'parse_trtexec_log']
 
 _PICKED = re.compile(r'\(Sparsity\)[^\n]*picked sparse implementation for layers:'
                      r'[ \t]*([^\n]*)')
@@ -36,13 +31,8 @@ def _truthy(v) -> bool:
 
 
 def engine_layers(layer_info) -> List[Dict[str, object]]:
-    """Engine layers from ``--exportLayerInfo`` / inspector JSON (any version).
-
-    Returns:
-        list[dict]: ``name``, ``sparse`` (``HasSparseWeights`` set or a tactic name
-        containing ``sparse``; None when the JSON has no detail: built without
-        ``--profilingVerbosity=detailed``), ``tactic``.
-    """
+    """Engine layers of ``--exportLayerInfo`` JSON (any version): ``name``,
+    ``sparse`` (None without ``--profilingVerbosity=detailed``), ``tactic``."""
     layers = layer_info.get('Layers', []) if isinstance(layer_info, dict) else \
         layer_info if isinstance(layer_info, list) else []
     out = []
@@ -60,11 +50,6 @@ def engine_layers(layer_info) -> List[Dict[str, object]]:
     return out
 
 
-def sparse_tactic_layers(layer_info) -> List[str]:
-    """Names of the engine layers that run sparse kernels."""
-    return [lay['name'] for lay in engine_layers(layer_info) if lay['sparse']]
-
-
 def _parts(name: str) -> List[str]:
     """Fused TensorRT layer ``'a + b + c'`` -> its ONNX node names."""
     return [p.strip() for p in name.split(' + ') if p.strip()]
@@ -72,18 +57,10 @@ def _parts(name: str) -> List[str]:
 
 def layer_verdicts(rows: List[Dict[str, object]], layers: List[Dict[str, object]],
                    log_picked: Sequence[str] = ()) -> List[Dict[str, object]]:
-    """Per 2:4 weight of the ONNX file: did TensorRT run it with a sparse kernel?
-
-    Args:
-        rows: :func:`lbc_mm.deploy.onnx.check.initializer_rows` (``node`` names).
-        layers: :func:`engine_layers` of the sparse engine.
-        log_picked: layer names from the build log's "picked sparse" line.
-
-    Returns:
-        list[dict]: for each row with ``is_2of4``: ``layer``, ``node``,
-        ``engine_layer``, ``verdict`` (``'sparse'``, ``'eligible, not picked'``,
-        ``'not in layer info'``), ``log`` (named in the log's picked line).
-    """
+    """Per 2:4 row of :func:`~lbc_mm.deploy.onnx.check.initializer_rows`: did the
+    sparse engine (:func:`engine_layers`, the log's ``log_picked`` names) run it
+    sparse? ``layer``, ``node``, ``engine_layer``, ``verdict`` (``'sparse'``,
+    ``'eligible, not picked'``, ``'not in layer info'``), ``log``."""
     by_node = {}
     for lay in layers:
         for part in _parts(lay['name']):

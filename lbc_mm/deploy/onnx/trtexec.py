@@ -1,19 +1,6 @@
-"""TensorRT engines with and without sparse kernels, built and timed by NVIDIA's
-``trtexec``, one command line per TensorRT version.
-
-:func:`trtexec_argv` (pure; the unit tests check it per version without TensorRT):
-``--shapes`` only for an ONNX file with dynamic input axes (trtexec refuses explicit
-shapes for a static one); ``--fp16`` on 8.x / 10.x; none on 11.x, which is strongly
-typed (no precision flags at all): there the network is FP16 because the ONNX file
-is (``fp16_onnx``); ``--explicitBatch`` only before 8.2 (later trtexec parses ONNX
-with explicit batch by itself and the flag is deprecated), and
-``--profilingVerbosity`` / ``--exportLayerInfo`` from 8.2 on (the engine
-inspector's first release). The timing is trtexec's own: ``--exportTimes`` writes
-every iteration's times as JSON (:func:`median_compute_ms`). Which layers ran with
-sparse kernels: :mod:`lbc_mm.deploy.onnx.trt_layers` (layer information and build
-log -> per-layer verdicts).
-
-Written without a GPU or TensorRT to run it on (docs/deploy.md).
+"""Dense and 2:4 TensorRT engines built and timed by NVIDIA's ``trtexec``, with the
+flags of its version (:func:`trtexec_argv`, docs/deploy.md); the timing is trtexec's
+``--exportTimes`` JSON. Written without a GPU or TensorRT to run it on.
 """
 import json
 import os
@@ -22,7 +9,7 @@ import shutil
 import subprocess
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from .trt_layers import engine_layers, parse_trtexec_log, sparse_tactic_layers
+from .trt_layers import engine_layers, parse_trtexec_log
 
 TRTEXEC_PATHS = ('/usr/src/tensorrt/bin/trtexec', '/opt/tensorrt/bin/trtexec')
 _TRT_VERSION = re.compile(r'TensorRT[ .v]*(?:version:?\s*)?(\d+)[.](\d+)(?:[.](\d+))?',
@@ -70,8 +57,7 @@ def find_tensorrt() -> Dict[str, Optional[str]]:
 
 
 def dynamic_inputs(onnx_path: str) -> Dict[str, List[object]]:
-    """``{input name: dims}`` of the graph inputs with a dynamic axis (a named or
-    unset dimension), read from the ONNX file."""
+    """``{input name: dims}`` of the ONNX file's inputs with a dynamic axis."""
     import onnx
     proto = onnx.load(onnx_path, load_external_data=False)
     inits = {i.name for i in proto.graph.initializer}
@@ -99,19 +85,9 @@ def shape_text(shape: Sequence[int]) -> str:
 def trtexec_argv(trtexec: str, onnx_path: str, version: str, sparse: bool,
                  workdir: str, precision: str = 'fp16',
                  shapes: Optional[Dict[str, Sequence[int]]] = None) -> List[str]:
-    """The ``trtexec`` command for one engine (pure; see the module docstring).
-
-    Args:
-        trtexec (str): the executable.
-        onnx_path (str): the ONNX file (on 11.x with ``precision='fp16'``: the FP16
-            one; see :func:`needs_fp16_onnx`).
-        version (str): TensorRT version of that trtexec.
-        sparse (bool): ``--sparsity=enable`` (else ``disable``).
-        workdir (str): engine and layer-information files go there.
-        precision (str): ``'fp16'`` or ``'fp32'``.
-        shapes (dict, optional): dynamic input name -> shape to build and run at;
-            None or empty for a static ONNX file (no ``--shapes``).
-    """
+    """The ``trtexec`` command for one engine of TensorRT ``version`` (pure; the
+    flags per version: docs/deploy.md, "TensorRT, by version"). Engine, layer
+    information and times go to ``workdir``."""
     major, minor = version_tuple(version)
     if major < 8:
         raise ValueError(f'TensorRT {version} is too old: 8.x or newer is needed '
@@ -124,29 +100,24 @@ def trtexec_argv(trtexec: str, onnx_path: str, version: str, sparse: bool,
         cmd.append('--explicitBatch')  # deprecated (no effect) from 8.2 on
     else:
         cmd += ['--profilingVerbosity=detailed',
-                f'--exportLayerInfo={layer_info_path(workdir, sparse)}']
+                f'--exportLayerInfo={_path(workdir, "layers", sparse)}']
     if shapes:
         cmd.append('--shapes=' + ','.join(f'{name}:{shape_text(s)}'
                                           for name, s in shapes.items()))
     if precision == 'fp16' and major < 11:
         cmd.append('--fp16')
     cmd += ['--noDataTransfers', '--useCudaGraph', '--duration=10', '--verbose',
-            f'--exportTimes={times_path(workdir, sparse)}']
+            f'--exportTimes={_path(workdir, "times", sparse)}']
     return cmd
 
 
-def layer_info_path(workdir: str, sparse: bool) -> str:
-    return os.path.join(workdir, f'layers_{"sparse" if sparse else "dense"}.json')
-
-
-def times_path(workdir: str, sparse: bool) -> str:
-    return os.path.join(workdir, f'times_{"sparse" if sparse else "dense"}.json')
+def _path(workdir: str, what: str, sparse: bool, ext: str = 'json') -> str:
+    return os.path.join(workdir, f'{what}_{"sparse" if sparse else "dense"}.{ext}')
 
 
 def median_compute_ms(times) -> Optional[float]:
-    """Median GPU compute time (ms) of ``--exportTimes`` JSON: one record per
-    iteration with ``computeMs`` (older versions: ``endComputeMs`` -
-    ``startComputeMs``); None when it holds no iteration."""
+    """Median GPU compute ms of ``--exportTimes`` JSON (``computeMs``, older:
+    ``endComputeMs - startComputeMs``), None without an iteration."""
     vals = sorted(
         float(t['computeMs']) if 'computeMs' in t else
         float(t['endComputeMs']) - float(t['startComputeMs'])
@@ -167,17 +138,16 @@ def how_to_run(onnx_path: str, shape: Sequence[int], dynamic: bool = True) -> st
 
 def run_trtexec(cmd: List[str], workdir: str, sparse: bool,
                 timeout: int = 900) -> Dict[str, object]:
-    """Run one :func:`trtexec_argv` command; median ms (``--exportTimes``), the
-    layers with sparse kernels (layer information and log), the log."""
-    tag = 'sparse' if sparse else 'dense'
+    """Run one :func:`trtexec_argv` command: median ms, the layers with sparse
+    kernels (layer information and log), the log's path."""
     os.makedirs(workdir, exist_ok=True)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    log_path = os.path.join(workdir, f'trtexec_{tag}.log')
+    log_path = _path(workdir, 'trtexec', sparse, 'log')
     with open(log_path, 'w') as f:
         f.write(' '.join(cmd) + '\n' + proc.stdout + proc.stderr)
     res = parse_trtexec_log(proc.stdout + proc.stderr)
-    layers, times = (_read_json(path(workdir, sparse))
-                     for path in (layer_info_path, times_path))
+    layers, times = (_read_json(_path(workdir, what, sparse))
+                     for what in ('layers', 'times'))
     res.update(engine_layers=engine_layers(layers or {}),
                median_ms=median_compute_ms(times or []), rc=proc.returncode,
                log=log_path, command=cmd)
@@ -198,9 +168,8 @@ def compare_engines(onnx_path: str, shape: Sequence[int], workdir: str,
                     ) -> Dict[str, object]:
     """Dense and sparse engines side by side, or ``{'available': False, 'line'}``.
 
-    ``onnx_path`` must be FP16 where :func:`needs_fp16_onnx` says so (the caller
-    exports it and re-checks its 2:4 weights). ``on_step(result)`` is called after
-    each engine, so a caller can write what is done before a timeout.
+    ``onnx_path``: FP16 where :func:`needs_fp16_onnx` says so. ``on_step(result)``
+    runs before and after each engine (a caller writes what is done).
     """
     found = found or find_tensorrt()
     dyn = dynamic_inputs(onnx_path)
@@ -242,10 +211,8 @@ def format_engines(res: Dict[str, object]) -> str:
         return f'failed (rc {run.get("rc")}, {run.get("log", "no log")})'
 
     sparse_run = r['sparse']
-    picked = sorted(set(sparse_tactic_layers({'Layers': [
-        {'Name': x['name'], 'TacticName': 'sparse' if x['sparse'] else ''}
-        for x in sparse_run.get('engine_layers', [])]})) |
-        set(sparse_run.get('sparse_layers', [])))
+    picked = sorted({x['name'] for x in sparse_run.get('engine_layers', [])
+                     if x['sparse']} | set(sparse_run.get('sparse_layers', [])))
     lines = [f'TensorRT {res.get("tensorrt_version", "?")} ({res.get("tool", "?")}), '
              f'{res["precision"]}, input {shape_text(res["shape"])} (median GPU '
              'compute time):',
