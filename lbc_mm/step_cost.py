@@ -1,19 +1,11 @@
 """Training-step cost of N:M sparse layers vs the dense model, in one process
-(``tools/benchmark_train.py`` is its command line).
+(``tools/benchmark_train.py`` is its command line; its docstring says how memory is
+measured).
 
-The config's model is built once dense and once per (method, pattern) with
-:func:`lbc_mm.transforms.sparsify` (:func:`variants`); full training steps
-(forward, backward, an SGD-momentum step built by the training constructor
-``LBCOptimWrapperConstructor`` with its defaults and, for LBC, the hook's
-per-iteration ``remove_candidates``) are timed alternating between the models
-(:func:`run`), with the memory each model holds (:func:`measure`):
-
-- CUDA: peak ``torch.cuda.max_memory_allocated`` of a step above the memory
-  resident before it, plus the model's parameters, buffers and optimizer state;
-- CPU: tensor bytes of parameters + buffers + gradients + optimizer state, plus the
-  tensors saved for backward (``torch.autograd.graph.saved_tensors_hooks``, one
-  extra untimed step). The sparse extras are broken down: ``scores`` (G x C
-  floats), their gradient and momentum, ``alive`` (G x C bool) / ``asp_mask``.
+The config's model is built once dense and once per (method, pattern)
+(:func:`variants`); full training steps (forward, backward, the training
+constructor's SGD-momentum step and, for LBC, the hook's ``remove_candidates``) are
+timed alternating between the models (:func:`run`).
 """
 import copy
 import statistics
@@ -129,13 +121,17 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _loss(var: Variant, loss_fn: Callable, device: str, amp: bool) -> torch.Tensor:
+    """The training loss, under autocast with ``amp`` (fp16 on CUDA, bf16 on CPU)."""
+    dtype = torch.float16 if device.startswith('cuda') else torch.bfloat16
+    with torch.autocast(device.split(':')[0], dtype, enabled=amp):
+        return loss_fn(var.model)
+
+
 def train_step(var: Variant, loss_fn: Callable, device: str,
                amp: bool) -> Tuple[float, float]:
-    """One training step; returns (wall, process CPU) seconds.
-
-    CUDA: also records the step's peak memory. On a shared CPU machine the process
-    CPU time (all threads) is the steadier measure of the work done.
-    """
+    """One training step; returns (wall, process CPU) seconds (CUDA: also records
+    the step's peak memory)."""
     var.optim.zero_grad(set_to_none=True)
     _sync(device)
     cuda = device.startswith('cuda')
@@ -143,10 +139,7 @@ def train_step(var: Variant, loss_fn: Callable, device: str,
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
     start, cpu_start = time.perf_counter(), time.process_time()
-    dtype = torch.float16 if cuda else torch.bfloat16
-    with torch.autocast(device.split(':')[0], dtype, enabled=amp):
-        loss = loss_fn(var.model)
-    loss.backward()
+    _loss(var, loss_fn, device, amp).backward()
     var.optim.step()
     var.hook()
     _sync(device)
@@ -171,27 +164,22 @@ def _bytes(tensors) -> int:
 
 def state_breakdown(var: Variant) -> Dict[str, float]:
     """Tensor bytes (MB) of the model state, with the sparse extras separated."""
-    params = list(var.model.parameters())
-    scores = [p for n, p in var.model.named_parameters() if n.endswith('.scores')]
-    score_ids = {id(p) for p in scores}
-    others = [p for p in params if id(p) not in score_ids]
-    state = var.optim.state
-    alive = [b for n, b in var.model.named_buffers() if n.endswith('.alive')]
-    masks = [b for n, b in var.model.named_buffers() if n.endswith('.asp_mask')]
-    alive_ids = {id(b) for b in alive + masks}
-    buffers = [b for b in var.model.buffers() if id(b) not in alive_ids]
-    return dict(
-        params=_bytes(others) / MB,
-        buffers=_bytes(buffers) / MB,
-        grads=_bytes(p.grad for p in others) / MB,
-        optim=_bytes(v for p in others for v in state.get(p, {}).values()
-                     if torch.is_tensor(v)) / MB,
-        scores=_bytes(scores) / MB,
-        scores_grad=_bytes(p.grad for p in scores) / MB,
-        scores_momentum=_bytes(v for p in scores for v in state.get(p, {}).values()
-                               if torch.is_tensor(v)) / MB,
-        alive=_bytes(alive + masks) / MB,
-    )
+    params = list(var.model.named_parameters())
+    scores = [p for n, p in params if n.endswith('.scores')]
+    others = [p for n, p in params if not n.endswith('.scores')]
+    extra = ('.alive', '.asp_mask')
+    buffers = list(var.model.named_buffers())
+
+    def optim(group):
+        return [v for p in group for v in var.optim.state.get(p, {}).values()
+                if torch.is_tensor(v)]
+
+    tensors = dict(
+        params=others, buffers=[b for n, b in buffers if not n.endswith(extra)],
+        grads=[p.grad for p in others], optim=optim(others), scores=scores,
+        scores_grad=[p.grad for p in scores], scores_momentum=optim(scores),
+        alive=[b for n, b in buffers if n.endswith(extra)])
+    return {key: _bytes(group) / MB for key, group in tensors.items()}
 
 
 def saved_for_backward(var: Variant, loss_fn: Callable, amp: bool,
@@ -208,10 +196,8 @@ def saved_for_backward(var: Variant, loss_fn: Callable, amp: bool,
         return t
 
     var.optim.zero_grad(set_to_none=True)
-    dtype = torch.float16 if device.startswith('cuda') else torch.bfloat16
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        with torch.autocast(device.split(':')[0], dtype, enabled=amp):
-            loss = loss_fn(var.model)
+        loss = _loss(var, loss_fn, device, amp)
     loss.backward()
     var.optim.zero_grad(set_to_none=True)
     return sum(seen.values()) / MB

@@ -1,37 +1,11 @@
-"""Training cost of N:M methods on one counting convention (docs/training_cost.md).
+"""Training FLOPs of N:M methods on one counting convention (docs/training_cost.md,
+"Counting convention": the three GEMMs per layer and their densities per method,
+LBC's union density, what is not counted).
 
-Per Conv2d / Linear layer and training iteration, three GEMMs of the layer's
-forward size (``MACs`` = multiply-adds of one sample's forward,
-:func:`lbc_mm.cost.layer_macs`, times the batch size):
-
-* forward ``Y = X W_eff``, backward for activations ``dX = dY W_eff^T``, backward for
-  weights ``dW = X^T dY``, each counted at the density of the weight entries it
-  needs (a kernel that skips masked work; lbc_mm on PyTorch runs dense kernels with
-  masks, so its wall time does not shrink like these counts);
-* one FLOP = one multiply or add: ``FLOPs = 2 x MACs``.
-
-Densities of an N:M layer (``d = N / M``; layers outside the pattern are dense):
-
-=========  ===========================  =======================  ==================
-method     forward                      backward activations     backward weights
-=========  ===========================  =======================  ==================
-dense      1                            1                        1
-LBC        union of the alive           as forward               as forward (the
-           candidates' positions                                 score gradient
-           (dense -> d as they go)                               needs only those)
-SR-STE/STE d                            d                        1 (dense update)
-ASP        1 before its mask, then d    as forward               as forward
-=========  ===========================  =======================  ==================
-
-LBC's union density at ``k`` alive candidates per group is taken from the schedule
-with an exact formula: the expected share of a group's ``M`` positions covered by
-``k`` of its ``C(M, N)`` candidates drawn uniformly, ``1 - C(C(M-1, N), k) /
-C(C(M, N), k)`` (exact for N = 1, where ``k`` candidates cover ``k`` positions;
-for N > 1 the scores pick which ``k`` survive, so the run's own union may differ,
-docs/training_cost.md measures by how much). Not counted: the input gradient of the
-first layer (which autograd skips), norms, activations, the loss, the optimizer
-step and LBC's score gradient (``O(weights)`` per iteration, not per sample).
-Pure Python over the MACs and the schedule; no GPU, no training.
+Per Conv2d / Linear layer and iteration: forward, backward for activations and
+backward for weights, each ``2 x MACs x batch`` at the density of the weight entries
+it needs. Pure Python over the MACs (:func:`lbc_mm.cost.layer_macs`) and the
+schedule; no GPU, no training.
 """
 import math
 from collections import Counter

@@ -3,7 +3,7 @@ import os
 import statistics
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..io import atomic_write
+from ..visualization import write_figure
 from .grid import parse_arm
 
 METRIC_PRIORITY = ('accuracy/top1', 'coco/bbox_mAP')
@@ -177,7 +177,7 @@ def write_chart(path: str, rows: Sequence[dict], metric: Optional[str]):
     ax.grid(axis='y', alpha=0.3)
     ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=100))
+    write_figure(fig, path)
     return fig
 
 
@@ -228,5 +228,5 @@ def write_window_chart(path: str, rows: Sequence[dict], metric: Optional[str]):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=100))
+    write_figure(fig, path)
     return fig
