@@ -92,14 +92,9 @@ def card_counts(card_at: Callable[[float, int], int],
                 progress: Callable[[int], float], iters: int,
                 num_candidates: int) -> Counter:
     """Iterations spent at each alive count: iteration ``i`` trains with the count
-    the removal after iteration ``i - 1`` left (all ``C`` alive in the first).
-
-    Args:
-        card_at (callable): ``(t, C) -> card`` (``RemovalSchedule.card``).
-        progress (callable): iteration index (0-based, done) -> ``t``.
-        iters (int): Iterations of the run.
-        num_candidates (int): ``C``.
-    """
+    the removal after iteration ``i - 1`` left (all ``num_candidates`` alive in the
+    first). ``card_at``: ``(t, C) -> card`` (``RemovalSchedule.card``);
+    ``progress``: iteration index (0-based, done) -> ``t``."""
     counts: Counter = Counter()
     current = num_candidates
     for i in range(iters):
@@ -121,10 +116,8 @@ def training_cost(macs: Dict[str, int], patterns: Patterns, method: str,
         dense_iters (int): ASP: iterations before the mask is fixed (dense).
 
     Returns:
-        dict: ``flops`` (total), ``flops_dense`` (the dense model, same
-        iterations), ``relative``, the totals of ``forward`` / ``backward_act`` /
-        ``backward_weight``, and ``step_first`` / ``step_last`` (FLOPs of the
-        first and the last iteration).
+        dict: ``flops``, ``flops_dense`` (same iterations), ``relative``, the three
+        GEMMs' totals, ``step_first`` / ``step_last`` (FLOPs of those iterations).
     """
     if gradual(method) and cards is None:
         raise ValueError(f'training_cost(): {method} needs the card counts')
@@ -132,23 +125,22 @@ def training_cost(macs: Dict[str, int], patterns: Patterns, method: str,
     total = dict.fromkeys(keys, 0.0)
     first = last = None
     if gradual(method):
-        # The step cost depends on the alive count of each layer's C.
-        by_c: Dict[int, list] = {}
-        for name, (n, m) in patterns.items():
-            by_c.setdefault(math.comb(m, n), []).append(name)
-        per_c = {c: Counter(cards[c]) for c in by_c}
-        chunks = _lbc_chunks(per_c, iters)
-        for alive_per_c, count in chunks:
-            alive = {name: alive_per_c[c] for c, names in by_c.items()
-                     for name in names}
-            step = step_flops(macs, patterns, method, batch_size, alive)
+        # The step cost depends on the alive count of each layer's C. The counts only
+        # fall, so entry i of each C's sorted-descending sequence is iteration i's.
+        num_c = {name: math.comb(m, n) for name, (n, m) in patterns.items()}
+        seqs = {c: sorted(Counter(cards[c]).elements(), reverse=True)
+                for c in set(num_c.values())}
+        steps = Counter(tuple(sorted((c, seq[i]) for c, seq in seqs.items()))
+                        for i in range(iters))
+        for alive_per_c, count in steps.items():
+            alive_per_c = dict(alive_per_c)
+            step = step_flops(macs, patterns, method, batch_size,
+                              {name: alive_per_c[c] for name, c in num_c.items()})
             for key in keys:
                 total[key] += count * step[key]
-        first = step_flops(macs, patterns, method, batch_size,
-                           {name: c for c, names in by_c.items() for name in names})
+        first = step_flops(macs, patterns, method, batch_size, num_c)
         last = step_flops(macs, patterns, method, batch_size,
-                          {name: min(cards[c]) for c, names in by_c.items()
-                           for name in names})
+                          {name: min(cards[c]) for name, c in num_c.items()})
     else:
         dense_iters = min(iters, dense_iters)
         dense = step_flops(macs, patterns, 'dense', batch_size)
@@ -164,17 +156,6 @@ def training_cost(macs: Dict[str, int], patterns: Patterns, method: str,
                 step_first=first['total'], step_last=last['total'])
 
 
-def _lbc_chunks(per_c: Dict[int, Counter], iters: int):
-    """(alive count per C, iterations) chunks: the alive counts only fall, so the
-    i-th iteration of each C's sorted-descending sequence line up."""
-    seqs = {c: [k for k in sorted(cnt, reverse=True) for _ in range(cnt[k])]
-            for c, cnt in per_c.items()}
-    chunks: Counter = Counter()
-    for i in range(iters):
-        chunks[tuple(sorted((c, seq[i]) for c, seq in seqs.items()))] += 1
-    return [(dict(key), count) for key, count in chunks.items()]
-
-
 def format_step_cost(name: str, step: Dict[str, float]) -> str:
     """One line: ``name: training step 1.23 GFLOPs (forward .., backward ..)``."""
     g = 1e9
@@ -185,16 +166,9 @@ def format_step_cost(name: str, step: Dict[str, float]) -> str:
 
 
 def run_cost(runner, model, method: str) -> Dict[str, float]:
-    """:func:`training_cost` of a finished run (the method study): MACs per sample
-    from one training batch through the model (eval mode, no grad), the N:M layers
-    of ``model``, the run's iterations and batch size, and for LBC the
-    ``LBCHook``'s resolved schedule.
-
-    Args:
-        runner: The mmengine Runner after ``train()``.
-        model: Its model, unwrapped.
-        method (str): ``'dense'`` or a registered method.
-    """
+    """:func:`training_cost` of a finished run (the method study; ``runner`` after
+    ``train()``, ``model`` its unwrapped model): MACs per sample from one training
+    batch, the run's iterations and batch size, for LBC its hook's schedule."""
     from .cost import layer_macs
     from .layers import sparse_layers
 
@@ -228,19 +202,10 @@ def run_cost(runner, model, method: str) -> Dict[str, float]:
 
 def step_cost_lines(model, scope: str, shape: Tuple[int, int], method: str,
                     batch_size: int, label: Optional[str] = None) -> List[str]:
-    """Per-step training FLOPs of a model's N:M layers as built, for a report
-    (``tools/benchmark_train.py``): LBC at its start (every candidate alive) and
-    end (one per group); other methods once.
-
-    Args:
-        model: The model (its N:M layers say ``n`` / ``m``).
-        scope (str): ``'mmdet'`` or ``'mmpretrain'``
-            (:func:`lbc_mm.cost.sample_forward`).
-        shape (tuple): Input ``(H, W)``.
-        method (str): ``'dense'`` or a registered method.
-        batch_size (int): Samples per step.
-        label (str, optional): Line prefix; defaults to ``method``.
-    """
+    """Report lines (``tools/benchmark_train.py``) of a model's per-step training
+    FLOPs as built, input as :func:`lbc_mm.cost.sample_forward`: LBC at its start
+    (every candidate alive) and end, other methods once; ``label`` (default
+    ``method``) prefixes the lines."""
     import copy
 
     from .cost import layer_macs, sample_forward

@@ -110,19 +110,10 @@ def with_windows(arms: List[str], windows: Sequence[float]) -> List[str]:
 
 def rewrite_config(cfg, method: str, pattern: Optional[Tuple[int, int]],
                    seed: int) -> List[str]:
-    """Make ``cfg`` (an mmengine ``Config``, in place) one run of the study.
-
-    Args:
-        cfg (Config): The loaded config (``--cfg-options`` already merged).
-        method (str): One of :data:`METHODS`, or an LBC arm (:func:`parse_arm`).
-        pattern (tuple, optional): ``(n, m)``; ignored for ``'dense'``.
-        seed (int): ``randomness.seed``.
-
-    Returns:
-        list[str]: Config paths of the sparse layer configs that were rewritten.
-
-    Raises:
-        ValueError: Unknown method, or no sparse layer config in ``cfg.model``.
+    """Make ``cfg`` (an mmengine ``Config``, in place) one run of the study:
+    ``method`` (one of :data:`METHODS` or an LBC arm, :func:`parse_arm`), ``pattern``
+    ``(n, m)`` (ignored for dense) and ``seed``; the config paths of the sparse
+    layer configs it rewrote. ``ValueError``: unknown method, no sparse layer config.
     """
     method, hook_options = parse_arm(method)
     n, m = pattern if pattern is not None else (0, 0)
@@ -181,14 +172,7 @@ def run_name(method: str, pattern: Optional[Tuple[int, int]], seed: int) -> str:
 
 def grid(methods: Sequence[str], patterns: Sequence[Tuple[int, int]],
          seeds: Sequence[int]) -> List[Tuple[str, Optional[Tuple[int, int]], int]]:
-    """Every run: dense once per seed, the sparse methods per pattern and seed.
-
-    Seed-major: the first seed of every (method, pattern) comes first, so a
-    partial study already compares every cell.
-    """
-    runs = []
-    for seed in seeds:
-        for method in methods:
-            for pattern in ([None] if method == 'dense' else patterns):
-                runs.append((method, pattern, seed))
-    return runs
+    """Every run: dense once per seed, the sparse methods per pattern and seed;
+    seed-major, so a partial study already compares every cell."""
+    return [(method, pattern, seed) for seed in seeds for method in methods
+            for pattern in ([None] if method == 'dense' else patterns)]
