@@ -30,27 +30,20 @@ OPTIM_WRAPPER = dict(type='OptimWrapper', optimizer=dict(
 
 def _strip(cfg: Any) -> Any:
     """Drop pretrained weights and sparse layer types from a model config."""
-    if isinstance(cfg, dict):
-        out = {}
-        for key, value in cfg.items():
-            if key == 'pretrained':
-                continue
-            if key == 'init_cfg' and _is_pretrained(value):
-                out[key] = None
-                continue
-            if isinstance(value, dict) and type_name(value) in LAYER_TYPES:
-                out[key] = None
-                continue
-            out[key] = _strip(value)
-        return type(cfg)(out)  # keeps ConfigDict (mmdet reads train_cfg.rpn)
     if isinstance(cfg, (list, tuple)):
         return type(cfg)(_strip(v) for v in cfg)
-    return cfg
-
-
-def _is_pretrained(init_cfg: Any) -> bool:
-    items = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
-    return any(isinstance(i, dict) and i.get('type') == 'Pretrained' for i in items)
+    if not isinstance(cfg, dict):
+        return cfg
+    out = {}
+    for key, value in cfg.items():
+        if key == 'pretrained':
+            continue
+        init = value if isinstance(value, (list, tuple)) else [value]
+        pretrained = key == 'init_cfg' and any(
+            isinstance(i, dict) and i.get('type') == 'Pretrained' for i in init)
+        sparse = isinstance(value, dict) and type_name(value) in LAYER_TYPES
+        out[key] = None if pretrained or sparse else _strip(value)
+    return type(cfg)(out)  # keeps ConfigDict (mmdet reads train_cfg.rpn)
 
 
 def build_dense(config: str) -> Tuple[nn.Module, str]:
@@ -74,23 +67,19 @@ def make_batch(model: nn.Module, scope: str, batch_size: int, img_size: int,
     shape = (3, img_size, img_size)
     if scope == 'mmdet':
         from mmdet.testing import demo_mm_inputs
-        with_mask = getattr(model, 'with_mask', False)
         packed = demo_mm_inputs(batch_size=batch_size, image_shapes=shape,
                                 num_items=[3] * batch_size, num_classes=2,
-                                with_mask=with_mask, device=device)
-
-        def loss_fn(mod: nn.Module) -> torch.Tensor:
-            data = mod.data_preprocessor(packed, True)
-            loss, _ = mod.parse_losses(mod(**data, mode='loss'))
-            return loss
-
-        return loss_fn
-    from mmpretrain.structures import DataSample
-    inputs = torch.randn(batch_size, *shape, device=device)
-    samples = [DataSample().set_gt_label(i % 10).to(device) for i in range(batch_size)]
+                                with_mask=getattr(model, 'with_mask', False),
+                                device=device)
+    else:
+        from mmpretrain.structures import DataSample
+        packed = dict(inputs=torch.randn(batch_size, *shape, device=device),
+                      data_samples=[DataSample().set_gt_label(i % 10).to(device)
+                                    for i in range(batch_size)])
 
     def loss_fn(mod: nn.Module) -> torch.Tensor:
-        loss, _ = mod.parse_losses(mod(inputs, samples, mode='loss'))
+        data = mod.data_preprocessor(packed, True) if scope == 'mmdet' else packed
+        loss, _ = mod.parse_losses(mod(**data, mode='loss'))
         return loss
 
     return loss_fn

@@ -71,10 +71,8 @@ def _shape_polygon(rng: random.Random, kind: str, cx: float, cy: float,
 
 def _polygon_area(pts: Polygon) -> float:
     """Shoelace area of a simple polygon."""
-    acc = 0.0
-    for (x0, y0), (x1, y1) in zip(pts, pts[1:] + pts[:1]):
-        acc += x0 * y1 - x1 * y0
-    return abs(acc) / 2
+    edges = zip(pts, pts[1:] + pts[:1])
+    return abs(sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in edges)) / 2
 
 
 def _bbox(pts: Polygon) -> List[float]:
@@ -87,11 +85,8 @@ def _bbox(pts: Polygon) -> List[float]:
 def _overlaps(box: List[float], others: Sequence[List[float]], margin: float) -> bool:
     """Whether ``box`` (xywh) comes within ``margin`` px of any of ``others``."""
     x, y, w, h = box
-    for ox, oy, ow, oh in others:
-        if (x < ox + ow + margin and ox < x + w + margin and y < oy + oh + margin
-                and oy < y + h + margin):
-            return True
-    return False
+    return any(x < ox + ow + margin and ox < x + w + margin and y < oy + oh + margin
+               and oy < y + h + margin for ox, oy, ow, oh in others)
 
 
 def _colour(rng: random.Random, kind: str) -> Tuple[int, int, int]:

@@ -28,14 +28,6 @@ STOP_GRACE_S = 10
 PR_SET_PDEATHSIG = 1
 
 
-def dense_fallbacks(model) -> Tuple[List[str], int]:
-    """Names of the sparse-typed layers that stayed dense (input channels not
-    divisible by M), and the number of sparse-typed layers."""
-    from ..layers import sparse_layers
-    layers = list(sparse_layers(model, only_sparse=False))
-    return [name for name, layer in layers if not layer.is_sparse], len(layers)
-
-
 def _nm_exact(model) -> Optional[bool]:
     """Every sparse layer keeps at most ``n`` of every ``m`` weights
     (:func:`lbc_mm.sparse_model.nm_report`); None: the model has no sparse layer."""
@@ -52,6 +44,7 @@ def run_one(run_dir: str) -> None:
     from mmengine.hooks import Hook
     from mmengine.model import is_model_wrapper
 
+    from ..hooks.lbc_checks import dense_fallbacks
     from ..hooks.lbc_hook import LBCHook
     from ..train_cost import run_cost
     from ..training import prepare_training, run_training
