@@ -88,15 +88,9 @@ def sample_forward(model: nn.Module, scope: str, shape: Tuple[int, int],
 
 def model_cost(model: nn.Module, patterns: Patterns, macs: Dict[str, int],
                training_params: int = 0) -> Dict:
-    """Per-layer ``rows`` and ``totals`` of a deployed model (stock layers).
-
-    Args:
-        model (nn.Module): The model after ``densify_model`` or from a converted file.
-        patterns (dict): name -> ``(n, m)`` of its N:M layers.
-        macs (dict): name -> MACs (:func:`layer_macs`).
-        training_params (int): LBC ``scores`` elements the training model had
-            (reported apart: not parameters of the deployed model).
-    """
+    """Per-layer ``rows`` and ``totals`` of a deployed model (stock layers) with
+    N:M layers ``patterns`` (name -> ``(n, m)``) and ``macs`` (:func:`layer_macs`);
+    ``training_params``: the training model's LBC ``scores`` elements (apart)."""
     modules = dict(model.named_modules())
     unknown = sorted(set(patterns) - set(modules))
     if unknown:

@@ -45,15 +45,10 @@ def union_density(k: int, n: int, m: int) -> float:
 
 def layer_densities(method: str, n: int, m: int,
                     alive: Optional[int] = None) -> Tuple[float, float, float]:
-    """(forward, backward activations, backward weights) density of an N:M layer.
-
-    Args:
-        method (str): ``'dense'`` or a registered method.
-        n, m (int): The pattern.
-        alive (int, optional): A gradual method's (LBC's) alive candidates per
-            group (None: 1, the end state); ASP before its mask: call with
-            ``method='dense'``.
-    """
+    """(forward, backward activations, backward weights) density of an N:M layer
+    under ``method`` (``'dense'`` or a registered one; ASP before its mask:
+    ``'dense'``); ``alive``: a gradual method's alive candidates per group (None:
+    the end state)."""
     sparse_gemms = _sparse_gemms(method)  # ValueError naming the choices
     d = n / m
     if alive is not None and gradual(method):
@@ -64,7 +59,8 @@ def layer_densities(method: str, n: int, m: int,
 def step_flops(macs: Dict[str, int], patterns: Patterns, method: str,
                batch_size: int, alive: Optional[Dict[str, int]] = None
                ) -> Dict[str, float]:
-    """FLOPs of one training iteration, split into the three GEMMs.
+    """FLOPs of one training iteration: ``forward``, ``backward_act``,
+    ``backward_weight`` and ``total``.
 
     Args:
         macs (dict): layer name -> MACs of one sample's forward.
@@ -72,16 +68,11 @@ def step_flops(macs: Dict[str, int], patterns: Patterns, method: str,
         method (str): ``'dense'`` or a registered method.
         batch_size (int): Samples per iteration.
         alive (dict, optional): LBC: name -> alive candidates per group.
-
-    Returns:
-        dict: ``forward``, ``backward_act``, ``backward_weight``, ``total``.
     """
     out = dict(forward=0.0, backward_act=0.0, backward_weight=0.0)
     for name, count in macs.items():
-        dens = (1.0, 1.0, 1.0)
-        if name in patterns:
-            dens = layer_densities(method, *patterns[name],
-                                   (alive or {}).get(name))
+        dens = (layer_densities(method, *patterns[name], (alive or {}).get(name))
+                if name in patterns else (1.0, 1.0, 1.0))
         for key, d in zip(out, dens):
             out[key] += 2.0 * batch_size * count * d
     out['total'] = sum(out.values())

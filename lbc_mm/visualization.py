@@ -60,14 +60,10 @@ def add_figure_for_config(cfg, save_dir: str, name: str, fig, step: int = 0) -> 
 
 def lbc_schedule_figure(schedule, patterns: Sequence[Tuple[int, int, int]],
                         history: Sequence[Sequence[float]]):
-    """The schedule and the measured sparsity of a run (a matplotlib ``Figure``).
-
-    Args:
-        schedule (RemovalSchedule): The run's resolved schedule
-            (:mod:`lbc_mm.hooks.lbc_schedule`): ``card(t, C)``, ``length``, ...
-        patterns (Sequence[tuple[int, int, int]]): ``(n, m, C)`` per pattern.
-        history (Sequence): ``(t, mean alive per group, sparsity)`` rows.
-    """
+    """``LBCHook``'s ``lbc_schedule.png`` (a matplotlib ``Figure``): ``card(t)``
+    of the run's resolved ``schedule`` per ``(n, m, C)`` of ``patterns`` with the
+    measured mean alive candidates per group, and the LBC layers' measured sparsity
+    against each target; ``history``: ``(t, mean alive, sparsity)`` rows."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

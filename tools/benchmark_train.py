@@ -104,8 +104,8 @@ def print_table(rows: List[Dict[str, Any]], args: argparse.Namespace) -> None:
           'median, steadier on a shared machine.')
 
 
-def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
-    """Run the benchmark and print the table; returns its rows."""
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the benchmark and print the table; 0."""
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -122,15 +122,9 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
             print('\n'.join(step_cost_lines(
                 var.model, scope, (args.img_size, args.img_size),
                 var.name.split()[0], args.batch_size, label=var.name)))
-    return rows
-
-
-def cli() -> int:
-    """The command: 0 once the table is printed."""
-    main()
     return 0
 
 
 if __name__ == '__main__':
     from lbc_mm.tool_exit import run_tool
-    sys.exit(run_tool(cli))
+    sys.exit(run_tool(main))

@@ -3,7 +3,7 @@ regular polygons whose colour only partly says the class, with pixel noise, so a
 network trained for 10 epochs reaches 85-95 %, not 100 % (docs/training_cost.md).
 
 ``OUT_DIR/train/<class>/000000.png ...``, ``OUT_DIR/val/<class>/...``
-(mmpretrain ``CustomDataset`` layout), written beside ``OUT_DIR`` and swapped in.
+(mmpretrain ``CustomDataset`` layout), swapped in whole.
 
 Usage::
 
@@ -58,12 +58,8 @@ def make_study_image(rng: random.Random, kind: str, image_size: int,
 def generate_study(out_dir: str, seed: int = 0, image_size: int = 32,
                    train_per_class: int = 60, val_per_class: int = 40,
                    noise: float = 12.0, cue: float = 0.65) -> str:
-    """Write the method study's set (``CustomDataset`` layout, :data:`STUDY_CLASSES`)
-    into ``out_dir``, replaced as a whole (written beside it, then swapped in).
-
-    Raises:
-        ValueError: On sizes that cannot produce a usable data set.
-    """
+    """Write the method study's set (:data:`STUDY_CLASSES`) into ``out_dir``,
+    replaced as a whole; ``ValueError`` on sizes that give no usable data set."""
     if (image_size < 16 or train_per_class < 1 or val_per_class < 1 or noise < 0
             or not 0 <= cue <= 1):
         raise ValueError(f'study set: need image_size >= 16 ({image_size}), at least '

@@ -111,12 +111,9 @@ def write_chart(path: str, rows: Sequence[dict], metric: Optional[str]):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    patterns = []
-    for row in rows:
-        if row['method'] != 'dense' and row['pattern'] not in patterns:
-            patterns.append(row['pattern'])
-    methods = list(dict.fromkeys(r['method'] for r in rows
-                                 if r['method'] != 'dense'))
+    sparse = [r for r in rows if r['method'] != 'dense']
+    patterns = list(dict.fromkeys(r['pattern'] for r in sparse))
+    methods = list(dict.fromkeys(r['method'] for r in sparse))
     # Wider with many arms; the legend sits right of the bars.
     fig = Figure(figsize=(max(5, 0.3 * max(1, len(patterns)) * max(5, len(methods)))
                           + 3, 4))

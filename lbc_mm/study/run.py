@@ -87,10 +87,8 @@ def run_one(run_dir: str) -> None:
         metrics = runner.val()
     peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda else
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    diag = {}
-    for hook in runner.hooks:
-        if isinstance(hook, LBCHook):
-            diag = dict(hook.diagnostics)
+    diag = next((dict(h.diagnostics) for h in runner.hooks if isinstance(h, LBCHook)),
+                {})
     result = dict(
         status='ok', method=spec['method'], pattern=pattern_name(pattern),
         seed=spec['seed'], metrics={k: float(v) for k, v in (metrics or {}).items()
