@@ -20,13 +20,6 @@ __all__ = ['card_counts', 'format_step_cost', 'gradual', 'layer_densities',
 Patterns = Dict[str, Tuple[int, int]]
 
 
-def _sparse_gemms(method: str) -> Tuple[bool, bool, bool]:
-    """Which of (forward, backward activations, backward weights) run at the N:M
-    density once the method's mask is in place: its registration says
-    (``SparsityMethod.sparse_gemms``); ``'dense'``: none."""
-    return (False, ) * 3 if method == 'dense' else method_class(method).sparse_gemms
-
-
 def gradual(method: str) -> bool:
     """Whether ``method`` goes from dense to N:M over its removal schedule (its
     registration's ``gradual``: the alive candidates set the density)."""
@@ -49,7 +42,10 @@ def layer_densities(method: str, n: int, m: int,
     under ``method`` (``'dense'`` or a registered one; ASP before its mask:
     ``'dense'``); ``alive``: a gradual method's alive candidates per group (None:
     the end state)."""
-    sparse_gemms = _sparse_gemms(method)  # ValueError naming the choices
+    # Which GEMMs run at the N:M density once the mask is in place: the method's
+    # registration says (ValueError naming the choices for an unknown method).
+    sparse_gemms = ((False, ) * 3 if method == 'dense' else
+                    method_class(method).sparse_gemms)
     d = n / m
     if alive is not None and gradual(method):
         d = union_density(alive, n, m)

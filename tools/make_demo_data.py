@@ -44,10 +44,14 @@ CIRCLE_VERTICES = 24
 Polygon = List[Tuple[float, float]]
 
 
-def _shape_polygon(rng: random.Random, kind: str, cx: float, cy: float,
-                   size: float) -> Polygon:
-    """The ``(x, y)`` vertices (0.1 px precision) of one shape of ``kind`` centred
-    at ``(cx, cy)``, ``size`` the diameter of its circumscribed circle."""
+def _shape_polygon(rng: random.Random, kind: str, image_size: int, size: float,
+                   pad: float) -> Polygon:
+    """The ``(x, y)`` vertices (0.1 px precision) of one shape of ``kind`` at a
+    random place at least ``pad`` px inside the image, ``size`` the diameter of its
+    circumscribed circle."""
+    margin = size / 2 + pad
+    cx = rng.uniform(margin, image_size - margin)
+    cy = rng.uniform(margin, image_size - margin)
     r = size / 2
     if kind == 'circle':
         angles = [2 * math.pi * i / CIRCLE_VERTICES for i in range(CIRCLE_VERTICES)]
@@ -115,11 +119,7 @@ def make_scene(rng: random.Random, image_size: int,
         if len(shapes) == want:
             break
         kind = rng.choice(CLASSES)
-        size = rng.uniform(lo, hi)
-        margin = size / 2 + 2
-        cx = rng.uniform(margin, image_size - margin)
-        cy = rng.uniform(margin, image_size - margin)
-        pts = _shape_polygon(rng, kind, cx, cy, size)
+        pts = _shape_polygon(rng, kind, image_size, rng.uniform(lo, hi), 2)
         box = _bbox(pts)
         if _overlaps(box, boxes, margin=3):
             continue
@@ -157,10 +157,7 @@ def make_cls_split(out_dir: str, split: str, per_class: int, image_size: int,
         for idx in range(per_class):
             img = Image.new('RGB', (image_size, image_size), BACKGROUND)
             size = rng.uniform(0.45, 0.8) * image_size
-            margin = size / 2 + 1
-            cx = rng.uniform(margin, image_size - margin)
-            cy = rng.uniform(margin, image_size - margin)
-            pts = _shape_polygon(rng, kind, cx, cy, size)
+            pts = _shape_polygon(rng, kind, image_size, size, 1)
             ImageDraw.Draw(img).polygon(pts, fill=_colour(rng, kind))
             save_png(img, os.path.join(out_dir, split, kind, f'{idx:06d}.png'))
 
@@ -249,11 +246,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--cls-val-per-class', type=int, default=6)
     args = parser.parse_args(argv)
     try:
-        out = generate(args.out_dir, seed=args.seed, image_size=args.image_size,
-                       num_train=args.num_train, num_val=args.num_val,
-                       cls_image_size=args.cls_image_size,
-                       cls_train_per_class=args.cls_train_per_class,
-                       cls_val_per_class=args.cls_val_per_class)
+        out = generate(**vars(args))
     except ValueError as err:
         print(f'make_demo_data: {err}', file=sys.stderr)
         return 2

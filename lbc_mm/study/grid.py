@@ -134,9 +134,8 @@ def rewrite_config(cfg, method: str, pattern: Optional[Tuple[int, int]],
     # What the method's registration requires (LBC: its hook and the scores'
     # optimizer constructor); a dense / SR-STE config switched to LBC lacks both.
     req = SPARSE_METHODS[method].requires if method != 'dense' else None
-    keep = {req.hook} if req is not None else set()
-    hooks = [h for h in hooks
-             if type_name(h) not in driver_hooks() or type_name(h) in keep]
+    hooks = [h for h in hooks if type_name(h) not in driver_hooks()
+             or req is not None and type_name(h) == req.hook]
     if req is not None:
         if not any(type_name(h) == req.hook for h in hooks):
             hooks.append(dict(type=req.hook))
@@ -148,9 +147,7 @@ def rewrite_config(cfg, method: str, pattern: Optional[Tuple[int, int]],
                 'constructor', None) in DEFAULT_CONSTRUCTORS:
             optim_wrapper['constructor'] = req.constructor
     cfg.custom_hooks = hooks
-    randomness = dict(cfg.get('randomness', None) or {})
-    randomness['seed'] = seed
-    cfg.randomness = randomness
+    cfg.randomness = dict(cfg.get('randomness', None) or {}, seed=seed)
     return found
 
 
