@@ -145,21 +145,12 @@ def _is_converted(ckpt: Dict) -> bool:
 
 def cost_report(config: str, checkpoint: Optional[str] = None,
                 shape: Optional[Tuple[int, int]] = None) -> Dict:
-    """Cost report of a config, a training checkpoint or a converted model file.
-
-    Args:
-        config (str): The lbc_mm training config (path or ``pkg::path``); with a
-            converted file the stock config works too.
-        checkpoint (str, optional): A training checkpoint (loaded strictly) or what
-            ``tools/convert.py`` wrote. Without it the config's random init: the
-            counts do not depend on the weights.
-        shape (tuple, optional): Input ``(H, W)``; defaults to ``(800, 1344)`` for
-            mmdet, ``(224, 224)`` otherwise.
-
-    Returns:
-        dict: :func:`model_cost`'s plus ``source``, ``shape``, ``scope``,
-        ``config`` and ``nm_exact`` (N:M layers whose weights are N:M now).
-    """
+    """Cost report of a config (random init: the counts do not depend on the
+    weights), a training checkpoint (loaded strictly) or a converted model file
+    (the stock config works too), for an input ``shape`` ``(H, W)`` (default
+    ``(800, 1344)`` for mmdet, else ``(224, 224)``): :func:`model_cost`'s plus
+    ``source``, ``shape``, ``scope``, ``config`` and ``nm_exact`` (N:M layers whose
+    weights are N:M now)."""
     training_params = 0
     if checkpoint is not None and _is_converted(read_checkpoint(checkpoint)):
         from .deploy.models import load_converted  # converted: deploy's loader

@@ -219,12 +219,9 @@ def variants(dense: nn.Module, patterns: Sequence[Tuple[int, int]],
 
 def run(variants: Sequence[Variant], loss_fn: Callable, device: str, amp: bool,
         warmup: int, steps: int) -> List[Dict[str, Any]]:
-    """Time ``warmup + steps`` rounds (order alternating), then measure memory.
-
-    Returns:
-        list[dict]: per variant ``name``, ``ms`` / ``cpu_ms`` (medians), ``peak``,
-        ``saved`` and :func:`state_breakdown`'s keys (MB).
-    """
+    """Time ``warmup + steps`` rounds (order alternating), then measure memory: per
+    variant ``name``, ``ms`` / ``cpu_ms`` (medians), ``peak``, ``saved`` and
+    :func:`state_breakdown`'s keys (MB)."""
     for var in variants:
         var.model.train()
     for rnd in range(warmup + steps):

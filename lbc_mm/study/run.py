@@ -121,8 +121,7 @@ def _last_error(log_path: str) -> str:
     except OSError:
         return 'no log'
     for line in reversed(lines):
-        if ('Error' in line or 'error' in line or 'SystemExit' in line
-                or 'not found' in line):
+        if any(word in line for word in ('Error', 'error', 'SystemExit', 'not found')):
             return line[:300]
     return lines[-1][:300] if lines else 'empty log'
 
