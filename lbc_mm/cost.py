@@ -1,21 +1,13 @@
-"""Cost of an N:M model as it is deployed: parameters, MACs, sparse share, size.
+"""Cost of an N:M model as it is deployed: parameters, MACs, sparse share, size
+(``tools/get_flops.py``; docs/user_guides/convert.md).
 
-mmengine's ``get_model_complexity_info`` (what mmdet's ``get_flops.py`` prints)
-counts every ``nn.Parameter``, so a training model's LBC ``scores`` (``numel / M x
-C(M, N)`` per layer) read as parameters, and it knows nothing of N:M. Here the model
-is first turned into the deployed one (``lbc_mm.export.densify_model``: stock layers,
-masks baked in, no ``scores`` / ``alive`` / ``asp_mask``); then, per Conv2d / Linear:
-
-* dense parameters and MACs, and their N:M-effective counts (an N:M layer keeps
-  ``N / M`` of its weights and of its multiply-adds; biases stay);
-* the share of the model's parameters and MACs in N:M layers;
-* bytes dense vs in lbc_mm's compressed N:M format (``docs/export_format.md``:
-  the kept values plus ``index_bits(M)`` bits per kept value).
-
-MACs are counted with forward hooks on every Conv2d / Linear for one input (one
-multiply-add per weight use): the GEMMs N:M applies to. Other operations (attention's
-``q @ k``, RoIAlign, NMS, norms, activations) are not counted; detector heads run on
-the proposals the random input produces, so their MACs vary a little with it.
+The model is first turned into the deployed one (``densify_model``: no LBC
+``scores``, which mmengine's ``get_model_complexity_info`` would count as
+parameters); then, per Conv2d / Linear, dense and N:M-effective parameters and MACs
+(an N:M layer keeps ``N / M`` of both; biases stay) and bytes dense vs compressed
+(docs/export_format.md). MACs come from forward hooks on Conv2d / Linear for one
+input; other operations (attention products, RoIAlign, norms...) are not counted,
+and detector heads run on the proposals a random input produces.
 """
 import math
 from typing import Callable, Dict, Optional, Tuple
@@ -36,30 +28,21 @@ Patterns = Dict[str, Tuple[int, int]]
 
 
 def effective_count(count: int, n: int, m: int) -> int:
-    """Weights (or multiply-adds) left of ``count`` under N:M: ``count * n / m``.
-
-    ``count`` is a multiple of ``m`` for every N:M layer (its grouped axis divides
-    by ``m``), so the result is exact.
-    """
+    """Weights (or multiply-adds) left of ``count`` under N:M: ``count * n / m``
+    (exact: an N:M layer's counts are multiples of ``m``)."""
     return count * n // m
 
 
 def compressed_weight_nbytes(numel: int, n: int, m: int, element_size: int) -> int:
-    """Bytes of one N:M weight in the compressed format: ``G = numel / m`` groups
-    keep ``n`` values each (``element_size`` bytes) plus ``index_bits(m)`` bits per
-    kept value, packed (``lbc_mm.export.compressed.compress_weight``)."""
+    """Bytes of one N:M weight in the compressed format: the kept values plus
+    ``index_bits(m)`` bits per kept value, packed (docs/export_format.md)."""
     kept = numel // m * n
     return kept * element_size + math.ceil(kept * index_bits(m) / 8)
 
 
 def layer_macs(model: nn.Module, run: Callable[[], object]) -> Dict[str, int]:
-    """Multiply-adds of every Conv2d / Linear during ``run()`` (no grad).
-
-    Conv2d: ``output numel x in_channels / groups x kh x kw``; Linear: ``output
-    numel x in_features``; summed over calls (a layer used twice counts twice).
-
-    Returns:
-        dict[str, int]: module name -> MACs (layers never called: 0).
+    """Multiply-adds of every Conv2d / Linear during ``run()`` (no grad): module
+    name -> output numel x weights per output, summed over calls (never called: 0).
     """
     macs: Dict[str, int] = {}
     handles = []
@@ -105,21 +88,9 @@ def sample_forward(model: nn.Module, scope: str, shape: Tuple[int, int],
 
 def model_cost(model: nn.Module, patterns: Patterns, macs: Dict[str, int],
                training_params: int = 0) -> Dict:
-    """Per-layer and total cost of a deployed model (stock layers).
-
-    Args:
-        model (nn.Module): the model with stock layers (after ``densify_model`` or
-            loaded from a converted file).
-        patterns (dict): name -> ``(n, m)`` of its N:M layers.
-        macs (dict): name -> MACs (:func:`layer_macs`).
-        training_params (int): LBC ``scores`` elements the training model had
-            (reported apart: not parameters of the deployed model).
-
-    Returns:
-        dict: ``rows`` (per Conv2d / Linear: ``layer``, ``type``, ``shape``,
-        ``pattern``, ``params``, ``params_nm``, ``macs``, ``macs_nm``, ``bytes``,
-        ``bytes_nm``) and ``totals``.
-    """
+    """Per-layer ``rows`` and ``totals`` of a deployed model (stock layers) with
+    N:M layers ``patterns`` (name -> ``(n, m)``) and ``macs`` (:func:`layer_macs`);
+    ``training_params``: the training model's LBC ``scores`` elements (apart)."""
     modules = dict(model.named_modules())
     unknown = sorted(set(patterns) - set(modules))
     if unknown:
@@ -174,27 +145,12 @@ def _is_converted(ckpt: Dict) -> bool:
 
 def cost_report(config: str, checkpoint: Optional[str] = None,
                 shape: Optional[Tuple[int, int]] = None) -> Dict:
-    """Cost report of a config, a training checkpoint or a converted model file.
-
-    Args:
-        config (str): the lbc_mm training config (path or ``pkg::path``); with a
-            converted file the stock config works too.
-        checkpoint (str, optional): a training checkpoint of the config (loaded
-            strictly, like ``tools/test.py``) or what ``tools/convert.py`` wrote
-            (``.pth`` / ``.nm.pth``). Without it the config's random init: the
-            counts do not depend on the weights.
-        shape (tuple, optional): input ``(H, W)``. Defaults to ``(800, 1344)``
-            for mmdet (the 1x COCO scale padded to 32), ``(224, 224)`` otherwise.
-
-    Returns:
-        dict: :func:`model_cost`'s ``rows`` / ``totals`` plus ``source``,
-        ``shape``, ``scope`` and ``nm_exact`` (N:M layers whose weights are N:M
-        now; an unfinished LBC run or a random init has fewer).
-
-    Raises:
-        FileNotFoundError, ValueError: see ``lbc_mm.apis`` /
-            ``lbc_mm.deploy.models.load_converted`` (one-line messages).
-    """
+    """Cost report of a config (random init: the counts do not depend on the
+    weights), a training checkpoint (loaded strictly) or a converted model file
+    (the stock config works too), for an input ``shape`` ``(H, W)`` (default
+    ``(800, 1344)`` for mmdet, else ``(224, 224)``): :func:`model_cost`'s plus
+    ``source``, ``shape``, ``scope``, ``config`` and ``nm_exact`` (N:M layers whose
+    weights are N:M now)."""
     training_params = 0
     if checkpoint is not None and _is_converted(read_checkpoint(checkpoint)):
         from .deploy.models import load_converted  # converted: deploy's loader

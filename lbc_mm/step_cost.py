@@ -1,19 +1,11 @@
 """Training-step cost of N:M sparse layers vs the dense model, in one process
-(``tools/benchmark_train.py`` is its command line).
+(``tools/benchmark_train.py`` is its command line; its docstring says how memory is
+measured).
 
-The config's model is built once dense and once per (method, pattern) with
-:func:`lbc_mm.transforms.sparsify` (:func:`variants`); full training steps
-(forward, backward, an SGD-momentum step built by the training constructor
-``LBCOptimWrapperConstructor`` with its defaults and, for LBC, the hook's
-per-iteration ``remove_candidates``) are timed alternating between the models
-(:func:`run`), with the memory each model holds (:func:`measure`):
-
-- CUDA: peak ``torch.cuda.max_memory_allocated`` of a step above the memory
-  resident before it, plus the model's parameters, buffers and optimizer state;
-- CPU: tensor bytes of parameters + buffers + gradients + optimizer state, plus the
-  tensors saved for backward (``torch.autograd.graph.saved_tensors_hooks``, one
-  extra untimed step). The sparse extras are broken down: ``scores`` (G x C
-  floats), their gradient and momentum, ``alive`` (G x C bool) / ``asp_mask``.
+The config's model is built once dense and once per (method, pattern)
+(:func:`variants`); full training steps (forward, backward, the training
+constructor's SGD-momentum step and, for LBC, the hook's ``remove_candidates``) are
+timed alternating between the models (:func:`run`).
 """
 import copy
 import statistics
@@ -38,27 +30,20 @@ OPTIM_WRAPPER = dict(type='OptimWrapper', optimizer=dict(
 
 def _strip(cfg: Any) -> Any:
     """Drop pretrained weights and sparse layer types from a model config."""
-    if isinstance(cfg, dict):
-        out = {}
-        for key, value in cfg.items():
-            if key == 'pretrained':
-                continue
-            if key == 'init_cfg' and _is_pretrained(value):
-                out[key] = None
-                continue
-            if isinstance(value, dict) and type_name(value) in LAYER_TYPES:
-                out[key] = None
-                continue
-            out[key] = _strip(value)
-        return type(cfg)(out)  # keeps ConfigDict (mmdet reads train_cfg.rpn)
     if isinstance(cfg, (list, tuple)):
         return type(cfg)(_strip(v) for v in cfg)
-    return cfg
-
-
-def _is_pretrained(init_cfg: Any) -> bool:
-    items = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
-    return any(isinstance(i, dict) and i.get('type') == 'Pretrained' for i in items)
+    if not isinstance(cfg, dict):
+        return cfg
+    out = {}
+    for key, value in cfg.items():
+        if key == 'pretrained':
+            continue
+        init = value if isinstance(value, (list, tuple)) else [value]
+        pretrained = key == 'init_cfg' and any(
+            isinstance(i, dict) and i.get('type') == 'Pretrained' for i in init)
+        sparse = isinstance(value, dict) and type_name(value) in LAYER_TYPES
+        out[key] = None if pretrained or sparse else _strip(value)
+    return type(cfg)(out)  # keeps ConfigDict (mmdet reads train_cfg.rpn)
 
 
 def build_dense(config: str) -> Tuple[nn.Module, str]:
@@ -82,23 +67,19 @@ def make_batch(model: nn.Module, scope: str, batch_size: int, img_size: int,
     shape = (3, img_size, img_size)
     if scope == 'mmdet':
         from mmdet.testing import demo_mm_inputs
-        with_mask = getattr(model, 'with_mask', False)
         packed = demo_mm_inputs(batch_size=batch_size, image_shapes=shape,
                                 num_items=[3] * batch_size, num_classes=2,
-                                with_mask=with_mask, device=device)
-
-        def loss_fn(mod: nn.Module) -> torch.Tensor:
-            data = mod.data_preprocessor(packed, True)
-            loss, _ = mod.parse_losses(mod(**data, mode='loss'))
-            return loss
-
-        return loss_fn
-    from mmpretrain.structures import DataSample
-    inputs = torch.randn(batch_size, *shape, device=device)
-    samples = [DataSample().set_gt_label(i % 10).to(device) for i in range(batch_size)]
+                                with_mask=getattr(model, 'with_mask', False),
+                                device=device)
+    else:
+        from mmpretrain.structures import DataSample
+        packed = dict(inputs=torch.randn(batch_size, *shape, device=device),
+                      data_samples=[DataSample().set_gt_label(i % 10).to(device)
+                                    for i in range(batch_size)])
 
     def loss_fn(mod: nn.Module) -> torch.Tensor:
-        loss, _ = mod.parse_losses(mod(inputs, samples, mode='loss'))
+        data = mod.data_preprocessor(packed, True) if scope == 'mmdet' else packed
+        loss, _ = mod.parse_losses(mod(**data, mode='loss'))
         return loss
 
     return loss_fn
@@ -129,13 +110,17 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _loss(var: Variant, loss_fn: Callable, device: str, amp: bool) -> torch.Tensor:
+    """The training loss, under autocast with ``amp`` (fp16 on CUDA, bf16 on CPU)."""
+    dtype = torch.float16 if device.startswith('cuda') else torch.bfloat16
+    with torch.autocast(device.split(':')[0], dtype, enabled=amp):
+        return loss_fn(var.model)
+
+
 def train_step(var: Variant, loss_fn: Callable, device: str,
                amp: bool) -> Tuple[float, float]:
-    """One training step; returns (wall, process CPU) seconds.
-
-    CUDA: also records the step's peak memory. On a shared CPU machine the process
-    CPU time (all threads) is the steadier measure of the work done.
-    """
+    """One training step; returns (wall, process CPU) seconds (CUDA: also records
+    the step's peak memory)."""
     var.optim.zero_grad(set_to_none=True)
     _sync(device)
     cuda = device.startswith('cuda')
@@ -143,10 +128,7 @@ def train_step(var: Variant, loss_fn: Callable, device: str,
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
     start, cpu_start = time.perf_counter(), time.process_time()
-    dtype = torch.float16 if cuda else torch.bfloat16
-    with torch.autocast(device.split(':')[0], dtype, enabled=amp):
-        loss = loss_fn(var.model)
-    loss.backward()
+    _loss(var, loss_fn, device, amp).backward()
     var.optim.step()
     var.hook()
     _sync(device)
@@ -171,27 +153,22 @@ def _bytes(tensors) -> int:
 
 def state_breakdown(var: Variant) -> Dict[str, float]:
     """Tensor bytes (MB) of the model state, with the sparse extras separated."""
-    params = list(var.model.parameters())
-    scores = [p for n, p in var.model.named_parameters() if n.endswith('.scores')]
-    score_ids = {id(p) for p in scores}
-    others = [p for p in params if id(p) not in score_ids]
-    state = var.optim.state
-    alive = [b for n, b in var.model.named_buffers() if n.endswith('.alive')]
-    masks = [b for n, b in var.model.named_buffers() if n.endswith('.asp_mask')]
-    alive_ids = {id(b) for b in alive + masks}
-    buffers = [b for b in var.model.buffers() if id(b) not in alive_ids]
-    return dict(
-        params=_bytes(others) / MB,
-        buffers=_bytes(buffers) / MB,
-        grads=_bytes(p.grad for p in others) / MB,
-        optim=_bytes(v for p in others for v in state.get(p, {}).values()
-                     if torch.is_tensor(v)) / MB,
-        scores=_bytes(scores) / MB,
-        scores_grad=_bytes(p.grad for p in scores) / MB,
-        scores_momentum=_bytes(v for p in scores for v in state.get(p, {}).values()
-                               if torch.is_tensor(v)) / MB,
-        alive=_bytes(alive + masks) / MB,
-    )
+    params = list(var.model.named_parameters())
+    scores = [p for n, p in params if n.endswith('.scores')]
+    others = [p for n, p in params if not n.endswith('.scores')]
+    extra = ('.alive', '.asp_mask')
+    buffers = list(var.model.named_buffers())
+
+    def optim(group):
+        return [v for p in group for v in var.optim.state.get(p, {}).values()
+                if torch.is_tensor(v)]
+
+    tensors = dict(
+        params=others, buffers=[b for n, b in buffers if not n.endswith(extra)],
+        grads=[p.grad for p in others], optim=optim(others), scores=scores,
+        scores_grad=[p.grad for p in scores], scores_momentum=optim(scores),
+        alive=[b for n, b in buffers if n.endswith(extra)])
+    return {key: _bytes(group) / MB for key, group in tensors.items()}
 
 
 def saved_for_backward(var: Variant, loss_fn: Callable, amp: bool,
@@ -208,10 +185,8 @@ def saved_for_backward(var: Variant, loss_fn: Callable, amp: bool,
         return t
 
     var.optim.zero_grad(set_to_none=True)
-    dtype = torch.float16 if device.startswith('cuda') else torch.bfloat16
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        with torch.autocast(device.split(':')[0], dtype, enabled=amp):
-            loss = loss_fn(var.model)
+        loss = _loss(var, loss_fn, device, amp)
     loss.backward()
     var.optim.zero_grad(set_to_none=True)
     return sum(seen.values()) / MB
@@ -244,12 +219,9 @@ def variants(dense: nn.Module, patterns: Sequence[Tuple[int, int]],
 
 def run(variants: Sequence[Variant], loss_fn: Callable, device: str, amp: bool,
         warmup: int, steps: int) -> List[Dict[str, Any]]:
-    """Time ``warmup + steps`` rounds (order alternating), then measure memory.
-
-    Returns:
-        list[dict]: per variant ``name``, ``ms`` / ``cpu_ms`` (medians), ``peak``,
-        ``saved`` and :func:`state_breakdown`'s keys (MB).
-    """
+    """Time ``warmup + steps`` rounds (order alternating), then measure memory: per
+    variant ``name``, ``ms`` / ``cpu_ms`` (medians), ``peak``, ``saved`` and
+    :func:`state_breakdown`'s keys (MB)."""
     for var in variants:
         var.model.train()
     for rnd in range(warmup + steps):

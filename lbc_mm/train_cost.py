@@ -1,37 +1,11 @@
-"""Training cost of N:M methods on one counting convention (docs/training_cost.md).
+"""Training FLOPs of N:M methods on one counting convention (docs/training_cost.md,
+"Counting convention": the three GEMMs per layer and their densities per method,
+LBC's union density, what is not counted).
 
-Per Conv2d / Linear layer and training iteration, three GEMMs of the layer's
-forward size (``MACs`` = multiply-adds of one sample's forward,
-:func:`lbc_mm.cost.layer_macs`, times the batch size):
-
-* forward ``Y = X W_eff``, backward for activations ``dX = dY W_eff^T``, backward for
-  weights ``dW = X^T dY``, each counted at the density of the weight entries it
-  needs (a kernel that skips masked work; lbc_mm on PyTorch runs dense kernels with
-  masks, so its wall time does not shrink like these counts);
-* one FLOP = one multiply or add: ``FLOPs = 2 x MACs``.
-
-Densities of an N:M layer (``d = N / M``; layers outside the pattern are dense):
-
-=========  ===========================  =======================  ==================
-method     forward                      backward activations     backward weights
-=========  ===========================  =======================  ==================
-dense      1                            1                        1
-LBC        union of the alive           as forward               as forward (the
-           candidates' positions                                 score gradient
-           (dense -> d as they go)                               needs only those)
-SR-STE/STE d                            d                        1 (dense update)
-ASP        1 before its mask, then d    as forward               as forward
-=========  ===========================  =======================  ==================
-
-LBC's union density at ``k`` alive candidates per group is taken from the schedule
-with an exact formula: the expected share of a group's ``M`` positions covered by
-``k`` of its ``C(M, N)`` candidates drawn uniformly, ``1 - C(C(M-1, N), k) /
-C(C(M, N), k)`` (exact for N = 1, where ``k`` candidates cover ``k`` positions;
-for N > 1 the scores pick which ``k`` survive, so the run's own union may differ,
-docs/training_cost.md measures by how much). Not counted: the input gradient of the
-first layer (which autograd skips), norms, activations, the loss, the optimizer
-step and LBC's score gradient (``O(weights)`` per iteration, not per sample).
-Pure Python over the MACs and the schedule; no GPU, no training.
+Per Conv2d / Linear layer and iteration: forward, backward for activations and
+backward for weights, each ``2 x MACs x batch`` at the density of the weight entries
+it needs. Pure Python over the MACs (:func:`lbc_mm.cost.layer_macs`) and the
+schedule; no GPU, no training.
 """
 import math
 from collections import Counter
@@ -44,13 +18,6 @@ __all__ = ['card_counts', 'format_step_cost', 'gradual', 'layer_densities',
            'union_density']
 
 Patterns = Dict[str, Tuple[int, int]]
-
-
-def _sparse_gemms(method: str) -> Tuple[bool, bool, bool]:
-    """Which of (forward, backward activations, backward weights) run at the N:M
-    density once the method's mask is in place: its registration says
-    (``SparsityMethod.sparse_gemms``); ``'dense'``: none."""
-    return (False, ) * 3 if method == 'dense' else method_class(method).sparse_gemms
 
 
 def gradual(method: str) -> bool:
@@ -71,16 +38,14 @@ def union_density(k: int, n: int, m: int) -> float:
 
 def layer_densities(method: str, n: int, m: int,
                     alive: Optional[int] = None) -> Tuple[float, float, float]:
-    """(forward, backward activations, backward weights) density of an N:M layer.
-
-    Args:
-        method (str): ``'dense'`` or a registered method.
-        n, m (int): The pattern.
-        alive (int, optional): A gradual method's (LBC's) alive candidates per
-            group (None: 1, the end state); ASP before its mask: call with
-            ``method='dense'``.
-    """
-    sparse_gemms = _sparse_gemms(method)  # ValueError naming the choices
+    """(forward, backward activations, backward weights) density of an N:M layer
+    under ``method`` (``'dense'`` or a registered one; ASP before its mask:
+    ``'dense'``); ``alive``: a gradual method's alive candidates per group (None:
+    the end state)."""
+    # Which GEMMs run at the N:M density once the mask is in place: the method's
+    # registration says (ValueError naming the choices for an unknown method).
+    sparse_gemms = ((False, ) * 3 if method == 'dense' else
+                    method_class(method).sparse_gemms)
     d = n / m
     if alive is not None and gradual(method):
         d = union_density(alive, n, m)
@@ -90,7 +55,8 @@ def layer_densities(method: str, n: int, m: int,
 def step_flops(macs: Dict[str, int], patterns: Patterns, method: str,
                batch_size: int, alive: Optional[Dict[str, int]] = None
                ) -> Dict[str, float]:
-    """FLOPs of one training iteration, split into the three GEMMs.
+    """FLOPs of one training iteration: ``forward``, ``backward_act``,
+    ``backward_weight`` and ``total``.
 
     Args:
         macs (dict): layer name -> MACs of one sample's forward.
@@ -98,16 +64,11 @@ def step_flops(macs: Dict[str, int], patterns: Patterns, method: str,
         method (str): ``'dense'`` or a registered method.
         batch_size (int): Samples per iteration.
         alive (dict, optional): LBC: name -> alive candidates per group.
-
-    Returns:
-        dict: ``forward``, ``backward_act``, ``backward_weight``, ``total``.
     """
     out = dict(forward=0.0, backward_act=0.0, backward_weight=0.0)
     for name, count in macs.items():
-        dens = (1.0, 1.0, 1.0)
-        if name in patterns:
-            dens = layer_densities(method, *patterns[name],
-                                   (alive or {}).get(name))
+        dens = (layer_densities(method, *patterns[name], (alive or {}).get(name))
+                if name in patterns else (1.0, 1.0, 1.0))
         for key, d in zip(out, dens):
             out[key] += 2.0 * batch_size * count * d
     out['total'] = sum(out.values())
@@ -118,14 +79,9 @@ def card_counts(card_at: Callable[[float, int], int],
                 progress: Callable[[int], float], iters: int,
                 num_candidates: int) -> Counter:
     """Iterations spent at each alive count: iteration ``i`` trains with the count
-    the removal after iteration ``i - 1`` left (all ``C`` alive in the first).
-
-    Args:
-        card_at (callable): ``(t, C) -> card`` (``RemovalSchedule.card``).
-        progress (callable): iteration index (0-based, done) -> ``t``.
-        iters (int): Iterations of the run.
-        num_candidates (int): ``C``.
-    """
+    the removal after iteration ``i - 1`` left (all ``num_candidates`` alive in the
+    first). ``card_at``: ``(t, C) -> card`` (``RemovalSchedule.card``);
+    ``progress``: iteration index (0-based, done) -> ``t``."""
     counts: Counter = Counter()
     current = num_candidates
     for i in range(iters):
@@ -147,10 +103,8 @@ def training_cost(macs: Dict[str, int], patterns: Patterns, method: str,
         dense_iters (int): ASP: iterations before the mask is fixed (dense).
 
     Returns:
-        dict: ``flops`` (total), ``flops_dense`` (the dense model, same
-        iterations), ``relative``, the totals of ``forward`` / ``backward_act`` /
-        ``backward_weight``, and ``step_first`` / ``step_last`` (FLOPs of the
-        first and the last iteration).
+        dict: ``flops``, ``flops_dense`` (same iterations), ``relative``, the three
+        GEMMs' totals, ``step_first`` / ``step_last`` (FLOPs of those iterations).
     """
     if gradual(method) and cards is None:
         raise ValueError(f'training_cost(): {method} needs the card counts')
@@ -158,23 +112,22 @@ def training_cost(macs: Dict[str, int], patterns: Patterns, method: str,
     total = dict.fromkeys(keys, 0.0)
     first = last = None
     if gradual(method):
-        # The step cost depends on the alive count of each layer's C.
-        by_c: Dict[int, list] = {}
-        for name, (n, m) in patterns.items():
-            by_c.setdefault(math.comb(m, n), []).append(name)
-        per_c = {c: Counter(cards[c]) for c in by_c}
-        chunks = _lbc_chunks(per_c, iters)
-        for alive_per_c, count in chunks:
-            alive = {name: alive_per_c[c] for c, names in by_c.items()
-                     for name in names}
-            step = step_flops(macs, patterns, method, batch_size, alive)
+        # The step cost depends on the alive count of each layer's C. The counts only
+        # fall, so entry i of each C's sorted-descending sequence is iteration i's.
+        num_c = {name: math.comb(m, n) for name, (n, m) in patterns.items()}
+        seqs = {c: sorted(Counter(cards[c]).elements(), reverse=True)
+                for c in set(num_c.values())}
+        steps = Counter(tuple(sorted((c, seq[i]) for c, seq in seqs.items()))
+                        for i in range(iters))
+        for alive_per_c, count in steps.items():
+            alive_per_c = dict(alive_per_c)
+            step = step_flops(macs, patterns, method, batch_size,
+                              {name: alive_per_c[c] for name, c in num_c.items()})
             for key in keys:
                 total[key] += count * step[key]
-        first = step_flops(macs, patterns, method, batch_size,
-                           {name: c for c, names in by_c.items() for name in names})
+        first = step_flops(macs, patterns, method, batch_size, num_c)
         last = step_flops(macs, patterns, method, batch_size,
-                          {name: min(cards[c]) for c, names in by_c.items()
-                           for name in names})
+                          {name: min(cards[c]) for name, c in num_c.items()})
     else:
         dense_iters = min(iters, dense_iters)
         dense = step_flops(macs, patterns, 'dense', batch_size)
@@ -190,17 +143,6 @@ def training_cost(macs: Dict[str, int], patterns: Patterns, method: str,
                 step_first=first['total'], step_last=last['total'])
 
 
-def _lbc_chunks(per_c: Dict[int, Counter], iters: int):
-    """(alive count per C, iterations) chunks: the alive counts only fall, so the
-    i-th iteration of each C's sorted-descending sequence line up."""
-    seqs = {c: [k for k in sorted(cnt, reverse=True) for _ in range(cnt[k])]
-            for c, cnt in per_c.items()}
-    chunks: Counter = Counter()
-    for i in range(iters):
-        chunks[tuple(sorted((c, seq[i]) for c, seq in seqs.items()))] += 1
-    return [(dict(key), count) for key, count in chunks.items()]
-
-
 def format_step_cost(name: str, step: Dict[str, float]) -> str:
     """One line: ``name: training step 1.23 GFLOPs (forward .., backward ..)``."""
     g = 1e9
@@ -211,16 +153,9 @@ def format_step_cost(name: str, step: Dict[str, float]) -> str:
 
 
 def run_cost(runner, model, method: str) -> Dict[str, float]:
-    """:func:`training_cost` of a finished run (the method study): MACs per sample
-    from one training batch through the model (eval mode, no grad), the N:M layers
-    of ``model``, the run's iterations and batch size, and for LBC the
-    ``LBCHook``'s resolved schedule.
-
-    Args:
-        runner: The mmengine Runner after ``train()``.
-        model: Its model, unwrapped.
-        method (str): ``'dense'`` or a registered method.
-    """
+    """:func:`training_cost` of a finished run (the method study; ``runner`` after
+    ``train()``, ``model`` its unwrapped model): MACs per sample from one training
+    batch, the run's iterations and batch size, for LBC its hook's schedule."""
     from .cost import layer_macs
     from .layers import sparse_layers
 
@@ -254,19 +189,10 @@ def run_cost(runner, model, method: str) -> Dict[str, float]:
 
 def step_cost_lines(model, scope: str, shape: Tuple[int, int], method: str,
                     batch_size: int, label: Optional[str] = None) -> List[str]:
-    """Per-step training FLOPs of a model's N:M layers as built, for a report
-    (``tools/benchmark_train.py``): LBC at its start (every candidate alive) and
-    end (one per group); other methods once.
-
-    Args:
-        model: The model (its N:M layers say ``n`` / ``m``).
-        scope (str): ``'mmdet'`` or ``'mmpretrain'``
-            (:func:`lbc_mm.cost.sample_forward`).
-        shape (tuple): Input ``(H, W)``.
-        method (str): ``'dense'`` or a registered method.
-        batch_size (int): Samples per step.
-        label (str, optional): Line prefix; defaults to ``method``.
-    """
+    """Report lines (``tools/benchmark_train.py``) of a model's per-step training
+    FLOPs as built, input as :func:`lbc_mm.cost.sample_forward`: LBC at its start
+    (every candidate alive) and end, other methods once; ``label`` (default
+    ``method``) prefixes the lines."""
     import copy
 
     from .cost import layer_macs, sample_forward

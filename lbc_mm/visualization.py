@@ -1,12 +1,6 @@
-"""Plots of lbc_mm runs (matplotlib's Agg backend, written atomically).
-
-:func:`lbc_schedule_figure` draws ``LBCHook``'s ``lbc_schedule.png``: the removal
-schedule ``card(t)`` of every N:M pattern with the measured mean alive candidates
-per group, and the measured weight sparsity of the LBC layers against each target.
-:func:`write_figure` saves a figure as a PNG file; :func:`add_figure` gives it to
-mmengine's visualizer, i.e. to every configured backend (``LocalVisBackend``'s
-``vis_data/vis_image/``, TensorBoard, W&B); :func:`add_figure_for_config` does it
-outside a Runner, for the backends a config names.
+"""Plots of lbc_mm runs (matplotlib's Agg backend): ``LBCHook``'s schedule figure,
+written as a PNG atomically and given to mmengine's visualizer backends
+(``vis_data/vis_image/``, TensorBoard, W&B), in a Runner or outside one.
 """
 from typing import Sequence, Tuple
 
@@ -15,7 +9,7 @@ import numpy as np
 from .io import atomic_write
 
 __all__ = ['add_figure', 'add_figure_for_config', 'figure_to_rgb',
-           'lbc_schedule_figure', 'plot_lbc_schedule', 'write_figure']
+           'lbc_schedule_figure', 'write_figure']
 
 
 def write_figure(fig, path: str) -> None:
@@ -33,18 +27,9 @@ def figure_to_rgb(fig) -> np.ndarray:
 
 
 def add_figure(name: str, fig, step: int = 0, visualizer=None) -> bool:
-    """Give a figure to mmengine's visualizer backends as the image ``name``.
-
-    Args:
-        name (str): Image name (TensorBoard tag, ``vis_image/<name>_<step>.png``).
-        fig: A matplotlib figure.
-        step (int): Global step (the iteration). Defaults to 0.
-        visualizer (Visualizer, optional): Defaults to None: the current instance
-            (the last Runner's); nothing happens when there is none.
-
-    Returns:
-        bool: Whether a visualizer got the image.
-    """
+    """Give a figure to mmengine's visualizer backends as the image ``name`` at
+    ``step``; ``visualizer`` defaults to the current instance (the last Runner's).
+    Returns whether a visualizer got the image (False: there is none)."""
     if visualizer is None:
         from mmengine.visualization import Visualizer
         if not Visualizer._instance_dict:
@@ -55,19 +40,9 @@ def add_figure(name: str, fig, step: int = 0, visualizer=None) -> bool:
 
 
 def add_figure_for_config(cfg, save_dir: str, name: str, fig, step: int = 0) -> None:
-    """Give a figure to the visualizer backends a config names, outside a Runner
-    (``tools/compare_methods.py``'s study chart: its runs ran in other processes).
-
-    Args:
-        cfg (Config): The config; ``cfg.visualizer`` (default: mmengine's
-            ``Visualizer`` with a ``LocalVisBackend``) in ``cfg.default_scope``.
-        save_dir (str): The backends write under ``<save_dir>/vis_data``
-            (``vis_image/<name>_<step>.png``, TensorBoard events, ...), as a
-            Runner's under its log dir.
-        name (str): Image name.
-        fig: A matplotlib figure.
-        step (int): Global step. Defaults to 0.
-    """
+    """Give a figure to the visualizer backends a config names (``cfg.visualizer``,
+    default a ``LocalVisBackend``), outside a Runner: they write under
+    ``<save_dir>/vis_data`` (the study chart: its runs ran in other processes)."""
     import uuid
 
     from mmengine.registry import VISUALIZERS, init_default_scope
@@ -83,22 +58,12 @@ def add_figure_for_config(cfg, save_dir: str, name: str, fig, step: int = 0) -> 
         visualizer.close()
 
 
-def plot_lbc_schedule(path: str, schedule, patterns: Sequence[Tuple[int, int, int]],
-                      history: Sequence[Sequence[float]]) -> None:
-    """Write :func:`lbc_schedule_figure` to ``path`` as a PNG, atomically."""
-    write_figure(lbc_schedule_figure(schedule, patterns, history), path)
-
-
 def lbc_schedule_figure(schedule, patterns: Sequence[Tuple[int, int, int]],
                         history: Sequence[Sequence[float]]):
-    """The schedule and the measured sparsity of a run (a matplotlib ``Figure``).
-
-    Args:
-        schedule (RemovalSchedule): The run's resolved schedule
-            (:mod:`lbc_mm.hooks.lbc_schedule`): ``card(t, C)``, ``length``, ...
-        patterns (Sequence[tuple[int, int, int]]): ``(n, m, C)`` per pattern.
-        history (Sequence): ``(t, mean alive per group, sparsity)`` rows.
-    """
+    """``LBCHook``'s ``lbc_schedule.png`` (a matplotlib ``Figure``): ``card(t)``
+    of the run's resolved ``schedule`` per ``(n, m, C)`` of ``patterns`` with the
+    measured mean alive candidates per group, and the LBC layers' measured sparsity
+    against each target; ``history``: ``(t, mean alive, sparsity)`` rows."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -1,32 +1,18 @@
 """Training-step cost of N:M sparse layers vs the dense model, in one process.
 
-Builds the config's model once dense and once per (method, pattern) with
-:func:`lbc_mm.transforms.sparsify` (docs/method.md §8 scope: backbone sparse,
-stem / neck / heads dense), then times full training steps (forward, backward,
-SGD-momentum step built by the training constructor ``LBCOptimWrapperConstructor``
-with its defaults and, for LBC, the hook's per-iteration ``remove_candidates``)
-alternating between the models, and reports the median step time and memory with
-ratios to dense.
-
-Memory:
-
-- ``--device cuda``: peak ``torch.cuda.max_memory_allocated`` of a step above the
-  memory resident before it, plus the model's parameters, buffers and optimizer
-  state.
-- ``--device cpu``: tensor bytes of parameters + buffers + gradients + optimizer
-  state, plus the tensors saved for backward (measured with
-  ``torch.autograd.graph.saved_tensors_hooks`` in one extra, untimed step). The
-  sparse extras are broken down: ``scores`` (G x C floats), their gradient and
-  momentum, ``alive`` (G x C bool), and the masked weights / masks saved for
-  backward.
+Builds the config's model dense and per (method, pattern) (backbone sparse, as
+docs/method.md §8), times full training steps alternating between the models
+(:mod:`lbc_mm.step_cost`) and prints median step time, memory and per-step training
+FLOPs with ratios to dense. Memory on CUDA: the model and optimizer state plus the
+step's peak above it; on CPU: tensor bytes of parameters, buffers, gradients,
+optimizer state and the tensors saved for backward, with the sparse extras (scores,
+their gradient and momentum, ``alive`` / ``asp_mask``) apart.
 
 Example::
 
     python tools/benchmark_train.py mmpretrain::resnet/resnet50_8xb32_in1k.py \\
-        --batch-size 8 --img-size 224 --steps 4 --lbc-frozen
-    python tools/benchmark_train.py mmpretrain::resnet/resnet50_8xb32_in1k.py \\
         --device cuda --batch-size 64 --img-size 224 --steps 20 \\
-        --methods lbc,srste --patterns 2:4,2:8
+        --methods lbc,srste --patterns 2:4,2:8 --lbc-frozen
 """
 import argparse
 import sys
@@ -118,8 +104,8 @@ def print_table(rows: List[Dict[str, Any]], args: argparse.Namespace) -> None:
           'median, steadier on a shared machine.')
 
 
-def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
-    """Run the benchmark and print the table; returns its rows."""
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the benchmark and print the table; 0."""
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -136,15 +122,9 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
             print('\n'.join(step_cost_lines(
                 var.model, scope, (args.img_size, args.img_size),
                 var.name.split()[0], args.batch_size, label=var.name)))
-    return rows
-
-
-def cli() -> int:
-    """The command: 0 once the table is printed."""
-    main()
     return 0
 
 
 if __name__ == '__main__':
     from lbc_mm.tool_exit import run_tool
-    sys.exit(run_tool(cli))
+    sys.exit(run_tool(main))

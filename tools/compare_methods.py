@@ -7,16 +7,9 @@ The paper's comparison table for a user's own config::
         [--windows 0.01,0.05,0.2,0.5,0.75] [--cfg-options KEY=VALUE ...]
         [--report-only]
 
-An LBC arm may carry ``LBCHook`` options: ``--methods lbc,lbc+noise_margin=2``
-(:func:`lbc_mm.study.grid.parse_arm`); ``--windows`` runs every LBC arm once per
-removal window. The table, JSON and chart report training FLOPs per run
-(:mod:`lbc_mm.train_cost`) and ``compare_methods_windows.png`` draws accuracy
-against training cost.
-
-One training run per (method, pattern, seed), each in a work dir of its own under
-``--work-dir``; finished runs are skipped, so a rerun continues a stopped study.
-Outputs ``compare_methods.md`` / ``.json`` / ``.png`` in the work dir. What changes
-between runs, the faults and the outputs: :mod:`lbc_mm.study`.
+One training run per (method, pattern, seed) under ``--work-dir``; finished runs are
+skipped, so a rerun continues a stopped study. What changes between runs, the
+faults and the outputs: :mod:`lbc_mm.study`, docs/user_guides/study.md.
 """
 import argparse
 import os.path as osp

@@ -12,9 +12,9 @@ plain background, so the demo configs train without any download:
 
     train/<class>/000000.png ...   val/<class>/000000.png ...
 
-The same arguments give the same bytes on every run. The whole tree is written into a
-temporary sibling folder first and swapped into place with ``os.replace``, so a reader
-never sees a half-written data set and stale files from an earlier run never survive.
+The same arguments give the same bytes on every run. The tree is written into a
+sibling folder and swapped into place (:func:`write_tree`): no half-written data set,
+no stale files from an earlier run.
 
 Usage::
 
@@ -27,7 +27,7 @@ import os
 import random
 import shutil
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from PIL import Image, ImageDraw
 
@@ -44,20 +44,14 @@ CIRCLE_VERTICES = 24
 Polygon = List[Tuple[float, float]]
 
 
-def _shape_polygon(rng: random.Random, kind: str, cx: float, cy: float,
-                   size: float) -> Polygon:
-    """Return the polygon (image coordinates, 0.1 px precision) of one shape.
-
-    Args:
-        rng: Random source.
-        kind: One of :data:`CLASSES`.
-        cx: Centre x.
-        cy: Centre y.
-        size: Diameter of the shape's circumscribed circle in pixels.
-
-    Returns:
-        List of ``(x, y)`` vertices.
-    """
+def _shape_polygon(rng: random.Random, kind: str, image_size: int, size: float,
+                   pad: float) -> Polygon:
+    """The ``(x, y)`` vertices (0.1 px precision) of one shape of ``kind`` at a
+    random place at least ``pad`` px inside the image, ``size`` the diameter of its
+    circumscribed circle."""
+    margin = size / 2 + pad
+    cx = rng.uniform(margin, image_size - margin)
+    cy = rng.uniform(margin, image_size - margin)
     r = size / 2
     if kind == 'circle':
         angles = [2 * math.pi * i / CIRCLE_VERTICES for i in range(CIRCLE_VERTICES)]
@@ -81,10 +75,8 @@ def _shape_polygon(rng: random.Random, kind: str, cx: float, cy: float,
 
 def _polygon_area(pts: Polygon) -> float:
     """Shoelace area of a simple polygon."""
-    acc = 0.0
-    for (x0, y0), (x1, y1) in zip(pts, pts[1:] + pts[:1]):
-        acc += x0 * y1 - x1 * y0
-    return abs(acc) / 2
+    edges = zip(pts, pts[1:] + pts[:1])
+    return abs(sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in edges)) / 2
 
 
 def _bbox(pts: Polygon) -> List[float]:
@@ -97,11 +89,8 @@ def _bbox(pts: Polygon) -> List[float]:
 def _overlaps(box: List[float], others: Sequence[List[float]], margin: float) -> bool:
     """Whether ``box`` (xywh) comes within ``margin`` px of any of ``others``."""
     x, y, w, h = box
-    for ox, oy, ow, oh in others:
-        if (x < ox + ow + margin and ox < x + w + margin and y < oy + oh + margin
-                and oy < y + h + margin):
-            return True
-    return False
+    return any(x < ox + ow + margin and ox < x + w + margin and y < oy + oh + margin
+               and oy < y + h + margin for ox, oy, ow, oh in others)
 
 
 def _colour(rng: random.Random, kind: str) -> Tuple[int, int, int]:
@@ -110,7 +99,7 @@ def _colour(rng: random.Random, kind: str) -> Tuple[int, int, int]:
         min(255, max(0, c + rng.randint(-25, 25))) for c in CLASS_COLOURS[kind])
 
 
-def _save_png(img: Image.Image, path: str) -> None:
+def save_png(img: Image.Image, path: str) -> None:
     """Save a PNG (deterministic bytes: no metadata, fixed compression)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     img.save(path, format='PNG', compress_level=6)
@@ -118,16 +107,8 @@ def _save_png(img: Image.Image, path: str) -> None:
 
 def make_scene(rng: random.Random, image_size: int,
                max_shapes: int = 3) -> Tuple[Image.Image, List[Tuple[str, Polygon]]]:
-    """Draw one detection image with 1..``max_shapes`` non-overlapping shapes.
-
-    Args:
-        rng: Random source.
-        image_size: Width and height in pixels.
-        max_shapes: Most shapes per image.
-
-    Returns:
-        The image and a list of ``(class name, polygon)``.
-    """
+    """One detection image with 1..``max_shapes`` non-overlapping shapes, and its
+    ``(class name, polygon)`` list."""
     img = Image.new('RGB', (image_size, image_size), BACKGROUND)
     draw = ImageDraw.Draw(img)
     shapes: List[Tuple[str, Polygon]] = []
@@ -138,11 +119,7 @@ def make_scene(rng: random.Random, image_size: int,
         if len(shapes) == want:
             break
         kind = rng.choice(CLASSES)
-        size = rng.uniform(lo, hi)
-        margin = size / 2 + 2
-        cx = rng.uniform(margin, image_size - margin)
-        cy = rng.uniform(margin, image_size - margin)
-        pts = _shape_polygon(rng, kind, cx, cy, size)
+        pts = _shape_polygon(rng, kind, image_size, rng.uniform(lo, hi), 2)
         box = _bbox(pts)
         if _overlaps(box, boxes, margin=3):
             continue
@@ -154,23 +131,12 @@ def make_scene(rng: random.Random, image_size: int,
 
 def make_coco_split(out_dir: str, split: str, num_images: int, image_size: int,
                     rng: random.Random) -> Dict:
-    """Write one COCO split's images and return its annotation dict.
-
-    Args:
-        out_dir: The ``coco`` folder.
-        split: ``'train'`` or ``'val'`` (image sub-folder name).
-        num_images: Number of images.
-        image_size: Image side in pixels.
-        rng: Random source.
-
-    Returns:
-        The COCO annotation dict (``images``, ``annotations``, ``categories``).
-    """
+    """Write one COCO split's images under ``out_dir/split``; its annotation dict."""
     images, annotations = [], []
     for idx in range(num_images):
         img, shapes = make_scene(rng, image_size)
         file_name = f'{idx:06d}.png'
-        _save_png(img, os.path.join(out_dir, split, file_name))
+        save_png(img, os.path.join(out_dir, split, file_name))
         images.append(dict(id=idx + 1, file_name=file_name, width=image_size,
                            height=image_size))
         for kind, pts in shapes:
@@ -186,28 +152,17 @@ def make_coco_split(out_dir: str, split: str, num_images: int, image_size: int,
 
 def make_cls_split(out_dir: str, split: str, per_class: int, image_size: int,
                    rng: random.Random) -> None:
-    """Write one classification split in ``CustomDataset`` layout.
-
-    Args:
-        out_dir: The ``cls`` folder.
-        split: ``'train'`` or ``'val'``.
-        per_class: Images per class.
-        image_size: Image side in pixels.
-        rng: Random source.
-    """
+    """Write one classification split in ``CustomDataset`` layout."""
     for kind in CLASSES:
         for idx in range(per_class):
             img = Image.new('RGB', (image_size, image_size), BACKGROUND)
             size = rng.uniform(0.45, 0.8) * image_size
-            margin = size / 2 + 1
-            cx = rng.uniform(margin, image_size - margin)
-            cy = rng.uniform(margin, image_size - margin)
-            pts = _shape_polygon(rng, kind, cx, cy, size)
+            pts = _shape_polygon(rng, kind, image_size, size, 1)
             ImageDraw.Draw(img).polygon(pts, fill=_colour(rng, kind))
-            _save_png(img, os.path.join(out_dir, split, kind, f'{idx:06d}.png'))
+            save_png(img, os.path.join(out_dir, split, kind, f'{idx:06d}.png'))
 
 
-def _write_json(obj: Dict, path: str) -> None:
+def write_json(obj: Dict, path: str) -> None:
     """Write JSON with stable formatting."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'w') as f:
@@ -215,23 +170,33 @@ def _write_json(obj: Dict, path: str) -> None:
         f.write('\n')
 
 
+def write_tree(out_dir: str, fill: Callable[[str], None]) -> str:
+    """Run ``fill(folder)`` on a sibling folder of ``out_dir``, then swap it in
+    (``os.replace``), replacing an existing ``out_dir`` as a whole; the absolute
+    ``out_dir``."""
+    out_dir = os.path.abspath(out_dir)
+    parent, name = os.path.split(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f'.{name}.tmp-{os.getpid()}')
+    old = os.path.join(parent, f'.{name}.old-{os.getpid()}')
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        fill(tmp)
+        if os.path.lexists(out_dir):
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
 def generate(out_dir: str, seed: int = 0, image_size: int = 128, num_train: int = 48,
              num_val: int = 16, cls_image_size: int = 64, cls_train_per_class: int = 16,
              cls_val_per_class: int = 6) -> str:
-    """Generate both demo data sets into ``out_dir`` (replaced atomically).
-
-    Args:
-        out_dir: Destination folder; an existing one is replaced as a whole.
-        seed: Random seed; same seed and sizes give the same bytes.
-        image_size: Detection image side in pixels.
-        num_train: Detection training images.
-        num_val: Detection validation images.
-        cls_image_size: Classification image side in pixels.
-        cls_train_per_class: Classification training images per class.
-        cls_val_per_class: Classification validation images per class.
-
-    Returns:
-        The absolute output folder.
+    """Generate both demo data sets into ``out_dir`` (replaced as a whole); the
+    absolute folder. ``image_size`` / ``num_*``: detection images, ``cls_*``: the
+    classification set.
 
     Raises:
         ValueError: On sizes that cannot produce a usable data set.
@@ -244,43 +209,30 @@ def generate(out_dir: str, seed: int = 0, image_size: int = 128, num_train: int 
                       ('cls_val_per_class', cls_val_per_class)):
         if val < 1:
             raise ValueError(f'{name} must be >= 1, got {val}')
-    out_dir = os.path.abspath(out_dir)
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f'.{os.path.basename(out_dir)}.tmp-{os.getpid()}')
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+
+    def fill(tmp: str) -> None:
         # Separate streams so changing one set's size leaves the other's bytes alone.
         det_rng, cls_rng = random.Random(seed), random.Random(seed + 1_000_003)
         for split, num in (('train', num_train), ('val', num_val)):
             ann = make_coco_split(os.path.join(tmp, 'coco'), split, num, image_size,
                                   det_rng)
-            _write_json(ann, os.path.join(tmp, 'coco', 'annotations',
-                                          f'instances_{split}.json'))
+            write_json(ann, os.path.join(tmp, 'coco', 'annotations',
+                                         f'instances_{split}.json'))
         for split, num in (('train', cls_train_per_class), ('val', cls_val_per_class)):
             make_cls_split(os.path.join(tmp, 'cls'), split, num, cls_image_size,
                            cls_rng)
-        _write_json(dict(classes=list(CLASSES), seed=seed, image_size=image_size,
-                         num_train=num_train, num_val=num_val,
-                         cls_image_size=cls_image_size,
-                         cls_train_per_class=cls_train_per_class,
-                         cls_val_per_class=cls_val_per_class),
-                    os.path.join(tmp, 'demo_data.json'))
-        old = None
-        if os.path.lexists(out_dir):
-            old = os.path.join(parent,
-                               f'.{os.path.basename(out_dir)}.old-{os.getpid()}')
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+        write_json(dict(classes=list(CLASSES), seed=seed, image_size=image_size,
+                        num_train=num_train, num_val=num_val,
+                        cls_image_size=cls_image_size,
+                        cls_train_per_class=cls_train_per_class,
+                        cls_val_per_class=cls_val_per_class),
+                   os.path.join(tmp, 'demo_data.json'))
+
+    return write_tree(out_dir, fill)
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """Parse the command line."""
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('out_dir', nargs='?', default='data/demo',
                         help='output folder (default: data/demo)')
@@ -292,18 +244,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--cls-image-size', type=int, default=64)
     parser.add_argument('--cls-train-per-class', type=int, default=16)
     parser.add_argument('--cls-val-per-class', type=int, default=6)
-    return parser.parse_args(argv)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Command-line entry point."""
-    args = parse_args(argv)
+    args = parser.parse_args(argv)
     try:
-        out = generate(args.out_dir, seed=args.seed, image_size=args.image_size,
-                       num_train=args.num_train, num_val=args.num_val,
-                       cls_image_size=args.cls_image_size,
-                       cls_train_per_class=args.cls_train_per_class,
-                       cls_val_per_class=args.cls_val_per_class)
+        out = generate(**vars(args))
     except ValueError as err:
         print(f'make_demo_data: {err}', file=sys.stderr)
         return 2

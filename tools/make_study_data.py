@@ -3,22 +3,23 @@ regular polygons whose colour only partly says the class, with pixel noise, so a
 network trained for 10 epochs reaches 85-95 %, not 100 % (docs/training_cost.md).
 
 ``OUT_DIR/train/<class>/000000.png ...``, ``OUT_DIR/val/<class>/...``
-(mmpretrain ``CustomDataset`` layout), written beside ``OUT_DIR`` and swapped in.
+(mmpretrain ``CustomDataset`` layout), swapped in whole.
 
 Usage::
 
     python tools/make_study_data.py [OUT_DIR] [--seed 0] [--noise 12] [--cue 0.65]
 """
 import argparse
-import json
 import math
 import os
 import random
-import shutil
 import sys
 from typing import Dict, Optional, Sequence, Tuple
 
 from PIL import Image, ImageDraw
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_demo_data import save_png, write_json, write_tree  # noqa: E402
 
 #: The study set's classes: regular polygons by vertex count (a circle: 24), each
 #: with a base colour that its shapes lean towards (``cue``).
@@ -33,12 +34,7 @@ def make_study_image(rng: random.Random, kind: str, image_size: int,
                      noise: float, cue: float) -> Image.Image:
     """One study image: a rotated regular polygon (``kind``) of random size on grey,
     its colour ``cue`` of the class colour and ``1 - cue`` random, with Gaussian
-    pixel noise of std ``noise``.
-
-    Colour alone separates the classes only partly and the shapes differ in their
-    vertex count only, so a small network trained briefly gets 85-95 %, not 100 %
-    (docs/training_cost.md).
-    """
+    pixel noise of std ``noise``."""
     import numpy as np
     big = image_size * 2  # drawn at 2x and downsampled: smooth edges
     k, base = STUDY_CLASSES[kind]
@@ -62,53 +58,27 @@ def make_study_image(rng: random.Random, kind: str, image_size: int,
 def generate_study(out_dir: str, seed: int = 0, image_size: int = 32,
                    train_per_class: int = 60, val_per_class: int = 40,
                    noise: float = 12.0, cue: float = 0.65) -> str:
-    """Write the method study's set (``CustomDataset`` layout, :data:`STUDY_CLASSES`)
-    into ``out_dir``, replaced as a whole (written beside it, then swapped in).
-
-    Raises:
-        ValueError: On sizes that cannot produce a usable data set.
-    """
+    """Write the method study's set (:data:`STUDY_CLASSES`) into ``out_dir``,
+    replaced as a whole; ``ValueError`` on sizes that give no usable data set."""
     if (image_size < 16 or train_per_class < 1 or val_per_class < 1 or noise < 0
             or not 0 <= cue <= 1):
         raise ValueError(f'study set: need image_size >= 16 ({image_size}), at least '
                          f'one image per class and split, noise >= 0 ({noise}), '
                          f'0 <= cue <= 1 ({cue})')
-    out_dir = os.path.abspath(out_dir)
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f'.{os.path.basename(out_dir)}.tmp-{os.getpid()}')
-    old = os.path.join(parent, f'.{os.path.basename(out_dir)}.old-{os.getpid()}')
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+
+    def fill(tmp: str) -> None:
         rng = random.Random(seed)
         for split, num in (('train', train_per_class), ('val', val_per_class)):
             for idx in range(num):
                 for kind in STUDY_CLASSES:
-                    _save_png(make_study_image(rng, kind, image_size, noise, cue),
-                              os.path.join(tmp, split, kind, f'{idx:06d}.png'))
-        _write_json(dict(classes=list(STUDY_CLASSES), seed=seed,
-                         image_size=image_size, train_per_class=train_per_class,
-                         val_per_class=val_per_class, noise=noise, cue=cue),
-                    os.path.join(tmp, 'study_data.json'))
-        if os.path.lexists(out_dir):
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+                    save_png(make_study_image(rng, kind, image_size, noise, cue),
+                             os.path.join(tmp, split, kind, f'{idx:06d}.png'))
+        write_json(dict(classes=list(STUDY_CLASSES), seed=seed,
+                        image_size=image_size, train_per_class=train_per_class,
+                        val_per_class=val_per_class, noise=noise, cue=cue),
+                   os.path.join(tmp, 'study_data.json'))
 
-
-def _save_png(img: Image.Image, path: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    img.save(path, format='PNG', compress_level=6)
-
-
-def _write_json(obj: Dict, path: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, 'w') as f:
-        json.dump(obj, f, sort_keys=True, separators=(',', ':'))
-        f.write('\n')
+    return write_tree(out_dir, fill)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,23 +1,9 @@
 #!/usr/bin/env bash
-# `make demo`: the whole lbc_mm pipeline on CPU with the embedded data, no download.
-#
-#   1. tools/make_demo_data.py data/demo          synthetic shapes (COCO + classification)
-#   2. tools/train.py  <demo config>              Mask R-CNN R50-FPN, 2:4 LBC backbone,
-#                                                 from scratch; LBCHook checks that the
-#                                                 model is exactly 2:4 after training
-#   3. tools/test.py   <demo config> <ckpt>       bbox / segm mAP (mmdet COCO metric)
-#   4. tools/convert.py <demo config> <ckpt> OUT  baked 2:4 stock checkpoint + compressed
-#      tools/export_onnx.py <demo config> OUT     ONNX (detector: backbone + neck), its
-#                                                 2:4 initializers (judged by Polygraphy)
-#                                                 and onnxruntime checked
-#   5. tools/benchmark.py <demo config> OUT.nm.pth  GPU benchmark of the converted model
-#                                                 (exit 2 = no GPU: fine)
-#
-# Steps 3-5 run when their tool exists (without tools/test.py the val loop at the end
-# of training prints the mAP). Work dir: work_dirs/demo/ (recreated on every run).
-# Environment: PYTHON (default .venv/bin/python), DEMO_CONFIG, DEMO_WORK_DIR,
-# DEMO_DATA, DEMO_CFG_OPTIONS (extra training --cfg-options, space separated, e.g.
-# "train_cfg.max_epochs=2" for a smoke run).
+# `make demo`: the whole lbc_mm pipeline on CPU with generated data, no download
+# (the steps: docs/get_started.md, "What `make demo` does"). Work dir: work_dirs/demo/
+# (recreated on every run). Environment: PYTHON (default .venv/bin/python),
+# DEMO_CONFIG, DEMO_WORK_DIR, DEMO_DATA, DEMO_CFG_OPTIONS (extra training
+# --cfg-options, space separated, e.g. "train_cfg.max_epochs=2" for a smoke run).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,7 +20,6 @@ die() { printf '[demo] error: %s\n' "$*" >&2; exit 1; }
 
 command -v "$PY" >/dev/null 2>&1 || die "no Python at '$PY' (run 'make env' or set PYTHON=...)"
 [[ -f "$CONFIG" ]] || die "config not found: $CONFIG"
-[[ -f tools/train.py ]] || die "tools/train.py is missing"
 
 t0=$(date +%s)
 rm -rf "$WORK"
@@ -52,10 +37,8 @@ if [[ "$DATA" != data/demo ]]; then
     val_evaluator.ann_file="$DATA/coco/annotations/instances_val.json"
     test_evaluator.ann_file="$DATA/coco/annotations/instances_val.json")
 fi
-train_opts=(${data_opts[@]+"${data_opts[@]}"})
-# tools/test.py evaluates the saved checkpoint, so the val loop at the end of training
-# (which would evaluate the same weights) is switched off.
-if [[ -f tools/test.py ]]; then train_opts+=(train_cfg.val_begin=1000000); fi
+# tools/test.py evaluates the saved checkpoint: no val loop at the end of training.
+train_opts=(${data_opts[@]+"${data_opts[@]}"} train_cfg.val_begin=1000000)
 # shellcheck disable=SC2206
 if [[ -n "${DEMO_CFG_OPTIONS:-}" ]]; then train_opts+=(${DEMO_CFG_OPTIONS}); fi
 
@@ -68,29 +51,21 @@ t_train=$(date +%s)
 ckpt=$(cat "$WORK/last_checkpoint")
 [[ -f "$ckpt" ]] || die "checkpoint $ckpt is missing"
 
-metrics_log="$WORK/train.log"
-if [[ -f tools/test.py ]]; then
-  log "3/5 evaluating $ckpt on the val split (bbox + segm mAP)"
-  "$PY" tools/test.py "$CONFIG" "$ckpt" --work-dir "$WORK/test" \
-    ${data_opts[@]+--cfg-options "${data_opts[@]}"} 2>&1 | tee "$WORK/test.log"
-  metrics_log="$WORK/test.log"
-else
-  log "3/5 tools/test.py not found: the val loop at the end of training evaluated it"
-fi
+log "3/5 evaluating $ckpt on the val split (bbox + segm mAP)"
+metrics_log="$WORK/test.log"
+"$PY" tools/test.py "$CONFIG" "$ckpt" --work-dir "$WORK/test" \
+  ${data_opts[@]+--cfg-options "${data_opts[@]}"} 2>&1 | tee "$metrics_log"
 
-converted="skipped (tools/convert.py not found)"
-if [[ -f tools/convert.py ]]; then
-  export_dir="$WORK/export"
-  mkdir -p "$export_dir"
-  stock="$export_dir/$(basename "${CONFIG%.py}")_stock.pth"
-  log "4/5 converting $ckpt -> $stock (+ compressed 2:4 form)"
-  "$PY" tools/convert.py "$CONFIG" "$ckpt" "$stock" --pattern 2:4 \
-    --json "$export_dir/convert.json" 2>&1 | tee "$WORK/convert.log"
-  converted=$(find "$export_dir" -type f | sort | tr '\n' ' ')
-fi
+export_dir="$WORK/export"
+mkdir -p "$export_dir"
+stock="$export_dir/$(basename "${CONFIG%.py}")_stock.pth"
+log "4/5 converting $ckpt -> $stock (+ compressed 2:4 form)"
+"$PY" tools/convert.py "$CONFIG" "$ckpt" "$stock" --pattern 2:4 \
+  --json "$export_dir/convert.json" 2>&1 | tee "$WORK/convert.log"
+converted=$(find "$export_dir" -type f | sort | tr '\n' ' ')
 
-onnx_status="skipped (needs tools/export_onnx.py, onnx and onnxruntime: pip install -e '.[deploy]')"
-if [[ -f tools/export_onnx.py && -f "${stock:-}" ]] && "$PY" -c 'import onnx, onnxruntime' 2>/dev/null; then
+onnx_status="skipped (needs onnx and onnxruntime: pip install -e '.[deploy]')"
+if "$PY" -c 'import onnx, onnxruntime' 2>/dev/null; then
   images="$DATA/coco/val"
   [[ "$CONFIG" == *rcnn* ]] || images="$DATA/cls/val"
   log "4/5 exporting $stock to ONNX; checking its N:M initializers and onnxruntime vs PyTorch"
@@ -109,22 +84,19 @@ shared = " (%d layers; identical weights share one)" % len(rows) if len(rows) > 
 print("%d weight initializers%s, judged by %s" % (n, shared, judge))' "$export_dir/onnx.json")
 fi
 
-bench="skipped (tools/benchmark.py or the converted model not found)"
-if [[ -f tools/benchmark.py && -f "${stock:-}" ]]; then
-  # deploy reads what export wrote: the compressed file tools/convert.py made
-  nm_model="${stock%.pth}.nm.pth"
-  log "5/5 benchmarking dense vs 2:4 on $nm_model (needs a CUDA GPU)"
-  set +e
-  "$PY" tools/benchmark.py "$CONFIG" "$nm_model" --out-json "$WORK/benchmark/benchmark.json" \
-    2>&1 | tee "$WORK/benchmark.log"
-  rc=${PIPESTATUS[0]}
-  set -e
-  case $rc in
-    0) bench="done ($WORK/benchmark/, $WORK/benchmark.log)" ;;
-    2) bench="no GPU here: weights checked, timing skipped (exit 2)" ;;
-    *) die "tools/benchmark.py failed with exit code $rc" ;;
-  esac
-fi
+# deploy reads what export wrote: the compressed file tools/convert.py made
+nm_model="${stock%.pth}.nm.pth"
+log "5/5 benchmarking dense vs 2:4 on $nm_model (needs a CUDA GPU)"
+set +e
+"$PY" tools/benchmark.py "$CONFIG" "$nm_model" --out-json "$WORK/benchmark/benchmark.json" \
+  2>&1 | tee "$WORK/benchmark.log"
+rc=${PIPESTATUS[0]}
+set -e
+case $rc in
+  0) bench="done ($WORK/benchmark/, $WORK/benchmark.log)" ;;
+  2) bench="no GPU here: weights checked, timing skipped (exit 2)" ;;
+  *) die "tools/benchmark.py failed with exit code $rc" ;;
+esac
 t_end=$(date +%s)
 
 # The last COCO metric line, e.g. "coco/bbox_mAP: 0.512 ... coco/segm_mAP: 0.433".

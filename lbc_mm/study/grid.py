@@ -110,19 +110,10 @@ def with_windows(arms: List[str], windows: Sequence[float]) -> List[str]:
 
 def rewrite_config(cfg, method: str, pattern: Optional[Tuple[int, int]],
                    seed: int) -> List[str]:
-    """Make ``cfg`` (an mmengine ``Config``, in place) one run of the study.
-
-    Args:
-        cfg (Config): The loaded config (``--cfg-options`` already merged).
-        method (str): One of :data:`METHODS`, or an LBC arm (:func:`parse_arm`).
-        pattern (tuple, optional): ``(n, m)``; ignored for ``'dense'``.
-        seed (int): ``randomness.seed``.
-
-    Returns:
-        list[str]: Config paths of the sparse layer configs that were rewritten.
-
-    Raises:
-        ValueError: Unknown method, or no sparse layer config in ``cfg.model``.
+    """Make ``cfg`` (an mmengine ``Config``, in place) one run of the study:
+    ``method`` (one of :data:`METHODS` or an LBC arm, :func:`parse_arm`), ``pattern``
+    ``(n, m)`` (ignored for dense) and ``seed``; the config paths of the sparse
+    layer configs it rewrote. ``ValueError``: unknown method, no sparse layer config.
     """
     method, hook_options = parse_arm(method)
     n, m = pattern if pattern is not None else (0, 0)
@@ -143,9 +134,8 @@ def rewrite_config(cfg, method: str, pattern: Optional[Tuple[int, int]],
     # What the method's registration requires (LBC: its hook and the scores'
     # optimizer constructor); a dense / SR-STE config switched to LBC lacks both.
     req = SPARSE_METHODS[method].requires if method != 'dense' else None
-    keep = {req.hook} if req is not None else set()
-    hooks = [h for h in hooks
-             if type_name(h) not in driver_hooks() or type_name(h) in keep]
+    hooks = [h for h in hooks if type_name(h) not in driver_hooks()
+             or req is not None and type_name(h) == req.hook]
     if req is not None:
         if not any(type_name(h) == req.hook for h in hooks):
             hooks.append(dict(type=req.hook))
@@ -157,9 +147,7 @@ def rewrite_config(cfg, method: str, pattern: Optional[Tuple[int, int]],
                 'constructor', None) in DEFAULT_CONSTRUCTORS:
             optim_wrapper['constructor'] = req.constructor
     cfg.custom_hooks = hooks
-    randomness = dict(cfg.get('randomness', None) or {})
-    randomness['seed'] = seed
-    cfg.randomness = randomness
+    cfg.randomness = dict(cfg.get('randomness', None) or {}, seed=seed)
     return found
 
 
@@ -181,14 +169,7 @@ def run_name(method: str, pattern: Optional[Tuple[int, int]], seed: int) -> str:
 
 def grid(methods: Sequence[str], patterns: Sequence[Tuple[int, int]],
          seeds: Sequence[int]) -> List[Tuple[str, Optional[Tuple[int, int]], int]]:
-    """Every run: dense once per seed, the sparse methods per pattern and seed.
-
-    Seed-major: the first seed of every (method, pattern) comes first, so a
-    partial study already compares every cell.
-    """
-    runs = []
-    for seed in seeds:
-        for method in methods:
-            for pattern in ([None] if method == 'dense' else patterns):
-                runs.append((method, pattern, seed))
-    return runs
+    """Every run: dense once per seed, the sparse methods per pattern and seed;
+    seed-major, so a partial study already compares every cell."""
+    return [(method, pattern, seed) for seed in seeds for method in methods
+            for pattern in ([None] if method == 'dense' else patterns)]

@@ -3,7 +3,7 @@ import os
 import statistics
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..io import atomic_write
+from ..visualization import write_figure
 from .grid import parse_arm
 
 METRIC_PRIORITY = ('accuracy/top1', 'coco/bbox_mAP')
@@ -11,67 +11,48 @@ OUT_NAME = 'compare_methods'
 
 
 def pick_metric(results: Sequence[dict], wanted: Optional[str]) -> Optional[str]:
-    keys: List[str] = []
-    for res in results:
-        for key in res.get('metrics', {}):
-            if key not in keys:
-                keys.append(key)
     if wanted:
         return wanted
-    for key in METRIC_PRIORITY:
-        if key in keys:
-            return key
-    return keys[0] if keys else None
+    keys = list(dict.fromkeys(k for res in results for k in res.get('metrics', {})))
+    return next((k for k in METRIC_PRIORITY if k in keys), keys[0] if keys else None)
 
 
-def _mean_std(values: Sequence[float]) -> Tuple[Optional[float], Optional[float]]:
-    if not values:
-        return None, None
-    mean = statistics.fmean(values)
-    return mean, (statistics.stdev(values) if len(values) > 1 else None)
+def _mean(values: Sequence[float]) -> Optional[float]:
+    return statistics.fmean(values) if values else None
 
 
 def summarize(results: Sequence[dict], metric: Optional[str]) -> List[dict]:
     """One row per (method, pattern): mean / std over the seeds that finished."""
-    rows: Dict[Tuple[str, str], dict] = {}
+    groups: Dict[Tuple[str, str], List[dict]] = {}
     for res in results:
-        key = (res['method'], res['pattern'])
-        row = rows.setdefault(key, dict(method=key[0], pattern=key[1], runs=[]))
-        row['runs'].append(res)
+        groups.setdefault((res['method'], res['pattern']), []).append(res)
     out = []
-    for row in rows.values():
-        ok = [r for r in row['runs'] if r['status'] == 'ok']
+    for (method, pattern), runs in groups.items():
+        ok = [r for r in runs if r['status'] == 'ok']
         values = [r['metrics'][metric] for r in ok
                   if metric is not None and metric in r.get('metrics', {})]
-        mean, std = _mean_std(values)
         nm = [r['nm_exact'] for r in ok if r.get('nm_exact') is not None]
         diag = [r.get('diagnostics') or {} for r in ok]
-        agree = [d['agree_mag'] for d in diag if 'agree_mag' in d]
-        margin = [d['margin_steps'] for d in diag if 'margin_steps' in d]
-        chance = [d['chance_agree'] for d in diag if 'chance_agree' in d]
-        tied = [d['tied'] for d in diag if 'tied' in d]
+        diag = {key: [d[key] for d in diag if key in d]
+                for key in ('agree_mag', 'margin_steps', 'chance_agree', 'tied')}
+        cost = [r['train_cost'] for r in ok if r.get('train_cost')]
         out.append(dict(
-            method=row['method'], pattern=row['pattern'], metric=metric,
-            mean=mean, std=std, values=values, seeds=[r['seed'] for r in ok],
-            ok=len(ok), failed=[dict(seed=r['seed'], error=r.get('error', ''))
-                                for r in row['runs'] if r['status'] == 'failed'],
-            not_run=[r['seed'] for r in row['runs'] if r['status'] == 'not run'],
+            method=method, pattern=pattern, metric=metric, mean=_mean(values),
+            std=statistics.stdev(values) if len(values) > 1 else None,
+            values=values, seeds=[r['seed'] for r in ok], ok=len(ok),
+            failed=[dict(seed=r['seed'], error=r.get('error', ''))
+                    for r in runs if r['status'] == 'failed'],
+            not_run=[r['seed'] for r in runs if r['status'] == 'not run'],
             nm_exact=None if not nm else sum(nm), nm_runs=len(nm),
-            wall_s=_mean_std([r['wall_s'] for r in ok])[0],
+            wall_s=_mean([r['wall_s'] for r in ok]),
             peak_mem_mib=max((r['peak_mem_mib'] for r in ok), default=None),
-            agree_mag=_mean_std(agree)[0], margin_steps=_mean_std(margin)[0],
-            tied=_mean_std(tied)[0],
-            chance_agree=chance[0] if chance else None,
-            **_cost(ok)))
+            agree_mag=_mean(diag['agree_mag']),
+            margin_steps=_mean(diag['margin_steps']), tied=_mean(diag['tied']),
+            chance_agree=diag['chance_agree'][0] if diag['chance_agree'] else None,
+            # training FLOPs and their ratio to dense (lbc_mm.train_cost)
+            train_flops=_mean([c['flops'] for c in cost]),
+            train_relative=_mean([c['relative'] for c in cost])))
     return out
-
-
-def _cost(ok: Sequence[dict]) -> dict:
-    """Mean training FLOPs and their ratio to dense over the runs that report them
-    (:mod:`lbc_mm.train_cost`)."""
-    cost = [r['train_cost'] for r in ok if r.get('train_cost')]
-    return dict(train_flops=_mean_std([c['flops'] for c in cost])[0],
-                train_relative=_mean_std([c['relative'] for c in cost])[0])
 
 
 def _flops(value: Optional[float]) -> str:
@@ -130,12 +111,9 @@ def write_chart(path: str, rows: Sequence[dict], metric: Optional[str]):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    patterns = []
-    for row in rows:
-        if row['method'] != 'dense' and row['pattern'] not in patterns:
-            patterns.append(row['pattern'])
-    methods = list(dict.fromkeys(r['method'] for r in rows
-                                 if r['method'] != 'dense'))
+    sparse = [r for r in rows if r['method'] != 'dense']
+    patterns = list(dict.fromkeys(r['pattern'] for r in sparse))
+    methods = list(dict.fromkeys(r['method'] for r in sparse))
     # Wider with many arms; the legend sits right of the bars.
     fig = Figure(figsize=(max(5, 0.3 * max(1, len(patterns)) * max(5, len(methods)))
                           + 3, 4))
@@ -177,7 +155,7 @@ def write_chart(path: str, rows: Sequence[dict], metric: Optional[str]):
     ax.grid(axis='y', alpha=0.3)
     ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=100))
+    write_figure(fig, path)
     return fig
 
 
@@ -228,5 +206,5 @@ def write_window_chart(path: str, rows: Sequence[dict], metric: Optional[str]):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=100))
+    write_figure(fig, path)
     return fig

@@ -28,14 +28,6 @@ STOP_GRACE_S = 10
 PR_SET_PDEATHSIG = 1
 
 
-def dense_fallbacks(model) -> Tuple[List[str], int]:
-    """Names of the sparse-typed layers that stayed dense (input channels not
-    divisible by M), and the number of sparse-typed layers."""
-    from ..layers import sparse_layers
-    layers = list(sparse_layers(model, only_sparse=False))
-    return [name for name, layer in layers if not layer.is_sparse], len(layers)
-
-
 def _nm_exact(model) -> Optional[bool]:
     """Every sparse layer keeps at most ``n`` of every ``m`` weights
     (:func:`lbc_mm.sparse_model.nm_report`); None: the model has no sparse layer."""
@@ -52,7 +44,7 @@ def run_one(run_dir: str) -> None:
     from mmengine.hooks import Hook
     from mmengine.model import is_model_wrapper
 
-    from ..apis import load_config
+    from ..hooks.lbc_checks import dense_fallbacks
     from ..hooks.lbc_hook import LBCHook
     from ..train_cost import run_cost
     from ..training import prepare_training, run_training
@@ -60,10 +52,8 @@ def run_one(run_dir: str) -> None:
 
     with open(osp.join(run_dir, SPEC)) as f:
         spec = json.load(f)
-    cfg = load_config(spec['config'])
-    if spec.get('cfg_options'):
-        cfg.merge_from_dict(spec['cfg_options'])
-    pattern = tuple(spec['pattern']) if spec['pattern'] else None
+    cfg = _load(spec['config'], spec.get('cfg_options'))
+    pattern = _pattern(spec)
     rewrite_config(cfg, spec['method'], pattern, spec['seed'])
     cfg.launcher, cfg.work_dir = 'none', run_dir
     cuda = torch.cuda.is_available()
@@ -97,10 +87,8 @@ def run_one(run_dir: str) -> None:
         metrics = runner.val()
     peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda else
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    diag = {}
-    for hook in runner.hooks:
-        if isinstance(hook, LBCHook):
-            diag = dict(hook.diagnostics)
+    diag = next((dict(h.diagnostics) for h in runner.hooks if isinstance(h, LBCHook)),
+                {})
     result = dict(
         status='ok', method=spec['method'], pattern=pattern_name(pattern),
         seed=spec['seed'], metrics={k: float(v) for k, v in (metrics or {}).items()
@@ -113,6 +101,18 @@ def run_one(run_dir: str) -> None:
                  lambda f: f.write(json.dumps(result, indent=1).encode()))
 
 
+def _load(config: str, cfg_options: Optional[dict]):
+    """The config with ``--cfg-options`` merged."""
+    from ..apis import load_config
+    cfg = load_config(config)
+    cfg.merge_from_dict(cfg_options or {})
+    return cfg
+
+
+def _pattern(spec: dict) -> Optional[Tuple[int, int]]:
+    return tuple(spec['pattern']) if spec['pattern'] else None
+
+
 def _last_error(log_path: str) -> str:
     """The last line of a failed run's log that names an error."""
     try:
@@ -121,8 +121,7 @@ def _last_error(log_path: str) -> str:
     except OSError:
         return 'no log'
     for line in reversed(lines):
-        if ('Error' in line or 'error' in line or 'SystemExit' in line
-                or 'not found' in line):
+        if any(word in line for word in ('Error', 'error', 'SystemExit', 'not found')):
             return line[:300]
     return lines[-1][:300] if lines else 'empty log'
 
@@ -144,11 +143,8 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
 
 
 def launch(run_dir: str, spec: dict, lock: Optional[int] = None) -> dict:
-    """Run one spec in a subprocess (log in ``run.log``); its result dict.
-
-    The run dies with the study process and inherits the study's lock (``lock``,
-    from :func:`lock_study`): the folder stays locked until the run has ended too.
-    """
+    """Run one spec in a subprocess (log in ``run.log``); its result dict. The run
+    dies with the study process and inherits its ``lock`` (:func:`lock_study`)."""
     os.makedirs(run_dir, exist_ok=True)
     atomic_write(osp.join(run_dir, SPEC),
                  lambda f: f.write(json.dumps(spec, indent=1).encode()))
@@ -171,9 +167,8 @@ def launch(run_dir: str, spec: dict, lock: Optional[int] = None) -> dict:
         with open(result_path) as f:
             return json.load(f)
     return dict(status='failed', method=spec['method'],
-                pattern=pattern_name(tuple(spec['pattern']) if spec['pattern']
-                                     else None),
-                seed=spec['seed'], returncode=proc.returncode,
+                pattern=pattern_name(_pattern(spec)), seed=spec['seed'],
+                returncode=proc.returncode,
                 error=_last_error(osp.join(run_dir, LOG)),
                 wall_s=time.perf_counter() - start)
 
@@ -193,16 +188,9 @@ def stop_run(proc: subprocess.Popen) -> None:
 
 
 def lock_study(work_dir: str) -> int:
-    """Lock the study folder until this process and the runs it passes the
-    descriptor to (:func:`launch`) exit (the kernel releases the lock however they
-    end).
-
-    Returns:
-        int: The lock file's descriptor.
-
-    Raises:
-        SystemExit: One line when another study trains in ``work_dir``.
-    """
+    """Lock the study folder (``flock``, released by the kernel however this
+    process and the runs it passes the descriptor to end); the descriptor.
+    Another study training in ``work_dir``: one-line ``SystemExit``."""
     import fcntl
     os.makedirs(work_dir, exist_ok=True)
     fd = os.open(osp.join(work_dir, LOCK), os.O_RDWR | os.O_CREAT, 0o666)
@@ -224,13 +212,9 @@ def check_config(config: str, cfg_options: Optional[dict],
                  ) -> None:
     """Refuse, in one line, a config the runs could not switch (no sparse layer
     config), before any run starts."""
-    from ..apis import load_config
     method, pattern, seed = grid_runs[0]
     try:
-        cfg = load_config(config)
-        if cfg_options:
-            cfg.merge_from_dict(cfg_options)
-        rewrite_config(cfg, method, pattern, seed)
+        rewrite_config(_load(config, cfg_options), method, pattern, seed)
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f'error: {config}: {exc}') from None
 
@@ -238,22 +222,17 @@ def check_config(config: str, cfg_options: Optional[dict],
 def run_study(args, command: str,
               on_run: Callable[[Optional[str]], None] = lambda name: None
               ) -> List[dict]:
-    """Run (or skip) every run of the grid, then write the table, JSON and chart.
+    """Run (or skip) every run of the grid, then write the table, JSON and chart;
+    every run's result (``status`` ok / failed / not run).
 
     Args:
-        args (Namespace): ``config``, ``methods``, ``patterns`` (``(n, m)`` pairs),
-            ``seeds``, ``work_dir``, ``metric``, ``cfg_options``, ``report_only``
-            (``tools/compare_methods.py``'s arguments).
+        args (Namespace): ``tools/compare_methods.py``'s arguments.
         command (str): The command line, recorded in the table and the JSON.
         on_run (callable): Called with a run's name when it starts training, with
             None when it ended (a stop in between names the run).
-
-    Returns:
-        list[dict]: Every run's result (``status`` ok / failed / not run).
     """
     config = osp.abspath(args.config)
-    cfg_options = (None if args.cfg_options is None else
-                   {k: v for k, v in args.cfg_options.items()})
+    cfg_options = None if args.cfg_options is None else dict(args.cfg_options)
     runs = grid(args.methods, args.patterns, args.seeds)
     lock = None
     if not args.report_only:
@@ -312,11 +291,9 @@ def run_study(args, command: str,
         indent=1).encode()))
     chart = write_chart(base + '.png', rows, metric)
     if not args.report_only:  # the config's visualizer backends get it too
-        from ..apis import load_config
         from ..visualization import add_figure_for_config
-        cfg = load_config(config)
-        cfg.merge_from_dict(cfg_options or {})
-        add_figure_for_config(cfg, args.work_dir, OUT_NAME, chart)
+        add_figure_for_config(_load(config, cfg_options), args.work_dir, OUT_NAME,
+                              chart)
     failed = sum(r['status'] != 'ok' for r in results)
     print(f'{len(results) - failed} of {len(results)} runs ok '
           f'({time.perf_counter() - start:.0f} s); table {base}.md, JSON '
