@@ -64,14 +64,6 @@ def set_model_wrapper(cfg: Any, launcher: str) -> None:
         wrapper['type'] = WRAPPER_TYPE
 
 
-def setup_distributed(cfg: Any, launcher: str) -> bool:
-    """Everything the tools do before building the Runner of a distributed run;
-    whether a gloo process group was created here."""
-    created = init_cpu_dist(launcher)
-    set_model_wrapper(cfg, launcher)
-    return created
-
-
 def teardown_distributed() -> bool:
     """Destroy the default process group at the end of a successful run; True when
     one was destroyed.

@@ -25,12 +25,13 @@ def build_checked_runner(cfg: Config, launcher: str, loaders: Tuple[str, ...],
     """Check the lbc_mm settings (:mod:`lbc_mm.config_check`) and the datasets of
     ``loaders`` (exit 2 each), set up distributed and build the Runner."""
     from .config_check import exit_on_config_error
-    from .dist import setup_distributed
+    from .dist import init_cpu_dist, set_model_wrapper
     exit_on_config_error(cfg, training)
     missing = find_missing_data(cfg, loaders)
     if missing is not None:
         fail(missing, 2)
-    setup_distributed(cfg, launcher)
+    init_cpu_dist(launcher)
+    set_model_wrapper(cfg, launcher)
     return build_runner(cfg)
 
 
