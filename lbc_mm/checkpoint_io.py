@@ -20,9 +20,8 @@ from urllib.parse import urlparse
 
 import torch
 
-__all__ = ['CheckpointMismatchError', 'download_checkpoint', 'drop_config_text',
-           'read_any_checkpoint', 'read_checkpoint', 'read_url_checkpoint',
-           'refusal_line', 'verify_archive']
+__all__ = ['CheckpointMismatchError', 'drop_config_text', 'read_any_checkpoint',
+           'read_checkpoint', 'read_url_checkpoint', 'refusal_line', 'verify_archive']
 
 
 class CheckpointMismatchError(ValueError):
@@ -131,40 +130,30 @@ def drop_config_text(ckpt):
     return ckpt
 
 
-def download_checkpoint(url: str, model_dir: Optional[str] = None,
-                        file_name: Optional[str] = None, progress: bool = True,
-                        check_hash: bool = False) -> str:
-    """The local copy of ``url`` where ``torch.hub.load_state_dict_from_url`` keeps
-    it (``model_dir`` or ``<TORCH_HOME>/hub/checkpoints``), downloaded if absent; a
-    failed download is one ``CheckpointMismatchError`` line with the reason."""
-    from torch.hub import HASH_REGEX, download_url_to_file, get_dir
-    model_dir = model_dir or os.path.join(get_dir(), 'checkpoints')
-    name = file_name or os.path.basename(urlparse(url).path)
-    cached = os.path.join(model_dir, name)
-    if os.path.exists(cached):
-        return cached
-    found = HASH_REGEX.search(name) if check_hash else None
-    try:
-        os.makedirs(model_dir, exist_ok=True)
-        download_url_to_file(url, cached, found.group(1) if found else None,
-                             progress=progress)
-    except (OSError, RuntimeError) as exc:  # URLError / HTTPError are OSErrors
-        reason = (str(exc) if isinstance(exc, urllib.error.HTTPError) else
-                  exc.reason if isinstance(exc, urllib.error.URLError) else
-                  exc.strerror or _first_line(exc))
-        raise CheckpointMismatchError(
-            f'cannot download checkpoint {url} to {cached}: {reason}') from None
-    return cached
-
-
 def read_url_checkpoint(url: str, model_dir: Optional[str] = None,
                         map_location=None, progress: bool = True,
                         check_hash: bool = False, file_name: Optional[str] = None,
                         **_ignored) -> Dict[str, object]:
-    """``torch.hub.load_state_dict_from_url`` (mmengine's ``load_url``) as
-    :func:`read_checkpoint`, naming the URL and the cache file; always weights-only
-    (other keyword arguments, ``weights_only`` among them, are ignored)."""
-    cached = download_checkpoint(url, model_dir, file_name, progress, check_hash)
+    """``torch.hub.load_state_dict_from_url`` (mmengine's ``load_url``: the same
+    cache file, downloaded if absent) read by :func:`read_checkpoint`, whose lines
+    name the URL and the cache file; a failed download is one line too. Always
+    weights-only (other keyword arguments, ``weights_only`` among them, are
+    ignored)."""
+    from torch.hub import HASH_REGEX, download_url_to_file, get_dir
+    model_dir = model_dir or os.path.join(get_dir(), 'checkpoints')
+    cached = os.path.join(model_dir, file_name or os.path.basename(urlparse(url).path))
+    if not os.path.exists(cached):
+        found = HASH_REGEX.search(os.path.basename(cached)) if check_hash else None
+        try:
+            os.makedirs(model_dir, exist_ok=True)
+            download_url_to_file(url, cached, found.group(1) if found else None,
+                                 progress=progress)
+        except (OSError, RuntimeError) as exc:  # URLError / HTTPError are OSErrors
+            reason = (str(exc) if isinstance(exc, urllib.error.HTTPError) else
+                      exc.reason if isinstance(exc, urllib.error.URLError) else
+                      exc.strerror or _first_line(exc))
+            raise CheckpointMismatchError(
+                f'cannot download checkpoint {url} to {cached}: {reason}') from None
     return read_checkpoint(cached, f'{url} (cached as {cached})', map_location)
 
 
