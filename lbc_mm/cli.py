@@ -113,12 +113,9 @@ def merge_train_args(cfg: Config, args: argparse.Namespace) -> Config:
             raise SystemExit('--auto-scale-lr needs auto_scale_lr.base_batch_size '
                              'in the config')
         cfg.auto_scale_lr.enable = True
-    if args.resume == 'auto':
+    if args.resume is not None:  # 'auto': the latest checkpoint of the work dir
         cfg.resume = True
-        cfg.load_from = None
-    elif args.resume is not None:
-        cfg.resume = True
-        cfg.load_from = args.resume
+        cfg.load_from = None if args.resume == 'auto' else args.resume
     return cfg
 
 
