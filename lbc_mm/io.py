@@ -13,27 +13,12 @@ import contextlib
 import errno
 import os
 import re
-import tempfile
+import secrets
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
 Writer = Callable[[object], None]
-
-
-def current_umask() -> int:
-    """The process umask (from /proc where possible: reading it with ``os.umask``
-    sets it, which races with other threads creating files)."""
-    try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith('Umask:'):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def same_file(a: str, b: str) -> bool:
@@ -88,7 +73,7 @@ def fsync_dir(folder: str) -> None:
     os.close(fd)
 
 
-#: A temp file's name: ``.<final name>.pid<writer's pid>.<mkstemp's random>.tmp``.
+#: A temp file's name: ``.<final name>.pid<writer's pid>.<random hex>.tmp``.
 TEMP_NAME = re.compile(r'\..+\.pid(\d+)\.\w+\.tmp')
 
 
@@ -125,13 +110,13 @@ def _write_temp(path: str, write: Writer) -> str:
     try:
         os.makedirs(folder, exist_ok=True)
         sweep_stale_temps(folder)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f'.{os.path.basename(path)}.pid{os.getpid()}.', suffix='.tmp',
-            dir=folder)
+        tmp = os.path.join(folder, f'.{os.path.basename(path)}.pid{os.getpid()}.'
+                           f'{secrets.token_hex(6)}.tmp')
+        # mode 0o666 minus the umask, as open() gives (mkstemp would give 0600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except OSError as exc:
         raise _named(exc, path) from None
     try:
-        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp creates 0600
         with os.fdopen(fd, 'wb') as f:
             write(f)
             f.flush()
