@@ -12,13 +12,9 @@ JOB_NAME=$2
 SCRIPT=$3
 shift 3
 HERE=$(cd "$(dirname "$0")" && pwd)
-if [ -z "${PYTHON:-}" ]; then
-    if [ -x "$HERE/../.venv/bin/python" ]; then
-        PYTHON="$HERE/../.venv/bin/python"
-    else
-        PYTHON=python
-    fi
-fi
+VENV_PYTHON="$HERE/../.venv/bin/python"
+[ -x "$VENV_PYTHON" ] || VENV_PYTHON=python
+PYTHON=${PYTHON:-$VENV_PYTHON}
 GPUS=${GPUS:-8}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 if [ "$GPUS" -lt "$GPUS_PER_NODE" ]; then GPUS_PER_NODE=$GPUS; fi
