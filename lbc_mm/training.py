@@ -1,10 +1,7 @@
 """The training sequence, written once: ``tools/train.py`` and each run of the
-method study (:func:`lbc_mm.study.run.run_one`) call it with a merged config
-(``tools/test.py`` shares its first steps, :func:`build_checked_runner`).
-
-Config and data problems are one line and exit 2, a checkpoint that does not fit
-(:func:`lbc_mm.cli.check_runner_checkpoint`) and an error that stops training with a
-message that says it all (:func:`lbc_mm.tool_exit.exit_on_run_error`) one line and
+method study call it with a merged config; ``tools/test.py`` shares its first steps
+(:func:`build_checked_runner`). Config and data problems are one line and exit 2, a
+checkpoint that does not fit and an error whose message says it all one line and
 exit 1.
 """
 import logging

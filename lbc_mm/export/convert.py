@@ -188,13 +188,12 @@ def export_checkpoint(config: str, checkpoint: str, out: str,
         config (str): the training config (path or ``pkg::path``).
         checkpoint (str): mmengine checkpoint of that config.
         out (str): stock checkpoint path.
-        compressed_out (str, optional): compressed path. Defaults to
-            ``<out stem>.nm<ext>``.
+        compressed_out (str, optional): defaults to ``<out stem>.nm<ext>``.
         pattern (str, optional): require every sparse layer's weights to hold
             this N:M pattern (e.g. ``'2:4'``, which 1:4, 2:8 and 1:16 layers hold
             too; each layer is still stored in its trained pattern).
-        config_out (str, optional): the stock config (:func:`stock_config`),
-            checked to load ``out`` strictly. Defaults to ``<out stem>.py``.
+        config_out (str, optional): defaults to ``<out stem>.py``; checked to load
+            ``out`` strictly.
 
     Returns:
         dict: ``rows`` (per sparse layer: layer, pattern, shape, sparsity,
@@ -203,10 +202,10 @@ def export_checkpoint(config: str, checkpoint: str, out: str,
 
     Raises:
         FileNotFoundError: config or checkpoint missing.
-        ValueError: bad pattern, an output path that is an input or the other
-            output, checkpoint not matching the config or corrupted
+        ValueError: bad pattern, an output path that is an input or another
+            output, a checkpoint that does not fit or is corrupted
             (``CheckpointMismatchError``), layers not N:M (``NotNMError``).
-        OSError: a file could not be written (neither file is then written).
+        OSError: a file could not be written (then none is written).
     """
     want = parse_pattern(pattern) if pattern is not None else None
     compressed_out = compressed_out or default_compressed_path(out)
