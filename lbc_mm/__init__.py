@@ -2,12 +2,9 @@
 
 Zhang, Lin et al., "Learning Best Combination for Efficient N:M Sparsity",
 NeurIPS 2022 (arXiv 2206.06662). ``import lbc_mm`` registers the sparse layers, the
-model transform, the hook and the model wrapper in mmengine's root registries, so both
-``default_scope='mmdet'`` and ``default_scope='mmpretrain'`` configs find them.
-
-mmdet and mmpretrain are optional (the ``det`` / ``cls`` / ``all`` extras): nothing
-here imports either; a config whose ``default_scope`` library is missing is one line
-naming the extra that installs it (:func:`lbc_mm.config_check.check_config`).
+model transform, the hook and the model wrapper in mmengine's root registries, for
+``default_scope='mmdet'`` and ``'mmpretrain'`` configs alike; it imports neither
+(both are extras).
 """
 from . import compat  # noqa: F401  (must run before mmpretrain/mmdet models import)
 from .version import __version__  # noqa: F401

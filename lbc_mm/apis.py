@@ -1,18 +1,11 @@
-"""Config -> model -> checkpoint: the one place every stage loads them.
+"""Config -> model -> checkpoint: the one place every stage loads them (mmdet's
+``mmdet.apis`` is the precedent). Imports only :mod:`lbc_mm.checkpoint_io`, so every
+layer may import it.
 
-Used by export (``tools/convert.py``), deploy (``tools/benchmark.py``,
-``tools/export_onnx.py``), ``tools/test.py`` / ``tools/train.py --resume`` (through
-``lbc_mm.cli``) and the benchmarks / studies (mmdet's ``mmdet.apis`` is the
-precedent). It imports only :mod:`lbc_mm.checkpoint_io` (which imports no lbc_mm
-module), so every layer may import it.
-
-Configs may be repo paths or ``pkg::dir/file.py`` (read from ``<pkg>/.mim/configs``,
-like mmengine does, but without needing ``pkg_resources`` at run time).
-
-Checkpoints are read weights-only and CRC-checked, from a local file or any address
-mmengine knows, by :mod:`lbc_mm.checkpoint_io`; here they are checked against the
-model built from the config (:func:`check_checkpoint`) and loaded strictly
-(:func:`load_checkpoint_into`).
+Configs may be repo paths or ``pkg::dir/file.py`` (``<pkg>/.mim/configs``, as mmengine
+reads them, without ``pkg_resources``). Checkpoints are read by
+:mod:`lbc_mm.checkpoint_io`, checked against the model built from the config
+(:func:`check_checkpoint`) and loaded strictly (:func:`load_checkpoint_into`).
 """
 import importlib
 import importlib.util
@@ -29,17 +22,8 @@ __all__ = ['build_model', 'check_checkpoint', 'checkpoint_mismatch',
 
 
 def resolve_config(path: str) -> str:
-    """Turn ``'mmpretrain::deit/x.py'`` into the file shipped in that package.
-
-    Args:
-        path (str): repo config path or ``pkg::rel/path.py``.
-
-    Returns:
-        str: a path that exists.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-    """
+    """The existing file of a repo config path or ``pkg::rel/path.py`` (the file
+    shipped in that package); ``FileNotFoundError`` when there is none."""
     if '::' in path:
         pkg, rel = path.split('::', 1)
         spec = importlib.util.find_spec(pkg)
@@ -59,32 +43,21 @@ def resolve_config(path: str) -> str:
 
 
 def load_config(path: str):
-    """Load an mmengine ``Config`` and import what it needs (``custom_imports``)."""
+    """The mmengine ``Config`` of a repo path or ``pkg::rel/path.py`` (``fromfile``
+    imports its ``custom_imports``)."""
     from mmengine.config import Config
-    cfg = Config.fromfile(resolve_config(path))
-    if cfg.get('custom_imports'):
-        from mmengine.utils import import_modules_from_strings
-        import_modules_from_strings(**cfg['custom_imports'])
-    return cfg
+    return Config.fromfile(resolve_config(path))
 
 
 def build_model(cfg) -> Tuple[nn.Module, str]:
-    """Build ``cfg.model`` in the registry of the config's ``default_scope``
-    (CPU, eval mode). Import lbc_mm first when the config uses its types.
-
-    Returns:
-        tuple[nn.Module, str]: the model and its scope (``'mmpretrain'`` /
-        ``'mmdet'``).
-
-    Raises:
-        ValueError: the config sets no ``default_scope``.
-    """
+    """``(model, scope)``: ``cfg.model`` built (CPU, eval mode) in the registry of
+    the config's ``default_scope`` (``ValueError`` when it sets none). Import lbc_mm
+    first when the config uses its types."""
     scope = cfg.get('default_scope', None)
     if not scope:
-        raise ValueError(
-            f'config {getattr(cfg, "filename", None) or ""} sets no default_scope '
-            f"(add e.g. default_scope = 'mmdet' or 'mmpretrain')".replace('config  ',
-                                                                         'config '))
+        name = getattr(cfg, 'filename', None)
+        raise ValueError(f'config {name + " " if name else ""}sets no default_scope '
+                         "(add e.g. default_scope = 'mmdet' or 'mmpretrain')")
     importlib.import_module(f'{scope}.utils').register_all_modules(
         init_default_scope=True)
     registry = importlib.import_module(f'{scope}.registry').MODELS
@@ -112,15 +85,12 @@ def checkpoint_mismatch(model: nn.Module, state_dict: Dict[str, object]
                         ) -> Optional[str]:
     """What keeps ``state_dict`` from loading strictly into ``model``, on one line
     (the first missing / unexpected / mis-shaped keys), or None when it fits."""
-    own = model.state_dict()
-    sd = state_dict
+    own, sd = model.state_dict(), state_dict
     missing = set(own) - set(sd)
     unexpected = set(sd) - set(own)
     shapes = [f'{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}'
               for k in sorted(set(own) & set(sd))
               if torch.is_tensor(sd[k]) and sd[k].shape != own[k].shape]
-    if not (missing or unexpected or shapes):
-        return None
     parts = []
     if missing:
         parts.append(f'{len(missing)} missing keys ({_examples(missing)})')
@@ -128,21 +98,14 @@ def checkpoint_mismatch(model: nn.Module, state_dict: Dict[str, object]
         parts.append(f'{len(unexpected)} unexpected keys ({_examples(unexpected)})')
     if shapes:
         parts.append(f'{len(shapes)} shape mismatches ({"; ".join(shapes[:2])})')
-    return '; '.join(parts)
+    return '; '.join(parts) or None
 
 
 def check_checkpoint(model: nn.Module, path: str, allow_partial: bool = False
                      ) -> Tuple[Dict[str, object], Optional[str]]:
-    """Read ``path`` (CRC-checked, weights-only; a local file or an address, see
-    :func:`lbc_mm.checkpoint_io.read_any_checkpoint`) and check it fits ``model``.
-
-    The one check every tool runs before it uses a checkpoint (``tools/test.py``,
-    ``tools/convert.py``, ``tools/benchmark.py``, ``tools/train.py --resume``).
-
-    Args:
-        model (nn.Module): the model built from the config (unwrapped).
-        path (str): checkpoint file or address.
-        allow_partial (bool): return the mismatch instead of raising.
+    """Read ``path`` (a file or an address,
+    :func:`lbc_mm.checkpoint_io.read_any_checkpoint`) and check it fits ``model``
+    (unwrapped): the one check every tool runs before it uses a checkpoint.
 
     Returns:
         tuple[dict, str | None]: the checkpoint, and the mismatch line when
@@ -163,15 +126,8 @@ def check_checkpoint(model: nn.Module, path: str, allow_partial: bool = False
 
 
 def load_checkpoint_into(model: nn.Module, path: str) -> Dict[str, object]:
-    """Load a checkpoint into ``model`` strictly (:func:`check_checkpoint` first).
-
-    Returns:
-        dict: the whole checkpoint (``meta`` etc.).
-
-    Raises:
-        FileNotFoundError: no such file.
-        CheckpointMismatchError: see :func:`check_checkpoint`.
-    """
+    """Load a checkpoint into ``model`` strictly (:func:`check_checkpoint` first);
+    return the whole checkpoint (``meta`` etc.)."""
     ckpt, _ = check_checkpoint(model, path)
     model.load_state_dict(state_dict_of(ckpt), strict=True)
     return ckpt

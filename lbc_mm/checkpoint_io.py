@@ -1,18 +1,13 @@
 """Reading checkpoints, weights-only, from any address: the one reader every stage uses.
 
-A local file is read with :func:`read_checkpoint`: its zip CRCs are verified first
-(:func:`verify_archive`; ``torch.load`` does not), then ``torch.load(...,
-weights_only=True)``. A URL (``http(s)://``, and mmengine's ``torchvision://``,
-``open-mmlab://``, ``mmcls://`` names, which resolve to URLs) is downloaded once into
-the torch hub cache and that file is read the same way (:func:`read_url_checkpoint`;
-``lbc_mm.compat`` routes mmengine's loaders, and so ``load_from``, ``resume`` and
-``init_cfg``, through these). A file that pickles anything but tensors, plain
-containers and mmengine's checkpoint objects is refused in one line naming the global
-(:func:`refusal_line`). The config text mmengine stores in a checkpoint is dropped on
-load (:func:`drop_config_text`): no string from a checkpoint is run as code.
-
-It imports no other lbc_mm module, so every layer may import it; whether a checkpoint
-fits a model is :mod:`lbc_mm.apis`.
+A local file is CRC-checked (``torch.load`` does not) and loaded with
+``weights_only=True`` (:func:`read_checkpoint`); a URL (``http(s)://``, and mmengine's
+``torchvision://``, ``open-mmlab://``, ``mmcls://`` names) is downloaded once into the
+torch hub cache and read the same way (:func:`read_url_checkpoint`; ``lbc_mm.compat``
+routes mmengine's loaders through these). A refusal is one line naming the global
+(:func:`refusal_line`); the config text mmengine stores is dropped
+(:func:`drop_config_text`). Imports no other lbc_mm module; whether a checkpoint fits
+a model is :mod:`lbc_mm.apis`.
 """
 import os
 import pickle
@@ -25,9 +20,8 @@ from urllib.parse import urlparse
 
 import torch
 
-__all__ = ['CheckpointMismatchError', 'download_checkpoint', 'drop_config_text',
-           'read_any_checkpoint', 'read_checkpoint', 'read_url_checkpoint',
-           'refusal_line', 'verify_archive']
+__all__ = ['CheckpointMismatchError', 'drop_config_text', 'read_any_checkpoint',
+           'read_checkpoint', 'read_url_checkpoint', 'refusal_line', 'verify_archive']
 
 
 class CheckpointMismatchError(ValueError):
@@ -35,25 +29,24 @@ class CheckpointMismatchError(ValueError):
     keys / shapes do not fit the model built from the config."""
 
 
-def verify_archive(path: str, where: Optional[str] = None) -> None:
-    """Check the CRC of every entry of a (zip-format) torch checkpoint.
-
-    ``torch.load`` does not check CRCs: a checkpoint whose stored bytes changed on
-    disk (bit rot, a bad copy) loads silently wrong weights. Files in torch's
-    legacy (non-zip) format are left to ``torch.load``.
-
-    Args:
-        path (str): the file.
-        where (str, optional): how messages name it. Defaults to ``path``.
+def verify_archive(path: str, where: str) -> None:
+    """Check that ``path`` is a torch checkpoint and the CRC of every entry of a zip
+    one (bit rot or a bad copy would otherwise load silently wrong weights; legacy
+    pickles are left to ``torch.load``). ``where``: how messages name the file.
 
     Raises:
-        CheckpointMismatchError: an entry's bytes do not match its CRC (naming
-            the entry), or the archive is truncated / broken.
+        CheckpointMismatchError: empty, not a zip / pickle, an entry does not match
+            its CRC (naming it), or the archive is truncated / broken.
     """
-    where = path if where is None else where
     with open(path, 'rb') as f:
-        if f.read(4) != b'PK\x03\x04':
-            return  # legacy format, or not an archive at all: torch.load says which
+        head = f.read(4)
+    if not head:
+        raise CheckpointMismatchError(f'checkpoint {where} is empty')
+    if head[:1] == b'\x80':  # legacy pickle
+        return
+    if head != b'PK\x03\x04':
+        raise CheckpointMismatchError(
+            f'{where} is not a torch checkpoint (neither a zip archive nor a pickle)')
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
@@ -73,11 +66,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 def refusal_line(path: str, exc: pickle.UnpicklingError) -> str:
-    """One line saying why weights-only loading refused ``path`` (any name of it).
-
-    torch's message suggests ``weights_only=False`` (arbitrary code execution) and
-    hides the offending global in its last lines: keep the global, drop the advice.
-    """
+    """One line saying why weights-only loading refused ``path``: the global that
+    torch's message hides in its last lines, without its ``weights_only=False``
+    advice (arbitrary code execution)."""
     text = str(exc)
     found = re.search(r'GLOBAL [\w.]+(\([^)]*\))?', text)
     if found:
@@ -93,17 +84,10 @@ def refusal_line(path: str, exc: pickle.UnpicklingError) -> str:
 
 def read_checkpoint(path: str, where: Optional[str] = None,
                     map_location=None) -> Dict[str, object]:
-    """``torch.load(path, weights_only=True)`` with one-line errors.
-
-    Import lbc_mm first: its compat module allow-lists the mmengine globals that
-    mmengine checkpoints contain. The archive's CRCs are verified first
-    (:func:`verify_archive`).
-
-    Args:
-        path (str): local file.
-        where (str, optional): how messages name it (e.g. its URL and cache
-            file). Defaults to ``path``.
-        map_location: as :func:`torch.load`. Defaults to None (CPU).
+    """``torch.load(path, weights_only=True)`` of a CRC-checked local file
+    (:func:`verify_archive`), config text dropped, with one-line errors. ``where``:
+    how messages name it (e.g. its URL and cache file); ``map_location`` defaults
+    to CPU. Import lbc_mm first (``lbc_mm.compat`` allow-lists mmengine's globals).
 
     Raises:
         FileNotFoundError: no such file.
@@ -114,21 +98,11 @@ def read_checkpoint(path: str, where: Optional[str] = None,
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint not found: {where}')
     try:
-        with open(path, 'rb') as f:
-            head = f.read(4)
-        if not head:
-            raise CheckpointMismatchError(f'checkpoint {where} is empty')
-        if head != b'PK\x03\x04' and head[:1] != b'\x80':  # zip / legacy pickle
-            raise CheckpointMismatchError(
-                f'{where} is not a torch checkpoint (neither a zip archive nor a '
-                f'pickle)')
         verify_archive(path, where)
-    except OSError as exc:
-        raise CheckpointMismatchError(
-            f'cannot read checkpoint {where}: {exc.strerror or exc}') from None
-    try:
         ckpt = torch.load(path, map_location=map_location or 'cpu',
                           weights_only=True)
+    except CheckpointMismatchError:
+        raise
     except OSError as exc:
         raise CheckpointMismatchError(
             f'cannot read checkpoint {where}: {exc.strerror or exc}') from None
@@ -146,8 +120,7 @@ def read_checkpoint(path: str, where: Optional[str] = None,
 
 def drop_config_text(ckpt):
     """``ckpt`` without (removed in place) the config text mmengine stores in it,
-    which ``Runner.resume`` (``meta['config']``) and inferencers built without a
-    config (``meta['cfg']``, the message hub's ``cfg``) run as Python."""
+    which ``Runner.resume`` and inferencers built without a config run as Python."""
     meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
     hub = ckpt.get('message_hub') if isinstance(ckpt, dict) else None
     info = hub.get('runtime_info') if isinstance(hub, dict) else None
@@ -157,57 +130,36 @@ def drop_config_text(ckpt):
     return ckpt
 
 
-def download_checkpoint(url: str, model_dir: Optional[str] = None,
-                        file_name: Optional[str] = None, progress: bool = True,
-                        check_hash: bool = False) -> str:
-    """The local copy of ``url`` in the torch hub cache, downloaded if absent.
-
-    Where ``torch.hub.load_state_dict_from_url`` keeps it: ``model_dir`` or
-    ``<TORCH_HOME>/hub/checkpoints``, named after the URL's file (or
-    ``file_name``); the download goes to a temporary file first.
-
-    Raises:
-        CheckpointMismatchError: the download failed (one line with the reason).
-    """
-    from torch.hub import HASH_REGEX, download_url_to_file, get_dir
-    model_dir = model_dir or os.path.join(get_dir(), 'checkpoints')
-    name = file_name or os.path.basename(urlparse(url).path)
-    cached = os.path.join(model_dir, name)
-    if os.path.exists(cached):
-        return cached
-    found = HASH_REGEX.search(name) if check_hash else None
-    try:
-        os.makedirs(model_dir, exist_ok=True)
-        download_url_to_file(url, cached, found.group(1) if found else None,
-                             progress=progress)
-    except (OSError, RuntimeError) as exc:  # URLError / HTTPError are OSErrors
-        reason = (str(exc) if isinstance(exc, urllib.error.HTTPError) else
-                  exc.reason if isinstance(exc, urllib.error.URLError) else
-                  exc.strerror or _first_line(exc))
-        raise CheckpointMismatchError(
-            f'cannot download checkpoint {url} to {cached}: {reason}') from None
-    return cached
-
-
 def read_url_checkpoint(url: str, model_dir: Optional[str] = None,
                         map_location=None, progress: bool = True,
                         check_hash: bool = False, file_name: Optional[str] = None,
                         **_ignored) -> Dict[str, object]:
-    """``torch.hub.load_state_dict_from_url`` (mmengine's ``load_url``), but
-    weights-only with :func:`read_checkpoint`'s one-line errors, which name the URL
-    and the cache file. Other keyword arguments (``weights_only``) are ignored:
-    it is always weights-only."""
-    cached = download_checkpoint(url, model_dir, file_name, progress, check_hash)
+    """``torch.hub.load_state_dict_from_url`` (mmengine's ``load_url``: the same
+    cache file, downloaded if absent) read by :func:`read_checkpoint`, whose lines
+    name the URL and the cache file; a failed download is one line too. Always
+    weights-only (other keyword arguments, ``weights_only`` among them, are
+    ignored)."""
+    from torch.hub import HASH_REGEX, download_url_to_file, get_dir
+    model_dir = model_dir or os.path.join(get_dir(), 'checkpoints')
+    cached = os.path.join(model_dir, file_name or os.path.basename(urlparse(url).path))
+    if not os.path.exists(cached):
+        found = HASH_REGEX.search(os.path.basename(cached)) if check_hash else None
+        try:
+            os.makedirs(model_dir, exist_ok=True)
+            download_url_to_file(url, cached, found.group(1) if found else None,
+                                 progress=progress)
+        except (OSError, RuntimeError) as exc:  # URLError / HTTPError are OSErrors
+            reason = (str(exc) if isinstance(exc, urllib.error.HTTPError) else
+                      exc.reason if isinstance(exc, urllib.error.URLError) else
+                      exc.strerror or _first_line(exc))
+            raise CheckpointMismatchError(
+                f'cannot download checkpoint {url} to {cached}: {reason}') from None
     return read_checkpoint(cached, f'{url} (cached as {cached})', map_location)
 
 
 def read_any_checkpoint(path: str) -> Dict[str, object]:
-    """A checkpoint from a local path or any address mmengine knows (``http(s)://``,
-    ``torchvision://``, ``open-mmlab://``, ``s3://`` ...), weights-only.
-
-    Addresses go through mmengine's ``CheckpointLoader``, which ``lbc_mm.compat``
-    makes weights-only (URLs: :func:`read_url_checkpoint`).
-    """
+    """A checkpoint from a local path or any address mmengine's ``CheckpointLoader``
+    knows (``http(s)://``, ``torchvision://``, ``s3://`` ...), weights-only."""
     if '://' not in path:
         return read_checkpoint(path)
     from mmengine.runner.checkpoint import CheckpointLoader

@@ -1,23 +1,21 @@
-"""Command-line plumbing of the tools.
-
-The arguments ``tools/train.py`` and ``tools/test.py`` take (mmdet / mmpretrain
-style), how they merge into the config, the check that the datasets a config needs
-exist (one line naming the missing path and the fix, instead of a traceback from
-deep inside a dataset class), the runner, and the check that the checkpoint it
-resumes from or loads fits its model. How every tool stops (the one line of an
-error, of SIGTERM and of Ctrl-C) is :mod:`lbc_mm.tool_exit`.
+"""Command-line plumbing of ``tools/train.py`` and ``tools/test.py``: their arguments
+(mmdet / mmpretrain style) and how they merge into the config, the check that the
+datasets a config needs exist, the runner, and the check that the checkpoint it
+resumes from or loads fits its model. How every tool stops is
+:mod:`lbc_mm.tool_exit`.
 """
 import argparse
 import logging
 import os
 import os.path as osp
-import sys
 from typing import Iterator, List, Optional, Tuple
 
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
+
+from .tool_exit import fail
 
 #: Dataset types that download their data themselves when it is missing.
 SELF_DOWNLOADING = ('CIFAR10', 'CIFAR100', 'MNIST', 'FashionMNIST')
@@ -39,12 +37,8 @@ class KeyValueAction(DictAction):
 
 
 def add_runner_args(parser: argparse.ArgumentParser, loader: str) -> None:
-    """``--work-dir``, ``--cfg-options``, ``--launcher``, ``--local-rank``.
-
-    Args:
-        parser (ArgumentParser): The tool's parser.
-        loader (str): Dataloader key used in the ``--cfg-options`` example.
-    """
+    """``--work-dir``, ``--cfg-options`` (its example names the dataloader key
+    ``loader``), ``--launcher``, ``--local-rank``."""
     parser.add_argument('--work-dir', help='the dir to save logs and outputs')
     parser.add_argument(
         '--cfg-options', nargs='+', action=KeyValueAction,
@@ -57,9 +51,11 @@ def add_runner_args(parser: argparse.ArgumentParser, loader: str) -> None:
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
-def parse_runner_args(parser: argparse.ArgumentParser,
+def parse_runner_args(parser: argparse.ArgumentParser, loader: str,
                       argv: Optional[List[str]] = None) -> argparse.Namespace:
-    """Parse, and export ``LOCAL_RANK`` for launchers that pass ``--local-rank``."""
+    """Add the runner arguments (:func:`add_runner_args`), parse, and export
+    ``LOCAL_RANK`` for launchers that pass ``--local-rank``."""
+    add_runner_args(parser, loader)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
@@ -95,8 +91,7 @@ def parse_train_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--resume', nargs='?', type=str, const='auto',
         help='resume from PATH, or from the latest checkpoint in the work dir '
         'when no path is given')
-    add_runner_args(parser, 'train_dataloader')
-    return parse_runner_args(parser, argv)
+    return parse_runner_args(parser, 'train_dataloader', argv)
 
 
 def merge_train_args(cfg: Config, args: argparse.Namespace) -> Config:
@@ -118,12 +113,9 @@ def merge_train_args(cfg: Config, args: argparse.Namespace) -> Config:
             raise SystemExit('--auto-scale-lr needs auto_scale_lr.base_batch_size '
                              'in the config')
         cfg.auto_scale_lr.enable = True
-    if args.resume == 'auto':
+    if args.resume is not None:  # 'auto': the latest checkpoint of the work dir
         cfg.resume = True
-        cfg.load_from = None
-    elif args.resume is not None:
-        cfg.resume = True
-        cfg.load_from = args.resume
+        cfg.load_from = None if args.resume == 'auto' else args.resume
     return cfg
 
 
@@ -149,45 +141,30 @@ def _dataset_leaves(dataset: dict, key: str) -> Iterator[Tuple[str, dict]]:
         yield key, dataset
 
 
-def _is_remote(path: str) -> bool:
-    return '://' in path
-
-
 def _missing_path(dataset: dict) -> Optional[str]:
-    """The first path a dataset config needs that does not exist, or None."""
+    """The first local path a dataset config needs that does not exist, or None."""
     if dataset.get('download', dataset.get('type') in SELF_DOWNLOADING):
         return None
     data_root = dataset.get('data_root', None) or ''
-    if data_root and _is_remote(data_root):
+    if '://' in data_root:
         return None
     if data_root and not osp.isdir(data_root):
         return data_root
-
-    def join(path: str) -> str:
-        return path if osp.isabs(path) or not data_root else osp.join(data_root, path)
-
     ann_file = dataset.get('ann_file', None)
-    for ann in ([ann_file] if isinstance(ann_file, str) else ann_file or []):
-        if ann and not _is_remote(ann) and not osp.exists(join(ann)):
-            return join(ann)
     prefix = dataset.get('data_prefix', None)
-    prefixes = (prefix.values() if isinstance(prefix, dict) else
-                [prefix] if isinstance(prefix, str) else [])
-    for value in prefixes:
-        if (isinstance(value, str) and value and not _is_remote(value)
-                and not osp.exists(join(value))):
-            return join(value)
+    paths = [ann_file] if isinstance(ann_file, str) else list(ann_file or [])
+    paths += list(prefix.values()) if isinstance(prefix, dict) else [prefix]
+    for path in paths:
+        if isinstance(path, str) and path and '://' not in path:
+            path = osp.join(data_root, path)  # an absolute path stays as it is
+            if not osp.exists(path):
+                return path
     return None
 
 
 def find_missing_data(cfg: Config, loaders: Tuple[str, ...]) -> Optional[str]:
-    """One line naming a missing dataset path and the fix, or None if all exist.
-
-    Args:
-        cfg (Config): The merged config.
-        loaders (tuple[str]): Dataloader keys to check, e.g.
-            ``('train_dataloader', 'val_dataloader')``.
-    """
+    """One line naming a missing dataset path and the fix, or None if all the
+    datasets of ``loaders`` (e.g. ``('train_dataloader', )``) exist."""
     for loader_key in loaders:
         loader = cfg.get(loader_key, None)
         if not isinstance(loader, dict) or not isinstance(loader.get('dataset'), dict):
@@ -207,23 +184,14 @@ def find_missing_data(cfg: Config, loaders: Tuple[str, ...]) -> Optional[str]:
 
 def check_runner_checkpoint(runner: Runner, path: str, allow_partial: bool = False,
                             hint: str = '') -> Optional[str]:
-    """Refuse, in one line on stderr with exit code 1, a checkpoint that does not fit
-    the model the runner built: missing, unexpected or mis-shaped keys (e.g. a 2:4
-    checkpoint under a 2:8 config), a corrupted archive, or a refused pickle.
-
-    mmengine loads with ``strict=False`` and only logs mismatches. The check is
-    :func:`lbc_mm.apis.check_checkpoint`, for local files and addresses alike
-    (downloaded into the torch hub cache once, read weights-only).
+    """Refuse, in one line on stderr with exit code 1, a checkpoint (file or
+    address) that does not fit the runner's model, is corrupted or is refused
+    (:func:`lbc_mm.apis.check_checkpoint`; mmengine would only log mismatches).
 
     Args:
-        runner (Runner): built runner (its model, unwrapped, is the reference).
-        path (str): checkpoint file or address.
-        allow_partial (bool): report a key mismatch instead of refusing.
+        allow_partial (bool): return a key mismatch instead of refusing.
         hint (str): appended to the refusal of a key mismatch (e.g. the flag that
             allows a partial load).
-
-    Returns:
-        str | None: the mismatch (only with ``allow_partial``), else None.
     """
     from mmengine.model import BaseTTAModel, is_model_wrapper
 
@@ -235,13 +203,10 @@ def check_runner_checkpoint(runner: Runner, path: str, allow_partial: bool = Fal
     try:
         _ckpt, problem = check_checkpoint(model, path, allow_partial=allow_partial)
     except FileNotFoundError as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        raise SystemExit(1) from None
+        fail(f'error: {exc}', 1)
     except KeyError as exc:  # torchvision:// / open-mmlab:// name mmengine lacks
-        print(f'error: checkpoint {path}: no checkpoint named {exc}', file=sys.stderr)
-        raise SystemExit(1) from None
+        fail(f'error: checkpoint {path}: no checkpoint named {exc}', 1)
     except CheckpointMismatchError as exc:
         mismatch = 'does not match the config' in str(exc)
-        print(f'error: {exc}{hint if mismatch else ""}', file=sys.stderr)
-        raise SystemExit(1) from None
+        fail(f'error: {exc}{hint if mismatch else ""}', 1)
     return problem

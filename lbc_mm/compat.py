@@ -1,50 +1,24 @@
-"""Version shims for the OpenMMLab stack lbc_mm runs on.
+"""Version shims for the OpenMMLab stack lbc_mm runs on (details: docs/platform.md).
 
-Imported first by ``lbc_mm/__init__.py``. Each shim states the versions it covers and
-why it exists (details: ``docs/platform.md``). All shims are
-idempotent.
+Imported first by ``lbc_mm/__init__.py``; every shim is idempotent.
 
-1. mmpretrain 1.2.0 + transformers >= 5: ``import mmpretrain.models`` dies with
-   ``TypeError: NoneType takes no arguments`` (its BLIP language model), and
-   ``import mmdet.models`` imports mmpretrain when present, so it dies too. We turn
-   mmpretrain's multimodal models off (``WITH_MULTIMODAL = False``) before its models
-   are imported. Classification and detection models are unaffected.
-2. torch >= 2.6 loads checkpoints with ``weights_only=True`` by default; mmengine 0.10.7
-   stores ``HistoryBuffer`` objects and numpy arrays/scalars in the message hub of every
-   checkpoint, so ``--resume`` fails. We allow-list exactly those globals with
-   ``torch.serialization.add_safe_globals``; weights-only loading stays on, so a
-   checkpoint carrying any other pickled callable is still refused. Stock mmengine
-   also pickles ``HistoryBuffer``'s class-wide statistics table, as
-   ``getattr(HistoryBuffer, 'min' | 'max' | 'current' | 'mean')``: ``GLOBAL
-   builtins.getattr`` resolves to :func:`history_buffer_getattr`, which allows
-   those four lookups and refuses any other. A loaded buffer never changes the
-   class-wide table (stock ``__setstate__`` merges the file's table into it), and
-   lbc_mm saves buffers without it.
-3. mmengine 0.10.7 resolves ``_base_ = 'pkg::dir/file.py'`` only for the packages in its
-   hard-coded ``MODULE2PACKAGE`` and reads ``<pkg>/.mim/configs``: we add ``lbc_mm``,
-   point mmengine at this package's directory (pkg_resources reports site-packages for
-   PEP 660 editable installs), and register ``lbc_mm``-scoped child registries so
-   objects in configs inherited through ``lbc_mm::`` still build.
-4. setuptools' "pkg_resources is deprecated" warning, raised by mmengine's imports on
-   every run, is filtered (that message only).
-5. mmengine 0.10.7 loads every URL checkpoint (``http(s)://``, and ``torchvision://``,
-   ``modelzoo://``, ``open-mmlab://``, ``mmcls://``, which resolve to URLs) with
-   ``torch.hub.load_state_dict_from_url``, whose default is ``weights_only=False``:
-   a file in the hub cache (``$TORCH_HOME/hub/checkpoints``) or behind a URL could
-   run code when a config's ``init_cfg``, ``load_from`` or ``resume`` names it. Its
-   ``load_url`` becomes :func:`lbc_mm.checkpoint_io.read_url_checkpoint`
-   (weights-only), local files go through
-   :func:`lbc_mm.checkpoint_io.read_checkpoint` (CRC-checked), and the other
-   schemes (``s3://``, ``pavi://``, ``open-mmlab://`` names of local files), which
-   call ``torch.load`` without ``weights_only`` (so
-   ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` would turn it off), see a ``torch`` whose
-   ``load`` always passes ``weights_only=True``. A refusal is one line naming the
-   global; the config text a checkpoint stores is dropped on load
-   (:func:`lbc_mm.checkpoint_io.drop_config_text`: mmengine's resume and
-   inferencers run it as Python); an ``init_cfg`` ``Pretrained`` checkpoint that
-   cannot be loaded into its module (missing, unreadable, refused, or holding
-   another N:M pattern / method) raises ``CheckpointMismatchError``, which the
-   tools print in one line.
+1. mmpretrain 1.2.0 + transformers >= 5: ``import mmpretrain.models`` (and so
+   ``mmdet.models``) dies in its BLIP model; its multimodal models are turned off.
+2. mmengine 0.10.7 checkpoints hold ``HistoryBuffer`` and numpy objects, which
+   weights-only ``torch.load`` refuses: exactly those globals are allow-listed, and
+   ``GLOBAL builtins.getattr`` resolves to :func:`history_buffer_getattr` (only the
+   four statistics lookups stock mmengine pickles). A loaded buffer never changes the
+   class-wide statistics table, and lbc_mm saves buffers without it.
+3. ``_base_ = 'lbc_mm::dir/file.py'`` resolves to this package's configs.
+4. setuptools' "pkg_resources is deprecated" warning (mmengine's imports) is filtered.
+5. Every checkpoint mmengine loads (``load_from``, ``resume``, ``init_cfg``, any
+   scheme) is weights-only, even under ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``: URLs
+   through :func:`lbc_mm.checkpoint_io.read_url_checkpoint`, local files through
+   :func:`lbc_mm.checkpoint_io.read_checkpoint` (CRC-checked), other schemes see a
+   ``torch.load`` that always passes ``weights_only=True``. A refusal is one line
+   naming the global, the config text a checkpoint stores is dropped (mmengine runs
+   it as Python), and a ``Pretrained`` ``init_cfg`` that cannot be loaded is one
+   ``CheckpointMismatchError`` line.
 """
 import functools
 import importlib.metadata
@@ -53,6 +27,7 @@ import os.path as osp
 import pickle
 import sys
 import types
+import warnings
 from typing import Callable, List, Optional
 
 # The first transformers major version that breaks mmpretrain 1.2.0's multimodal models.
@@ -67,30 +42,9 @@ def installed_version(dist_name: str) -> Optional[str]:
         return None
 
 
-#: ``default_scope`` -> the lbc_mm extra that installs its library.
-SCOPE_EXTRAS = {'mmdet': 'det', 'mmpretrain': 'cls'}
-
-
-def missing_extra(scope: Optional[str]) -> Optional[str]:
-    """``'pip install "lbc_mm[<extra>]" ...'`` when the library of a config's
-    ``default_scope`` is not installed (mmdet and mmpretrain are extras), else None."""
-    extra = SCOPE_EXTRAS.get(scope or '')
-    if extra is None:
-        return None
-    try:
-        if importlib.util.find_spec(scope) is not None:
-            return None
-    except (ImportError, ValueError):  # a broken or blocked install: missing too
-        pass
-    return f'pip install "lbc_mm[{extra}]" (or "lbc_mm[all]")'
-
-
 def transformers_breaks_mmpretrain(version: Optional[str] = None) -> bool:
-    """Whether this transformers version breaks ``import mmpretrain.models`` (1.2.0).
-
-    Args:
-        version (str, optional): Version to judge. Defaults to the installed one.
-    """
+    """Whether this transformers version (default: the installed one) breaks
+    ``import mmpretrain.models`` (1.2.0)."""
     version = installed_version('transformers') if version is None else version
     if version is None:
         return False
@@ -99,11 +53,8 @@ def transformers_breaks_mmpretrain(version: Optional[str] = None) -> bool:
 
 
 def disable_mmpretrain_multimodal_if_needed() -> bool:
-    """Turn mmpretrain's multimodal models off when transformers is too new.
-
-    Returns:
-        bool: True when the multimodal models were turned off.
-    """
+    """Turn mmpretrain's multimodal models off when transformers is too new; True
+    when it did."""
     if importlib.util.find_spec('mmpretrain') is None:
         return False
     if not transformers_breaks_mmpretrain():
@@ -115,7 +66,6 @@ def disable_mmpretrain_multimodal_if_needed() -> bool:
     import mmpretrain.utils.dependency as dependency
     dependency.WITH_MULTIMODAL = False
     if late:
-        import warnings
         warnings.warn(
             f'lbc_mm was imported after {late}; with transformers '
             f'{installed_version("transformers")} mmpretrain needs lbc_mm (or '
@@ -124,12 +74,8 @@ def disable_mmpretrain_multimodal_if_needed() -> bool:
 
 
 def mmengine_checkpoint_globals() -> List[object]:
-    """Exactly the non-tensor globals mmengine 0.10.7 checkpoints contain.
-
-    ``message_hub`` holds ``HistoryBuffer`` objects (numpy arrays of logged scalars)
-    and numpy scalars in ``runtime_info``; numpy's reconstruct helpers and dtypes
-    rebuild those arrays.
-    """
+    """Exactly the non-tensor globals mmengine 0.10.7 checkpoints contain: the
+    message hub's ``HistoryBuffer`` objects (numpy arrays) and numpy scalars."""
     import numpy as np
     from mmengine.logging.history_buffer import HistoryBuffer
     try:  # numpy >= 2
@@ -150,12 +96,8 @@ HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
 
 def history_buffer_getattr(*args):
     """``GLOBAL builtins.getattr`` as weights-only loading resolves it: only
-    ``getattr(HistoryBuffer, name)`` for a name in :data:`HISTORY_BUFFER_STATISTICS`.
-
-    Raises:
-        pickle.UnpicklingError: any other lookup (``getattr(HistoryBuffer,
-            '__init__')``, or on any other object).
-    """
+    ``getattr(HistoryBuffer, name)`` for a name in :data:`HISTORY_BUFFER_STATISTICS`;
+    any other lookup raises ``pickle.UnpicklingError``."""
     from mmengine.logging.history_buffer import HistoryBuffer
     if (len(args) == 2 and args[0] is HistoryBuffer
             and args[1] in HISTORY_BUFFER_STATISTICS):
@@ -183,49 +125,28 @@ def _history_buffer_setstate(self, state: dict) -> None:
     self._set_default_statistics()
 
 
-def allow_mmengine_checkpoints() -> bool:
-    """Allow-list mmengine's checkpoint globals for weights-only ``torch.load``.
-
-    Returns:
-        bool: False on a torch without ``add_safe_globals`` (< 2.4), where loading
-        is not weights-only by default and nothing is needed.
-    """
+def allow_mmengine_checkpoints() -> None:
+    """Allow-list mmengine's checkpoint globals for weights-only ``torch.load``."""
     import torch.serialization
     from mmengine.logging.history_buffer import HistoryBuffer
     HistoryBuffer.__getstate__ = _history_buffer_getstate
     HistoryBuffer.__setstate__ = _history_buffer_setstate
-    if not hasattr(torch.serialization, 'add_safe_globals'):
-        return False
     torch.serialization.add_safe_globals(
         mmengine_checkpoint_globals() + [(history_buffer_getattr, 'builtins.getattr')])
-    return True
 
 
 def register_config_prefix() -> None:
-    """Make ``_base_ = 'lbc_mm::dir/file.py'`` resolve to this package's configs.
-
-    The logic lives in the top-level ``lbc_mm_config_hook`` module, which the
-    installed ``.pth`` file also uses for scripts that parse configs before
-    importing lbc_mm.
-    """
+    """Make ``_base_ = 'lbc_mm::dir/file.py'`` resolve to this package's configs
+    (the top-level ``lbc_mm_config_hook``, which the installed ``.pth`` also runs)."""
     from mmengine.config import config as config_module
 
     import lbc_mm_config_hook
     lbc_mm_config_hook.register(config_module)
 
 
-def silence_pkg_resources_deprecation() -> None:
-    """mmengine 0.10.7 imports ``pkg_resources`` (setuptools < 81 keeps it); the
-    deprecation warning it triggers on every run concerns mmengine, not the user."""
-    import warnings
-    warnings.filterwarnings(
-        'ignore', message='pkg_resources is deprecated', category=UserWarning)
-
-
 def _one_line_refusal(loader: Callable) -> Callable:
     """A mmengine scheme loader whose weights-only refusal is one line and whose
-    checkpoints come without the config text mmengine would run
-    (:func:`lbc_mm.checkpoint_io.drop_config_text`)."""
+    checkpoints come without config text."""
     from .checkpoint_io import CheckpointMismatchError, drop_config_text, refusal_line
 
     @functools.wraps(loader)  # keeps ``load_from_<scheme>``: mmengine logs the name
@@ -241,9 +162,8 @@ def _one_line_refusal(loader: Callable) -> Callable:
 
 class _WeightsOnlyTorch(types.ModuleType):
     """``torch`` as mmengine's checkpoint module sees it: ``load`` always passes
-    ``weights_only=True`` (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` turns weights-only
-    loading off only where a call passes no ``weights_only``, as mmengine's s3 /
-    pavi / open-mmlab loaders do); everything else is torch's."""
+    ``weights_only=True`` (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` only acts where a
+    call passes none, as mmengine's s3 / pavi / open-mmlab loaders do)."""
 
     def __init__(self, torch_module) -> None:
         super().__init__('torch')
@@ -283,16 +203,11 @@ def _pretrained_call(call: Callable) -> Callable:
                 f'init_cfg Pretrained checkpoint {self.checkpoint}{prefix} into '
                 f'{type(module).__name__}: {detail}') from exc
 
-    init.lbc_mm_weights_only = True
     return init
 
 
-def weights_only_mmengine_loading() -> bool:
-    """Make every checkpoint mmengine loads weights-only, refusals one line.
-
-    Returns:
-        bool: False when already done (idempotent).
-    """
+def weights_only_mmengine_loading() -> None:
+    """Make every checkpoint mmengine loads weights-only, refusals one line."""
     from mmengine.model.weight_init import PretrainedInit
     from mmengine.runner import checkpoint as mm_checkpoint
     from mmengine.utils import dl_utils
@@ -300,7 +215,7 @@ def weights_only_mmengine_loading() -> bool:
     from .checkpoint_io import read_url_checkpoint
     loaders = mm_checkpoint.CheckpointLoader
     if getattr(loaders._schemes.get(''), 'lbc_mm_weights_only', False):
-        return False
+        return
     # ``load_from_http`` (which torchvision://, open-mmlab://, mmcls:// call by its
     # module-level name) downloads with this ``load_url``.
     mm_checkpoint.load_url = read_url_checkpoint
@@ -310,10 +225,11 @@ def weights_only_mmengine_loading() -> bool:
         new = load_from_local if prefix == '' else loader
         loaders.register_scheme(prefix, _one_line_refusal(new), force=True)
     PretrainedInit.__call__ = _pretrained_call(PretrainedInit.__call__)
-    return True
 
 
-silence_pkg_resources_deprecation()
+# mmengine 0.10.7 imports ``pkg_resources``; the warning concerns it, not the user.
+warnings.filterwarnings(
+    'ignore', message='pkg_resources is deprecated', category=UserWarning)
 disable_mmpretrain_multimodal_if_needed()
 allow_mmengine_checkpoints()
 register_config_prefix()

@@ -1,48 +1,28 @@
 """Check the lbc_mm parts of a config before anything is built.
 
-Without this a wrong ``n`` / ``m``, an unknown method, a misspelt layer option or a
-wrong ``LBCHook`` argument surfaces as the last line of a 17-63 line traceback from
-deep inside the model or hook construction. The tools call
-:func:`exit_on_config_error` right after merging the command line, so the user gets
-one line naming the config key (in ``--cfg-options`` form) and the fix, exit 2.
+A wrong ``n`` / ``m``, an unknown method, a misspelt layer option or a wrong hook
+argument would otherwise surface deep in a traceback; the tools call
+:func:`exit_on_config_error` after merging the command line: one line naming the
+config key (in ``--cfg-options`` form) and the fix, exit 2.
 
-The rules are not written twice: the sparse layers' argument rules are
-:func:`lbc_mm.methods.check_sparsity_args` (the layers call it too), the option names
-come from the method registry and the layers', the transform's and the hooks'
-signatures, and a hook's
-argument values are checked by its own constructor (which only validates and
-stores them).
-
-What is checked:
-
-* every dict in ``model`` whose ``type`` is ``NMSparseConv`` / ``NMSparseLinear``
-  (e.g. ``model.backbone.conv_cfg``) or ``NMSparsify``: unknown options, and
-  ``n`` / ``m`` / ``method`` / ``srste_lambda``;
-* every ``custom_hooks`` entry of type ``LBCHook`` or ``FiniteCheckHook``: unknown
-  arguments, and the values the hook's constructor refuses;
-* what a method's registration requires (:attr:`SparsityMethod.requires
-  <lbc_mm.methods.SparsityMethod.requires>`; LBC: an ``LBCHook`` and the scores'
-  optimizer constructor): a config with the hook and an ``optim_wrapper`` names
-  the constructor (or another of its own: the optimizer is built before any hook
-  runs, so only the constructor can give the scores their settings). The tools do
-  not add it behind the config's back, so a config trains the same under mmdet's
-  and mmpretrain's own ``tools/train.py``;
-* (training) a config with LBC layers lists an ``LBCHook``: a child config's
-  ``custom_hooks`` replaces its base's list, and without the hook the run would end
-  dense. The layers also refuse to train in an mmengine run without one
-  (:meth:`lbc_mm.methods.LBC.check_driven`), for the entry points that
-  never call this check (mmdet's and mmpretrain's own ``tools/train.py``).
+Nothing is restated: the layers' argument rules are
+:func:`lbc_mm.methods.check_sparsity_args`, option names come from the method
+registry and the layers', the transform's and the hooks' signatures, hook values from
+the hook's own constructor, and what a method needs beside its layers (LBC: an
+``LBCHook`` and the scores' optimizer constructor) from its registration
+(:class:`lbc_mm.methods.Requirements`). The tools do not add what a config lacks, so
+a config trains the same under mmdet's and mmpretrain's own ``tools/train.py``.
 """
 import difflib
+import importlib.util
 import inspect
-import sys
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
-from .compat import missing_extra
 from .hooks import FiniteCheckHook, LBCHook
 from .layers import NMSparseConv, NMSparseLinear
 from .methods import METHODS, check_sparsity_args, option_names
 from .sparse_config import node_method, sparse_nodes, type_name
+from .tool_exit import fail
 from .transforms import NMSparsify
 
 #: Layer types (config ``type`` names) whose arguments are checked.
@@ -54,6 +34,8 @@ META_KEYS = ('type', '_scope_')
 HOOK_META_KEYS = META_KEYS + ('priority', )
 #: ``optim_wrapper.constructor`` values that mean mmengine's default constructor.
 DEFAULT_CONSTRUCTORS = (None, 'DefaultOptimWrapperConstructor')
+#: ``default_scope`` -> the lbc_mm extra that installs its library.
+SCOPE_EXTRAS = {'mmdet': 'det', 'mmpretrain': 'cls'}
 
 
 class ConfigError(ValueError):
@@ -82,53 +64,40 @@ def _unknown(key: str, cfg: dict, allowed: List[str], meta: Tuple[str, ...],
         raise ConfigError(f'{key}.{name}', f'{what} has no option {name!r}', fix)
 
 
-def _layer_options() -> List[str]:
-    """Keyword options of the sparse layers: ``n``, ``m``, ``method``, ``strict``
-    and every registered method's options (``srste_lambda``, ``tie_break`` ...)."""
-    params = _parameters(NMSparseConv.__init__)
-    return [name for name, p in params.items() if p.kind == p.KEYWORD_ONLY
-            ] + list(option_names())
+def missing_extra(scope: Optional[str]) -> Optional[str]:
+    """``'pip install "lbc_mm[<extra>]" ...'`` when the library of a config's
+    ``default_scope`` is not installed (mmdet and mmpretrain are extras), else None."""
+    extra = SCOPE_EXTRAS.get(scope or '')
+    if extra is None:
+        return None
+    try:
+        if importlib.util.find_spec(scope) is not None:
+            return None
+    except (ImportError, ValueError):  # a broken or blocked install: missing too
+        pass
+    return f'pip install "lbc_mm[{extra}]" (or "lbc_mm[all]")'
 
 
-def _check_sparse_args(key: str, cfg: dict, defaults: Dict[str, Any],
-                       what: str) -> None:
-    args = {name: cfg.get(name, defaults[name]) for name in ('n', 'm', 'method')}
-    options = {name: cfg[name] for name in option_names() if name in cfg}
+def check_layer_cfg(key: str, cfg: dict) -> None:
+    """Check one ``NMSparseConv`` / ``NMSparseLinear`` / ``NMSparsify`` dict;
+    ``ConfigError`` naming the key and the fix."""
+    name = type_name(cfg)
+    params = _parameters(LAYERS[name].__init__ if name in LAYERS else NMSparsify)
+    _unknown(key, cfg, list(params) + list(option_names()), META_KEYS, name)
+    args = {arg: cfg.get(arg, params[arg].default) for arg in ('n', 'm', 'method')}
+    options = {opt: cfg[opt] for opt in option_names() if opt in cfg}
     try:
         check_sparsity_args(**args, **options)
     except ValueError as err:
-        raise ConfigError(key, f'{what}: {err}',
+        raise ConfigError(key, f'{name}: {err}',
                           f'set valid values there (0 < N < M; method one of '
                           f'{", ".join(METHODS)}, each with its own options: '
                           f'lbc_mm.methods)') from None
 
 
-def check_layer_cfg(key: str, cfg: dict) -> None:
-    """Check one ``NMSparseConv`` / ``NMSparseLinear`` / ``NMSparsify`` dict.
-
-    Raises:
-        ConfigError: Naming the key and the fix.
-    """
-    name = type_name(cfg)
-    if name in LAYERS:
-        params = _parameters(LAYERS[name].__init__)
-        _unknown(key, cfg, list(params) + list(option_names()), META_KEYS, name)
-    else:
-        params = _parameters(NMSparsify)
-        # NMSparsify passes its other keyword options on to the layers.
-        extra = [opt for opt in _layer_options() if opt not in params]
-        _unknown(key, cfg, list(params) + extra, META_KEYS, name)
-        params.update(_parameters(NMSparseConv.__init__))
-    defaults = {n: p.default for n, p in params.items()}
-    _check_sparse_args(key, cfg, defaults, name)
-
-
 def check_hook_cfg(key: str, cfg: dict) -> None:
-    """Check one ``LBCHook`` / ``FiniteCheckHook`` dict of ``custom_hooks``.
-
-    Raises:
-        ConfigError: Naming the key and the fix.
-    """
+    """Check one ``LBCHook`` / ``FiniteCheckHook`` dict of ``custom_hooks``;
+    ``ConfigError`` naming the key and the fix."""
     name = type_name(cfg)
     hook = HOOKS[name]
     _unknown(key, cfg, list(_parameters(hook.__init__)), HOOK_META_KEYS, name)
@@ -145,13 +114,8 @@ def _hooks(cfg, hook: str) -> List[dict]:
 
 
 def check_optim_constructor(cfg) -> None:
-    """A config with a method's hook (``LBCHook``) must not build its optimizer
-    with the default constructor: it needs the method's (the registration says
-    which).
-
-    Raises:
-        ConfigError: Naming ``optim_wrapper.constructor`` and the fix.
-    """
+    """A config with a method's hook (``LBCHook``) needs the method's optimizer
+    constructor (the optimizer is built before any hook runs)."""
     optim_wrapper = cfg.get('optim_wrapper', None)
     if not isinstance(optim_wrapper, dict):
         return
@@ -172,14 +136,10 @@ def check_optim_constructor(cfg) -> None:
 
 def check_hook_present(cfg) -> None:
     """A config with layers of a method that requires a hook (LBC: ``LBCHook``)
-    must list it in ``custom_hooks``.
-
-    mmengine replaces lists: a child config that sets its own ``custom_hooks``
-    drops its base's ``LBCHook``, and the run would end dense without a word.
-
-    Raises:
-        ConfigError: Naming ``custom_hooks``, the layers' key and the fix.
-    """
+    must list it in ``custom_hooks``: a child config's list replaces its base's, and
+    the run would end dense without a word. (The layers also refuse to train
+    without it, :meth:`lbc_mm.methods.LBC.check_driven`, for entry points that never
+    call this check.)"""
     for key, node in sparse_nodes(cfg.get('model', None)):
         method = node_method(node)
         req = METHODS[method].requires if method in METHODS else None
@@ -194,16 +154,8 @@ def check_hook_present(cfg) -> None:
 
 
 def check_config(cfg, training: bool = True) -> None:
-    """Check the lbc_mm parts of a (merged) config.
-
-    Args:
-        cfg (Config | dict): The config.
-        training (bool): The config is about to train (LBC layers need an
-            ``LBCHook``). Defaults to True.
-
-    Raises:
-        ConfigError: The first problem, naming its key and the fix.
-    """
+    """Check the lbc_mm parts of a (merged) config; ``ConfigError`` for the first
+    problem. ``training``: it is about to train (LBC layers need an ``LBCHook``)."""
     scope = cfg.get('default_scope', None)
     fix = missing_extra(scope)  # mmdet / mmpretrain are extras
     if fix is not None:
@@ -233,5 +185,4 @@ def exit_on_config_error(cfg, training: bool = True) -> None:
     ``training=False`` for testing: no ``LBCHook`` needed)."""
     message = find_config_error(cfg, training)
     if message is not None:
-        print(message, file=sys.stderr)
-        raise SystemExit(2)
+        fail(message, 2)

@@ -1,43 +1,24 @@
-"""Atomic file writes and the way every tool stops: a crash, Ctrl-C, SIGTERM or a
-full disk never leaves a half-written final file, nor a temp file behind.
+"""Atomic file writes: a crash, Ctrl-C, SIGTERM or a full disk never leaves a
+half-written final file, nor a temp file behind.
 
-Every file lbc_mm writes (tools, training checkpoints, plots) goes through
-:func:`atomic_write` (or :func:`atomic_write_all` for files that belong together,
-such as the stock and the compressed export), with one durability policy: the bytes
-go to a hidden temp file next to the destination (``.<name>.pid<PID>.<random>.tmp``),
-are flushed and fsync'ed, renamed over the final name, and the folder is fsync'ed so
-that the rename survives a power loss. A temp file that ``kill -9`` or a power loss
-left behind is removed by the next write into that folder (its writer's pid no
-longer runs: :func:`sweep_stale_temps`). The file gets the mode a plain ``open()``
-would give it (``0o666`` minus the umask). A write failure is an ``OSError`` naming
-the final path (also when ``torch.save`` reports it as a ``RuntimeError``); tools
-print it as one line (:func:`lbc_mm.tool_exit.tool_error_line`), and a stop unwinds
-through the cleanup (:func:`lbc_mm.tool_exit.run_tool`).
+Every file lbc_mm writes goes through :func:`atomic_write` (or :func:`atomic_write_all`
+for files that belong together): the bytes go to a hidden temp file next to the
+destination (``.<name>.pid<PID>.<random>.tmp``), are fsync'ed and renamed over the
+final name, and the folder is fsync'ed. A temp file that ``kill -9`` or a power loss
+left behind is removed by the next write into that folder (:func:`sweep_stale_temps`).
+The file gets the mode a plain ``open()`` would give it. A failure is an ``OSError``
+naming the final path (tools print it in one line: :mod:`lbc_mm.tool_exit`).
 """
+import contextlib
 import errno
 import os
 import re
-import tempfile
+import secrets
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
 Writer = Callable[[object], None]
-
-
-def current_umask() -> int:
-    """The process umask (read from /proc where possible: ``os.umask`` has to set it
-    to read it, which races with other threads creating files)."""
-    try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith('Umask:'):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def same_file(a: str, b: str) -> bool:
@@ -52,14 +33,9 @@ def same_file(a: str, b: str) -> bool:
 
 
 def check_writable(path: str) -> None:
-    """Fail now, before any slow work, when ``path`` cannot be written: it is a
-    folder, or the nearest existing folder above it is not a folder, is read-only
-    or not writable (missing folders are created when writing). A full disk only
-    shows when writing.
-
-    Raises:
-        OSError: ``filename`` is ``path``, as :func:`atomic_write` raises it.
-    """
+    """Raise, before any slow work, the ``OSError`` (naming ``path``) a write of
+    ``path`` would: it is a folder, or the nearest existing folder above it is not
+    a folder or not writable. A full disk only shows when writing."""
     if os.path.isdir(path):
         raise IsADirectoryError(errno.EISDIR, 'Is a directory (give a file name)', path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -74,10 +50,8 @@ def check_writable(path: str) -> None:
 
 
 def _remove(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.remove(path)
-    except FileNotFoundError:
-        pass
 
 
 def _named(exc: OSError, path: str) -> OSError:
@@ -88,21 +62,18 @@ def _named(exc: OSError, path: str) -> OSError:
 
 
 def fsync_dir(folder: str) -> None:
-    """``fsync`` a folder so a rename inside it survives a power loss (POSIX; a
-    platform that cannot open or sync folders skips it)."""
+    """``fsync`` a folder so a rename inside it survives a power loss (skipped where
+    folders cannot be opened or synced)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
         return
-    try:
+    with contextlib.suppress(OSError):
         os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    os.close(fd)
 
 
-#: A temp file's name: ``.<final name>.pid<writer's pid>.<mkstemp's random>.tmp``.
+#: A temp file's name: ``.<final name>.pid<writer's pid>.<random hex>.tmp``.
 TEMP_NAME = re.compile(r'\..+\.pid(\d+)\.\w+\.tmp')
 
 
@@ -116,12 +87,8 @@ def _runs(pid: int) -> bool:
 
 
 def sweep_stale_temps(folder: str) -> List[str]:
-    """Remove the temp files in ``folder`` whose writer no longer runs (``kill -9``
-    or a power loss during a write left them: hidden, model-sized).
-
-    Returns:
-        list[str]: the paths removed.
-    """
+    """Remove (and return) the temp files in ``folder`` whose writer no longer runs
+    (``kill -9`` or a power loss left them: hidden, model-sized)."""
     try:
         names = os.listdir(folder)
     except OSError:
@@ -129,31 +96,27 @@ def sweep_stale_temps(folder: str) -> List[str]:
     stale = [os.path.join(folder, name) for name in names
              if (found := TEMP_NAME.fullmatch(name)) and not _runs(int(found[1]))]
     for path in stale:
-        try:
+        with contextlib.suppress(OSError):  # gone already, or another user's
             os.remove(path)
-        except OSError:  # gone already, or another user's
-            pass
     return stale
 
 
 def _write_temp(path: str, write: Writer) -> str:
-    """Write to a temp file next to ``path`` (fsync'ed, umask mode); its name.
-
-    The temp file is removed on any exception (``KeyboardInterrupt`` included).
-    """
+    """Write to a temp file next to ``path`` (fsync'ed, umask mode); its name. It is
+    removed on any exception (``KeyboardInterrupt`` included)."""
     if os.path.isdir(path):
         raise IsADirectoryError(errno.EISDIR, 'Is a directory (give a file name)', path)
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)
         sweep_stale_temps(folder)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f'.{os.path.basename(path)}.pid{os.getpid()}.', suffix='.tmp',
-            dir=folder)
+        tmp = os.path.join(folder, f'.{os.path.basename(path)}.pid{os.getpid()}.'
+                           f'{secrets.token_hex(6)}.tmp')
+        # mode 0o666 minus the umask, as open() gives (mkstemp would give 0600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except OSError as exc:
         raise _named(exc, path) from None
     try:
-        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp creates 0600
         with os.fdopen(fd, 'wb') as f:
             write(f)
             f.flush()
@@ -169,20 +132,13 @@ def _write_temp(path: str, write: Writer) -> str:
 
 def atomic_write_all(items: Sequence[Tuple[str, Writer]]) -> List[str]:
     """Write several files all or none: ``write(fileobj)`` for each ``(path, write)``
-    into a temp file next to ``path``; only when every one is complete are they
-    renamed to their final names, and their folders fsync'ed.
-
-    On any exception (``KeyboardInterrupt`` / :class:`Terminated` included) the temp
-    files are removed and no new file is left under a final name: a failure while
-    writing leaves the previous files untouched; one between the renames (only
-    possible in a window of microseconds) removes the files already renamed.
+    into a temp file; only when every one is complete are they renamed to their
+    final names. On any exception (Ctrl-C / SIGTERM included) the temp files are
+    removed and no new file is left under a final name (one between the renames
+    removes those already renamed). Returns the paths.
 
     Raises:
-        OSError: a write failed (disk full, read-only folder, the path is a
-            directory...); ``filename`` is the final path.
-
-    Returns:
-        list[str]: the paths.
+        OSError: a write failed; ``filename`` is the final path.
     """
     temps: List[Tuple[str, str]] = []
     renamed: List[str] = []
@@ -209,18 +165,8 @@ def atomic_write_all(items: Sequence[Tuple[str, Writer]]) -> List[str]:
 
 
 def atomic_write(path: str, write: Writer) -> str:
-    """Call ``write(fileobj)`` on a temp file next to ``path``, then rename it
-    (the file and its folder fsync'ed).
-
-    The temp file is removed on any exception (``KeyboardInterrupt`` included) and
-    the final name only ever holds a complete file (``os.replace`` is atomic).
-
-    Raises:
-        OSError: the write failed; ``filename`` is ``path``.
-
-    Returns:
-        str: ``path``.
-    """
+    """``write(fileobj)`` into ``path`` atomically (:func:`atomic_write_all`);
+    returns ``path``."""
     return atomic_write_all([(path, write)])[0]
 
 
@@ -238,7 +184,7 @@ def file_ids(paths: Iterable[str]) -> Dict[str, Optional[Tuple[int, int]]]:
 
 def replaced_since(before: Dict[str, Optional[Tuple[int, int]]]) -> List[str]:
     """The paths of ``before`` (:func:`file_ids`) holding a new file (an atomic write
-    gives it a new inode): what was written since, whenever the writer stopped."""
+    gives it a new inode): what was written since."""
     now = file_ids(before)
     return [path for path, was in before.items() if now[path] not in (None, was)]
 

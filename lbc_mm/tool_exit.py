@@ -1,15 +1,14 @@
 """How every tool stops: the one line of an error, of SIGTERM and of Ctrl-C.
 
 :func:`run_error_line` / :func:`exit_on_run_error` for an error that stopped a
-training or test run, :func:`tool_error_line` for the file tools (convert,
-export_onnx, get_flops), and :func:`run_tool`, which every tool's ``main`` runs its
-work through: SIGTERM raises :class:`Terminated` so cleanups run, and a stop is one
-line and exit 143 / 130. How the tools take their arguments is :mod:`lbc_mm.cli`.
+training or test run, :func:`tool_error_line` for the file tools, :func:`fail` for a
+tool's own one-line refusal, and :func:`run_tool`, which every tool's ``main`` runs
+its work through.
 """
 import errno
 import signal
 import sys
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, NoReturn, Optional
 
 #: errno of a failed write: disk or quota full, file too large, folder read-only or
 #: not writable.
@@ -18,15 +17,16 @@ WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACC
 HOOK_PREFIXES = ('LBCHook', 'FiniteCheckHook')
 
 
-def run_error_line(exc: BaseException) -> Optional[str]:
-    """The one line a tool prints for an error that stopped a run, or None.
+def fail(line: str, code: int) -> NoReturn:
+    """Print ``line`` on stderr and exit with ``code``."""
+    print(line, file=sys.stderr)
+    raise SystemExit(code)
 
-    One line where the message says it all: a divergence (``FloatingPointError``
-    of ``FiniteCheckHook`` / ``LBCHook``, naming the iteration and the tensors), an
-    lbc_mm hook's refusal (e.g. ``t_f`` after the end of training), a refused
-    checkpoint, a failed write (full disk: the file and the reason). None for
-    anything else: an unexpected error keeps its traceback.
-    """
+
+def run_error_line(exc: BaseException) -> Optional[str]:
+    """The one line a tool prints for an error whose message says it all (a
+    divergence, an lbc_mm hook's refusal, a refused checkpoint, a failed write),
+    or None: an unexpected error keeps its traceback."""
     from .checkpoint_io import CheckpointMismatchError
     if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
         what = f'cannot write {exc.filename}' if exc.filename else 'a write failed'
@@ -40,11 +40,8 @@ def run_error_line(exc: BaseException) -> Optional[str]:
 
 def exit_on_run_error(exc: BaseException, runner) -> None:
     """Print :func:`run_error_line` on stderr and exit 1; return for other errors.
-
-    A write failure also names the last complete checkpoint in the ``work_dir`` of
-    ``runner`` (the mmengine ``Runner`` that stopped), which ``--resume``
-    continues from once there is space.
-    """
+    A write failure also names the last complete checkpoint of ``runner``'s
+    ``work_dir``, which ``--resume`` continues from."""
     line = run_error_line(exc)
     if line is None:
         return
@@ -53,14 +50,12 @@ def exit_on_run_error(exc: BaseException, runner) -> None:
         latest = find_latest_checkpoint(runner.work_dir)
         line += (f'; training stopped, --resume continues from {latest}' if latest
                  else '; training stopped before its first checkpoint')
-    print(line, file=sys.stderr)
-    raise SystemExit(1) from None
+    fail(line, 1)
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised as an exception by :func:`raise_on_sigterm` so that cleanups
-    run. A ``KeyboardInterrupt`` subclass: code that handles Ctrl-C handles it too;
-    tools exit with 143 on it (130 on Ctrl-C)."""
+    """SIGTERM, raised by :func:`raise_on_sigterm` so that cleanups run; a
+    ``KeyboardInterrupt``, so code that handles Ctrl-C handles it too."""
 
 
 def _raise_terminated(signum, frame) -> None:
@@ -73,18 +68,10 @@ def raise_on_sigterm() -> None:
 
 
 def run_tool(body: Callable[[], int], done: Callable[[], str] = lambda: '') -> int:
-    """Run a tool's work, ``body()``, the one way every lbc_mm tool stops.
-
-    SIGTERM raises :class:`Terminated` (so temp files are removed on the way out,
-    and a child the body waits on can be stopped by its own cleanup); a stop by
-    SIGTERM or Ctrl-C prints one line on stderr, ``error: terminated (SIGTERM)`` /
-    ``error: interrupted``, followed by ``; done()`` (e.g. which files were written)
-    when it is not empty, and returns 143 / 130 (128 + the signal number, the
-    shell's convention).
-
-    Returns:
-        int: ``body()``'s exit code, or 143 / 130 on a stop.
-    """
+    """``body()``'s exit code, the one way every lbc_mm tool stops: SIGTERM raises
+    :class:`Terminated` (cleanups run); a stop by SIGTERM or Ctrl-C prints
+    ``error: terminated (SIGTERM)`` / ``error: interrupted`` (then ``; done()`` when
+    not empty, e.g. which files were written) and returns 143 / 130."""
     raise_on_sigterm()
     try:
         return body()
@@ -99,16 +86,9 @@ def run_tool(body: Callable[[], int], done: Callable[[], str] = lambda: '') -> i
 def tool_error_line(exc: Exception, config: str, outputs: Iterable = (),
                     done: str = '') -> str:
     """The one line a file tool (convert, export_onnx, get_flops) prints for an
-    error it stops on.
-
-    Args:
-        exc: The error: an ``OSError`` writing one of ``outputs`` (the file and
-            the reason, then ``; done``), a ``KeyError`` (a registry type that
-            ``config`` names is unknown) or any other (its message).
-        config (str): The config path (for the ``KeyError`` line).
-        outputs: The paths the tool writes.
-        done (str): What was written so far (e.g. ``'no file was written'``).
-    """
+    error it stops on: an ``OSError`` writing one of ``outputs`` (the file, the
+    reason, then ``; done``: what was written so far), a ``KeyError`` (a registry
+    type that ``config`` names is unknown) or any other (its message)."""
     if isinstance(exc, OSError) and exc.errno is not None and (
             exc.filename in set(filter(None, outputs))):
         return (f'error: cannot write {exc.filename}: {exc.strerror}'

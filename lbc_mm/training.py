@@ -1,55 +1,45 @@
 """The training sequence, written once: ``tools/train.py`` and each run of the
-method study (:func:`lbc_mm.study.run.run_one`) call it with a merged config.
-
-Before the Runner is built: the lbc_mm settings (:mod:`lbc_mm.config_check`) and
-the datasets (:func:`lbc_mm.cli.find_missing_data`), one line and exit 2 each. Then
-distributed set-up, the Runner, and the checkpoint it resumes from or loads
-(:func:`lbc_mm.cli.check_runner_checkpoint`, one line and exit 1). An error that
-stops training with a message that says it all is one line and exit 1
-(:func:`lbc_mm.tool_exit.exit_on_run_error`).
+method study call it with a merged config; ``tools/test.py`` shares its first steps
+(:func:`build_checked_runner`). Config and data problems are one line and exit 2, a
+checkpoint that does not fit and an error whose message says it all one line and
+exit 1.
 """
 import logging
-import sys
+from typing import Tuple
 
 from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.runner import Runner, find_latest_checkpoint
 
 from .cli import build_runner, check_runner_checkpoint, find_missing_data
-from .tool_exit import exit_on_run_error
+from .tool_exit import exit_on_run_error, fail
 
-__all__ = ['prepare_training', 'run_training']
+__all__ = ['build_checked_runner', 'prepare_training', 'run_training']
+
+
+def build_checked_runner(cfg: Config, launcher: str, loaders: Tuple[str, ...],
+                         training: bool = True) -> Runner:
+    """Check the lbc_mm settings (:mod:`lbc_mm.config_check`) and the datasets of
+    ``loaders`` (exit 2 each), set up distributed and build the Runner."""
+    from .config_check import exit_on_config_error
+    from .dist import init_cpu_dist, set_model_wrapper
+    exit_on_config_error(cfg, training)
+    missing = find_missing_data(cfg, loaders)
+    if missing is not None:
+        fail(missing, 2)
+    init_cpu_dist(launcher)
+    set_model_wrapper(cfg, launcher)
+    return build_runner(cfg)
 
 
 def prepare_training(cfg: Config, launcher: str = 'none') -> Runner:
-    """Check a merged config, set up distributed training and build its Runner.
-
-    Args:
-        cfg (Config): The config with the command line merged.
-        launcher (str): ``none`` / ``pytorch`` / ``slurm`` / ``mpi``.
-
-    Returns:
-        Runner: Built; its checkpoint to resume from / load checked.
-
-    Raises:
-        SystemExit: 2 for a config or data problem, 1 for a checkpoint that does
-            not fit (one line on stderr each).
-    """
-    from .config_check import exit_on_config_error
-    from .dist import setup_distributed
+    """Check a merged config, set up distributed training and build its Runner, its
+    checkpoint to resume from / load checked (``SystemExit`` 2 for a config or data
+    problem, 1 for a checkpoint that does not fit)."""
     from .hooks.checkpoint import LAST_CHECKPOINT
-
-    # lbc_mm settings, e.g. an LBCHook without the scores' optimizer constructor
-    # (the config says it; nothing adds it): one line, exit 2.
-    exit_on_config_error(cfg)
     loaders = ('train_dataloader', ) + (
         ('val_dataloader', ) if cfg.get('val_cfg', None) is not None else ())
-    missing = find_missing_data(cfg, loaders)
-    if missing is not None:
-        print(missing, file=sys.stderr)
-        raise SystemExit(2)
-    setup_distributed(cfg, launcher)
-    runner = build_runner(cfg)
+    runner = build_checked_runner(cfg, launcher, loaders)
     if cfg.get('resume', False):  # the checkpoint mmengine will resume from
         resume_from = cfg.get('load_from', None) or find_latest_checkpoint(
             runner.work_dir)

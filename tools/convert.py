@@ -3,19 +3,13 @@
 Usage:
     python tools/convert.py CONFIG CHECKPOINT OUT [--compressed PATH] [--pattern 2:4]
 
-OUT gets a checkpoint with exactly the stock model's keys (masks baked in, scores /
-alive / asp_mask dropped) that the upstream mmdet / mmpretrain config loads without
-lbc_mm; PATH (default ``<OUT stem>.nm<ext>``) gets the compressed N:M form
-(docs/export_format.md); ``<OUT stem>.py`` gets the stock config (lbc_mm's layers,
-hooks and settings taken out), so OUT and it work with mmdet's ``init_detector`` /
-``DetInferencer`` and ``tools/test.py`` without lbc_mm. Refuses when a sparse layer
-is not N:M, when the checkpoint does not fit the config (missing / unexpected /
-mis-shaped keys) or is corrupted (zip CRCs are checked), and when an output path is
-the checkpoint, the config or another output, or cannot be written (a folder, under
-a read-only folder or a file; checked before loading). The files are written
-atomically, all or none, with the umask's mode. Errors (a full disk or a read-only
-folder included) are one line on stderr with exit code 1; Ctrl-C exits 130 and
-SIGTERM 143, without leaving a file behind.
+OUT gets the stock model's keys (masks baked in, method state dropped), PATH (default
+``<OUT stem>.nm<ext>``) the compressed N:M form (docs/export_format.md) and
+``<OUT stem>.py`` the stock config: OUT and it load with mmdet / mmpretrain without
+lbc_mm (:func:`lbc_mm.export.export_checkpoint`, docs/user_guides/convert.md). The
+files are written atomically, all or none. Errors are one line on stderr, exit 1;
+Ctrl-C exits 130 and SIGTERM 143, without leaving a file behind
+(docs/user_guides/failure_behaviour.md).
 """
 import argparse
 import json

@@ -11,13 +11,9 @@ SCRIPT=$1
 NPROCS=$2
 shift 2
 HERE=$(cd "$(dirname "$0")" && pwd)
-if [ -z "${PYTHON:-}" ]; then
-    if [ -x "$HERE/../.venv/bin/python" ]; then
-        PYTHON="$HERE/../.venv/bin/python"
-    else
-        PYTHON=python
-    fi
-fi
+VENV_PYTHON="$HERE/../.venv/bin/python"
+[ -x "$VENV_PYTHON" ] || VENV_PYTHON=python
+PYTHON=${PYTHON:-$VENV_PYTHON}
 
 # lbc_mm is installed (editable by `make env`): no PYTHONPATH needed.
 exec "$PYTHON" -m torch.distributed.run \

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Distributed evaluation with torchrun, on GPUs (nccl) or CPU processes (gloo).
 #   bash tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCS [tools/test.py ARGS...]
-# Environment: see tools/dist_launch.sh (PYTHON, default .venv/bin/python; NNODES,
-# NODE_RANK, MASTER_ADDR, PORT).
+# Environment (PYTHON, NNODES, NODE_RANK, MASTER_ADDR, PORT): see tools/dist_launch.sh.
 set -euo pipefail
 if [ $# -lt 3 ]; then
     echo "usage: $0 CONFIG CHECKPOINT NUM_PROCS [tools/test.py ARGS...]" >&2

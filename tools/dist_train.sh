@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Distributed training with torchrun, on GPUs (nccl) or CPU processes (gloo).
 #   bash tools/dist_train.sh CONFIG NUM_PROCS [tools/train.py ARGS...]
-# Environment: see tools/dist_launch.sh (PYTHON, default .venv/bin/python; NNODES,
-# NODE_RANK, MASTER_ADDR, PORT).
+# Environment (PYTHON, NNODES, NODE_RANK, MASTER_ADDR, PORT): see tools/dist_launch.sh.
 set -euo pipefail
 if [ $# -lt 2 ]; then
     echo "usage: $0 CONFIG NUM_PROCS [tools/train.py ARGS...]" >&2

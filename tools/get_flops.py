@@ -4,13 +4,12 @@ Usage:
     python tools/get_flops.py CONFIG [CHECKPOINT] [--shape H [W]] [--all-layers]
                               [--json PATH]
 
-CHECKPOINT may be a training checkpoint of CONFIG or what tools/convert.py wrote
-(``OUT.pth`` / ``OUT.nm.pth``); without it the config's random init is counted (the
-counts do not depend on the weights). Prints per N:M layer (``--all-layers``: every
-Conv2d / Linear) and in total: dense and N:M-effective parameters and MACs, the
-share of the model in N:M layers and the compressed size. Unlike mmdet's
-``tools/analysis_tools/get_flops.py``, LBC scores are not counted as parameters
-(they are training state, dropped on export). Errors are one line, exit 1.
+CHECKPOINT may be a training checkpoint of CONFIG or what tools/convert.py wrote;
+without it the config's random init is counted (the counts do not depend on the
+weights). Prints per N:M layer (``--all-layers``: every Conv2d / Linear) and in total
+the dense and N:M-effective parameters and MACs and the compressed size
+(:mod:`lbc_mm.cost`; unlike mmdet's ``get_flops.py``, LBC scores are not counted:
+they are dropped on export). Errors are one line, exit 1.
 """
 import argparse
 import json

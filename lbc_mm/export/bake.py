@@ -1,9 +1,4 @@
-"""Bake N:M masks into the weights and turn sparse layers back into stock layers.
-
-After ``densify_model`` the model holds plain ``nn.Conv2d`` / ``nn.Linear`` layers
-with ``W := mask * W``; its ``state_dict`` has exactly the keys and shapes of the stock
-(dense) model: the LBC ``scores`` / ``alive`` and the ASP ``asp_mask`` are gone.
-"""
+"""Bake N:M masks into the weights and turn sparse layers back into stock layers."""
 from typing import Dict, List, Tuple
 
 from torch import nn
@@ -17,8 +12,7 @@ from ..sparse_model import (
     set_submodule,
 )
 
-#: State-dict entries that only sparse layers have (dropped on export): every
-#: method's state (``scores``, ``alive``, ``asp_mask``).
+#: State-dict entries only sparse layers have (``scores``, ``alive``, ``asp_mask``).
 SPARSE_ONLY_KEYS = state_keys()
 
 
@@ -43,8 +37,9 @@ class NonFiniteWeightsError(ValueError):
 
 
 def densify_model(model: nn.Module) -> Dict[str, Tuple[int, int]]:
-    """Replace every lbc_mm sparse layer by its ``to_dense()`` stock layer (the
-    mask baked into the weight).
+    """Replace every lbc_mm sparse layer by its ``to_dense()`` stock layer: plain
+    ``nn.Conv2d`` / ``nn.Linear`` with ``W := mask * W``, so the ``state_dict`` has
+    exactly the stock model's keys and shapes (no method state).
 
     Args:
         model (nn.Module): model with ``NMSparseConv`` / ``NMSparseLinear`` layers
@@ -66,12 +61,8 @@ def densify_model(model: nn.Module) -> Dict[str, Tuple[int, int]]:
 def nm_violations(model: nn.Module, patterns: Dict[str, Tuple[int, int]]
                   ) -> List[Tuple[str, str, int, int]]:
     """``(name, 'n:m', bad_groups, total_groups)`` of every layer that breaks N:M.
-
-    Raises:
-        NonFiniteWeightsError: Some weight of the model is NaN or inf. Checked
-            first: a NaN survives mask baking (``0 * nan``) and would read as a
-            group that breaks N:M.
-    """
+    Non-finite weights raise ``NonFiniteWeightsError`` first (a NaN survives mask
+    baking and would read as a group that breaks N:M)."""
     names = non_finite_tensors(model)
     if names:
         raise NonFiniteWeightsError(names)

@@ -1,19 +1,9 @@
 """Compressed N:M weight format: kept values + packed in-group indices.
 
-Layout (also in ``docs/export_format.md``). For a layer with pattern N:M the weight
-is viewed as groups by ``lbc_mm.sparsity.patterns.to_groups`` (``(G, M)``, M
-consecutive input channels). Every group stores exactly N entries:
-
-- ``values``: ``(G, N)`` tensor in the weight's dtype, the kept weights in ascending
-  in-group position;
-- ``indices``: ``uint8`` tensor of ``ceil(G * N * b / 8)`` bytes with
-  ``b = index_bits(M) = max(1, ceil(log2 M))`` (2 for M=4, 3 for M=8, 4 for M=16):
-  the ``G * N`` positions (row-major over ``(G, N)``), each written as ``b`` bits,
-  least significant bit first, into a little-endian bit stream (bit ``j`` of the
-  stream is bit ``j % 8`` of byte ``j // 8``).
-
-A group with fewer than N non-zeros stores zeros at its lowest free positions, so
-decoding (scatter the values into zeros, ``from_groups``) gives the dense-with-zeros
+The layout is specified in docs/export_format.md: per layer, groups as
+``lbc_mm.sparsity.patterns.to_groups`` makes them (``(G, M)``), ``values`` ``(G, N)``
+in ascending in-group position and ``indices`` as ``index_bits(M)``-bit fields, LSB
+first, in a little-endian uint8 bit stream. Decoding gives the dense-with-zeros
 weight bit for bit.
 """
 import math
@@ -40,15 +30,8 @@ def index_bits(m: int) -> int:
 
 
 def pack_bits(values: Tensor, bits: int) -> Tensor:
-    """Pack non-negative integers ``< 2**bits`` into a uint8 bit stream (LSB first).
-
-    Args:
-        values (Tensor): ``(L,)`` integer tensor.
-        bits (int): bits per value, 1..8.
-
-    Returns:
-        Tensor: ``(ceil(L * bits / 8),)`` uint8.
-    """
+    """Pack ``(L,)`` non-negative integers ``< 2**bits`` (``bits`` in 1..8) into a
+    ``(ceil(L * bits / 8),)`` uint8 bit stream, LSB first."""
     if not 1 <= bits <= 8:
         raise ValueError(f'bits must be in 1..8, got {bits}')
     values = values.reshape(-1).to(torch.int64)
@@ -77,20 +60,10 @@ def unpack_bits(packed: Tensor, bits: int, count: int) -> Tensor:
 
 
 def compress_weight(weight: Tensor, n: int, m: int, name: str = 'weight') -> Dict:
-    """Compress an N:M weight.
-
-    Args:
-        weight (Tensor): Linear / Conv2d weight with at most ``n`` non-zeros in
-            every group of ``m``.
-        n, m (int): the pattern.
-        name (str): layer name for error messages.
-
-    Returns:
-        dict: ``n, m, shape, num_groups, index_bits, values (G, n), indices``.
-
-    Raises:
-        ValueError: invalid pattern, or the weight is not N:M.
-    """
+    """Compress a Linear / Conv2d weight with at most ``n`` non-zeros in every group
+    of ``m`` into ``{n, m, shape, num_groups, index_bits, values (G, n), indices}``;
+    ``ValueError`` (naming the layer ``name``) for a bad pattern or a weight that is
+    not N:M."""
     validate_pattern(n, m)
     bad, total = count_nm_violations(weight, n, m)
     if bad:

@@ -1,16 +1,6 @@
-"""Export a trained N:M checkpoint: stock checkpoint + compressed N:M file.
-
-``export_checkpoint`` bakes the masks into the weights, drops the scores (and the
-``alive`` / ``asp_mask`` buffers), refuses when any sparse layer is not N:M, then
-writes both or neither of (atomically)
-
-1. ``out``: ``{'state_dict', 'meta'}`` with exactly the stock model's keys and
-   shapes, loadable by the upstream config without lbc_mm;
-2. ``compressed_out``: the compressed N:M format (``lbc_mm.export.compressed``,
-   ``docs/export_format.md``);
-3. ``config_out`` (``<out stem>.py``): the training config made stock
-   (:func:`stock_config`), so ``out`` and it load with mmdet's ``init_detector`` /
-   ``DetInferencer`` (or mmpretrain's ``get_model``) without lbc_mm.
+"""Export a trained N:M checkpoint: stock checkpoint + compressed N:M file + stock
+config, written all or none (:func:`export_checkpoint`; docs/user_guides/convert.md,
+docs/export_format.md).
 """
 import copy
 import os
@@ -28,7 +18,7 @@ from ..apis import (
 from ..io import atomic_write_all, same_file, torch_writer
 from ..sparse_config import LAYER_TYPES, TRANSFORM_TYPE, type_name
 from ..sparsity.patterns import parse_pattern
-from .bake import SPARSE_ONLY_KEYS, NotNMError, densify_model, nm_violations
+from .bake import NotNMError, densify_model, nm_violations
 from .compressed import compress_state_dict, layer_sizes, nbytes
 
 #: The scores' optimizer settings (``LBCOptimWrapperConstructor``).
@@ -40,12 +30,9 @@ _PLAIN = (str, int, float, bool, type(None))
 
 
 def plain_meta(obj, depth: int = 9):
-    """Keep only plain values (str/int/float/bool/None, lists, dicts) of ``meta``,
-    at most ``depth`` containers deep.
-
-    A stock loader must read the exported file with ``weights_only=True`` and no
-    allow-list, so nothing else may be pickled into it.
-    """
+    """Only the plain values (str/int/float/bool/None, lists, dicts) of ``meta``, at
+    most ``depth`` containers deep: a stock loader reads the exported file
+    weights-only with no allow-list."""
     if obj is None or isinstance(obj, bool):
         return obj
     for kind in (str, int, float):  # str subclasses (TorchVersion) -> plain str
@@ -73,19 +60,9 @@ def default_compressed_path(out: str) -> str:
 
 
 def refuse_overwrites(inputs: Dict[str, str], outputs: Dict[str, str]) -> None:
-    """Refuse output paths that are an input or another output.
-
-    Paths are compared after resolving symlinks (and as files, so a hard link
-    counts too): ``OUT == CHECKPOINT`` would replace the training checkpoint with
-    the export, ``--compressed == OUT`` would leave one file of the two.
-
-    Args:
-        inputs (dict): ``{label: path}`` of files read (e.g. ``'CHECKPOINT'``).
-        outputs (dict): ``{label: path}`` of files to write; None values skipped.
-
-    Raises:
-        ValueError: naming both labels and paths.
-    """
+    """``ValueError`` naming both when an output path is an input or another output
+    (symlinks and hard links resolved). ``inputs`` / ``outputs``: ``{label: path}``
+    (e.g. ``'CHECKPOINT'``); empty paths are skipped."""
     seen = [(label, path) for label, path in inputs.items() if path]
     for label, path in outputs.items():
         if not path:
@@ -106,7 +83,7 @@ def default_config_path(out: str) -> str:
 
 def lbc_mm_types() -> Dict[str, str]:
     """Type name -> registry name of everything lbc_mm registers in mmengine's
-    root registries (a stock config may name none of them)."""
+    root registries."""
     from mmengine import registry as root
     found = {}
     for reg_name in dir(root):
@@ -146,19 +123,11 @@ def _strip_lbc(node, lbc_types, path: str):
 
 
 def stock_config(cfg) -> Dict:
-    """The training config as a stock mmdet / mmpretrain config (a plain dict).
-
-    The model keeps the upstream layers (``conv_cfg`` / ``linear_cfg`` of lbc_mm
-    types -> None, ``NMSparsify`` -> its inner model), training-only lbc_mm parts
-    go (hooks and visualizer backends of lbc_mm types; ``AtomicCheckpointHook``
-    -> ``CheckpointHook``; the scores' optimizer constructor and settings;
-    ``LBCDistributedDataParallel``; ``lbc_mm`` in ``custom_imports``) and
-    ``load_from`` / ``resume`` are cleared. Everything else (data pipelines,
-    test_cfg, metainfo) stays as trained.
-
-    Raises:
-        ValueError: the config names another lbc_mm type (naming its key).
-    """
+    """The training config as a stock mmdet / mmpretrain config (a plain dict):
+    upstream layers, no training-only lbc_mm parts (hooks, visualizer backends,
+    the scores' optimizer settings, the DDP wrapper, ``custom_imports``), no
+    ``load_from`` / ``resume``; everything else as trained. ``ValueError`` naming
+    the key of any other lbc_mm type."""
     data = copy.deepcopy(cfg.to_dict())
     lbc_types = lbc_mm_types()
     for hook in (data.get('default_hooks') or {}).values():
@@ -191,13 +160,8 @@ def stock_config(cfg) -> Dict:
 
 
 def checked_stock_config(cfg, state_dict: Dict[str, torch.Tensor]):
-    """:func:`stock_config` as an mmengine ``Config``, after checking that the model
-    it builds takes ``state_dict`` strictly.
-
-    Raises:
-        ValueError: it does not (naming the first keys), or see
-            :func:`stock_config`.
-    """
+    """:func:`stock_config` as an mmengine ``Config``; ``ValueError`` when the model
+    it builds does not take ``state_dict`` strictly."""
     from mmengine.config import Config
     stock = Config(stock_config(cfg))
     model, _ = build_model(stock)
@@ -214,17 +178,22 @@ def export_checkpoint(config: str, checkpoint: str, out: str,
                       config_out: Optional[str] = None) -> Dict:
     """Convert an lbc_mm checkpoint into a stock checkpoint + compressed file.
 
+    Bakes the masks into the weights, drops the method state (``scores``, ``alive``,
+    ``asp_mask``), refuses when a sparse layer is not N:M, then writes all or none
+    of ``out`` (the stock model's keys and shapes: loadable without lbc_mm),
+    ``compressed_out`` and ``config_out`` (the stock config, so ``out`` loads with
+    ``init_detector`` / ``get_model`` without lbc_mm).
+
     Args:
         config (str): the training config (path or ``pkg::path``).
         checkpoint (str): mmengine checkpoint of that config.
         out (str): stock checkpoint path.
-        compressed_out (str, optional): compressed path. Defaults to
-            ``<out stem>.nm<ext>``.
+        compressed_out (str, optional): defaults to ``<out stem>.nm<ext>``.
         pattern (str, optional): require every sparse layer's weights to hold
             this N:M pattern (e.g. ``'2:4'``, which 1:4, 2:8 and 1:16 layers hold
             too; each layer is still stored in its trained pattern).
-        config_out (str, optional): the stock config (:func:`stock_config`),
-            checked to load ``out`` strictly. Defaults to ``<out stem>.py``.
+        config_out (str, optional): defaults to ``<out stem>.py``; checked to load
+            ``out`` strictly.
 
     Returns:
         dict: ``rows`` (per sparse layer: layer, pattern, shape, sparsity,
@@ -233,10 +202,10 @@ def export_checkpoint(config: str, checkpoint: str, out: str,
 
     Raises:
         FileNotFoundError: config or checkpoint missing.
-        ValueError: bad pattern, an output path that is an input or the other
-            output, checkpoint not matching the config or corrupted
+        ValueError: bad pattern, an output path that is an input or another
+            output, a checkpoint that does not fit or is corrupted
             (``CheckpointMismatchError``), layers not N:M (``NotNMError``).
-        OSError: a file could not be written (neither file is then written).
+        OSError: a file could not be written (then none is written).
     """
     want = parse_pattern(pattern) if pattern is not None else None
     compressed_out = compressed_out or default_compressed_path(out)
@@ -263,8 +232,6 @@ def export_checkpoint(config: str, checkpoint: str, out: str,
         raise NotNMError(bad)
     state_dict = {k: v.detach().cpu().contiguous()
                   for k, v in model.state_dict().items()}
-    leftover = [k for k in state_dict if k.rsplit('.', 1)[-1] in SPARSE_ONLY_KEYS]
-    assert not leftover, f'sparse-only keys survived densify: {leftover[:3]}'
     stock = checked_stock_config(cfg, state_dict)
     meta = plain_meta(ckpt.get('meta', {})) or {}
     # The stock config as plain data: deploy builds the model from the file alone
