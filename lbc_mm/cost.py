@@ -157,6 +157,7 @@ def cost_report(config: str, checkpoint: Optional[str] = None,
         loaded = load_converted(config, checkpoint, check=False)
         model, scope, patterns = loaded.model, loaded.scope, loaded.patterns
         cfg, source = loaded.cfg, f'converted model file {checkpoint}'
+        nm_rows = loaded.nm_rows  # deploy's loader checked N:M as it read the file
     else:
         cfg = load_config(config)
         model, scope = build_model(cfg)
@@ -167,13 +168,14 @@ def cost_report(config: str, checkpoint: Optional[str] = None,
             source = f'config {config} (random init)'
         training_params = sum(layer.scores.numel() for _, layer in lbc_layers(model))
         patterns = densify_model(model)
+        nm_rows = nm_report(model, patterns)
     left = [k for k in model.state_dict() if k.rsplit('.', 1)[-1] in SPARSE_ONLY_KEYS]
     assert not left, f'training-only state in the deployed model: {left[:3]}'
     if shape is None:
         shape = (800, 1344) if scope == 'mmdet' else (224, 224)
     macs = layer_macs(model, sample_forward(model.eval(), scope, shape))
     report = model_cost(model, patterns, macs, training_params)
-    exact = sum(1 for row in nm_report(model, patterns) if not row['bad_groups'])
+    exact = sum(1 for row in nm_rows if not row['bad_groups'])
     report.update(source=source, shape=list(shape), scope=scope,
                   config=getattr(cfg, 'filename', config), nm_exact=exact)
     return report
