@@ -11,9 +11,11 @@ naming the final path (tools print it in one line: :mod:`lbc_mm.tool_exit`).
 """
 import contextlib
 import errno
+import json
 import os
 import re
 import secrets
+import shutil
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
@@ -228,3 +230,40 @@ def torch_writer(obj: object) -> Writer:
 def atomic_torch_save(obj: object, path: str) -> str:
     """``torch.save(obj)`` to ``path`` atomically."""
     return atomic_write(path, torch_writer(obj))
+
+
+# Generated data sets (tools/make_demo_data.py, make_study_data.py): files written
+# into a sibling folder that replaces the data set as a whole.
+def save_png(img, path: str) -> None:
+    """Save a PIL image as PNG (deterministic bytes: no metadata, fixed compression)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    img.save(path, format='PNG', compress_level=6)
+
+
+def write_json(obj: Dict, path: str) -> None:
+    """Write JSON with stable formatting."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        json.dump(obj, f, sort_keys=True, separators=(',', ':'))
+        f.write('\n')
+
+
+def write_tree(out_dir: str, fill: Callable[[str], None]) -> str:
+    """Run ``fill(folder)`` on a sibling folder of ``out_dir``, then swap it in
+    (``os.replace``), replacing an existing ``out_dir`` as a whole; the absolute
+    ``out_dir``."""
+    out_dir = os.path.abspath(out_dir)
+    parent, name = os.path.split(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f'.{name}.tmp-{os.getpid()}')
+    old = os.path.join(parent, f'.{name}.old-{os.getpid()}')
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        fill(tmp)
+        if os.path.lexists(out_dir):
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

@@ -13,23 +13,23 @@ plain background, so the demo configs train without any download:
     train/<class>/000000.png ...   val/<class>/000000.png ...
 
 The same arguments give the same bytes on every run. The tree is written into a
-sibling folder and swapped into place (:func:`write_tree`): no half-written data set,
-no stale files from an earlier run.
+sibling folder and swapped into place (``lbc_mm.io.write_tree``): no half-written
+data set, no stale files from an earlier run.
 
 Usage::
 
     python tools/make_demo_data.py [OUT_DIR] [--seed 0] [--image-size 128]
 """
 import argparse
-import json
 import math
 import os
 import random
-import shutil
 import sys
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from PIL import Image, ImageDraw
+
+from lbc_mm.io import save_png, write_json, write_tree
 
 CLASSES: Tuple[str, ...] = ('circle', 'rectangle', 'triangle')
 # Base colour per class (RGB); each shape jitters it a little.
@@ -99,12 +99,6 @@ def _colour(rng: random.Random, kind: str) -> Tuple[int, int, int]:
         min(255, max(0, c + rng.randint(-25, 25))) for c in CLASS_COLOURS[kind])
 
 
-def save_png(img: Image.Image, path: str) -> None:
-    """Save a PNG (deterministic bytes: no metadata, fixed compression)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    img.save(path, format='PNG', compress_level=6)
-
-
 def make_scene(rng: random.Random, image_size: int,
                max_shapes: int = 3) -> Tuple[Image.Image, List[Tuple[str, Polygon]]]:
     """One detection image with 1..``max_shapes`` non-overlapping shapes, and its
@@ -160,35 +154,6 @@ def make_cls_split(out_dir: str, split: str, per_class: int, image_size: int,
             pts = _shape_polygon(rng, kind, image_size, size, 1)
             ImageDraw.Draw(img).polygon(pts, fill=_colour(rng, kind))
             save_png(img, os.path.join(out_dir, split, kind, f'{idx:06d}.png'))
-
-
-def write_json(obj: Dict, path: str) -> None:
-    """Write JSON with stable formatting."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, 'w') as f:
-        json.dump(obj, f, sort_keys=True, separators=(',', ':'))
-        f.write('\n')
-
-
-def write_tree(out_dir: str, fill: Callable[[str], None]) -> str:
-    """Run ``fill(folder)`` on a sibling folder of ``out_dir``, then swap it in
-    (``os.replace``), replacing an existing ``out_dir`` as a whole; the absolute
-    ``out_dir``."""
-    out_dir = os.path.abspath(out_dir)
-    parent, name = os.path.split(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f'.{name}.tmp-{os.getpid()}')
-    old = os.path.join(parent, f'.{name}.old-{os.getpid()}')
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        fill(tmp)
-        if os.path.lexists(out_dir):
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
 
 
 def generate(out_dir: str, seed: int = 0, image_size: int = 128, num_train: int = 48,

@@ -18,8 +18,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_demo_data import save_png, write_json, write_tree  # noqa: E402
+from lbc_mm.io import save_png, write_json, write_tree
 
 #: The study set's classes: regular polygons by vertex count (a circle: 24), each
 #: with a base colour that its shapes lean towards (``cue``).
