@@ -18,7 +18,8 @@ from torch import nn
 from .checkpoint_io import CheckpointMismatchError, read_any_checkpoint
 
 __all__ = ['build_model', 'check_checkpoint', 'checkpoint_mismatch',
-           'load_checkpoint_into', 'load_config', 'resolve_config', 'state_dict_of']
+           'load_checkpoint_into', 'load_config', 'missing_library', 'resolve_config',
+           'state_dict_of']
 
 
 def resolve_config(path: str) -> str:
@@ -49,6 +50,26 @@ def load_config(path: str):
     return Config.fromfile(resolve_config(path))
 
 
+#: The config scopes whose library is an extra of lbc_mm (setup.py), by extra name.
+SCOPE_EXTRAS = {'mmdet': 'det', 'mmpretrain': 'cls'}
+
+
+def missing_library(scope: Optional[str]) -> Optional[Tuple[str, str]]:
+    """``(problem, fix)`` when the library of a config's ``default_scope`` is an
+    extra that is not installed: ``"'mmdet' needs mmdet, which is not installed"``,
+    ``'pip install "lbc_mm[det]" ...'``; else None."""
+    extra = SCOPE_EXTRAS.get(scope or '')
+    if extra is None:
+        return None
+    try:
+        if importlib.util.find_spec(scope) is not None:
+            return None
+    except (ImportError, ValueError):  # a broken or blocked install: missing too
+        pass
+    return (f'{scope!r} needs {scope}, which is not installed',
+            f'pip install "lbc_mm[{extra}]" (or "lbc_mm[all]")')
+
+
 def build_model(cfg) -> Tuple[nn.Module, str]:
     """``(model, scope)``: ``cfg.model`` built (CPU, eval mode) in the registry of
     the config's ``default_scope`` (``ValueError`` when it sets none). Import lbc_mm
@@ -58,6 +79,9 @@ def build_model(cfg) -> Tuple[nn.Module, str]:
         name = getattr(cfg, 'filename', None)
         raise ValueError(f'config {name + " " if name else ""}sets no default_scope '
                          "(add e.g. default_scope = 'mmdet' or 'mmpretrain')")
+    missing = missing_library(scope)
+    if missing is not None:
+        raise ValueError(f'config {getattr(cfg, "filename", "")}: {"; ".join(missing)}')
     importlib.import_module(f'{scope}.utils').register_all_modules(
         init_default_scope=True)
     registry = importlib.import_module(f'{scope}.registry').MODELS

@@ -14,10 +14,10 @@ the hook's own constructor, and what a method needs beside its layers (LBC: an
 a config trains the same under mmdet's and mmpretrain's own ``tools/train.py``.
 """
 import difflib
-import importlib.util
 import inspect
 from typing import Callable, Dict, List, Optional, Tuple
 
+from .apis import missing_library
 from .hooks import FiniteCheckHook, LBCHook
 from .layers import NMSparseConv, NMSparseLinear
 from .methods import METHODS, check_sparsity_args, option_names
@@ -35,9 +35,6 @@ HOOK_META_KEYS = META_KEYS + ('priority', )
 #: ``optim_wrapper.constructor`` values that mean mmengine's default constructor.
 DEFAULT_CONSTRUCTORS = (None, 'DefaultOptimWrapperConstructor')
 #: ``default_scope`` -> the lbc_mm extra that installs its library.
-SCOPE_EXTRAS = {'mmdet': 'det', 'mmpretrain': 'cls'}
-
-
 class ConfigError(ValueError):
     """A wrong lbc_mm setting in a config; ``key`` is its ``--cfg-options`` key."""
 
@@ -62,20 +59,6 @@ def _unknown(key: str, cfg: dict, allowed: List[str], meta: Tuple[str, ...],
         fix = (f'did you mean {close[0]!r}?' if close else
                f'remove it; {what} takes {", ".join(allowed)}')
         raise ConfigError(f'{key}.{name}', f'{what} has no option {name!r}', fix)
-
-
-def missing_extra(scope: Optional[str]) -> Optional[str]:
-    """``'pip install "lbc_mm[<extra>]" ...'`` when the library of a config's
-    ``default_scope`` is not installed (mmdet and mmpretrain are extras), else None."""
-    extra = SCOPE_EXTRAS.get(scope or '')
-    if extra is None:
-        return None
-    try:
-        if importlib.util.find_spec(scope) is not None:
-            return None
-    except (ImportError, ValueError):  # a broken or blocked install: missing too
-        pass
-    return f'pip install "lbc_mm[{extra}]" (or "lbc_mm[all]")'
 
 
 def check_layer_cfg(key: str, cfg: dict) -> None:
@@ -157,10 +140,9 @@ def check_config(cfg, training: bool = True) -> None:
     """Check the lbc_mm parts of a (merged) config; ``ConfigError`` for the first
     problem. ``training``: it is about to train (LBC layers need an ``LBCHook``)."""
     scope = cfg.get('default_scope', None)
-    fix = missing_extra(scope)  # mmdet / mmpretrain are extras
-    if fix is not None:
-        raise ConfigError('default_scope', f'{scope!r} needs {scope}, which is not '
-                          'installed', fix)
+    missing = missing_library(scope)  # mmdet / mmpretrain are extras
+    if missing is not None:
+        raise ConfigError('default_scope', *missing)
     for key, item in sparse_nodes(cfg.get('model', None)):
         check_layer_cfg(key, item)
     for i, hook in enumerate(cfg.get('custom_hooks', None) or []):

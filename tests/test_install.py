@@ -108,3 +108,30 @@ print(type(model.backbone.layer1[0].conv1).__name__)
     proc = _run({'mmdet'}, code, CLS_CFG)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == 'NMSparseConv'
+
+
+def _file_tool_argv(tool, config, tmp):
+    """Arguments that reach the tool's model build (no trained file needed)."""
+    model_file = osp.join(tmp, 'epoch_1.pth')
+    return {'convert': [config, model_file, osp.join(tmp, 'out.pth')],
+            'get_flops': [config],
+            'benchmark': [config, '--dry-run-cpu', '--out-json',
+                          osp.join(tmp, 'bench.json')],
+            'export_onnx': [config, '--random-weights', '--no-trt',
+                            '--out', osp.join(tmp, 'model.onnx')]}[tool]
+
+
+@pytest.mark.parametrize('tool', ['convert', 'get_flops', 'benchmark', 'export_onnx'])
+def test_file_tools_name_the_missing_extra_in_one_line(tool, tmp_path):
+    """Not ``ModuleNotFoundError: No module named 'mmpretrain'`` and a traceback."""
+    torch_save = ('import torch; torch.save({"state_dict": {}}, '
+                  f'{str(tmp_path / "epoch_1.pth")!r}); ')
+    code = (torch_save + f'import runpy, sys; sys.argv = ["tools/{tool}.py"] + '
+            f'sys.argv[1:]; runpy.run_path("tools/{tool}.py", run_name="__main__")')
+    proc = _run({'mmpretrain'}, code, *_file_tool_argv(tool, CLS_CFG, str(tmp_path)))
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith('error: ') and line.endswith(
+        "'mmpretrain' needs mmpretrain, which is not installed; "
+        'pip install "lbc_mm[cls]" (or "lbc_mm[all]")'), line
