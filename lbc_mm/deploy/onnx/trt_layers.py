@@ -71,9 +71,9 @@ def layer_verdicts(rows: List[Dict[str, object]], layers: List[Dict[str, object]
         if not r.get('is_2of4'):
             continue
         node = str(r.get('node') or '')
-        lay = by_node.get(node)
-        if lay is None:  # TensorRT may prefix / suffix node names
-            lay = next((x for x in layers if node and node in x['name']), None)
+        # TensorRT may prefix / suffix node names
+        lay = by_node.get(node) or next(
+            (x for x in layers if node and node in x['name']), None)
         verdict = 'not in layer info' if lay is None or lay['sparse'] is None else (
             'sparse' if lay['sparse'] else 'eligible, not picked')
         out.append(dict(layer=r.get('layer'), node=node,

@@ -172,6 +172,7 @@ def compare_engines(onnx_path: str, shape: Sequence[int], workdir: str,
     runs before and after each engine (a caller writes what is done).
     """
     found = found or find_tensorrt()
+    on_step = on_step or (lambda _res: None)
     dyn = dynamic_inputs(onnx_path)
     if not found['trtexec']:
         return {'available': False, 'line': how_to_run(onnx_path, shape, bool(dyn))}
@@ -189,11 +190,9 @@ def compare_engines(onnx_path: str, shape: Sequence[int], workdir: str,
         cmd = trtexec_argv(found['trtexec'], onnx_path, version, sparse, workdir,
                            precision, shapes)
         res['runs'][key] = {'command': cmd, 'status': 'running'}
-        if on_step:
-            on_step(res)
+        on_step(res)
         res['runs'][key] = run_trtexec(cmd, workdir, sparse)
-        if on_step:
-            on_step(res)
+        on_step(res)
     d, s = res['runs']['dense']['median_ms'], res['runs']['sparse']['median_ms']
     res['speedup'] = d / s if d and s else None
     return res
