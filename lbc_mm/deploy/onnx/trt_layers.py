@@ -43,8 +43,7 @@ def engine_layers(layer_info) -> List[Dict[str, object]]:
         if not isinstance(layer, dict):
             continue
         tactic = str(layer.get('TacticName', '') or '')
-        flag = layer.get('HasSparseWeights')
-        sparse = (flag is not None and _truthy(flag)) or 'sparse' in tactic.lower()
+        sparse = _truthy(layer.get('HasSparseWeights')) or 'sparse' in tactic.lower()
         out.append(dict(name=str(layer.get('Name', '?')), sparse=sparse,
                         tactic=tactic))
     return out

@@ -164,7 +164,7 @@ def _read_json(path: str):
 
 def compare_engines(onnx_path: str, shape: Sequence[int], workdir: str,
                     precision: str = 'fp16', found: Optional[Dict] = None,
-                    on_step: Optional[Callable[[Dict], None]] = None
+                    on_step: Callable[[Dict], None] = lambda _res: None
                     ) -> Dict[str, object]:
     """Dense and sparse engines side by side, or ``{'available': False, 'line'}``.
 
@@ -172,7 +172,6 @@ def compare_engines(onnx_path: str, shape: Sequence[int], workdir: str,
     runs before and after each engine (a caller writes what is done).
     """
     found = found or find_tensorrt()
-    on_step = on_step or (lambda _res: None)
     dyn = dynamic_inputs(onnx_path)
     if not found['trtexec']:
         return {'available': False, 'line': how_to_run(onnx_path, shape, bool(dyn))}
