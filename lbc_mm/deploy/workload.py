@@ -1,7 +1,6 @@
 """What a benchmark runs: the model on its device and dtype, its input, and the
 timed functions with their outputs checked against the dense model's."""
 import copy
-import functools
 from typing import Callable, Dict, Optional, Sequence
 
 import torch
@@ -49,23 +48,22 @@ class Workload:
         if not self.is_det:
             return {'forward': {'fn': lambda mdl: mdl(self.x, mode='tensor'),
                                 'graph': True}}
-        amp = functools.partial(  # off in fp32: the CPU dry run
-            torch.autocast, self.device.type, dtype=self.dtype,
-            enabled=self.dtype != torch.float32, cache_enabled=False)
+        dtype, dev = self.dtype, self.device.type
+        amp = dtype != torch.float32  # fp32: the CPU dry run
 
         def backbone_neck(mdl):
-            with amp():
+            with torch.autocast(dev, dtype=dtype, enabled=amp, cache_enabled=False):
                 return mdl.extract_feat(self.x)
 
         def predict(mdl):
-            with amp():
+            with torch.autocast(dev, dtype=dtype, enabled=amp, cache_enabled=False):
                 return mdl.predict(self.x, copy.deepcopy(self.samples), rescale=False)
 
         def predict_fp32_heads(mdl):
             # fallback if a head op has no fp16 kernel: backbone+neck in `dtype`,
             # RPN / RoI heads in fp32 (the same for dense and 2:4)
             samples = copy.deepcopy(self.samples)
-            with amp():
+            with torch.autocast(dev, dtype=dtype, enabled=amp, cache_enabled=False):
                 feats = mdl.extract_feat(self.x)
             feats = tuple(f.float() for f in feats)
             rpn = mdl.rpn_head.predict(feats, samples, rescale=False)
