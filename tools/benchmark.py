@@ -15,6 +15,7 @@ GPU the weights are still checked, then one line says why no sparse timing.
 Exit codes: 0 done, 1 error / weights not N:M or not 2:4, 2 no sparse timing here.
 """
 import argparse
+import functools
 import json
 import os
 import sys
@@ -122,9 +123,6 @@ def main(argv=None):
     name = args.name or model_label(args.config, args.model_file)
     out_json = args.out_json or os.path.join('work_dirs', 'benchmark', f'{name}.json')
 
-    def log(line):
-        print(line, flush=True)
-
     def bench() -> int:
         try:
             code = Benchmark(
@@ -134,7 +132,8 @@ def main(argv=None):
                 img_size=args.img_size, det_shape=tuple(args.det_shape),
                 channels_last=args.channels_last, margin=args.margin,
                 time_budget=args.time_budget, allowed_variants=args.variants,
-                log=log, dry_run=args.dry_run_cpu).run()
+                log=functools.partial(print, flush=True),
+                dry_run=args.dry_run_cpu).run()
         # a missing, refused, mismatched or truncated file; 4:8 not 2:4; a failed
         # write of the JSON; a registry type the config names is unknown
         except (OSError, ValueError, KeyError) as exc:

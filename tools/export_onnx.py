@@ -100,7 +100,6 @@ def main(argv=None) -> int:
     written = []
 
     def export() -> int:
-        report = {}
         try:
             refuse_overwrites({'MODEL': args.model_file, 'CONFIG': args.config},
                               outputs)

@@ -123,6 +123,6 @@ print("lbc_mm", lbc_mm.__version__, environment())'
 
 if (( PLAN )); then
   main
-  exit 0
+else
+  main 2>&1 | tee "$OUT/gpu_check.log"
 fi
-main 2>&1 | tee "$OUT/gpu_check.log"

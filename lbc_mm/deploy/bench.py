@@ -115,17 +115,12 @@ class Benchmark:
             return 2
         self.setup(loaded)
         order = [self.dtype] + [d for d in self.layer_dtypes if d != self.dtype]
-        for i, dtype_name in enumerate(order):
-            if i == 1:  # end to end right after the main dtype's per-layer table
-                self.end_to_end(order)
-            # the main dtype gets half the budget (untimed units stay dense), the
-            # others what is left after the end-to-end stage
-            share = 0.5 if i == 0 else 1.0
-            self.time_layers(dtype_name, t0 + share * self.time_budget)
-            self.result['stages_done'].append(f'layers_{dtype_name}')
-            self.write()
-        if len(order) == 1:
-            self.end_to_end(order)
+        # the main dtype gets half the budget (untimed units stay dense), then end
+        # to end; the other dtypes what is left
+        self.time_layers(order[0], t0 + 0.5 * self.time_budget)
+        self.end_to_end(order)
+        for dtype_name in order[1:]:
+            self.time_layers(dtype_name, t0 + self.time_budget)
         self.result['seconds'] = time.time() - t0
         self.finish(order, final=True)
         return self.status
@@ -172,7 +167,7 @@ class Benchmark:
                 self.result['truncated'].append(
                     f'layers_{dtype_name}: stopped at time budget')
                 self.log(f'[bench] time budget reached in layers_{dtype_name}')
-                return
+                break
             try:
                 timing = plan.time_unit(
                     self.workload.model.get_submodule(row['module']),
@@ -190,6 +185,8 @@ class Benchmark:
             self.log(f'[bench] {dtype_name} {report.short_names(row["layers"])} '
                      f'{row["kind"]} in={row["input_shape"]}: best {variant} {speed}')
             self.write()
+        self.result['stages_done'].append(f'layers_{dtype_name}')
+        self.write()
 
     def end_to_end(self, order) -> None:
         """Stage 3 (a crash is recorded, exit code 1), then the tables."""
@@ -209,15 +206,13 @@ class Benchmark:
         # every unit on its fastest 2:4 variant, win or lose
         choices['all_sparse'] = {
             sig: r.best_in(self.modes[0])[0] for sig, r in self.unit_results.items()}
-        deployed = {}
-        for key, choice in choices.items():
-            model = copy.deepcopy(self.workload.model)
-            deployed[key] = (model, plan.apply_plan(model, self.found['units'], choice))
-        self.result['plans'] = {k: v[1] for k, v in deployed.items()}
+        deployed = {key: copy.deepcopy(self.workload.model) for key in choices}
+        self.result['plans'] = {
+            key: plan.apply_plan(deployed[key], self.found['units'], choice)
+            for key, choice in choices.items()}
         self.write()
         e2e = self.result['end_to_end']
-        outputs = self.workload.check_outputs(
-            {k: model for k, (model, _) in deployed.items()}, self.log)
+        outputs = self.workload.check_outputs(deployed, self.log)
         for fname, got in outputs.items():
             if 'error' in got:
                 e2e[fname] = got
@@ -228,18 +223,17 @@ class Benchmark:
                                                                 deployed)
                     self.write()
         deployed.clear()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        torch.cuda.empty_cache()  # a no-op where CUDA never started
 
     def time_function(self, fname: str, got: dict, mode: str,
-                      deployed: Dict[str, tuple]) -> dict:
+                      deployed: Dict[str, torch.nn.Module]) -> dict:
         """Dense / auto / all-2:4 timings of one checked function in one mode."""
         fn, checks, auto_key = got['fn'], got['checks'], f'auto_{mode}'
-        models = {'dense': self.workload.model, 'auto': deployed[auto_key][0],
-                  'all_sparse': deployed['all_sparse'][0]}
+        models = {'dense': self.workload.model, 'auto': deployed[auto_key],
+                  'all_sparse': deployed['all_sparse']}
+        ours = {'auto': checks.get(auto_key), 'all_sparse': checks.get('all_sparse')}
         # a model whose output failed the check is not timed
-        rejected = [k for k, ck in (('auto', checks.get(auto_key)),
-                                    ('all_sparse', checks.get('all_sparse')))
+        rejected = [k for k, ck in ours.items()
                     if isinstance(ck, str) or (isinstance(ck, float) and ck > E2E_TOL)]
         fns = {k: (lambda m=m: fn(m)) for k, m in models.items() if k not in rejected}
         with torch.no_grad():
@@ -247,12 +241,10 @@ class Benchmark:
         auto_sp = speedup(timing.get('dense'), timing.get('auto'))
         dense_ms = timing.get('dense', {}).get('ms')
         entry = {'function': fname, 'mode': mode, 'timing': timing,
-                 'note': got['note'],
-                 'checks': {'auto': checks.get(auto_key),
-                            'all_sparse': checks.get('all_sparse')},
+                 'note': got['note'], 'checks': ours,
                  'rejected_by_check': rejected, 'units': len(self.found['units']),
-                 'auto_sparse_units': len(deployed[auto_key][1]),
-                 'all_sparse_units': len(deployed['all_sparse'][1]),
+                 'auto_sparse_units': len(self.result['plans'][auto_key]),
+                 'all_sparse_units': len(self.result['plans']['all_sparse']),
                  'auto_layers_speedup': auto_sp,
                  'all_sparse_speedup': speedup(timing.get('dense'),
                                                timing.get('all_sparse'))}
@@ -264,8 +256,7 @@ class Benchmark:
                          auto_speedup=1.0 if dense_ms is not None else None)
         entry['check_summary'] = ' / '.join(
             ('%.1e' % c) if isinstance(c, float) else
-            ('n/a' if c is None else str(c)[:40])
-            for c in (checks.get(auto_key), checks.get('all_sparse')))
+            ('n/a' if c is None else str(c)[:40]) for c in ours.values())
         self.log(f'[bench] e2e {fname} {mode}: dense {dense_ms} ms, auto-layers '
                  f'{timing.get("auto", {}).get("ms")} ms ({auto_sp}), all-2:4 '
                  f'{timing.get("all_sparse", {}).get("ms")} ms, checks {checks}')

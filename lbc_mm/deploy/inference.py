@@ -115,8 +115,7 @@ def accelerate(model: nn.Module, plan_spec: Union[str, Dict[str, str]] = 'auto',
     installed = {}
     for name, variant in chosen.items():
         if stand_in:
-            variant = '+'.join('dense' for _ in variant.split('+')) \
-                if '+' in variant else 'dense_fm'
+            variant = 'dense+dense' if '+' in variant else 'dense_fm'
         unit = plan.build_unit(
             copy.deepcopy(model.get_submodule(name)).to(dtype=dtype).eval(), variant)
         set_submodule(model, name, _Unit(unit, variant))

@@ -30,10 +30,7 @@ def sparse_support(device: Optional[torch.device] = None) -> Tuple[bool, str]:
     if (major, minor) < (8, 0):
         return False, (f'GPU {name} is sm{major}{minor}; 2:4 sparse tensor cores need '
                        'sm80 (Ampere) or newer')
-    if not hasattr(torch.sparse, 'to_sparse_semi_structured'):
-        return False, f'torch {torch.__version__} has no to_sparse_semi_structured'
-    cslt = getattr(torch.backends, 'cusparselt', None)
-    if cslt is None or not cslt.is_available():
+    if not torch.backends.cusparselt.is_available():
         return False, f'torch {torch.__version__} was built without cuSPARSELt'
     return True, ''
 
@@ -79,28 +76,25 @@ def dense_operand(x: torch.Tensor, x_fm: bool, contiguous: bool,
     ``contiguous``: B is a row-major copy; else a token-major ``x`` gives the
     column-major view ``x.t()`` (cuSPARSELt reads it transposed, no copy).
     """
-    x = x if x.is_contiguous() else x.contiguous()
-    if x_fm:
-        m = x.shape[1]
-        pad = (-m) % align
-        return (F.pad(x, (0, pad)) if pad else x), m
-    m = x.shape[0]
+    x = x.contiguous()
+    m = x.shape[1] if x_fm else x.shape[0]
     pad = (-m) % align
     if pad:
-        x = F.pad(x, (0, 0, 0, pad))  # (Mp, K)
+        x = F.pad(x, (0, pad) if x_fm else (0, 0, 0, pad))
+    if x_fm:
+        return x, m
     b = x.t()  # (K, Mp) column-major view
     return (b.contiguous() if contiguous else b), m
 
 
 def sparse_gemm(variant: str, b: torch.Tensor, m: int, out_fm: bool, *,
                 w24: Optional[torch.Tensor] = None,
-                packed: Optional[torch.Tensor] = None,
                 weight: Optional[torch.Tensor] = None,
                 bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``W @ B (+ bias)`` on one path: ``(N, M)`` if ``out_fm`` else ``(M, N)``.
 
     ``variant``: ``'dense_fm'`` (``weight``, cuBLAS / CPU), ``'mm'`` (``torch.mm`` on
-    ``w24``) or ``'cslt'`` / ``'cslt_t'`` (``torch._cslt_sparse_mm`` on ``packed``,
+    ``w24``) or ``'cslt'`` / ``'cslt_t'`` (``torch._cslt_sparse_mm`` on ``w24.packed``,
     bias fused; they differ only in ``b``). ``b``, ``m``: from :func:`dense_operand`.
     """
     if variant == 'dense_fm':
@@ -117,9 +111,8 @@ def sparse_gemm(variant: str, b: torch.Tensor, m: int, out_fm: bool, *,
         if not out_fm:
             y = y.t()  # (Mp, N) view
     elif variant in ('cslt', 'cslt_t'):
-        y = torch._cslt_sparse_mm(packed, b, bias=bias, transpose_result=not out_fm)
+        y = torch._cslt_sparse_mm(w24.packed, b, bias=bias,
+                                  transpose_result=not out_fm)
     else:
         raise ValueError(f'unknown GEMM variant {variant!r}')
-    if out_fm:
-        return y if y.shape[1] == m else y[:, :m]
-    return y if y.shape[0] == m else y[:m]
+    return y[:, :m] if out_fm else y[:m]

@@ -31,12 +31,7 @@ class NotConvertedError(ValueError):
 
 
 class Not2of4Error(ValueError):
-    """N:M weights that are not 2:4 (e.g. 4:8): no GPU 2:4 kernel runs them.
-    ``rows``: :attr:`LoadedModel.not_2of4`."""
-
-    def __init__(self, message: str, rows: List[Dict[str, object]]):
-        super().__init__(message)
-        self.rows = rows
+    """N:M weights that are not 2:4 (e.g. 4:8): no GPU 2:4 kernel runs them."""
 
 
 @dataclass
@@ -55,7 +50,6 @@ class LoadedModel:
     rule: str
     source: str
     model_file: Optional[str] = None
-    meta: Dict = field(default_factory=dict)
     nm_rows: List[Dict[str, object]] = field(init=False)
     not_2of4: List[Dict[str, object]] = field(init=False)
 
@@ -84,7 +78,7 @@ class LoadedModel:
                 f'2:4, the only pattern GPU sparse kernels run: {r["layer"]} (trained '
                 f'{r["trained"]}) has {r["bad_groups"]}/{r["groups"]} groups of 4 '
                 'weights with more than 2 non-zeros (1:4, 2:8, 1:16 and 2:4 models '
-                'deploy; 4:8 ones do not)', self.not_2of4)
+                'deploy; 4:8 ones do not)')
 
 
 def read_model_file(model_file: str) -> Tuple[Dict[str, object], Dict, str]:
@@ -171,7 +165,7 @@ def load_converted(config: Optional[str], model_file: str, check: bool = True,
         rule=f'layers the {kind} model file names as N:M',
         source=(f'trained weights from {model_file} ({kind} file written by '
                 'tools/convert.py)'),
-        model_file=model_file, meta=meta)
+        model_file=model_file)
     if check:
         got.require_2of4()
     return got

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..sparsity.patterns import magnitude_mask
 from . import kernels
-from .timing import LAYER_TOL, rel_error, safe_sync, time_many
+from .timing import LAYER_TOL, error_line, rel_error, safe_sync, time_many
 
 VARIANTS = ('dense_fm', 'mm', 'cslt', 'cslt_t')
 SPARSE_VARIANTS = ('mm', 'cslt', 'cslt_t')
@@ -38,7 +38,6 @@ class _GEMM(nn.Module):
         dense = variant == 'dense_fm'
         self.weight = weight2d.detach().contiguous() if dense else None  # (N, K)
         self.w24 = None if dense else kernels.compress_24(weight2d)  # (N, K) 2:4
-        self.packed = None if dense else self.w24.packed
         # cuSPARSELt wants M padded to 8; the dense GEMM does not care
         self.align = 1 if dense else kernels.DENSE_ALIGN
         # 'cslt_t' and the dense GEMM read a token-major input as B = x^T in place
@@ -48,8 +47,7 @@ class _GEMM(nn.Module):
         """x: ``(K, M)`` if ``x_fm`` else ``(M, K)`` -> ``(N, M)`` if ``out_fm``."""
         b, m = kernels.dense_operand(x, x_fm, self.contiguous, self.align)
         return kernels.sparse_gemm(self.variant, b, m, out_fm, w24=self.w24,
-                                   packed=self.packed, weight=self.weight,
-                                   bias=self.bias)
+                                   weight=self.weight, bias=self.bias)
 
 
 class Sparse24Linear(nn.Module):
@@ -174,9 +172,8 @@ def _check_variant(variant: str) -> None:
         cases = [(lin, Sparse24Linear,
                   torch.randn(4, 50, 256, device='cuda', dtype=dtype))]
         if variant != 'cslt_t':
-            for batch in (1, 2):
-                cases.append((conv, Sparse24Conv1x1, torch.randn(
-                    batch, 128, 12, 10, device='cuda', dtype=dtype)))
+            cases += [(conv, Sparse24Conv1x1, torch.randn(
+                batch, 128, 12, 10, device='cuda', dtype=dtype)) for batch in (1, 2)]
         for layer, cls, x in cases:
             sparse = cls(layer, variant)
             with torch.no_grad():
@@ -203,11 +200,10 @@ def preflight(log: Callable[[str], None] = print) -> List[str]:
         try:
             _check_variant(variant)
         except Exception as exc:  # noqa: BLE001
-            log(f'PREFLIGHT_FAIL {variant}: {type(exc).__name__}: '
-                f'{str(exc).splitlines()[0] if str(exc) else ""}')
+            log(f'PREFLIGHT_FAIL {variant}: {error_line(exc)}')
             if safe_sync() is not None:
                 break  # the CUDA context is gone: nothing after this is safe
-            continue
-        ok_variants.append(variant)
-        log(f'PREFLIGHT_OK {variant}')
+        else:
+            ok_variants.append(variant)
+            log(f'PREFLIGHT_OK {variant}')
     return ok_variants

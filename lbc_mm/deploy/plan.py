@@ -66,14 +66,9 @@ def record_inputs(model: nn.Module, names: Sequence[str],
 def find_mlps(model: nn.Module, sparse_names: Sequence[str]) -> Dict[str, List[str]]:
     """mmcv FFN MLPs whose fc1 or fc2 is sparse: name -> ``[fc1, fc2]`` names."""
     sparse = set(sparse_names)
-    found = {}
-    for name, mod in model.named_modules():
-        if dm.match_mlp(mod) is None:
-            continue
-        fc1, fc2 = f'{name}.0.0', f'{name}.1'
-        if fc1 in sparse or fc2 in sparse:
-            found[name] = [fc1, fc2]
-    return found
+    mlps = {name: [f'{name}.0.0', f'{name}.1'] for name, mod in model.named_modules()
+            if dm.match_mlp(mod) is not None}
+    return {name: pair for name, pair in mlps.items() if sparse & set(pair)}
 
 
 def unit_kind(mod: nn.Module) -> str:
@@ -107,13 +102,13 @@ def find_units(model: nn.Module, layers: Sequence[str],
     """The units of the sparse ``layers``: ``inputs`` (:func:`record_inputs` of
     ``run``), ``units`` (name -> signature; fc1 / fc2 run inside their MLP) and
     ``rows`` (signature -> per-layer table row, every sparse layer and MLP)."""
-    names = list(layers)
-    mlps = find_mlps(model, names)
+    mlps = find_mlps(model, layers)
     in_mlp = {n for pair in mlps.values() for n in pair}
-    inputs = record_inputs(model, names + list(mlps), run)
+    names = list(layers) + list(mlps)
+    inputs = record_inputs(model, names, run)
     units: Dict[str, str] = {}
     rows: Dict[str, Dict[str, object]] = {}
-    for name in names + list(mlps):
+    for name in names:
         if name not in inputs:
             continue
         mod = model.get_submodule(name)
@@ -211,8 +206,8 @@ def time_unit(mod: nn.Module, inp: Dict[str, object], dtype: torch.dtype,
         if not cands:
             result.unsupported = 'no 2:4 variant ran and matched dense'
             return result
-        fns = {'dense': lambda: dense(x)}
-        fns.update({k: (lambda c=c: c(x)) for k, c in cands.items()})
+        fns = {'dense': lambda: dense(x), **{k: (lambda c=c: c(x))
+                                             for k, c in cands.items()}}
         for mode in modes:
             timing = time_many(fns, graph=(mode == 'cuda_graph'), target_ms=10.0)
             result.timing[mode] = timing
@@ -228,11 +223,9 @@ def choose(unit_results: Dict[str, UnitTiming], mode: str,
            margin: float = 0.03) -> Dict[str, Optional[str]]:
     """Auto choice: signature -> the fastest 2:4 variant in ``mode`` where it is
     at least ``1 + margin`` times faster than dense, else None (dense)."""
-    plan = {}
-    for sig, res in unit_results.items():
-        variant, sp = res.best_in(mode)
-        plan[sig] = variant if sp is not None and sp >= 1.0 + margin else None
-    return plan
+    best = {sig: res.best_in(mode) for sig, res in unit_results.items()}
+    return {sig: variant if sp is not None and sp >= 1.0 + margin else None
+            for sig, (variant, sp) in best.items()}
 
 
 def auto_plan(model: nn.Module, layers: Sequence[str], run: Callable[[], object],
@@ -260,12 +253,7 @@ def apply_plan(model: nn.Module, units: Dict[str, str],
     """Swap the units (name -> signature) of a dense-with-zeros ``model`` in place
     to ``choice`` (signature -> variant, None: dense); returns name -> variant
     installed."""
-    installed = {}
-    for name, sig in units.items():
-        variant = choice.get(sig)
-        if variant is None:
-            continue
-        dense = model.get_submodule(name)
-        set_submodule(model, name, build_unit(dense, variant))
-        installed[name] = variant
+    installed = {name: choice[sig] for name, sig in units.items() if choice.get(sig)}
+    for name, variant in installed.items():
+        set_submodule(model, name, build_unit(model.get_submodule(name), variant))
     return installed

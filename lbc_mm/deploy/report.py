@@ -18,7 +18,7 @@ def environment() -> Dict[str, object]:
     env: Dict[str, object] = {
         'python': platform.python_version(), 'torch': torch.__version__,
         'cuda': torch.version.cuda, 'host': platform.node(),
-        'cusparselt': kernels.cusparselt_version()}
+        'cusparselt': kernels.cusparselt_version(), 'gpu': None}
     for pkg in ('mmengine', 'mmcv', 'mmdet', 'mmpretrain'):
         try:
             env[pkg] = __import__(pkg).__version__
@@ -27,8 +27,6 @@ def environment() -> Dict[str, object]:
     if torch.cuda.is_available():
         env['gpu'] = torch.cuda.get_device_name()
         env['capability'] = 'sm%d%d' % torch.cuda.get_device_capability()
-    else:
-        env['gpu'] = None
     return env
 
 
@@ -145,19 +143,15 @@ def plot_layers(results: List[dict], path: str, title: str = '') -> Optional[str
     fig, axes = plt.subplots(len(panels), 1, figsize=(12, 3.2 * len(panels)),
                              squeeze=False)
     for ax, (name, rows) in zip(axes[:, 0], panels):
-        labels, vals, colors = [], [], []
         mode = 'cuda_graph' if any(r.get('best', {}).get('cuda_graph')
                                    for r in rows) else 'eager'
-        for row in rows:
-            best = (row.get('best', {}).get(mode) or [None, None])[1]
-            labels.append(f'{row["kind"]} {row.get("weight_shape")}\n'
-                          f'x{len(row["layers"])}')
-            vals.append(best or 0.0)
-            colors.append('tab:green' if (best or 0) >= 1.0 else 'tab:red')
-        ax.bar(range(len(vals)), vals, color=colors)
+        vals = [(r.get('best', {}).get(mode) or [None, None])[1] or 0.0 for r in rows]
+        ax.bar(range(len(vals)), vals,
+               color=['tab:green' if v >= 1.0 else 'tab:red' for v in vals])
         ax.axhline(1.0, color='k', lw=0.8)
         ax.set_xticks(range(len(vals)))
-        ax.set_xticklabels(labels, rotation=60, ha='right', fontsize=6)
+        ax.set_xticklabels([f'{r["kind"]} {r.get("weight_shape")}\nx{len(r["layers"])}'
+                            for r in rows], rotation=60, ha='right', fontsize=6)
         ax.set_ylabel('2:4 speedup')
         ax.set_title(f'{name}: per-layer dense ms / 2:4 ms ({mode}; 0 = no 2:4 path)',
                      fontsize=9)

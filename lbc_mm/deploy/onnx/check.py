@@ -238,9 +238,8 @@ def polygraphy_sparsity(onnx_path: str, exe: Optional[str] = None,
     import shutil
     import subprocess
     import sys
-    local = os.path.join(os.path.dirname(sys.executable), 'polygraphy')
-    exe = exe or shutil.which('polygraphy') or (
-        local if os.access(local, os.X_OK) else None)
+    exe = exe or shutil.which('polygraphy') or shutil.which(
+        'polygraphy', path=os.path.dirname(sys.executable))
     if exe is None:
         raise FileNotFoundError('polygraphy is not installed: pip install polygraphy '
                                 '(or pip install -e ".[deploy]")')

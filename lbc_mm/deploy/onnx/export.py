@@ -120,9 +120,7 @@ def export_onnx(wrapper: nn.Module, x: torch.Tensor, opset: int = DEFAULT_OPSET,
         [f'feat{i}' for i in range(len(outs))]
     axes = {}
     for name, t in [('input', x)] + list(zip(out_names, outs)):
-        ax = {}
-        if dynamic_batch:
-            ax[0] = 'batch'
+        ax = {0: 'batch'} if dynamic_batch else {}
         if dynamic_hw and t.dim() == 4:
             ax.update({2: f'{name}_height', 3: f'{name}_width'})
         if ax:
@@ -132,9 +130,7 @@ def export_onnx(wrapper: nn.Module, x: torch.Tensor, opset: int = DEFAULT_OPSET,
         warnings.simplefilter('ignore')  # legacy-exporter deprecation, tracer notes
         torch.onnx.export(wrapper.eval(), (x, ), buf, dynamo=False,
                           opset_version=opset, input_names=['input'],
-                          output_names=out_names, dynamic_axes=axes or None,
-                          do_constant_folding=True,
-                          training=torch.onnx.TrainingMode.EVAL)
+                          output_names=out_names, dynamic_axes=axes or None)
     proto = onnx.load_from_string(buf.getvalue())
     onnx.checker.check_model(proto, full_check=True)
     return proto

@@ -43,8 +43,7 @@ def engine_layers(layer_info) -> List[Dict[str, object]]:
         if not isinstance(layer, dict):
             continue
         tactic = str(layer.get('TacticName', '') or '')
-        flag = layer.get('HasSparseWeights')
-        sparse = (flag is not None and _truthy(flag)) or 'sparse' in tactic.lower()
+        sparse = _truthy(layer.get('HasSparseWeights')) or 'sparse' in tactic.lower()
         out.append(dict(name=str(layer.get('Name', '?')), sparse=sparse,
                         tactic=tactic))
     return out
@@ -71,9 +70,9 @@ def layer_verdicts(rows: List[Dict[str, object]], layers: List[Dict[str, object]
         if not r.get('is_2of4'):
             continue
         node = str(r.get('node') or '')
-        lay = by_node.get(node)
-        if lay is None:  # TensorRT may prefix / suffix node names
-            lay = next((x for x in layers if node and node in x['name']), None)
+        # TensorRT may prefix / suffix node names
+        lay = by_node.get(node) or next(
+            (x for x in layers if node and node in x['name']), None)
         verdict = 'not in layer info' if lay is None or lay['sparse'] is None else (
             'sparse' if lay['sparse'] else 'eligible, not picked')
         out.append(dict(layer=r.get('layer'), node=node,

@@ -12,8 +12,6 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from .trt_layers import engine_layers, parse_trtexec_log
 
 TRTEXEC_PATHS = ('/usr/src/tensorrt/bin/trtexec', '/opt/tensorrt/bin/trtexec')
-_TRT_VERSION = re.compile(r'TensorRT[ .v]*(?:version:?\s*)?(\d+)[.](\d+)(?:[.](\d+))?',
-                          re.I)
 # trtexec's banner: ``[TensorRT v8601]`` (8.6.1: 1000 * major + 100 * minor + patch)
 # or ``[TensorRT v100300]`` (10.3.0: 10000 * major + 100 * minor + patch)
 _TRT_NUMBER = re.compile(r'\[TensorRT v(\d{4,6})\]')
@@ -28,17 +26,14 @@ def version_tuple(version: str) -> Tuple[int, int]:
 
 
 def trtexec_version(text: str) -> Optional[str]:
-    """The TensorRT version printed by ``trtexec`` (its banner line
-    ``[TensorRT v100300] ...`` or a ``TensorRT version: 10.3.0`` line)."""
+    """The TensorRT version in ``trtexec``'s banner (``[TensorRT v100300] ...``,
+    printed by every trtexec since 8.0), or None."""
     m = _TRT_NUMBER.search(text)
-    if m:
-        n = int(m.group(1))
-        major, rest = (n // 10000, n % 10000) if n >= 100000 else (n // 1000, n % 1000)
-        return f'{major}.{rest // 100}.{rest % 100}'
-    m = _TRT_VERSION.search(text)
-    if m:
-        return '.'.join(g for g in m.groups() if g is not None)
-    return None
+    if m is None:
+        return None
+    n = int(m.group(1))
+    major, rest = (n // 10000, n % 10000) if n >= 100000 else (n // 1000, n % 1000)
+    return f'{major}.{rest // 100}.{rest % 100}'
 
 
 def find_tensorrt() -> Dict[str, Optional[str]]:
@@ -164,7 +159,7 @@ def _read_json(path: str):
 
 def compare_engines(onnx_path: str, shape: Sequence[int], workdir: str,
                     precision: str = 'fp16', found: Optional[Dict] = None,
-                    on_step: Optional[Callable[[Dict], None]] = None
+                    on_step: Callable[[Dict], None] = lambda _res: None
                     ) -> Dict[str, object]:
     """Dense and sparse engines side by side, or ``{'available': False, 'line'}``.
 
@@ -189,11 +184,9 @@ def compare_engines(onnx_path: str, shape: Sequence[int], workdir: str,
         cmd = trtexec_argv(found['trtexec'], onnx_path, version, sparse, workdir,
                            precision, shapes)
         res['runs'][key] = {'command': cmd, 'status': 'running'}
-        if on_step:
-            on_step(res)
+        on_step(res)
         res['runs'][key] = run_trtexec(cmd, workdir, sparse)
-        if on_step:
-            on_step(res)
+        on_step(res)
     d, s = res['runs']['dense']['median_ms'], res['runs']['sparse']['median_ms']
     res['speedup'] = d / s if d and s else None
     return res
