@@ -13,10 +13,6 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from .methods import method_class
 
-__all__ = ['card_counts', 'format_step_cost', 'gradual', 'layer_densities',
-           'run_cost', 'step_cost_lines', 'step_flops', 'training_cost',
-           'union_density']
-
 Patterns = Dict[str, Tuple[int, int]]
 
 
@@ -30,8 +26,6 @@ def union_density(k: int, n: int, m: int) -> float:
     """Expected share of a group's ``m`` positions kept by ``k`` alive candidates
     drawn uniformly from the ``C(m, n)`` (``k = C``: 1; ``k = 1``: ``n / m``)."""
     total = math.comb(m, n)
-    if not 1 <= k <= total:
-        raise ValueError(f'union_density(): k={k} not in [1, {total}]')
     avoid = math.comb(m - 1, n)  # candidates without a given position
     return 1.0 - math.comb(avoid, k) / math.comb(total, k)
 
@@ -110,7 +104,6 @@ def training_cost(macs: Dict[str, int], patterns: Patterns, method: str,
         raise ValueError(f'training_cost(): {method} needs the card counts')
     keys = ('forward', 'backward_act', 'backward_weight')
     total = dict.fromkeys(keys, 0.0)
-    first = last = None
     if gradual(method):
         # The step cost depends on the alive count of each layer's C. The counts only
         # fall, so entry i of each C's sorted-descending sequence is iteration i's.
@@ -160,13 +153,9 @@ def run_cost(runner, model, method: str) -> Dict[str, float]:
     from .layers import sparse_layers
 
     loader = runner.train_dataloader
-    was_training = model.training
-    model.eval()
-    try:
-        data = model.data_preprocessor(next(iter(loader)), False)
-        macs = layer_macs(model, lambda: model(**data, mode='tensor'))
-    finally:
-        model.train(was_training)
+    model.eval()  # the run is over
+    data = model.data_preprocessor(next(iter(loader)), False)
+    macs = layer_macs(model, lambda: model(**data, mode='tensor'))
     samples = len(data['inputs'])
     macs = {name: count / samples for name, count in macs.items()}
     patterns = {name: (layer.n, layer.m) for name, layer in sparse_layers(model)}

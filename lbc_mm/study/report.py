@@ -108,7 +108,6 @@ def write_chart(path: str, rows: Sequence[dict], metric: Optional[str]):
     if any(r.get('train_relative') is not None for r in rows):
         stem, ext = os.path.splitext(path)
         write_window_chart(f'{stem}_windows{ext}', rows, metric)
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     sparse = [r for r in rows if r['method'] != 'dense']
@@ -117,7 +116,6 @@ def write_chart(path: str, rows: Sequence[dict], metric: Optional[str]):
     # Wider with many arms; the legend sits right of the bars.
     fig = Figure(figsize=(max(5, 0.3 * max(1, len(patterns)) * max(5, len(methods)))
                           + 3, 4))
-    FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / max(1, len(methods))
     for j, method in enumerate(methods):
@@ -171,13 +169,11 @@ def write_window_chart(path: str, rows: Sequence[dict], metric: Optional[str]):
     """Metric against training FLOPs (x dense), one panel per pattern: a line per
     LBC arm through its removal windows (labelled ``t_f``), a point per other
     method, dense as a line; returns the figure."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     patterns = list(dict.fromkeys(r['pattern'] for r in rows
                                   if r['method'] != 'dense'))
     fig = Figure(figsize=(5 * max(1, len(patterns)), 4.2))
-    FigureCanvasAgg(fig)
     dense = [r for r in rows if r['method'] == 'dense' and r['mean'] is not None]
     for i, pattern in enumerate(patterns):
         ax = fig.add_subplot(1, max(1, len(patterns)), i + 1)

@@ -11,7 +11,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional
 
 from ..io import atomic_write
 from .grid import grid, pattern_name, rewrite_config, run_name
@@ -28,14 +28,6 @@ STOP_GRACE_S = 10
 PR_SET_PDEATHSIG = 1
 
 
-def _nm_exact(model) -> Optional[bool]:
-    """Every sparse layer keeps at most ``n`` of every ``m`` weights
-    (:func:`lbc_mm.sparse_model.nm_report`); None: the model has no sparse layer."""
-    from ..sparse_model import nm_report
-    rows = nm_report(model)
-    return None if not rows else not any(row['bad_groups'] for row in rows)
-
-
 def run_one(run_dir: str) -> None:
     """Train the run described by ``<run_dir>/run.json``; write ``result.json``."""
     import resource
@@ -46,6 +38,7 @@ def run_one(run_dir: str) -> None:
 
     from ..hooks.lbc_checks import dense_fallbacks
     from ..hooks.lbc_hook import LBCHook
+    from ..sparse_model import nm_report
     from ..train_cost import run_cost
     from ..training import prepare_training, run_training
     from .grid import parse_arm
@@ -53,15 +46,12 @@ def run_one(run_dir: str) -> None:
     with open(osp.join(run_dir, SPEC)) as f:
         spec = json.load(f)
     cfg = _load(spec['config'], spec.get('cfg_options'))
-    pattern = _pattern(spec)
+    pattern = tuple(spec['pattern']) if spec['pattern'] else None
     rewrite_config(cfg, spec['method'], pattern, spec['seed'])
     cfg.launcher, cfg.work_dir = 'none', run_dir
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
+    cuda = torch.cuda.is_available()  # a fresh process: peak stats start at 0
 
     class _Metrics(Hook):
-        priority = 'LOWEST'
         metrics: Optional[dict] = None
 
         def after_val_epoch(self, runner, metrics=None) -> None:
@@ -87,13 +77,15 @@ def run_one(run_dir: str) -> None:
         metrics = runner.val()
     peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda else
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    nm_rows = nm_report(model)  # every sparse layer at most n of every m weights
     diag = next((dict(h.diagnostics) for h in runner.hooks if isinstance(h, LBCHook)),
                 {})
     result = dict(
         status='ok', method=spec['method'], pattern=pattern_name(pattern),
         seed=spec['seed'], metrics={k: float(v) for k, v in (metrics or {}).items()
                                     if isinstance(v, (int, float))},
-        nm_exact=_nm_exact(model), dense_layers=dense, wall_s=wall,
+        nm_exact=not any(r['bad_groups'] for r in nm_rows) if nm_rows else None,
+        dense_layers=dense, wall_s=wall,
         peak_mem_mib=peak, peak_mem_kind='cuda allocated' if cuda else 'RSS',
         diagnostics=diag, iters=runner.iter,
         train_cost=run_cost(runner, model, parse_arm(spec['method'])[0]))
@@ -107,10 +99,6 @@ def _load(config: str, cfg_options: Optional[dict]):
     cfg = load_config(config)
     cfg.merge_from_dict(cfg_options or {})
     return cfg
-
-
-def _pattern(spec: dict) -> Optional[Tuple[int, int]]:
-    return tuple(spec['pattern']) if spec['pattern'] else None
 
 
 def _last_error(log_path: str) -> str:
@@ -167,7 +155,7 @@ def launch(run_dir: str, spec: dict, lock: Optional[int] = None) -> dict:
         with open(result_path) as f:
             return json.load(f)
     return dict(status='failed', method=spec['method'],
-                pattern=pattern_name(_pattern(spec)), seed=spec['seed'],
+                pattern=pattern_name(spec['pattern']), seed=spec['seed'],
                 returncode=proc.returncode,
                 error=_last_error(osp.join(run_dir, LOG)),
                 wall_s=time.perf_counter() - start)
@@ -207,18 +195,6 @@ def lock_study(work_dir: str) -> int:
     return fd
 
 
-def check_config(config: str, cfg_options: Optional[dict],
-                 grid_runs: Sequence[Tuple[str, Optional[Tuple[int, int]], int]]
-                 ) -> None:
-    """Refuse, in one line, a config the runs could not switch (no sparse layer
-    config), before any run starts."""
-    method, pattern, seed = grid_runs[0]
-    try:
-        rewrite_config(_load(config, cfg_options), method, pattern, seed)
-    except (ValueError, FileNotFoundError) as exc:
-        raise SystemExit(f'error: {config}: {exc}') from None
-
-
 def run_study(args, command: str,
               on_run: Callable[[Optional[str]], None] = lambda name: None
               ) -> List[dict]:
@@ -236,7 +212,10 @@ def run_study(args, command: str,
     runs = grid(args.methods, args.patterns, args.seeds)
     lock = None
     if not args.report_only:
-        check_config(config, cfg_options, runs)
+        try:  # a config the runs could not switch: one line, before any run
+            rewrite_config(_load(config, cfg_options), *runs[0])
+        except (ValueError, FileNotFoundError) as exc:
+            raise SystemExit(f'error: {config}: {exc}') from None
         lock = lock_study(args.work_dir)  # held until this process and its run exit
     results: List[dict] = []
     start = time.perf_counter()
@@ -244,12 +223,10 @@ def run_study(args, command: str,
     for i, (method, pattern, seed) in enumerate(runs, 1):
         name = run_name(method, pattern, seed)
         run_dir = osp.join(args.work_dir, name)
-        result_path = osp.join(run_dir, RESULT)
         head = f'[{i}/{len(runs)}] {name}'
-        if osp.exists(result_path):
-            with open(result_path) as f:
-                res = json.load(f)
-            results.append(res)
+        if osp.exists(osp.join(run_dir, RESULT)):
+            with open(osp.join(run_dir, RESULT)) as f:
+                results.append(json.load(f))
             print(f'{head}: finished before, skipped', flush=True)
             continue
         if args.report_only:
