@@ -157,9 +157,9 @@ def cost_report(config: str, checkpoint: Optional[str] = None,
         shape = (800, 1344) if scope == 'mmdet' else (224, 224)
     macs = layer_macs(model, sample_forward(model.eval(), scope, shape))
     report = model_cost(model, patterns, macs, training_params)
-    exact = sum(1 for row in nm_rows if not row['bad_groups'])
     report.update(source=source, shape=list(shape), scope=scope,
-                  config=getattr(cfg, 'filename', config), nm_exact=exact)
+                  config=getattr(cfg, 'filename', config),
+                  nm_exact=sum(not row['bad_groups'] for row in nm_rows))
     return report
 
 

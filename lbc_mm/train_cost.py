@@ -104,6 +104,7 @@ def training_cost(macs: Dict[str, int], patterns: Patterns, method: str,
         raise ValueError(f'training_cost(): {method} needs the card counts')
     keys = ('forward', 'backward_act', 'backward_weight')
     total = dict.fromkeys(keys, 0.0)
+    dense = step_flops(macs, patterns, 'dense', batch_size)
     if gradual(method):
         # The step cost depends on the alive count of each layer's C. The counts only
         # fall, so entry i of each C's sorted-descending sequence is iteration i's.
@@ -123,14 +124,13 @@ def training_cost(macs: Dict[str, int], patterns: Patterns, method: str,
                           {name: min(cards[c]) for name, c in num_c.items()})
     else:
         dense_iters = min(iters, dense_iters)
-        dense = step_flops(macs, patterns, 'dense', batch_size)
         sparse = step_flops(macs, patterns, method, batch_size)
         for key in keys:
             total[key] = dense_iters * dense[key] + (iters - dense_iters) * sparse[key]
         first = dense if dense_iters else sparse
         last = sparse if iters > dense_iters else dense
     flops = sum(total.values())
-    flops_dense = iters * step_flops(macs, patterns, 'dense', batch_size)['total']
+    flops_dense = iters * dense['total']
     return dict(total, flops=flops, flops_dense=flops_dense,
                 relative=flops / flops_dense if flops_dense else 1.0,
                 step_first=first['total'], step_last=last['total'])
@@ -159,21 +159,20 @@ def run_cost(runner, model, method: str) -> Dict[str, float]:
     samples = len(data['inputs'])
     macs = {name: count / samples for name, count in macs.items()}
     patterns = {name: (layer.n, layer.m) for name, layer in sparse_layers(model)}
-    cards = None
-    if gradual(method):  # its hook's resolved schedule (LBCHook)
-        hook = next(h for h in runner.hooks
-                    if type(h).__name__ == method_class(method).requires.hook)
-        sched = hook.schedule
-        ipe = sched.iters_per_epoch
-        cards = {c: card_counts(sched.card, lambda i: sched.progress(i, i // ipe,
-                                                                      i % ipe),
-                                runner.iter, c)
-                 for c in {math.comb(m, n) for n, m in patterns.values()}}
+    if not gradual(method):
+        return training_cost(macs, patterns, method, loader.batch_size, runner.iter)
+    # its hook's resolved schedule (LBCHook)
+    hook = next(h for h in runner.hooks
+                if type(h).__name__ == method_class(method).requires.hook)
+    sched = hook.schedule
+    ipe = sched.iters_per_epoch
+    cards = {c: card_counts(sched.card, lambda i: sched.progress(i, i // ipe, i % ipe),
+                            runner.iter, c)
+             for c in {math.comb(m, n) for n, m in patterns.values()}}
     cost = training_cost(macs, patterns, method, loader.batch_size, runner.iter,
                          cards)
-    if gradual(method):  # the layers' own kept share, (t, 1 - sparsity), logged
-        cost['kept_log'] = [[row[0], 1.0 - row[2]] for row in hook.history]
-    return cost
+    # the layers' own kept share, (t, 1 - sparsity), logged
+    return dict(cost, kept_log=[[row[0], 1.0 - row[2]] for row in hook.history])
 
 
 def step_cost_lines(model, scope: str, shape: Tuple[int, int], method: str,

@@ -40,27 +40,23 @@ def _rewrite_node(node: Any, method: str, n: int, m: int, found: List[str],
     if not isinstance(node, dict):
         return node
     kind = type_name(node)
+    if kind != TRANSFORM_TYPE and kind not in LAYER_TYPES:
+        for key in node:
+            node[key] = _rewrite_node(node[key], method, n, m, found, f'{where}.{key}')
+        return node
+    found.append(where)
     if kind == TRANSFORM_TYPE:
-        found.append(where)
-        inner = _rewrite_node(node['model'], method, n, m, found, f'{where}.model')
-        if method == 'dense':
-            return inner
-        node['model'] = inner
+        node['model'] = _rewrite_node(node['model'], method, n, m, found,
+                                      f'{where}.model')
+    if method != 'dense':
         _set_sparse(node, method, n, m)
         return node
-    if kind in LAYER_TYPES:
-        found.append(where)
-        if method == 'dense':
-            if where.endswith('conv_cfg'):
-                return None
-            node = {k: v for k, v in node.items() if k not in SPARSE_KEYS}
-            node['type'] = LAYER_TYPES[kind]
-            return node
-        _set_sparse(node, method, n, m)
-        return node
-    for key in list(node.keys()):
-        node[key] = _rewrite_node(node[key], method, n, m, found, f'{where}.{key}')
-    return node
+    if kind == TRANSFORM_TYPE:  # dense: the wrapped model itself
+        return node['model']
+    if where.endswith('conv_cfg'):  # dense: mmcv's default conv
+        return None
+    return dict({k: v for k, v in node.items() if k not in SPARSE_KEYS},
+                type=LAYER_TYPES[kind])
 
 
 def parse_arm(arm: str) -> Tuple[str, dict]:

@@ -3,6 +3,7 @@
 running run), a stop stops the running run too (``kill -9`` of the study as well),
 and the table, JSON and chart are written at the end.
 """
+import functools
 import json
 import os
 import os.path as osp
@@ -103,31 +104,24 @@ def _load(config: str, cfg_options: Optional[dict]):
 
 def _last_error(log_path: str) -> str:
     """The last line of a failed run's log that names an error."""
-    try:
-        with open(log_path, errors='replace') as f:
-            lines = [line.strip() for line in f if line.strip()]
-    except OSError:
-        return 'no log'
+    with open(log_path, errors='replace') as f:
+        lines = [line.strip() for line in f if line.strip()]
     for line in reversed(lines):
         if any(word in line for word in ('Error', 'error', 'SystemExit', 'not found')):
             return line[:300]
     return lines[-1][:300] if lines else 'empty log'
 
 
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    """A ``preexec_fn``: the run gets SIGTERM when the study process ends, however
-    it ends (``kill -9`` too; Linux ``PR_SET_PDEATHSIG``), and exits at once when
-    the study ended before it got there."""
-
-    def set_up() -> None:
-        import ctypes
-        prctl = getattr(ctypes.CDLL(None), 'prctl', None)
-        if prctl is not None:
-            prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return set_up
+def _die_with_parent(parent: int) -> None:
+    """The run's ``preexec_fn``: it gets SIGTERM when the study process ``parent``
+    ends, however it ends (``kill -9`` too; Linux ``PR_SET_PDEATHSIG``), and exits
+    at once when the study ended before it got there."""
+    import ctypes
+    prctl = getattr(ctypes.CDLL(None), 'prctl', None)
+    if prctl is not None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def launch(run_dir: str, spec: dict, lock: Optional[int] = None) -> dict:
@@ -144,7 +138,7 @@ def launch(run_dir: str, spec: dict, lock: Optional[int] = None) -> dict:
             [sys.executable, '-m', 'lbc_mm.study', run_dir],
             stdout=log, stderr=subprocess.STDOUT, cwd=os.getcwd(),
             start_new_session=True, pass_fds=() if lock is None else (lock, ),
-            preexec_fn=_die_with_parent(os.getpid()))
+            preexec_fn=functools.partial(_die_with_parent, os.getpid()))
         try:
             proc.wait()
         except BaseException:  # SIGTERM (Terminated) or Ctrl-C: no orphan run
@@ -208,12 +202,11 @@ def run_study(args, command: str,
             None when it ended (a stop in between names the run).
     """
     config = osp.abspath(args.config)
-    cfg_options = None if args.cfg_options is None else dict(args.cfg_options)
     runs = grid(args.methods, args.patterns, args.seeds)
     lock = None
     if not args.report_only:
         try:  # a config the runs could not switch: one line, before any run
-            rewrite_config(_load(config, cfg_options), *runs[0])
+            rewrite_config(_load(config, args.cfg_options), *runs[0])
         except (ValueError, FileNotFoundError) as exc:
             raise SystemExit(f'error: {config}: {exc}') from None
         lock = lock_study(args.work_dir)  # held until this process and its run exit
@@ -234,7 +227,7 @@ def run_study(args, command: str,
                                 pattern=pattern_name(pattern), seed=seed))
             print(f'{head}: not run yet', flush=True)
             continue
-        spec = dict(config=config, cfg_options=cfg_options, method=method,
+        spec = dict(config=config, cfg_options=args.cfg_options, method=method,
                     pattern=list(pattern) if pattern else None, seed=seed)
         on_run(name)
         res = launch(run_dir, spec, lock)
@@ -269,8 +262,8 @@ def run_study(args, command: str,
     chart = write_chart(base + '.png', rows, metric)
     if not args.report_only:  # the config's visualizer backends get it too
         from ..visualization import add_figure_for_config
-        add_figure_for_config(_load(config, cfg_options), args.work_dir, OUT_NAME,
-                              chart)
+        add_figure_for_config(_load(config, args.cfg_options), args.work_dir,
+                              OUT_NAME, chart)
     failed = sum(r['status'] != 'ok' for r in results)
     print(f'{len(results) - failed} of {len(results)} runs ok '
           f'({time.perf_counter() - start:.0f} s); table {base}.md, JSON '
