@@ -171,7 +171,6 @@ def saved_for_backward(var: Variant, loss_fn: Callable, amp: bool,
             seen[ptr] = t.untyped_storage().nbytes()
         return t
 
-    var.optim.zero_grad(set_to_none=True)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss = _loss(var, loss_fn, device, amp)
     loss.backward()

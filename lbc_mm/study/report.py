@@ -29,8 +29,7 @@ def summarize(results: Sequence[dict], metric: Optional[str]) -> List[dict]:
     out = []
     for (method, pattern), runs in groups.items():
         ok = [r for r in runs if r['status'] == 'ok']
-        values = [r['metrics'][metric] for r in ok
-                  if metric is not None and metric in r.get('metrics', {})]
+        values = [r['metrics'][metric] for r in ok if metric in r['metrics']]
         nm = [r['nm_exact'] for r in ok if r.get('nm_exact') is not None]
         diag = [r.get('diagnostics') or {} for r in ok]
         diag = {key: [d[key] for d in diag if key in d]
@@ -159,10 +158,8 @@ def write_chart(path: str, rows: Sequence[dict], metric: Optional[str]):
 
 def _family(arm: str) -> Tuple[str, Optional[float]]:
     """``'lbc+noise_margin=2+t_f=0.05'`` -> ``('lbc+noise_margin=2', 0.05)``."""
-    method, options = parse_arm(arm)
-    t_f = options.get('t_f')
-    rest = [item for item in arm.split('+')[1:] if not item.startswith('t_f=')]
-    return '+'.join([method] + rest), t_f
+    family = '+'.join(item for item in arm.split('+') if not item.startswith('t_f='))
+    return family, parse_arm(arm)[1].get('t_f')
 
 
 def write_window_chart(path: str, rows: Sequence[dict], metric: Optional[str]):

@@ -136,7 +136,7 @@ def launch(run_dir: str, spec: dict, lock: Optional[int] = None) -> dict:
         # run (and its data loader workers) itself.
         proc = subprocess.Popen(
             [sys.executable, '-m', 'lbc_mm.study', run_dir],
-            stdout=log, stderr=subprocess.STDOUT, cwd=os.getcwd(),
+            stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, pass_fds=() if lock is None else (lock, ),
             preexec_fn=functools.partial(_die_with_parent, os.getpid()))
         try:
@@ -239,7 +239,7 @@ def run_study(args, command: str,
                if left else '')
         if res['status'] == 'ok':
             metric = pick_metric([res], args.metric)
-            value = res['metrics'].get(metric) if metric else None
+            value = res['metrics'].get(metric)
             what = (f'{metric} {value:.4g}' if value is not None else 'no metric')
             nm = {True: 'N:M', False: 'NOT N:M', None: 'dense'}[res['nm_exact']]
             if res.get('dense_layers'):
