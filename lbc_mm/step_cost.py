@@ -54,10 +54,9 @@ def build_dense(config: str) -> Tuple[nn.Module, str]:
     model_cfg = cfg.model
     if type_name(model_cfg) == TRANSFORM_TYPE:
         model_cfg = model_cfg['model']
-    model_cfg = _strip(model_cfg)
+    cfg.model = _strip(model_cfg)
     if cfg.get('data_preprocessor') is not None:
-        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
-    cfg.model = model_cfg
+        cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
     return build_model(cfg)
 
 

@@ -90,8 +90,7 @@ def run_one(run_dir: str) -> None:
         peak_mem_mib=peak, peak_mem_kind='cuda allocated' if cuda else 'RSS',
         diagnostics=diag, iters=runner.iter,
         train_cost=run_cost(runner, model, parse_arm(spec['method'])[0]))
-    atomic_write(osp.join(run_dir, RESULT),
-                 lambda f: f.write(json.dumps(result, indent=1).encode()))
+    _write_json(osp.join(run_dir, RESULT), result)
 
 
 def _load(config: str, cfg_options: Optional[dict]):
@@ -100,6 +99,10 @@ def _load(config: str, cfg_options: Optional[dict]):
     cfg = load_config(config)
     cfg.merge_from_dict(cfg_options or {})
     return cfg
+
+
+def _write_json(path: str, obj) -> None:
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1).encode()))
 
 
 def _last_error(log_path: str) -> str:
@@ -128,8 +131,7 @@ def launch(run_dir: str, spec: dict, lock: Optional[int] = None) -> dict:
     """Run one spec in a subprocess (log in ``run.log``); its result dict. The run
     dies with the study process and inherits its ``lock`` (:func:`lock_study`)."""
     os.makedirs(run_dir, exist_ok=True)
-    atomic_write(osp.join(run_dir, SPEC),
-                 lambda f: f.write(json.dumps(spec, indent=1).encode()))
+    _write_json(osp.join(run_dir, SPEC), spec)
     start = time.perf_counter()
     with open(osp.join(run_dir, LOG), 'wb') as log:
         # A session of its own: Ctrl-C reaches only this process, which stops the
@@ -256,9 +258,8 @@ def run_study(args, command: str,
     base = osp.join(args.work_dir, OUT_NAME)
     atomic_write(base + '.md', lambda f: f.write(
         (f'Command: `{command}`\n\n' + table).encode()))
-    atomic_write(base + '.json', lambda f: f.write(json.dumps(
-        dict(command=command, metric=metric, runs=results, summary=rows),
-        indent=1).encode()))
+    _write_json(base + '.json', dict(command=command, metric=metric, runs=results,
+                                     summary=rows))
     chart = write_chart(base + '.png', rows, metric)
     if not args.report_only:  # the config's visualizer backends get it too
         from ..visualization import add_figure_for_config
