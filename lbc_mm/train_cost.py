@@ -14,6 +14,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 from .methods import method_class
 
 Patterns = Dict[str, Tuple[int, int]]
+#: The three GEMMs of a layer's training step (docs/training_cost.md).
+GEMMS = ('forward', 'backward_act', 'backward_weight')
 
 
 def gradual(method: str) -> bool:
@@ -59,7 +61,7 @@ def step_flops(macs: Dict[str, int], patterns: Patterns, method: str,
         batch_size (int): Samples per iteration.
         alive (dict, optional): LBC: name -> alive candidates per group.
     """
-    out = dict(forward=0.0, backward_act=0.0, backward_weight=0.0)
+    out = dict.fromkeys(GEMMS, 0.0)
     for name, count in macs.items():
         dens = (layer_densities(method, *patterns[name], (alive or {}).get(name))
                 if name in patterns else (1.0, 1.0, 1.0))
@@ -102,8 +104,7 @@ def training_cost(macs: Dict[str, int], patterns: Patterns, method: str,
     """
     if gradual(method) and cards is None:
         raise ValueError(f'training_cost(): {method} needs the card counts')
-    keys = ('forward', 'backward_act', 'backward_weight')
-    total = dict.fromkeys(keys, 0.0)
+    total = dict.fromkeys(GEMMS, 0.0)
     dense = step_flops(macs, patterns, 'dense', batch_size)
     if gradual(method):
         # The step cost depends on the alive count of each layer's C. The counts only
@@ -117,7 +118,7 @@ def training_cost(macs: Dict[str, int], patterns: Patterns, method: str,
             alive_per_c = dict(alive_per_c)
             step = step_flops(macs, patterns, method, batch_size,
                               {name: alive_per_c[c] for name, c in num_c.items()})
-            for key in keys:
+            for key in GEMMS:
                 total[key] += count * step[key]
         first = step_flops(macs, patterns, method, batch_size, num_c)
         last = step_flops(macs, patterns, method, batch_size,
@@ -125,7 +126,7 @@ def training_cost(macs: Dict[str, int], patterns: Patterns, method: str,
     else:
         dense_iters = min(iters, dense_iters)
         sparse = step_flops(macs, patterns, method, batch_size)
-        for key in keys:
+        for key in GEMMS:
             total[key] = dense_iters * dense[key] + (iters - dense_iters) * sparse[key]
         first = dense if dense_iters else sparse
         last = sparse if iters > dense_iters else dense

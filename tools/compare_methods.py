@@ -20,8 +20,7 @@ from typing import List, Optional
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     from lbc_mm.cli import KeyValueAction
-    from lbc_mm.study import METHODS, parse_patterns
-    from lbc_mm.study.grid import parse_arm, with_windows
+    from lbc_mm.study import METHODS, parse_arm, parse_patterns, with_windows
     parser = argparse.ArgumentParser(
         description='Compare dense / LBC / SR-STE / STE / ASP on one config')
     parser.add_argument('config', help='train config (any lbc_mm N:M config)')

@@ -15,7 +15,7 @@ import time
 from typing import Callable, List, Optional
 
 from ..io import atomic_write
-from .grid import grid, pattern_name, rewrite_config, run_name
+from .grid import grid, parse_arm, pattern_name, rewrite_config, run_name
 from .report import OUT_NAME, markdown_table, pick_metric, summarize, write_chart
 
 RESULT = 'result.json'
@@ -42,7 +42,6 @@ def run_one(run_dir: str) -> None:
     from ..sparse_model import nm_report
     from ..train_cost import run_cost
     from ..training import prepare_training, run_training
-    from .grid import parse_arm
 
     with open(osp.join(run_dir, SPEC)) as f:
         spec = json.load(f)
