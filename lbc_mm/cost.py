@@ -17,12 +17,9 @@ from torch import nn
 
 from .apis import build_model, load_checkpoint_into, load_config
 from .checkpoint_io import read_checkpoint
-from .export.bake import SPARSE_ONLY_KEYS, densify_model
+from .export.bake import densify_model
 from .export.compressed import FORMAT, index_bits
 from .sparse_model import lbc_layers, nm_report
-
-__all__ = ['compressed_weight_nbytes', 'cost_report', 'effective_count',
-           'format_report', 'layer_macs', 'model_cost', 'sample_forward']
 
 Patterns = Dict[str, Tuple[int, int]]
 
@@ -44,23 +41,14 @@ def layer_macs(model: nn.Module, run: Callable[[], object]) -> Dict[str, int]:
     """Multiply-adds of every Conv2d / Linear during ``run()`` (no grad): module
     name -> output numel x weights per output, summed over calls (never called: 0).
     """
-    macs: Dict[str, int] = {}
-    handles = []
+    names = {mod: name for name, mod in model.named_modules()
+             if isinstance(mod, (nn.Conv2d, nn.Linear))}
+    macs = dict.fromkeys(names.values(), 0)
 
-    def hook_for(name: str, mod: nn.Module):
-        if isinstance(mod, nn.Conv2d):
-            per_out = mod.in_channels // mod.groups * math.prod(mod.kernel_size)
-        else:
-            per_out = mod.in_features
+    def hook(mod, _inputs, output):  # weights per output: in / groups x kernel
+        macs[names[mod]] += output.numel() * math.prod(mod.weight.shape[1:])
 
-        def hook(_mod, _inputs, output):
-            macs[name] += output.numel() * per_out
-        return hook
-
-    for name, mod in model.named_modules():
-        if isinstance(mod, (nn.Conv2d, nn.Linear)):
-            macs[name] = 0
-            handles.append(mod.register_forward_hook(hook_for(name, mod)))
+    handles = [mod.register_forward_hook(hook) for mod in names]
     try:
         with torch.no_grad():
             run()
@@ -91,12 +79,8 @@ def model_cost(model: nn.Module, patterns: Patterns, macs: Dict[str, int],
     """Per-layer ``rows`` and ``totals`` of a deployed model (stock layers) with
     N:M layers ``patterns`` (name -> ``(n, m)``) and ``macs`` (:func:`layer_macs`);
     ``training_params``: the training model's LBC ``scores`` elements (apart)."""
-    modules = dict(model.named_modules())
-    unknown = sorted(set(patterns) - set(modules))
-    if unknown:
-        raise ValueError(f'N:M layer {unknown[0]} is not a module of the model')
     rows = []
-    for name, mod in modules.items():
+    for name, mod in model.named_modules():
         if not isinstance(mod, (nn.Conv2d, nn.Linear)):
             continue
         w = mod.weight
@@ -169,15 +153,13 @@ def cost_report(config: str, checkpoint: Optional[str] = None,
         training_params = sum(layer.scores.numel() for _, layer in lbc_layers(model))
         patterns = densify_model(model)
         nm_rows = nm_report(model, patterns)
-    left = [k for k in model.state_dict() if k.rsplit('.', 1)[-1] in SPARSE_ONLY_KEYS]
-    assert not left, f'training-only state in the deployed model: {left[:3]}'
     if shape is None:
         shape = (800, 1344) if scope == 'mmdet' else (224, 224)
     macs = layer_macs(model, sample_forward(model.eval(), scope, shape))
     report = model_cost(model, patterns, macs, training_params)
-    exact = sum(1 for row in nm_rows if not row['bad_groups'])
     report.update(source=source, shape=list(shape), scope=scope,
-                  config=getattr(cfg, 'filename', config), nm_exact=exact)
+                  config=getattr(cfg, 'filename', config),
+                  nm_exact=sum(not row['bad_groups'] for row in nm_rows))
     return report
 
 

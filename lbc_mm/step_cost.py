@@ -54,10 +54,9 @@ def build_dense(config: str) -> Tuple[nn.Module, str]:
     model_cfg = cfg.model
     if type_name(model_cfg) == TRANSFORM_TYPE:
         model_cfg = model_cfg['model']
-    model_cfg = _strip(model_cfg)
+    cfg.model = _strip(model_cfg)
     if cfg.get('data_preprocessor') is not None:
-        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
-    cfg.model = model_cfg
+        cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
     return build_model(cfg)
 
 
@@ -98,17 +97,6 @@ class Variant:
         self.cpu_times: List[float] = []  # process CPU seconds per step
         self.peak_step = 0.0
 
-    def hook(self) -> None:
-        """What LBCHook does after every iteration."""
-        for name, layer in lbc_layers(self.model):
-            if name in self.keep:
-                layer.sparsity.remove_candidates(self.keep[name])
-
-
-def _sync(device: str) -> None:
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
-
 
 def _loss(var: Variant, loss_fn: Callable, device: str, amp: bool) -> torch.Tensor:
     """The training loss, under autocast with ``amp`` (fp16 on CUDA, bf16 on CPU)."""
@@ -122,16 +110,19 @@ def train_step(var: Variant, loss_fn: Callable, device: str,
     """One training step; returns (wall, process CPU) seconds (CUDA: also records
     the step's peak memory)."""
     var.optim.zero_grad(set_to_none=True)
-    _sync(device)
     cuda = device.startswith('cuda')
     if cuda:
+        torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
     start, cpu_start = time.perf_counter(), time.process_time()
     _loss(var, loss_fn, device, amp).backward()
     var.optim.step()
-    var.hook()
-    _sync(device)
+    for name, layer in lbc_layers(var.model):  # what LBCHook does after an iteration
+        if name in var.keep:
+            layer.sparsity.remove_candidates(var.keep[name])
+    if cuda:
+        torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu_start
     if cuda:
@@ -140,15 +131,10 @@ def train_step(var: Variant, loss_fn: Callable, device: str,
 
 
 def _bytes(tensors) -> int:
-    seen, total = set(), 0
-    for t in tensors:
-        if t is None:
-            continue
-        key = (t.untyped_storage().data_ptr(), t.device)
-        if key not in seen:
-            seen.add(key)
-            total += t.untyped_storage().nbytes()
-    return total
+    """Bytes of the storages behind ``tensors`` (None: no gradient), each once."""
+    storages = {(t.untyped_storage().data_ptr(), t.device): t.untyped_storage()
+                for t in tensors if t is not None}
+    return sum(s.nbytes() for s in storages.values())
 
 
 def state_breakdown(var: Variant) -> Dict[str, float]:
@@ -184,7 +170,6 @@ def saved_for_backward(var: Variant, loss_fn: Callable, amp: bool,
             seen[ptr] = t.untyped_storage().nbytes()
         return t
 
-    var.optim.zero_grad(set_to_none=True)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss = _loss(var, loss_fn, device, amp)
     loss.backward()

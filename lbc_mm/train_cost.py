@@ -13,11 +13,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from .methods import method_class
 
-__all__ = ['card_counts', 'format_step_cost', 'gradual', 'layer_densities',
-           'run_cost', 'step_cost_lines', 'step_flops', 'training_cost',
-           'union_density']
-
 Patterns = Dict[str, Tuple[int, int]]
+#: The three GEMMs of a layer's training step (docs/training_cost.md).
+GEMMS = ('forward', 'backward_act', 'backward_weight')
 
 
 def gradual(method: str) -> bool:
@@ -30,8 +28,6 @@ def union_density(k: int, n: int, m: int) -> float:
     """Expected share of a group's ``m`` positions kept by ``k`` alive candidates
     drawn uniformly from the ``C(m, n)`` (``k = C``: 1; ``k = 1``: ``n / m``)."""
     total = math.comb(m, n)
-    if not 1 <= k <= total:
-        raise ValueError(f'union_density(): k={k} not in [1, {total}]')
     avoid = math.comb(m - 1, n)  # candidates without a given position
     return 1.0 - math.comb(avoid, k) / math.comb(total, k)
 
@@ -65,7 +61,7 @@ def step_flops(macs: Dict[str, int], patterns: Patterns, method: str,
         batch_size (int): Samples per iteration.
         alive (dict, optional): LBC: name -> alive candidates per group.
     """
-    out = dict(forward=0.0, backward_act=0.0, backward_weight=0.0)
+    out = dict.fromkeys(GEMMS, 0.0)
     for name, count in macs.items():
         dens = (layer_densities(method, *patterns[name], (alive or {}).get(name))
                 if name in patterns else (1.0, 1.0, 1.0))
@@ -108,9 +104,8 @@ def training_cost(macs: Dict[str, int], patterns: Patterns, method: str,
     """
     if gradual(method) and cards is None:
         raise ValueError(f'training_cost(): {method} needs the card counts')
-    keys = ('forward', 'backward_act', 'backward_weight')
-    total = dict.fromkeys(keys, 0.0)
-    first = last = None
+    total = dict.fromkeys(GEMMS, 0.0)
+    dense = step_flops(macs, patterns, 'dense', batch_size)
     if gradual(method):
         # The step cost depends on the alive count of each layer's C. The counts only
         # fall, so entry i of each C's sorted-descending sequence is iteration i's.
@@ -123,21 +118,20 @@ def training_cost(macs: Dict[str, int], patterns: Patterns, method: str,
             alive_per_c = dict(alive_per_c)
             step = step_flops(macs, patterns, method, batch_size,
                               {name: alive_per_c[c] for name, c in num_c.items()})
-            for key in keys:
+            for key in GEMMS:
                 total[key] += count * step[key]
         first = step_flops(macs, patterns, method, batch_size, num_c)
         last = step_flops(macs, patterns, method, batch_size,
                           {name: min(cards[c]) for name, c in num_c.items()})
     else:
         dense_iters = min(iters, dense_iters)
-        dense = step_flops(macs, patterns, 'dense', batch_size)
         sparse = step_flops(macs, patterns, method, batch_size)
-        for key in keys:
+        for key in GEMMS:
             total[key] = dense_iters * dense[key] + (iters - dense_iters) * sparse[key]
         first = dense if dense_iters else sparse
         last = sparse if iters > dense_iters else dense
     flops = sum(total.values())
-    flops_dense = iters * step_flops(macs, patterns, 'dense', batch_size)['total']
+    flops_dense = iters * dense['total']
     return dict(total, flops=flops, flops_dense=flops_dense,
                 relative=flops / flops_dense if flops_dense else 1.0,
                 step_first=first['total'], step_last=last['total'])
@@ -160,31 +154,26 @@ def run_cost(runner, model, method: str) -> Dict[str, float]:
     from .layers import sparse_layers
 
     loader = runner.train_dataloader
-    was_training = model.training
-    model.eval()
-    try:
-        data = model.data_preprocessor(next(iter(loader)), False)
-        macs = layer_macs(model, lambda: model(**data, mode='tensor'))
-    finally:
-        model.train(was_training)
+    model.eval()  # the run is over
+    data = model.data_preprocessor(next(iter(loader)), False)
+    macs = layer_macs(model, lambda: model(**data, mode='tensor'))
     samples = len(data['inputs'])
     macs = {name: count / samples for name, count in macs.items()}
     patterns = {name: (layer.n, layer.m) for name, layer in sparse_layers(model)}
-    cards = None
-    if gradual(method):  # its hook's resolved schedule (LBCHook)
-        hook = next(h for h in runner.hooks
-                    if type(h).__name__ == method_class(method).requires.hook)
-        sched = hook.schedule
-        ipe = sched.iters_per_epoch
-        cards = {c: card_counts(sched.card, lambda i: sched.progress(i, i // ipe,
-                                                                      i % ipe),
-                                runner.iter, c)
-                 for c in {math.comb(m, n) for n, m in patterns.values()}}
+    if not gradual(method):
+        return training_cost(macs, patterns, method, loader.batch_size, runner.iter)
+    # its hook's resolved schedule (LBCHook)
+    hook = next(h for h in runner.hooks
+                if type(h).__name__ == method_class(method).requires.hook)
+    sched = hook.schedule
+    ipe = sched.iters_per_epoch
+    cards = {c: card_counts(sched.card, lambda i: sched.progress(i, i // ipe, i % ipe),
+                            runner.iter, c)
+             for c in {math.comb(m, n) for n, m in patterns.values()}}
     cost = training_cost(macs, patterns, method, loader.batch_size, runner.iter,
                          cards)
-    if gradual(method):  # the layers' own kept share, (t, 1 - sparsity), logged
-        cost['kept_log'] = [[row[0], 1.0 - row[2]] for row in hook.history]
-    return cost
+    # the layers' own kept share, (t, 1 - sparsity), logged
+    return dict(cost, kept_log=[[row[0], 1.0 - row[2]] for row in hook.history])
 
 
 def step_cost_lines(model, scope: str, shape: Tuple[int, int], method: str,

@@ -8,9 +8,6 @@ import numpy as np
 
 from .io import atomic_write
 
-__all__ = ['add_figure', 'add_figure_for_config', 'figure_to_rgb',
-           'lbc_schedule_figure', 'write_figure']
-
 
 def write_figure(fig, path: str) -> None:
     """Save a matplotlib figure to ``path`` as a PNG, atomically."""
@@ -20,8 +17,7 @@ def write_figure(fig, path: str) -> None:
 def figure_to_rgb(fig) -> np.ndarray:
     """The figure rendered (at its dpi) as an ``(H, W, 3)`` uint8 RGB array."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    canvas = (fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else
-              FigureCanvasAgg(fig))
+    canvas = FigureCanvasAgg(fig)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
@@ -64,19 +60,15 @@ def lbc_schedule_figure(schedule, patterns: Sequence[Tuple[int, int, int]],
     of the run's resolved ``schedule`` per ``(n, m, C)`` of ``patterns`` with the
     measured mean alive candidates per group, and the LBC layers' measured sparsity
     against each target; ``history``: ``(t, mean alive, sparsity)`` rows."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     unit = 'epoch' if schedule.measure_epochs else 'iteration'
-    length, card_of = schedule.length, schedule.card
 
     fig = Figure(figsize=(7, 6))
-    FigureCanvasAgg(fig)
     ax_card, ax_sparse = fig.subplots(2, 1, sharex=True)
-    steps = 400
-    ts = [length * i / steps for i in range(steps + 1)]
+    ts = [schedule.length * i / 400 for i in range(401)]
     for n, m, num_c in patterns:
-        ax_card.plot(ts, [card_of(t, num_c) for t in ts],
+        ax_card.plot(ts, [schedule.card(t, num_c) for t in ts],
                      label=f'card(t), {n}:{m} (C={num_c})')
         ax_sparse.axhline(1 - n / m, linestyle='--', color='grey',
                           label=f'{n}:{m} target {1 - n / m:.0%}')

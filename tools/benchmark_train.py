@@ -24,6 +24,7 @@ import lbc_mm  # noqa: F401  (registers layers, compat shims)
 from lbc_mm.methods import METHODS
 from lbc_mm.step_cost import build_dense, make_batch, run, variants
 from lbc_mm.study.grid import parse_patterns
+from lbc_mm.tool_exit import fail, run_tool
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -47,8 +48,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     problem = check_args(args)
     if problem is not None:
-        print(f'error: {problem}', file=sys.stderr)
-        raise SystemExit(2)
+        fail(f'error: {problem}', 2)
     return args
 
 
@@ -126,5 +126,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    from lbc_mm.tool_exit import run_tool
     sys.exit(run_tool(main))

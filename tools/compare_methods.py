@@ -13,14 +13,14 @@ faults and the outputs: :mod:`lbc_mm.study`, docs/user_guides/study.md.
 """
 import argparse
 import os.path as osp
+import shlex
 import sys
 from typing import List, Optional
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     from lbc_mm.cli import KeyValueAction
-    from lbc_mm.study import METHODS, parse_patterns
-    from lbc_mm.study.grid import parse_arm, with_windows
+    from lbc_mm.study import METHODS, parse_arm, parse_patterns, with_windows
     parser = argparse.ArgumentParser(
         description='Compare dense / LBC / SR-STE / STE / ASP on one config')
     parser.add_argument('config', help='train config (any lbc_mm N:M config)')
@@ -80,12 +80,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     from lbc_mm.study import run_study
     from lbc_mm.tool_exit import run_tool
-    command = ' '.join(['python tools/compare_methods.py'] + [
-        a if ' ' not in a else repr(a) for a in argv])
+    command = 'python tools/compare_methods.py ' + shlex.join(argv)
     running: List[Optional[str]] = [None]  # the run training now
 
     def study() -> int:
-        results = run_study(args, command, on_run=lambda name: running.append(name))
+        results = run_study(args, command, on_run=running.append)
         return 1 if any(r['status'] == 'failed' for r in results) else 0
 
     def stopped() -> str:

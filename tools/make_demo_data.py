@@ -64,12 +64,10 @@ def _shape_polygon(rng: random.Random, kind: str, image_size: int, size: float,
         corners = [(-half_w, -half_h), (half_w, -half_h), (half_w, half_h),
                    (-half_w, half_h)]
         pts = [(cx + x * c - y * s, cy + x * s + y * c) for x, y in corners]
-    elif kind == 'triangle':
+    else:  # triangle
         theta = rng.uniform(0, 2 * math.pi)
         pts = [(cx + r * math.cos(theta + k * 2 * math.pi / 3),
                 cy + r * math.sin(theta + k * 2 * math.pi / 3)) for k in range(3)]
-    else:
-        raise ValueError(f'unknown shape kind {kind!r}; expected one of {CLASSES}')
     return [(round(x, 1), round(y, 1)) for x, y in pts]
 
 

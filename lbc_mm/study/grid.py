@@ -4,7 +4,6 @@ Each run is the user's config with only the sparse layers' ``method`` / ``n`` /
 ``m``, the ``LBCHook`` and the seed changed (:func:`rewrite_config`).
 """
 import ast
-import copy
 from typing import Any, List, Optional, Sequence, Tuple
 
 from ..methods import METHODS as SPARSE_METHODS
@@ -41,27 +40,23 @@ def _rewrite_node(node: Any, method: str, n: int, m: int, found: List[str],
     if not isinstance(node, dict):
         return node
     kind = type_name(node)
+    if kind != TRANSFORM_TYPE and kind not in LAYER_TYPES:
+        for key in node:
+            node[key] = _rewrite_node(node[key], method, n, m, found, f'{where}.{key}')
+        return node
+    found.append(where)
     if kind == TRANSFORM_TYPE:
-        found.append(where)
-        inner = _rewrite_node(node['model'], method, n, m, found, f'{where}.model')
-        if method == 'dense':
-            return inner
-        node['model'] = inner
+        node['model'] = _rewrite_node(node['model'], method, n, m, found,
+                                      f'{where}.model')
+    if method != 'dense':
         _set_sparse(node, method, n, m)
         return node
-    if kind in LAYER_TYPES:
-        found.append(where)
-        if method == 'dense':
-            if where.endswith('conv_cfg'):
-                return None
-            node = {k: v for k, v in node.items() if k not in SPARSE_KEYS}
-            node['type'] = LAYER_TYPES[kind]
-            return node
-        _set_sparse(node, method, n, m)
-        return node
-    for key in list(node.keys()):
-        node[key] = _rewrite_node(node[key], method, n, m, found, f'{where}.{key}')
-    return node
+    if kind == TRANSFORM_TYPE:  # dense: the wrapped model itself
+        return node['model']
+    if where.endswith('conv_cfg'):  # dense: mmcv's default conv
+        return None
+    return dict({k: v for k, v in node.items() if k not in SPARSE_KEYS},
+                type=LAYER_TYPES[kind])
 
 
 def parse_arm(arm: str) -> Tuple[str, dict]:
@@ -116,21 +111,16 @@ def rewrite_config(cfg, method: str, pattern: Optional[Tuple[int, int]],
     layer configs it rewrote. ``ValueError``: unknown method, no sparse layer config.
     """
     method, hook_options = parse_arm(method)
-    n, m = pattern if pattern is not None else (0, 0)
-    if method != 'dense' and pattern is None:
-        raise ValueError(f'method {method!r} needs a pattern')
-    model = cfg.model.to_dict() if hasattr(cfg.model, 'to_dict') else copy.deepcopy(
-        dict(cfg.model))
+    n, m = pattern or (0, 0)
     found: List[str] = []
-    model = _rewrite_node(model, method, n, m, found, 'model')
+    model = _rewrite_node(cfg.model.to_dict(), method, n, m, found, 'model')
     if not found:
         raise ValueError(
             'the config has no sparse layer config to switch: expected '
             "conv_cfg=dict(type='NMSparseConv', ...), an NMSparseLinear layer or "
             "model=dict(type='NMSparsify', ...)")
     cfg.model = model
-    hooks = [h.to_dict() if hasattr(h, 'to_dict') else dict(h)
-             for h in (cfg.get('custom_hooks', None) or [])]
+    hooks = [h.to_dict() for h in cfg.get('custom_hooks', None) or []]
     # What the method's registration requires (LBC: its hook and the scores'
     # optimizer constructor); a dense / SR-STE config switched to LBC lacks both.
     req = SPARSE_METHODS[method].requires if method != 'dense' else None

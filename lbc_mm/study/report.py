@@ -29,8 +29,7 @@ def summarize(results: Sequence[dict], metric: Optional[str]) -> List[dict]:
     out = []
     for (method, pattern), runs in groups.items():
         ok = [r for r in runs if r['status'] == 'ok']
-        values = [r['metrics'][metric] for r in ok
-                  if metric is not None and metric in r.get('metrics', {})]
+        values = [r['metrics'][metric] for r in ok if metric in r['metrics']]
         nm = [r['nm_exact'] for r in ok if r.get('nm_exact') is not None]
         diag = [r.get('diagnostics') or {} for r in ok]
         diag = {key: [d[key] for d in diag if key in d]
@@ -108,7 +107,6 @@ def write_chart(path: str, rows: Sequence[dict], metric: Optional[str]):
     if any(r.get('train_relative') is not None for r in rows):
         stem, ext = os.path.splitext(path)
         write_window_chart(f'{stem}_windows{ext}', rows, metric)
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     sparse = [r for r in rows if r['method'] != 'dense']
@@ -117,7 +115,6 @@ def write_chart(path: str, rows: Sequence[dict], metric: Optional[str]):
     # Wider with many arms; the legend sits right of the bars.
     fig = Figure(figsize=(max(5, 0.3 * max(1, len(patterns)) * max(5, len(methods)))
                           + 3, 4))
-    FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / max(1, len(methods))
     for j, method in enumerate(methods):
@@ -161,23 +158,19 @@ def write_chart(path: str, rows: Sequence[dict], metric: Optional[str]):
 
 def _family(arm: str) -> Tuple[str, Optional[float]]:
     """``'lbc+noise_margin=2+t_f=0.05'`` -> ``('lbc+noise_margin=2', 0.05)``."""
-    method, options = parse_arm(arm)
-    t_f = options.get('t_f')
-    rest = [item for item in arm.split('+')[1:] if not item.startswith('t_f=')]
-    return '+'.join([method] + rest), t_f
+    family = '+'.join(item for item in arm.split('+') if not item.startswith('t_f='))
+    return family, parse_arm(arm)[1].get('t_f')
 
 
 def write_window_chart(path: str, rows: Sequence[dict], metric: Optional[str]):
     """Metric against training FLOPs (x dense), one panel per pattern: a line per
     LBC arm through its removal windows (labelled ``t_f``), a point per other
     method, dense as a line; returns the figure."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     patterns = list(dict.fromkeys(r['pattern'] for r in rows
                                   if r['method'] != 'dense'))
     fig = Figure(figsize=(5 * max(1, len(patterns)), 4.2))
-    FigureCanvasAgg(fig)
     dense = [r for r in rows if r['method'] == 'dense' and r['mean'] is not None]
     for i, pattern in enumerate(patterns):
         ax = fig.add_subplot(1, max(1, len(patterns)), i + 1)

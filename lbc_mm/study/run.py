@@ -3,6 +3,7 @@
 running run), a stop stops the running run too (``kill -9`` of the study as well),
 and the table, JSON and chart are written at the end.
 """
+import functools
 import json
 import os
 import os.path as osp
@@ -11,10 +12,10 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional
 
 from ..io import atomic_write
-from .grid import grid, pattern_name, rewrite_config, run_name
+from .grid import grid, parse_arm, pattern_name, rewrite_config, run_name
 from .report import OUT_NAME, markdown_table, pick_metric, summarize, write_chart
 
 RESULT = 'result.json'
@@ -28,14 +29,6 @@ STOP_GRACE_S = 10
 PR_SET_PDEATHSIG = 1
 
 
-def _nm_exact(model) -> Optional[bool]:
-    """Every sparse layer keeps at most ``n`` of every ``m`` weights
-    (:func:`lbc_mm.sparse_model.nm_report`); None: the model has no sparse layer."""
-    from ..sparse_model import nm_report
-    rows = nm_report(model)
-    return None if not rows else not any(row['bad_groups'] for row in rows)
-
-
 def run_one(run_dir: str) -> None:
     """Train the run described by ``<run_dir>/run.json``; write ``result.json``."""
     import resource
@@ -46,22 +39,19 @@ def run_one(run_dir: str) -> None:
 
     from ..hooks.lbc_checks import dense_fallbacks
     from ..hooks.lbc_hook import LBCHook
+    from ..sparse_model import nm_report
     from ..train_cost import run_cost
     from ..training import prepare_training, run_training
-    from .grid import parse_arm
 
     with open(osp.join(run_dir, SPEC)) as f:
         spec = json.load(f)
     cfg = _load(spec['config'], spec.get('cfg_options'))
-    pattern = _pattern(spec)
+    pattern = tuple(spec['pattern']) if spec['pattern'] else None
     rewrite_config(cfg, spec['method'], pattern, spec['seed'])
     cfg.launcher, cfg.work_dir = 'none', run_dir
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
+    cuda = torch.cuda.is_available()  # a fresh process: peak stats start at 0
 
     class _Metrics(Hook):
-        priority = 'LOWEST'
         metrics: Optional[dict] = None
 
         def after_val_epoch(self, runner, metrics=None) -> None:
@@ -87,18 +77,19 @@ def run_one(run_dir: str) -> None:
         metrics = runner.val()
     peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda else
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    nm_rows = nm_report(model)  # every sparse layer at most n of every m weights
     diag = next((dict(h.diagnostics) for h in runner.hooks if isinstance(h, LBCHook)),
                 {})
     result = dict(
         status='ok', method=spec['method'], pattern=pattern_name(pattern),
         seed=spec['seed'], metrics={k: float(v) for k, v in (metrics or {}).items()
                                     if isinstance(v, (int, float))},
-        nm_exact=_nm_exact(model), dense_layers=dense, wall_s=wall,
+        nm_exact=not any(r['bad_groups'] for r in nm_rows) if nm_rows else None,
+        dense_layers=dense, wall_s=wall,
         peak_mem_mib=peak, peak_mem_kind='cuda allocated' if cuda else 'RSS',
         diagnostics=diag, iters=runner.iter,
         train_cost=run_cost(runner, model, parse_arm(spec['method'])[0]))
-    atomic_write(osp.join(run_dir, RESULT),
-                 lambda f: f.write(json.dumps(result, indent=1).encode()))
+    _write_json(osp.join(run_dir, RESULT), result)
 
 
 def _load(config: str, cfg_options: Optional[dict]):
@@ -109,54 +100,46 @@ def _load(config: str, cfg_options: Optional[dict]):
     return cfg
 
 
-def _pattern(spec: dict) -> Optional[Tuple[int, int]]:
-    return tuple(spec['pattern']) if spec['pattern'] else None
+def _write_json(path: str, obj) -> None:
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1).encode()))
 
 
 def _last_error(log_path: str) -> str:
     """The last line of a failed run's log that names an error."""
-    try:
-        with open(log_path, errors='replace') as f:
-            lines = [line.strip() for line in f if line.strip()]
-    except OSError:
-        return 'no log'
+    with open(log_path, errors='replace') as f:
+        lines = [line.strip() for line in f if line.strip()]
     for line in reversed(lines):
         if any(word in line for word in ('Error', 'error', 'SystemExit', 'not found')):
             return line[:300]
     return lines[-1][:300] if lines else 'empty log'
 
 
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    """A ``preexec_fn``: the run gets SIGTERM when the study process ends, however
-    it ends (``kill -9`` too; Linux ``PR_SET_PDEATHSIG``), and exits at once when
-    the study ended before it got there."""
-
-    def set_up() -> None:
-        import ctypes
-        prctl = getattr(ctypes.CDLL(None), 'prctl', None)
-        if prctl is not None:
-            prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return set_up
+def _die_with_parent(parent: int) -> None:
+    """The run's ``preexec_fn``: it gets SIGTERM when the study process ``parent``
+    ends, however it ends (``kill -9`` too; Linux ``PR_SET_PDEATHSIG``), and exits
+    at once when the study ended before it got there."""
+    import ctypes
+    prctl = getattr(ctypes.CDLL(None), 'prctl', None)
+    if prctl is not None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def launch(run_dir: str, spec: dict, lock: Optional[int] = None) -> dict:
     """Run one spec in a subprocess (log in ``run.log``); its result dict. The run
     dies with the study process and inherits its ``lock`` (:func:`lock_study`)."""
     os.makedirs(run_dir, exist_ok=True)
-    atomic_write(osp.join(run_dir, SPEC),
-                 lambda f: f.write(json.dumps(spec, indent=1).encode()))
+    _write_json(osp.join(run_dir, SPEC), spec)
     start = time.perf_counter()
     with open(osp.join(run_dir, LOG), 'wb') as log:
         # A session of its own: Ctrl-C reaches only this process, which stops the
         # run (and its data loader workers) itself.
         proc = subprocess.Popen(
             [sys.executable, '-m', 'lbc_mm.study', run_dir],
-            stdout=log, stderr=subprocess.STDOUT, cwd=os.getcwd(),
+            stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, pass_fds=() if lock is None else (lock, ),
-            preexec_fn=_die_with_parent(os.getpid()))
+            preexec_fn=functools.partial(_die_with_parent, os.getpid()))
         try:
             proc.wait()
         except BaseException:  # SIGTERM (Terminated) or Ctrl-C: no orphan run
@@ -167,7 +150,7 @@ def launch(run_dir: str, spec: dict, lock: Optional[int] = None) -> dict:
         with open(result_path) as f:
             return json.load(f)
     return dict(status='failed', method=spec['method'],
-                pattern=pattern_name(_pattern(spec)), seed=spec['seed'],
+                pattern=pattern_name(spec['pattern']), seed=spec['seed'],
                 returncode=proc.returncode,
                 error=_last_error(osp.join(run_dir, LOG)),
                 wall_s=time.perf_counter() - start)
@@ -207,18 +190,6 @@ def lock_study(work_dir: str) -> int:
     return fd
 
 
-def check_config(config: str, cfg_options: Optional[dict],
-                 grid_runs: Sequence[Tuple[str, Optional[Tuple[int, int]], int]]
-                 ) -> None:
-    """Refuse, in one line, a config the runs could not switch (no sparse layer
-    config), before any run starts."""
-    method, pattern, seed = grid_runs[0]
-    try:
-        rewrite_config(_load(config, cfg_options), method, pattern, seed)
-    except (ValueError, FileNotFoundError) as exc:
-        raise SystemExit(f'error: {config}: {exc}') from None
-
-
 def run_study(args, command: str,
               on_run: Callable[[Optional[str]], None] = lambda name: None
               ) -> List[dict]:
@@ -232,11 +203,13 @@ def run_study(args, command: str,
             None when it ended (a stop in between names the run).
     """
     config = osp.abspath(args.config)
-    cfg_options = None if args.cfg_options is None else dict(args.cfg_options)
     runs = grid(args.methods, args.patterns, args.seeds)
     lock = None
     if not args.report_only:
-        check_config(config, cfg_options, runs)
+        try:  # a config the runs could not switch: one line, before any run
+            rewrite_config(_load(config, args.cfg_options), *runs[0])
+        except (ValueError, FileNotFoundError) as exc:
+            raise SystemExit(f'error: {config}: {exc}') from None
         lock = lock_study(args.work_dir)  # held until this process and its run exit
     results: List[dict] = []
     start = time.perf_counter()
@@ -244,12 +217,10 @@ def run_study(args, command: str,
     for i, (method, pattern, seed) in enumerate(runs, 1):
         name = run_name(method, pattern, seed)
         run_dir = osp.join(args.work_dir, name)
-        result_path = osp.join(run_dir, RESULT)
         head = f'[{i}/{len(runs)}] {name}'
-        if osp.exists(result_path):
-            with open(result_path) as f:
-                res = json.load(f)
-            results.append(res)
+        if osp.exists(osp.join(run_dir, RESULT)):
+            with open(osp.join(run_dir, RESULT)) as f:
+                results.append(json.load(f))
             print(f'{head}: finished before, skipped', flush=True)
             continue
         if args.report_only:
@@ -257,7 +228,7 @@ def run_study(args, command: str,
                                 pattern=pattern_name(pattern), seed=seed))
             print(f'{head}: not run yet', flush=True)
             continue
-        spec = dict(config=config, cfg_options=cfg_options, method=method,
+        spec = dict(config=config, cfg_options=args.cfg_options, method=method,
                     pattern=list(pattern) if pattern else None, seed=seed)
         on_run(name)
         res = launch(run_dir, spec, lock)
@@ -269,7 +240,7 @@ def run_study(args, command: str,
                if left else '')
         if res['status'] == 'ok':
             metric = pick_metric([res], args.metric)
-            value = res['metrics'].get(metric) if metric else None
+            value = res['metrics'].get(metric)
             what = (f'{metric} {value:.4g}' if value is not None else 'no metric')
             nm = {True: 'N:M', False: 'NOT N:M', None: 'dense'}[res['nm_exact']]
             if res.get('dense_layers'):
@@ -286,14 +257,13 @@ def run_study(args, command: str,
     base = osp.join(args.work_dir, OUT_NAME)
     atomic_write(base + '.md', lambda f: f.write(
         (f'Command: `{command}`\n\n' + table).encode()))
-    atomic_write(base + '.json', lambda f: f.write(json.dumps(
-        dict(command=command, metric=metric, runs=results, summary=rows),
-        indent=1).encode()))
+    _write_json(base + '.json', dict(command=command, metric=metric, runs=results,
+                                     summary=rows))
     chart = write_chart(base + '.png', rows, metric)
     if not args.report_only:  # the config's visualizer backends get it too
         from ..visualization import add_figure_for_config
-        add_figure_for_config(_load(config, cfg_options), args.work_dir, OUT_NAME,
-                              chart)
+        add_figure_for_config(_load(config, args.cfg_options), args.work_dir,
+                              OUT_NAME, chart)
     failed = sum(r['status'] != 'ok' for r in results)
     print(f'{len(results) - failed} of {len(results)} runs ok '
           f'({time.perf_counter() - start:.0f} s); table {base}.md, JSON '
