@@ -224,7 +224,11 @@ class LBCHook(Hook):
                     self._finish(name, layer)
             diag = self._settled.after_removal(active, self._finished, self._layers)
             if diag is not None:
-                self._log_card_step(runner, t, diag)
+                self.diagnostics = dict(diag, iter=float(runner.iter + 1), t=float(t))
+                self._log_diagnostics(runner)
+                log_card_step(self.diagnostics, sorted(
+                    {self._applied.get(name) or 0 for name, _ in self._layers},
+                    reverse=True))
             if len(self._finished) == len(self._layers):
                 print_log(f'LBCHook: every LBC layer is N:M after iteration '
                           f'{runner.iter + 1} (t={t:g}); scores frozen',
@@ -244,13 +248,6 @@ class LBCHook(Hook):
         runner.visualizer.add_scalars(  # per layer: the backends only
             self._stats.per_layer(self._layers, self._settled.layer_margins),
             step=runner.iter + 1)
-
-    def _log_card_step(self, runner, t: float, diag: Dict[str, float]) -> None:
-        self.diagnostics = dict(diag, iter=float(runner.iter + 1), t=float(t))
-        self._log_diagnostics(runner)
-        cards = sorted({self._applied.get(name) or 0 for name, _ in self._layers},
-                       reverse=True)
-        log_card_step(self.diagnostics, cards)
 
     def _log_diagnostics(self, runner) -> None:
         for key in DIAG_KEYS:
