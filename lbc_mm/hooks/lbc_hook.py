@@ -147,9 +147,8 @@ class LBCHook(Hook):
         self.schedule.resolve(isinstance(runner.train_loop, EpochBasedTrainLoop),
                               len(runner.train_dataloader), runner.max_iters,
                               _config_key(runner))
-        logger_hooks = [h for h in runner.hooks if isinstance(h, LoggerHook)]
-        self._interval = self.log_interval or (
-            logger_hooks[0].interval if logger_hooks else 50)
+        self._interval = self.log_interval or next(
+            (h.interval for h in runner.hooks if isinstance(h, LoggerHook)), 50)
         self._finished, self._applied = set(), {}
         for name, layer in self._layers:
             if layer.sparsity.current_card() == 1:  # finished before a resume
