@@ -12,7 +12,6 @@ from typing import Iterator, List, Optional, Tuple
 
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
-from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from .tool_exit import fail
@@ -117,11 +116,6 @@ def merge_train_args(cfg: Config, args: argparse.Namespace) -> Config:
         cfg.resume = True
         cfg.load_from = None if args.resume == 'auto' else args.resume
     return cfg
-
-
-def build_runner(cfg: Config) -> Runner:
-    """The config's runner (``runner_type`` if set, else mmengine's ``Runner``)."""
-    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 
 
 def _dataset_leaves(dataset: dict, key: str) -> Iterator[Tuple[str, dict]]:

@@ -52,13 +52,11 @@ def transformers_breaks_mmpretrain(version: Optional[str] = None) -> bool:
     return major.isdigit() and int(major) >= TRANSFORMERS_BREAKING_MAJOR
 
 
-def disable_mmpretrain_multimodal_if_needed() -> bool:
-    """Turn mmpretrain's multimodal models off when transformers is too new; True
-    when it did."""
-    if importlib.util.find_spec('mmpretrain') is None:
-        return False
-    if not transformers_breaks_mmpretrain():
-        return False
+def disable_mmpretrain_multimodal_if_needed() -> None:
+    """Turn mmpretrain's multimodal models off when transformers is too new."""
+    if (importlib.util.find_spec('mmpretrain') is None
+            or not transformers_breaks_mmpretrain()):
+        return
     # ``mmpretrain.models``/``datasets`` copy the flag at import time
     # (``from ...dependency import WITH_MULTIMODAL``): it must be set before them.
     late = [m for m in ('mmpretrain.models', 'mmpretrain.datasets')
@@ -70,7 +68,6 @@ def disable_mmpretrain_multimodal_if_needed() -> bool:
             f'lbc_mm was imported after {late}; with transformers '
             f'{installed_version("transformers")} mmpretrain needs lbc_mm (or '
             'lbc_mm.compat) imported first to turn its multimodal models off.')
-    return True
 
 
 def mmengine_checkpoint_globals() -> List[object]:

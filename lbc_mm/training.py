@@ -9,18 +9,18 @@ from typing import Tuple
 
 from mmengine.config import Config
 from mmengine.logging import print_log
+from mmengine.registry import RUNNERS
 from mmengine.runner import Runner, find_latest_checkpoint
 
-from .cli import build_runner, check_runner_checkpoint, find_missing_data
+from .cli import check_runner_checkpoint, find_missing_data
 from .tool_exit import exit_on_run_error, fail
-
-__all__ = ['build_checked_runner', 'prepare_training', 'run_training']
 
 
 def build_checked_runner(cfg: Config, launcher: str, loaders: Tuple[str, ...],
                          training: bool = True) -> Runner:
     """Check the lbc_mm settings (:mod:`lbc_mm.config_check`) and the datasets of
-    ``loaders`` (exit 2 each), set up distributed and build the Runner."""
+    ``loaders`` (exit 2 each), set up distributed and build the Runner
+    (``runner_type`` if set, else mmengine's)."""
     from .config_check import exit_on_config_error
     from .dist import init_cpu_dist, set_model_wrapper
     exit_on_config_error(cfg, training)
@@ -29,7 +29,7 @@ def build_checked_runner(cfg: Config, launcher: str, loaders: Tuple[str, ...],
         fail(missing, 2)
     init_cpu_dist(launcher)
     set_model_wrapper(cfg, launcher)
-    return build_runner(cfg)
+    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 
 
 def prepare_training(cfg: Config, launcher: str = 'none') -> Runner:

@@ -40,7 +40,6 @@ def main(argv=None) -> int:
         refuse_overwrites,
     )
     from lbc_mm.io import atomic_write, check_writable, file_ids, replaced_since
-    from lbc_mm.sparsity.patterns import parse_pattern
     from lbc_mm.tool_exit import run_tool, tool_error_line
     outputs = {'OUT': args.out,
                '--compressed': args.compressed or default_compressed_path(args.out),
@@ -58,8 +57,6 @@ def main(argv=None) -> int:
 
     def convert() -> int:
         try:
-            if args.pattern is not None:
-                parse_pattern(args.pattern)
             refuse_overwrites({'CHECKPOINT': args.checkpoint, 'CONFIG': args.config},
                               outputs)
             # before the 10-20 s of loading

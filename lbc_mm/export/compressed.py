@@ -129,13 +129,8 @@ def decompress_state_dict(obj: Dict) -> Dict[str, Tensor]:
     if int(obj.get('version', -1)) > VERSION:
         raise ValueError(f'{FORMAT} version {obj.get("version")} is newer than this '
                          f'reader ({VERSION})')
-    out = {}
-    for key in obj['keys']:
-        if key in obj['layers']:
-            out[key] = decompress_weight(obj['layers'][key])
-        else:
-            out[key] = obj['dense'][key]
-    return out
+    return {key: decompress_weight(obj['layers'][key]) if key in obj['layers']
+            else obj['dense'][key] for key in obj['keys']}
 
 
 def load_compressed(path: str) -> Dict[str, Tensor]:

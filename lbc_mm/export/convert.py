@@ -26,9 +26,6 @@ SCORE_KEYS = ('scores_lr_mult', 'scores_decay_mult')
 #: Registries whose lbc_mm items a stock config just leaves out (training only).
 OPTIONAL_REGISTRIES = ('HOOKS', 'VISBACKENDS')
 
-_PLAIN = (str, int, float, bool, type(None))
-
-
 def plain_meta(obj, depth: int = 9):
     """Only the plain values (str/int/float/bool/None, lists, dicts) of ``meta``, at
     most ``depth`` containers deep: a stock loader reads the exported file
@@ -41,8 +38,7 @@ def plain_meta(obj, depth: int = 9):
     if depth <= 0:
         return None
     if isinstance(obj, (list, tuple)):
-        items = [plain_meta(v, depth - 1) for v in obj]
-        return [v for v in items if isinstance(v, _PLAIN + (list, dict))]
+        return [plain_meta(v, depth - 1) for v in obj]
     if isinstance(obj, dict):
         out = {}
         for k, v in obj.items():

@@ -151,11 +151,10 @@ def check_finite(active: Layers, iteration: int, epoch: int) -> None:
             return
         bad = [name for name, layer in active
                if not bool((torch.isfinite(layer.scores) | ~layer.alive).all())]
-    if not bad:  # finite but huge scores overflowed the sum
-        return
-    raise FloatingPointError(
-        f'LBCHook: non-finite LBC scores at iteration {iteration} (epoch '
-        f'{epoch}) in {len(bad)} layers: {", ".join(bad)}; {FIX}')
+    if bad:  # else: finite but huge scores overflowed the sum
+        raise FloatingPointError(
+            f'LBCHook: non-finite LBC scores at iteration {iteration} (epoch '
+            f'{epoch}) in {len(bad)} layers: {", ".join(bad)}; {FIX}')
 
 
 def check_has_lbc_layers(layers: Layers) -> None:

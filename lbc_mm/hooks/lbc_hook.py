@@ -147,9 +147,8 @@ class LBCHook(Hook):
         self.schedule.resolve(isinstance(runner.train_loop, EpochBasedTrainLoop),
                               len(runner.train_dataloader), runner.max_iters,
                               _config_key(runner))
-        logger_hooks = [h for h in runner.hooks if isinstance(h, LoggerHook)]
-        self._interval = self.log_interval or (
-            logger_hooks[0].interval if logger_hooks else 50)
+        self._interval = self.log_interval or next(
+            (h.interval for h in runner.hooks if isinstance(h, LoggerHook)), 50)
         self._finished, self._applied = set(), {}
         for name, layer in self._layers:
             if layer.sparsity.current_card() == 1:  # finished before a resume
@@ -224,7 +223,11 @@ class LBCHook(Hook):
                     self._finish(name, layer)
             diag = self._settled.after_removal(active, self._finished, self._layers)
             if diag is not None:
-                self._log_card_step(runner, t, diag)
+                self.diagnostics = dict(diag, iter=float(runner.iter + 1), t=float(t))
+                self._log_diagnostics(runner)
+                log_card_step(self.diagnostics, sorted(
+                    {self._applied.get(name) or 0 for name, _ in self._layers},
+                    reverse=True))
             if len(self._finished) == len(self._layers):
                 print_log(f'LBCHook: every LBC layer is N:M after iteration '
                           f'{runner.iter + 1} (t={t:g}); scores frozen',
@@ -244,13 +247,6 @@ class LBCHook(Hook):
         runner.visualizer.add_scalars(  # per layer: the backends only
             self._stats.per_layer(self._layers, self._settled.layer_margins),
             step=runner.iter + 1)
-
-    def _log_card_step(self, runner, t: float, diag: Dict[str, float]) -> None:
-        self.diagnostics = dict(diag, iter=float(runner.iter + 1), t=float(t))
-        self._log_diagnostics(runner)
-        cards = sorted({self._applied.get(name) or 0 for name, _ in self._layers},
-                       reverse=True)
-        log_card_step(self.diagnostics, cards)
 
     def _log_diagnostics(self, runner) -> None:
         for key in DIAG_KEYS:

@@ -19,9 +19,9 @@ PLOT_TAG = 'lbc_schedule'
 DRIVER = 'LBCHook'
 
 
-def take_over(layers: Layers) -> int:
+def take_over(layers: Layers) -> None:
     """Mark ``layers`` as driven by an ``LBCHook`` (:meth:`LBC.check_driven`) and
-    log how many the last load initialised from dense weights; returns that."""
+    log how many the last load initialised from dense weights."""
     for _, layer in layers:
         layer.sparsity.driver = DRIVER
     count = sum(1 for _, layer in layers if layer.sparsity.loaded_dense)
@@ -29,7 +29,6 @@ def take_over(layers: Layers) -> int:
         print_log(f'LBCHook: initialised the LBC state of {count} layers from dense '
                   f'weights (initial scores, every candidate alive)',
                   logger='current')
-    return count
 
 
 class Statistics:

@@ -17,8 +17,6 @@ from ..sparsity.diagnostics import (
     unmoved_groups,
 )
 
-__all__ = ['SettlednessTracker']
-
 
 class SettlednessTracker:
     """The settledness measures of a run's LBC layers, step by step.
@@ -76,10 +74,8 @@ class SettlednessTracker:
         """How far noise alone would have moved two alive scores of a group apart
         by now: :func:`relative_step_rms` times the square root of the iterations
         measured (a random walk); 0 before two snapshots."""
-        acc = self._steps.get(name)
-        if not acc or not acc[2]:
-            return 0.0
-        return float(acc[1] / acc[2])**0.5 * acc[2]**0.5
+        acc = self._steps.get(name)  # rms * sqrt(n) = sqrt(sum of squared steps)
+        return float(acc[1])**0.5 if acc else 0.0
 
     def before_removal(self, name: str, layer, keep: int) -> None:
         """Measure the decision a removal step down to ``keep`` is about to take."""
@@ -89,7 +85,7 @@ class SettlednessTracker:
             idx = self.rows(name, layer)
             scores, alive = layer.scores[idx], layer.alive[idx]
             acc = self._steps.get(name)
-            step = float(acc[0] / acc[2])**0.5 if acc and acc[2] else 0.0
+            step = float(acc[0] / acc[2])**0.5 if acc else 0.0
             margins = decision_margin(scores, alive, keep)  # (G',)
             unmoved = unmoved_groups(scores, alive)[alive.sum(dim=1) > keep]
             self._ties[0] += int((margins == 0).sum())

@@ -23,8 +23,6 @@ from ..sparsity import (
 )
 from .base import Requirements, SparsityMethod, register_method
 
-__all__ = ['LBC']
-
 
 @register_method
 class LBC(SparsityMethod):
@@ -98,8 +96,7 @@ class LBC(SparsityMethod):
         alive = layer.alive
         key = (alive._version, alive.data_ptr(), weight.dtype, weight.device)
         if self._mask_cache is None or self._mask_cache[0] != key:
-            mask = lbc_mask(layer.scores, layer.candidates, weight.shape, alive)
-            self._mask_cache = (key, mask.to(weight.dtype))
+            self._mask_cache = (key, self.mask().to(weight.dtype))
         # The score gradient skips `* alive` only when every candidate is alive
         # (docs/method.md §4).
         return LBCMaskFunction.apply(weight, layer.scores, layer.candidates,

@@ -13,27 +13,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = [
-    'best_candidate',
-    'decision_margin',
-    'magnitude_agreement',
-    'relative_step_rms',
-    'score_spread',
-    'score_step_rms',
-    'settledness',
-    'unmoved_groups',
-]
-
-
-def _check(scores: Tensor, alive: Tensor) -> None:
-    if scores.shape != alive.shape or scores.dim() != 2:
-        raise ValueError(f'scores {tuple(scores.shape)} and alive '
-                         f'{tuple(alive.shape)} must both be (G, C)')
-
 
 def best_candidate(scores: Tensor, alive: Tensor) -> Tensor:
     """``(G,)`` index of the best alive candidate (ties: the lower index)."""
-    _check(scores, alive)
     return scores.detach().masked_fill(~alive, float('-inf')).argmax(dim=1)
 
 
@@ -44,7 +26,6 @@ def decision_margin(scores: Tensor, alive: Tensor, keep: int) -> Tensor:
         Tensor: ``(G',)``, for the ``G'`` groups with more than ``keep`` alive
         candidates: the ``keep``-th best alive score minus the next (>= 0).
     """
-    _check(scores, alive)
     if keep < 1:
         raise ValueError(f'decision_margin(): keep must be >= 1, got {keep}')
     if keep >= scores.shape[1]:
@@ -58,7 +39,6 @@ def decision_margin(scores: Tensor, alive: Tensor, keep: int) -> Tensor:
 def unmoved_groups(scores: Tensor, alive: Tensor) -> Tensor:
     """``(G,)`` bool: the alive scores are all exactly equal (never got gradient;
     one alive candidate counts as unmoved)."""
-    _check(scores, alive)
     s = scores.detach()
     high = s.masked_fill(~alive, float('-inf')).amax(dim=1)  # (G,)
     low = s.masked_fill(~alive, float('inf')).amin(dim=1)  # (G,)
@@ -70,7 +50,6 @@ def score_step_rms(before: Tensor, after: Tensor, alive: Tensor) -> Tensor:
 
     A 0-dim float32 tensor on the scores' device: no host sync per iteration.
     """
-    _check(after, alive)
     a = alive.to(torch.float32)
     diff = (after.detach() - before.detach()).to(torch.float32) * a
     return diff.pow(2).sum().div(a.sum().clamp(min=1)).sqrt()
@@ -93,7 +72,6 @@ def score_spread(scores: Tensor, alive: Tensor) -> float:
 
     Only groups with at least two alive candidates count; 0 when there are none.
     """
-    _check(scores, alive)
     a = alive.to(torch.float32)
     cnt = a.sum(dim=1)  # (G,)
     multi = (cnt >= 2).to(torch.float32)  # (G,)
@@ -111,7 +89,6 @@ def magnitude_agreement(weight_groups: Tensor, scores: Tensor, alive: Tensor,
     """Share of groups whose best alive candidate keeps the ``n`` largest ``|w|``
     of ``weight_groups`` ``(G, m)`` (equal magnitudes: either counts; 0 for no
     groups). By chance about ``1 / C``."""
-    _check(scores, alive)
     if weight_groups.shape[0] != scores.shape[0] or (
             weight_groups.shape[1] != candidates.shape[1]):
         raise ValueError(f'weight groups {tuple(weight_groups.shape)} do not match '

@@ -16,19 +16,6 @@ from .patterns import from_groups, grouped_product, validate_pattern
 #: ``'index'`` (the lower candidate index first).
 TIE_BREAKS = ('magnitude', 'index')
 
-__all__ = [
-    'LBCMaskFunction',
-    'TIE_BREAKS',
-    'candidate_magnitude',
-    'card',
-    'card_at_epoch_start',
-    'init_scores',
-    'lbc_mask',
-    'lbc_masked_weight',
-    'noise_tier',
-    'removal_step',
-]
-
 
 def init_scores(num_groups: int,
                 n: int,
@@ -54,19 +41,16 @@ class LBCMaskFunction(torch.autograd.Function):
     Backward: ``dW = mask * dW_eff``; ``dS = (to_groups(W * dW_eff) @ B^T) * alive``.
 
     ``apply(weight, scores, candidates, alive, mask)``: ``alive=None`` means every
-    candidate is alive (skips the final ``* alive``); ``mask`` may be a precomputed
-    mask in ``weight.shape`` (bool or ``weight.dtype``, e.g. cached by a layer while
-    ``alive`` does not change), None computes it from ``alive``.
+    candidate is alive (skips the final ``* alive``) and needs ``mask``: a
+    precomputed mask in ``weight.shape`` (bool or ``weight.dtype``, e.g. cached by a
+    layer while ``alive`` does not change); None computes it from ``alive``.
     """
 
     @staticmethod
     def forward(ctx: Any, weight: Tensor, scores: Tensor, candidates: Tensor,
                 alive: Optional[Tensor], mask: Optional[Tensor] = None) -> Tensor:
         if mask is None:
-            if alive is None:
-                mask = torch.ones_like(weight, dtype=torch.bool)
-            else:
-                mask = from_groups(_group_mask(alive, candidates), weight.shape)
+            mask = from_groups(_group_mask(alive, candidates), weight.shape)
         ctx.save_for_backward(weight, mask, candidates, alive)
         return weight * mask
 

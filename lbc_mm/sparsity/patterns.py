@@ -11,18 +11,6 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-__all__ = [
-    'candidate_matrix',
-    'count_nm_violations',
-    'from_groups',
-    'grouped_product',
-    'magnitude_mask',
-    'num_candidates',
-    'parse_pattern',
-    'to_groups',
-    'validate_pattern',
-]
-
 
 def validate_pattern(n: int, m: int) -> None:
     """``ValueError`` unless ``n`` / ``m`` are ints with ``0 < n < m``."""
@@ -64,11 +52,9 @@ def candidate_matrix(n: int,
     """``(C, m)`` candidate matrix ``B`` (docs/method.md §1): row ``c`` has ones at
     the c-th subset of ``itertools.combinations(range(m), n)``."""
     validate_pattern(n, m)
-    combos = list(itertools.combinations(range(m), n))
-    rows = torch.tensor(combos, dtype=torch.long)  # (C, n)
-    out = torch.zeros(len(combos), m, dtype=dtype)  # (C, m)
-    out.scatter_(1, rows, 1)
-    return out.to(device) if device is not None else out
+    return torch.tensor([[float(i in c) for i in range(m)]
+                         for c in itertools.combinations(range(m), n)],
+                        dtype=dtype, device=device)
 
 
 def _group_dim(shape: Sequence[int]) -> int:
