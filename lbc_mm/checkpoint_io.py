@@ -20,6 +20,9 @@ from urllib.parse import urlparse
 
 import torch
 
+__all__ = ['CheckpointMismatchError', 'drop_config_text', 'read_any_checkpoint',
+           'read_checkpoint', 'read_url_checkpoint', 'refusal_line', 'verify_archive']
+
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint that cannot be used: unreadable, corrupted or refused, or its

@@ -17,6 +17,13 @@ from torch import Tensor, nn
 
 from .methods import METHODS, build_method, check_sparsity_args
 
+__all__ = [
+    'NMSparseConv',
+    'NMSparseLinear',
+    'divisibility_problem',
+    'sparse_layers',
+]
+
 
 def divisibility_problem(shape: Sequence[int], n: int, m: int) -> Optional[str]:
     """Why a weight of ``shape`` cannot be ``n:m`` sparse (its grouped axis,

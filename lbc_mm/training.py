@@ -15,6 +15,8 @@ from mmengine.runner import Runner, find_latest_checkpoint
 from .cli import check_runner_checkpoint, find_missing_data
 from .tool_exit import exit_on_run_error, fail
 
+__all__ = ['build_checked_runner', 'prepare_training', 'run_training']
+
 
 def build_checked_runner(cfg: Config, launcher: str, loaders: Tuple[str, ...],
                          training: bool = True) -> Runner:

@@ -8,6 +8,9 @@ from mmengine.registry import HOOKS
 
 from ..sparse_model import describe_tensors, non_finite_tensors
 
+__all__ = ['FiniteCheckHook', 'check_loss', 'check_weights', 'describe_tensors',
+           'non_finite_tensors', 'saved_iter']
+
 
 def _loss_value(runner, outputs: Optional[dict]) -> Optional[float]:
     """The iteration's total loss as a float, or None when the model gave none."""

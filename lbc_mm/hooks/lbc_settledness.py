@@ -17,6 +17,8 @@ from ..sparsity.diagnostics import (
     unmoved_groups,
 )
 
+__all__ = ['SettlednessTracker']
+
 
 class SettlednessTracker:
     """The settledness measures of a run's LBC layers, step by step.

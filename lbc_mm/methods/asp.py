@@ -11,6 +11,8 @@ from torch import Tensor, nn
 from ..sparsity import magnitude_mask
 from .base import SparsityMethod, register_method
 
+__all__ = ['ASP']
+
 
 @register_method
 class ASP(SparsityMethod):

@@ -15,6 +15,10 @@ from torch import Tensor, nn
 
 from ..sparsity import validate_pattern
 
+__all__ = ['METHODS', 'Requirements', 'SparsityMethod', 'UnsupportedOperation',
+           'build_method', 'check_sparsity_args', 'driver_hooks', 'method_class',
+           'option_names', 'register_method', 'state_keys']
+
 #: name -> method class, in registration order (``tuple(METHODS)``: the names).
 METHODS: Dict[str, Type['SparsityMethod']] = {}
 

@@ -23,6 +23,8 @@ from ..sparsity import (
 )
 from .base import Requirements, SparsityMethod, register_method
 
+__all__ = ['LBC']
+
 
 @register_method
 class LBC(SparsityMethod):

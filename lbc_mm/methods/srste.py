@@ -9,6 +9,8 @@ from torch import Tensor
 from ..sparsity import magnitude_mask, srste_masked_weight
 from .base import SparsityMethod, register_method
 
+__all__ = ['SRSTE', 'STE']
+
 
 @register_method
 class SRSTE(SparsityMethod):

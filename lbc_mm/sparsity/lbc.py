@@ -16,6 +16,19 @@ from .patterns import from_groups, grouped_product, validate_pattern
 #: ``'index'`` (the lower candidate index first).
 TIE_BREAKS = ('magnitude', 'index')
 
+__all__ = [
+    'LBCMaskFunction',
+    'TIE_BREAKS',
+    'candidate_magnitude',
+    'card',
+    'card_at_epoch_start',
+    'init_scores',
+    'lbc_mask',
+    'lbc_masked_weight',
+    'noise_tier',
+    'removal_step',
+]
+
 
 def init_scores(num_groups: int,
                 n: int,

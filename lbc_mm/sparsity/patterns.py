@@ -11,6 +11,18 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+__all__ = [
+    'candidate_matrix',
+    'count_nm_violations',
+    'from_groups',
+    'grouped_product',
+    'magnitude_mask',
+    'num_candidates',
+    'parse_pattern',
+    'to_groups',
+    'validate_pattern',
+]
+
 
 def validate_pattern(n: int, m: int) -> None:
     """``ValueError`` unless ``n`` / ``m`` are ints with ``0 < n < m``."""

@@ -14,6 +14,8 @@ from torch import Tensor
 
 from .patterns import magnitude_mask
 
+__all__ = ['SRSTEFunction', 'srste_masked_weight']
+
 
 class SRSTEFunction(torch.autograd.Function):
     """``W_eff = mask * W``; ``dW = dW_eff + lambda_w * (1 - mask) * W``."""
