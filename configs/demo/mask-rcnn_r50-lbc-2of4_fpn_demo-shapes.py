@@ -1,6 +1,6 @@
 # Demo: ../mask_rcnn_r50_lbc_2of4.py trained from scratch on generated shapes (128 px,
 # data/demo/coco, 3 classes, init_cfg=None), 16 epochs, batch 4, lr 0.005, RoI sampler
-# 64, LBCHook t_f=0.5 of training; `make demo` runs it (./README.md).
+# 64, LBCHook t_f=0.5 of training, seed 0; `make demo` runs it (./README.md).
 _base_ = '../mask_rcnn_r50_lbc_2of4.py'
 
 data_root = 'data/demo/coco/'
@@ -11,6 +11,8 @@ image_size = (128, 128)
 batch_size = 4
 max_epochs = 16
 lr = 0.02 * batch_size / 16
+# Seeded: unseeded runs of this demo spread over bbox mAP 0.65-0.77 on one machine.
+randomness = dict(seed=0)
 
 model = dict(
     backbone=dict(init_cfg=None),
