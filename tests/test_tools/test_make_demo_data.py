@@ -21,7 +21,7 @@ SMALL = dict(image_size=64, num_train=5, num_val=3, cls_image_size=24,
              cls_train_per_class=2, cls_val_per_class=1)
 
 
-def _tree_digest(root):
+def tree_digest(root):
     """Map relative path -> sha256 of every file under root."""
     out = {}
     for dirpath, _, files in os.walk(root):
@@ -36,7 +36,7 @@ def test_same_bytes_every_run_and_seed_matters(tmp_path):
     a = make_demo_data.generate(str(tmp_path / 'a'), seed=3, **SMALL)
     b = make_demo_data.generate(str(tmp_path / 'b'), seed=3, **SMALL)
     c = make_demo_data.generate(str(tmp_path / 'c'), seed=4, **SMALL)
-    da, db, dc = _tree_digest(a), _tree_digest(b), _tree_digest(c)
+    da, db, dc = tree_digest(a), tree_digest(b), tree_digest(c)
     assert da == db
     assert len(da) == 2 + 5 + 3 + 3 * (2 + 1) + 1  # jsons + det + cls + manifest
     assert da.keys() == dc.keys() and da != dc

@@ -1,5 +1,4 @@
 """Tests for tools/make_study_data.py (the method study's data set)."""
-import hashlib
 import importlib.util
 import os
 import random
@@ -9,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+from test_make_demo_data import tree_digest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(REPO, 'tools', 'make_study_data.py')
@@ -18,21 +18,11 @@ make_study_data = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(make_study_data)
 
 
-def _tree_digest(root):
-    out = {}
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(dirpath, name)
-            with open(path, 'rb') as f:
-                out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
-    return out
-
-
 def test_study_set(tmp_path):
     """5 classes, deterministic, the class colour only partly kept."""
     small = dict(train_per_class=3, val_per_class=2)
     a = make_study_data.generate_study(str(tmp_path / 'a'), seed=1, **small)
-    assert _tree_digest(a) == _tree_digest(
+    assert tree_digest(a) == tree_digest(
         make_study_data.generate_study(str(tmp_path / 'b'), seed=1, **small))
     assert sorted(os.listdir(os.path.join(a, 'train'))) == sorted(
         make_study_data.STUDY_CLASSES)
