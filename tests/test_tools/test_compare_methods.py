@@ -372,14 +372,19 @@ def test_sigterm_stops_the_running_run_too(tmp_path):
         assert not [pid for pid in children if osp.exists(f'/proc/{pid}')]
         assert not osp.exists(osp.join(work, 'srste_2of4_seed0', study_pkg.RESULT))
     finally:
-        for pid in children:  # an orphan (the bug) must not outlive the test
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if study.poll() is None:
-            study.kill()
-            study.wait()
+        _kill_all(study, children)
+
+
+def _kill_all(study, children) -> None:
+    """Kill the study and its runs (an orphan, the bug, must not outlive a test)."""
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if study.poll() is None:
+        study.kill()
+        study.wait()
 
 
 def _alive(pid) -> bool:
@@ -420,11 +425,4 @@ def test_kill_9_of_the_study_stops_the_run_and_keeps_the_lock_until_then(tmp_pat
         finally:
             os.close(fd)
     finally:
-        for pid in children:  # an orphan (the bug) must not outlive the test
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if study.poll() is None:
-            study.kill()
-            study.wait()
+        _kill_all(study, children)
